@@ -1,0 +1,754 @@
+//! Registered users and persistent channels, in SQLite, with bcrypt password hashes.
+//!
+//! # Why it looks like this
+//!
+//! Both SQLite and bcrypt block (bcrypt on purpose: at cost 12 a hash takes about a quarter of a
+//! second). A shard must never block, so [`Accounts`] does no database or hashing work on the
+//! calling thread: each method clones what it needs into a job for the process-wide
+//! [`Workers`] pool and returns a future that awaits the answer. A full pool queue answers
+//! [`AccountError::Busy`] at once, which the session turns into "Server busy, try again in a
+//! moment." rather than letting logins pile up.
+//!
+//! # Storage
+//!
+//! - One file, `<data_dir>/ringtalk.db`. Each worker thread holds its own connection, so the
+//!   database runs in WAL mode (readers do not block the writer) with `synchronous=NORMAL`
+//!   (durable at each checkpoint, never corrupt) and a 5 s busy timeout for writers that meet.
+//! - `user.name` is `UNIQUE COLLATE NOCASE`; usernames are ASCII, so that makes "Alice" and
+//!   "alice" one user while keeping the case it was created with.
+//! - `COLLATE NOCASE` folds only ASCII and channel names may not be, so `channel.key` holds
+//!   `str::to_lowercase` of the name and carries the uniqueness; `channel.name` is for display.
+//! - Uniqueness is left to the database: two concurrent creates of one name give exactly one
+//!   winner, the other sees the constraint fail.
+//!
+//! Closing the connections (when the [`WorkersGuard`] shuts the pool down) checkpoints the WAL.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use crate::workers::{JobError, StartError, SubmitError, Workers, WorkersGuard};
+
+/// The name of the database file inside the data directory.
+pub const DB_FILE: &str = "ringtalk.db";
+/// The lowest bcrypt cost accepted (fast; for tests).
+pub const MIN_BCRYPT_COST: u32 = 4;
+/// The highest bcrypt cost accepted (a few seconds per login is already too slow).
+pub const MAX_BCRYPT_COST: u32 = 16;
+/// How long a connection waits for another's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const USERNAME_MIN_CHARS: usize = 2;
+const USERNAME_MAX_CHARS: usize = 24;
+const PASSWORD_MIN_CHARS: usize = 6;
+/// bcrypt uses only the first 72 bytes; longer passwords would silently collide.
+const PASSWORD_MAX_BYTES: usize = 72;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS user (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS channel (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    key        TEXT    NOT NULL UNIQUE,
+    owner_id   INTEGER REFERENCES user(id),
+    created_at INTEGER NOT NULL
+);
+";
+
+/// Why a username or password was refused. `Display` is the message for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The username is not 2 to 24 ASCII letters, digits, `_` or `-`.
+    #[error("Usernames are 2 to 24 letters, digits, _ or -.")]
+    BadUsername,
+    /// The password is shorter than 6 characters or longer than 72 bytes.
+    #[error("Passwords are 6 characters to 72 bytes.")]
+    BadPassword,
+}
+
+/// Checks a username: 2 to 24 ASCII letters, digits, `_` or `-`.
+pub fn validate_username(name: &str) -> Result<(), CredentialError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    // All allowed characters are ASCII, so bytes are characters.
+    if (USERNAME_MIN_CHARS..=USERNAME_MAX_CHARS).contains(&name.len()) && name.bytes().all(allowed)
+    {
+        Ok(())
+    } else {
+        Err(CredentialError::BadUsername)
+    }
+}
+
+/// Checks a password: at least 6 characters and at most 72 bytes (bcrypt's limit).
+pub fn validate_password(password: &str) -> Result<(), CredentialError> {
+    if password.len() <= PASSWORD_MAX_BYTES && password.chars().count() >= PASSWORD_MIN_CHARS {
+        Ok(())
+    } else {
+        Err(CredentialError::BadPassword)
+    }
+}
+
+/// Why [`Accounts::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The bcrypt cost is outside 4..=16.
+    #[error("bcrypt cost {0} is outside {MIN_BCRYPT_COST}..={MAX_BCRYPT_COST}")]
+    BcryptCost(u32),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory asked for.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The worker pool did not start; `StartError::State` holds the SQLite error from opening
+    /// the database or creating the schema.
+    #[error("cannot open the account database: {0}")]
+    Start(#[from] StartError<rusqlite::Error>),
+}
+
+/// Why an account operation produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The worker queue is full; the user should retry shortly.
+    #[error("Server busy, try again in a moment.")]
+    Busy,
+    /// The database or the worker failed; the text is for the log, not for the user.
+    #[error("account storage failed: {0}")]
+    Failed(String),
+}
+
+impl AccountError {
+    /// The line to show the user (never any internal detail).
+    pub fn user_message(&self) -> &'static str {
+        match self {
+            AccountError::Busy => "Server busy, try again in a moment.",
+            AccountError::Failed(_) => "Something went wrong on the server, try again later.",
+        }
+    }
+}
+
+impl From<SubmitError> for AccountError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Busy => AccountError::Busy,
+            SubmitError::Closed => AccountError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<JobError> for AccountError {
+    fn from(e: JobError) -> Self {
+        AccountError::Failed(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for AccountError {
+    fn from(e: rusqlite::Error) -> Self {
+        AccountError::Failed(e.to_string())
+    }
+}
+
+impl From<bcrypt::BcryptError> for AccountError {
+    fn from(e: bcrypt::BcryptError) -> Self {
+        AccountError::Failed(format!("bcrypt: {e}"))
+    }
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The database id; stable for the life of the account.
+    pub id: i64,
+    /// The name as stored, in the case it was created with.
+    pub name: String,
+}
+
+/// The outcome of [`Accounts::login`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// The password matched.
+    Ok(User),
+    /// The user exists and the password did not match.
+    WrongPassword,
+    /// No user has this name.
+    NoSuchUser,
+}
+
+/// The outcome of [`Accounts::create_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The account now exists.
+    Ok(User),
+    /// Another account has this name, ignoring ASCII case.
+    NameTaken,
+    /// The name or password failed validation; nothing was stored.
+    Invalid(CredentialError),
+}
+
+/// One worker thread's database connection.
+struct Db {
+    /// Used only on the worker thread that opened it.
+    conn: Connection,
+}
+
+/// The shared, cloneable handle to accounts and channels. `Send + Sync`; clone one per shard.
+#[derive(Clone)]
+pub struct Accounts {
+    /// The pool whose threads each own a [`Db`].
+    workers: Workers<Db>,
+    /// The bcrypt cost for new hashes (existing hashes carry their own).
+    cost: u32,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("cost", &self.cost)
+            .field("queue_depth", &self.queue_depth())
+            .finish()
+    }
+}
+
+impl Accounts {
+    /// Opens (creating if needed) `<data_dir>/ringtalk.db` and starts `threads` worker threads
+    /// with a queue of `queue_capacity` jobs. Blocks until every thread has its connection:
+    /// call it at startup, not on a shard. Keep the guard until exit; shutting it down closes the
+    /// database cleanly.
+    pub fn open(
+        data_dir: &Path,
+        bcrypt_cost: u32,
+        threads: usize,
+        queue_capacity: usize,
+    ) -> Result<(Self, WorkersGuard), OpenError> {
+        if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&bcrypt_cost) {
+            return Err(OpenError::BcryptCost(bcrypt_cost));
+        }
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        // Threads set up one at a time: switching to WAL and creating the schema need the
+        // write lock, and taking turns is simpler than leaning on the busy timeout.
+        let setup = Mutex::new(());
+        let (workers, guard) = Workers::start(threads, queue_capacity, move || {
+            let _turn = setup
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Db::open(&path)
+        })?;
+        Ok((
+            Accounts {
+                workers,
+                cost: bcrypt_cost,
+            },
+            guard,
+        ))
+    }
+
+    /// Whether a user has this name (ignoring ASCII case).
+    pub fn user_exists(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        self.run(move |db| Ok(db.find_user(&name)?.is_some()))
+    }
+
+    /// Checks a password. The bcrypt verification runs on a worker thread.
+    pub fn login(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Login, AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        let password = password.to_owned();
+        self.run(move |db| {
+            let Some((user, hash)) = db.find_user(&name)? else {
+                return Ok(Login::NoSuchUser);
+            };
+            // No stored password is over 72 bytes, and bcrypt would compare only a prefix.
+            if password.len() > PASSWORD_MAX_BYTES {
+                return Ok(Login::WrongPassword);
+            }
+            if bcrypt::verify(password.as_bytes(), &hash)? {
+                Ok(Login::Ok(user))
+            } else {
+                Ok(Login::WrongPassword)
+            }
+        })
+    }
+
+    /// Validates, hashes (on a worker thread) and stores a new user. Of two concurrent creates
+    /// of one name exactly one gets `Created::Ok`.
+    pub fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Created, AccountError>> + Send + 'static {
+        let submitted = match validate_username(name).and_then(|()| validate_password(password)) {
+            Err(invalid) => Err(Created::Invalid(invalid)),
+            Ok(()) => {
+                let name = name.to_owned();
+                let password = password.to_owned();
+                let cost = self.cost;
+                Ok(self.run(move |db| db.create_user(&name, &password, cost)))
+            }
+        };
+        async move {
+            match submitted {
+                Err(refused) => Ok(refused),
+                Ok(running) => running.await,
+            }
+        }
+    }
+
+    /// Stores a channel owned by user `owner`. `Ok(false)` if a channel with this name, ignoring
+    /// case (Unicode lower-casing), already exists. The name is stored as given.
+    pub fn create_channel(
+        &self,
+        name: &str,
+        owner: i64,
+    ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        self.run(move |db| db.create_channel(&name, owner))
+    }
+
+    /// Every stored channel's display name, oldest first.
+    pub fn list_channels(
+        &self,
+    ) -> impl Future<Output = Result<Vec<String>, AccountError>> + Send + 'static {
+        self.run(|db| db.list_channels())
+    }
+
+    /// Jobs waiting for a worker thread, for load reporting.
+    pub fn queue_depth(&self) -> usize {
+        self.workers.queue_depth()
+    }
+
+    /// Submits `job` now (so `Busy` is decided at call time) and returns a future of its result
+    /// that borrows nothing.
+    fn run<T, F>(&self, job: F) -> impl Future<Output = Result<T, AccountError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, AccountError> + Send + 'static,
+    {
+        let submitted = self.workers.submit(job);
+        async move { submitted?.await? }
+    }
+}
+
+impl Db {
+    /// Opens the database and prepares it; runs on a worker thread.
+    fn open(path: &Path) -> Result<Db, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!("journal_mode stayed {mode}; WAL is needed")),
+            ));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db { conn })
+    }
+
+    /// The user with this name (ASCII case ignored) and their password hash.
+    fn find_user(&mut self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, password_hash FROM user WHERE name = ?1")?;
+        let found = stmt
+            .query_row([name], |row| {
+                Ok((
+                    User {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                    },
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        Ok(found)
+    }
+
+    fn create_user(
+        &mut self,
+        name: &str,
+        password: &str,
+        cost: u32,
+    ) -> Result<Created, AccountError> {
+        // Skip the expensive hash when the name is visibly taken; the UNIQUE constraint still
+        // decides races.
+        if self.find_user(name)?.is_some() {
+            return Ok(Created::NameTaken);
+        }
+        let hash = bcrypt::non_truncating_hash(password.as_bytes(), cost)?;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO user (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![name, hash, unix_now()]);
+        match inserted {
+            Ok(_) => Ok(Created::Ok(User {
+                id: self.conn.last_insert_rowid(),
+                name: name.to_owned(),
+            })),
+            Err(e) if is_unique_violation(&e) => Ok(Created::NameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn create_channel(&mut self, name: &str, owner: i64) -> Result<bool, AccountError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO channel (name, key, owner_id, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![name, name.to_lowercase(), owner, unix_now()])?;
+        Ok(changed == 1)
+    }
+
+    fn list_channels(&mut self) -> Result<Vec<String>, AccountError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM channel ORDER BY id")?;
+        let names = stmt
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
+    }
+}
+
+/// Whether an insert failed on a UNIQUE constraint.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == ErrorCode::ConstraintViolation
+                && f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+    use std::sync::{Arc, Barrier};
+
+    fn open(dir: &Path, threads: usize) -> (Accounts, WorkersGuard) {
+        Accounts::open(dir, MIN_BCRYPT_COST, threads, 64).expect("database opens")
+    }
+
+    fn created(outcome: Created) -> User {
+        match outcome {
+            Created::Ok(user) => user,
+            other => panic!("expected a new user, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn username_rules() {
+        let table: &[(&str, bool)] = &[
+            ("al", true),
+            ("Alice", true),
+            ("bob_the-2nd", true),
+            ("ABCDEFGHIJKLMNOPQRSTUVWX", true),   // 24
+            ("ABCDEFGHIJKLMNOPQRSTUVWXY", false), // 25
+            ("a", false),
+            ("", false),
+            ("has space", false),
+            ("dot.ted", false),
+            ("émile", false),
+            ("ab\u{0}", false),
+            ("tab\t", false),
+        ];
+        for &(name, ok) in table {
+            assert_eq!(validate_username(name).is_ok(), ok, "{name:?}");
+        }
+        assert_eq!(
+            validate_username("x").unwrap_err().to_string(),
+            "Usernames are 2 to 24 letters, digits, _ or -."
+        );
+    }
+
+    #[test]
+    fn password_rules() {
+        let table: &[(&str, bool)] = &[
+            ("12345", false),
+            ("123456", true),
+            ("ééééé", false), // 5 chars, 10 bytes
+            ("éééééé", true), // 6 chars
+            (&"x".repeat(72), true),
+            (&"x".repeat(73), false),
+            (&"é".repeat(36), true),                  // 72 bytes
+            (&format!("{}x", "é".repeat(36)), false), // 73 bytes
+            ("", false),
+        ];
+        for (password, ok) in table {
+            assert_eq!(
+                validate_password(password).is_ok(),
+                *ok,
+                "{} bytes",
+                password.len()
+            );
+        }
+        assert_eq!(
+            validate_password("").unwrap_err().to_string(),
+            "Passwords are 6 characters to 72 bytes."
+        );
+    }
+
+    #[test]
+    fn bcrypt_cost_out_of_range_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for cost in [0, 3, 17, 31] {
+            assert!(matches!(
+                Accounts::open(dir.path(), cost, 1, 8),
+                Err(OpenError::BcryptCost(c)) if c == cost
+            ));
+        }
+        assert!(Accounts::open(dir.path(), 4, 1, 8).is_ok());
+    }
+
+    #[test]
+    fn create_then_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        assert!(!block_on(accounts.user_exists("alice")).unwrap());
+        let alice = created(block_on(accounts.create_user("alice", "secret1")).unwrap());
+        assert_eq!(alice.name, "alice");
+        assert!(block_on(accounts.user_exists("alice")).unwrap());
+        assert_eq!(
+            block_on(accounts.login("alice", "secret1")).unwrap(),
+            Login::Ok(alice)
+        );
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 1);
+        created(block_on(accounts.create_user("bob", "hunter22")).unwrap());
+        assert_eq!(
+            block_on(accounts.login("bob", "hunter23")).unwrap(),
+            Login::WrongPassword
+        );
+        assert_eq!(
+            block_on(accounts.login("bob", &"h".repeat(200))).unwrap(),
+            Login::WrongPassword
+        );
+        assert_eq!(
+            block_on(accounts.login("carol", "hunter22")).unwrap(),
+            Login::NoSuchUser
+        );
+        assert_eq!(block_on(accounts.login("", "")).unwrap(), Login::NoSuchUser);
+    }
+
+    #[test]
+    fn invalid_credentials_are_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 1);
+        assert_eq!(
+            block_on(accounts.create_user("a b", "secret1")).unwrap(),
+            Created::Invalid(CredentialError::BadUsername)
+        );
+        assert_eq!(
+            block_on(accounts.create_user("dave", "short")).unwrap(),
+            Created::Invalid(CredentialError::BadPassword)
+        );
+        assert!(!block_on(accounts.user_exists("dave")).unwrap());
+    }
+
+    #[test]
+    fn names_ignore_case_and_keep_the_first_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        let alice = created(block_on(accounts.create_user("Alice", "secret1")).unwrap());
+        assert_eq!(
+            block_on(accounts.create_user("alice", "other-pw")).unwrap(),
+            Created::NameTaken
+        );
+        assert!(block_on(accounts.user_exists("aLiCe")).unwrap());
+        match block_on(accounts.login("ALICE", "secret1")).unwrap() {
+            Login::Ok(user) => {
+                assert_eq!(user, alice);
+                assert_eq!(user.name, "Alice");
+            }
+            other => panic!("expected login, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrent_creates_of_one_name_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        for round in 0..4 {
+            let name = format!("racer{round}");
+            let barrier = Arc::new(Barrier::new(2));
+            let racers: Vec<_> = [name.clone(), name.to_uppercase()]
+                .into_iter()
+                .map(|spelling| {
+                    let accounts = accounts.clone();
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        block_on(accounts.create_user(&spelling, "password"))
+                    })
+                })
+                .collect();
+            let outcomes: Vec<Created> = racers
+                .into_iter()
+                .map(|racer| racer.join().unwrap().unwrap())
+                .collect();
+            let winners = outcomes
+                .iter()
+                .filter(|o| matches!(o, Created::Ok(_)))
+                .count();
+            let losers = outcomes
+                .iter()
+                .filter(|o| matches!(o, Created::NameTaken))
+                .count();
+            assert_eq!((winners, losers), (1, 1), "{outcomes:?}");
+        }
+    }
+
+    #[test]
+    fn only_unique_violations_count_as_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        let insert = "INSERT INTO user (name, password_hash, created_at) VALUES (?1, 'x', 0)";
+        db.conn.execute(insert, ["Zed"]).unwrap();
+        let duplicate = db.conn.execute(insert, ["zED"]).unwrap_err();
+        assert!(is_unique_violation(&duplicate));
+        let orphan = db
+            .conn
+            .execute(
+                "INSERT INTO channel (name, key, owner_id, created_at) VALUES ('#a', '#a', 42, 0)",
+                [],
+            )
+            .unwrap_err();
+        assert!(!is_unique_violation(&orphan));
+    }
+
+    #[test]
+    fn channels_are_unique_ignoring_unicode_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        let owner = created(block_on(accounts.create_user("owner", "secret1")).unwrap());
+        assert!(block_on(accounts.list_channels()).unwrap().is_empty());
+        assert!(block_on(accounts.create_channel("#Rust", owner.id)).unwrap());
+        assert!(!block_on(accounts.create_channel("#rust", owner.id)).unwrap());
+        assert!(block_on(accounts.create_channel("Çafé", owner.id)).unwrap());
+        assert!(!block_on(accounts.create_channel("çafé", owner.id)).unwrap());
+        assert!(!block_on(accounts.create_channel("ÇAFÉ", owner.id)).unwrap());
+        assert!(block_on(accounts.create_channel("#lobby", owner.id)).unwrap());
+        assert_eq!(
+            block_on(accounts.list_channels()).unwrap(),
+            ["#Rust", "Çafé", "#lobby"]
+        );
+    }
+
+    #[test]
+    fn channel_with_unknown_owner_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 1);
+        assert!(matches!(
+            block_on(accounts.create_channel("#ghost", 999)),
+            Err(AccountError::Failed(_))
+        ));
+        assert!(block_on(accounts.list_channels()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("nested").join("data");
+        let (accounts, guard) = open(&data_dir, 2);
+        let erin = created(block_on(accounts.create_user("Erin", "secret1")).unwrap());
+        assert!(block_on(accounts.create_channel("#home", erin.id)).unwrap());
+        guard.shutdown();
+        assert!(matches!(
+            block_on(accounts.user_exists("Erin")),
+            Err(AccountError::Failed(_))
+        ));
+        // A clean close checkpoints the WAL into the main file.
+        let wal = data_dir.join(format!("{DB_FILE}-wal"));
+        assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+
+        let (reopened, _guard) = open(&data_dir, 2);
+        assert_eq!(
+            block_on(reopened.login("erin", "secret1")).unwrap(),
+            Login::Ok(erin)
+        );
+        assert_eq!(block_on(reopened.list_channels()).unwrap(), ["#home"]);
+    }
+
+    #[test]
+    fn unusable_data_dir_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            Accounts::open(&file, MIN_BCRYPT_COST, 1, 8),
+            Err(OpenError::DataDir { .. })
+        ));
+        let db_is_dir = dir.path().join("d");
+        std::fs::create_dir_all(db_is_dir.join(DB_FILE)).unwrap();
+        assert!(matches!(
+            Accounts::open(&db_is_dir, MIN_BCRYPT_COST, 2, 8),
+            Err(OpenError::Start(StartError::State(_)))
+        ));
+    }
+
+    #[test]
+    fn busy_messages() {
+        assert_eq!(
+            AccountError::Busy.to_string(),
+            "Server busy, try again in a moment."
+        );
+        assert_eq!(
+            AccountError::Busy.user_message(),
+            "Server busy, try again in a moment."
+        );
+        assert!(!AccountError::Failed("disk I/O error".into())
+            .user_message()
+            .contains("disk"));
+    }
+
+    #[test]
+    fn handle_and_futures_are_send() {
+        fn assert_send_sync<T: Send + Sync + Clone>(_: &T) {}
+        fn assert_send_static<T: Send + 'static>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 1);
+        assert_send_sync(&accounts);
+        let name = String::from("x");
+        let pending = accounts.login(&name, "y");
+        drop(name);
+        assert_send_static(&pending);
+        assert_eq!(block_on(pending).unwrap(), Login::NoSuchUser);
+    }
+}

@@ -1,0 +1,43 @@
+//! ringtalk: a telnet chat server built thread-per-core.
+//!
+//! # The shape
+//!
+//! One glommio executor (a *shard*) runs pinned to each allowed CPU. Every shard opens its own listening
+//! socket on the same port (SO_REUSEPORT), so the kernel spreads connections over shards and a
+//! connection lives its whole life on the shard that accepted it: its socket, its telnet state, its line
+//! editor and its session all belong to that one thread, with no locks.
+//!
+//! Work that blocks (SQLite, bcrypt) never runs on a shard: it goes to a pool of plain threads through a
+//! bounded queue, and a full queue answers "busy" at once instead of making anyone wait.
+//!
+//! # The parts
+//!
+//! - [`server`]: start everything, stop everything.
+//! - [`shard`]: one executor's accept loop and its table of sessions.
+//! - [`session`]: one connection, login then commands.
+//! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`] (the
+//!   line editor and redraw).
+//! - [`cmd`]: what a typed line means.
+//! - [`accounts`] over [`workers`]: users and channels in SQLite, bcrypt hashes, on worker threads.
+//! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags.
+//!
+//! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
+
+#![deny(missing_docs)]
+
+pub mod accounts;
+pub mod cmd;
+pub mod config;
+pub mod limits;
+pub mod line;
+pub mod listener;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod stats;
+pub mod telnet;
+pub mod terminal;
+pub mod workers;
+
+pub use config::Config;
+pub use server::{Server, ShutdownTrigger, StartError};

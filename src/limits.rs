@@ -1,0 +1,106 @@
+//! What the operating system lets this process have: open files (one per user) and CPUs (one per shard).
+//!
+//! wtelnet stopped at 1,019 users on a 1,024-file limit, and glommio's own CPU list ignores the process's
+//! affinity mask (so a container limited to CPU 1 fails to start a shard pinned to CPU 0). Both facts are
+//! read here, at start, from the kernel, so the startup line can say exactly what the machine allows.
+
+use std::io;
+
+/// Descriptors kept back for everything that is not a user: stdio, listeners, the database and its WAL
+/// files on each worker thread, io_uring rings, eventfds, channel logs.
+pub const RESERVED_FDS: u64 = 96;
+
+/// The open-files limit after [`raise_nofile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileLimit {
+    /// The soft limit now in force.
+    pub soft: u64,
+    /// The hard limit, which only a privileged process can raise.
+    pub hard: u64,
+}
+
+impl FileLimit {
+    /// How many users (one socket each) the limit allows once [`RESERVED_FDS`] are set aside, given
+    /// `extra_per_shard` descriptors used by each of `shards`.
+    pub fn users_allowed(&self, shards: usize, extra_per_shard: u64) -> u64 {
+        self.soft
+            .saturating_sub(RESERVED_FDS)
+            .saturating_sub(extra_per_shard * shards as u64)
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns the limits now in force.
+pub fn raise_nofile() -> io::Result<FileLimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Ok(FileLimit {
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
+    })
+}
+
+/// The CPUs this process may run on, from its affinity mask, in ascending order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set, and sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * size;
+    // SAFETY: CPU_ISSET reads the set we own, for indices below its capacity.
+    Ok((0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// The process's resident set size in bytes, from `/proc/self/statm` (a blocking read: call it from a
+/// plain thread, never from a shard).
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_nofile_reaches_the_hard_limit() {
+        let lim = raise_nofile().unwrap();
+        assert_eq!(lim.soft, lim.hard);
+        assert!(lim.users_allowed(2, 8) < lim.soft);
+    }
+
+    #[test]
+    fn allowed_cpus_match_available_parallelism() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        let par = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(cpus.len(), par);
+    }
+
+    #[test]
+    fn rss_is_nonzero() {
+        assert!(rss_bytes().unwrap() > 0);
+    }
+}

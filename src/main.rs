@@ -1,0 +1,59 @@
+//! The `ringtalk` binary: flags in, server started, signals turned into a clean shutdown.
+
+use clap::Parser;
+use ringtalk::{Config, Server};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing::{error, info};
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::parse();
+    let listen = config.listen;
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("ringtalk could not start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let limit = server.file_limit();
+    let addr = server.local_addr();
+    info!(
+        "ringtalk listening on {addr} with {} shards (CPUs {:?}); open-files limit {} (hard {}) allows about {} users",
+        server.shard_cpus().len(),
+        server.shard_cpus(),
+        limit.soft,
+        limit.hard,
+        server.users_allowed(),
+    );
+    if listen.ip().is_loopback() {
+        info!(
+            "only this machine can connect; use --listen 0.0.0.0:{} to accept remote users",
+            addr.port()
+        );
+    }
+    info!("connect with: telnet {} {}", addr.ip(), addr.port());
+
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            server.shutdown();
+            std::process::exit(1);
+        }
+    };
+    let trigger = server.shutdown_trigger();
+    let signal_thread = std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            info!(signal = sig, "shutting down");
+            trigger.trigger();
+        }
+    });
+    server.wait();
+    drop(signal_thread);
+}

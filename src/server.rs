@@ -1,0 +1,335 @@
+//! Starting and stopping the whole server: limits, listeners, the worker pool, one pinned executor per
+//! shard, the heartbeat, and an orderly shutdown.
+//!
+//! Everything that can fail at start (port in use, database, a shard that cannot start) fails here, on
+//! the caller's thread, before [`Server::start`] returns, so the binary can print one clear line and exit
+//! non-zero instead of leaving half a server running.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use shard_proto::ShardId;
+use tracing::{info, warn};
+
+use crate::accounts::{Accounts, OpenError};
+use crate::config::Config;
+use crate::limits::{self, FileLimit};
+use crate::shard::{self, ShardStart};
+use crate::stats::{Snapshot, Stats};
+use crate::workers::WorkersGuard;
+
+/// Memory glommio registers per executor for file I/O. Sockets do not use it, so the 10 MiB default
+/// would only cost RSS.
+const IO_MEMORY: usize = 64 << 10;
+
+/// How long [`Server::start`] waits for every shard to report that it is accepting.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Descriptors each shard uses besides its users: its listener, io_uring rings, eventfds, timers.
+const FDS_PER_SHARD: u64 = 8;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The process's CPU or file limits could not be read.
+    #[error("cannot read process limits: {0}")]
+    Limits(std::io::Error),
+    /// `--shards 0`.
+    #[error("--shards must be at least 1")]
+    NoShards,
+    /// The listening sockets could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// The database or the worker threads could not be started.
+    #[error("cannot open the database: {0}")]
+    Database(#[from] OpenError),
+    /// A shard's executor did not start.
+    #[error("shard {shard} (CPU {cpu}) failed to start: {reason}")]
+    Shard {
+        /// The shard's index.
+        shard: u16,
+        /// The CPU it was to be pinned to.
+        cpu: usize,
+        /// glommio's explanation.
+        reason: String,
+    },
+}
+
+/// A handle that stops the server from any thread (a signal handler's thread, a test).
+#[derive(Clone, Debug)]
+pub struct ShutdownTrigger(Arc<Mutex<Vec<oneshot::Sender<()>>>>);
+
+impl ShutdownTrigger {
+    /// Asks every shard to stop accepting and close its sessions. Calling it again does nothing.
+    pub fn trigger(&self) {
+        let senders = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for tx in senders {
+            // A shard that already stopped has dropped its receiver; nothing to tell it.
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shard_cpus: Vec<usize>,
+    file_limit: FileLimit,
+    stats: Arc<Stats>,
+    trigger: ShutdownTrigger,
+    shards: Vec<ExecutorJoinHandle<()>>,
+    workers: WorkersGuard,
+    heartbeat: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
+}
+
+/// Sends the shard's failure to [`Server::start`] if the shard's future is dropped without running,
+/// which is what glommio does when the executor cannot be built.
+struct ReadyGuard {
+    tx: crossbeam_channel::Sender<Result<ShardId, ShardId>>,
+    id: ShardId,
+}
+
+impl Drop for ReadyGuard {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Err(self.id));
+    }
+}
+
+impl Server {
+    /// Starts every part of the server and returns once all shards accept connections.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let file_limit = limits::raise_nofile().map_err(StartError::Limits)?;
+        let cpus = limits::allowed_cpus().map_err(StartError::Limits)?;
+        let shard_count = config.shards.unwrap_or(cpus.len());
+        if shard_count == 0 {
+            return Err(StartError::NoShards);
+        }
+        if shard_count > cpus.len() {
+            warn!(
+                shards = shard_count,
+                cpus = cpus.len(),
+                "more shards than allowed CPUs: some shards share a CPU"
+            );
+        }
+        let shard_cpus: Vec<usize> = (0..shard_count).map(|i| cpus[i % cpus.len()]).collect();
+
+        let (fds, addr) = crate::listener::open(config.listen, shard_count, config.backlog)
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        // Owned until handed to a shard, so an early return closes them.
+        // SAFETY: `listener::open` returned fresh descriptors that nothing else owns.
+        let mut fds: Vec<Option<OwnedFd>> = fds
+            .into_iter()
+            .map(|fd| Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+            .collect();
+
+        let workers = config.workers.unwrap_or(cpus.len()).max(1);
+        let (accounts, workers_guard) = Accounts::open(
+            &config.data_dir,
+            config.bcrypt_cost,
+            workers,
+            config.worker_queue,
+        )?;
+
+        let config = Arc::new(config);
+        let stats = Stats::new(shard_count);
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let mut senders = Vec::with_capacity(shard_count);
+        let mut handles = Vec::with_capacity(shard_count);
+        let mut failure = None;
+        for (index, &cpu) in shard_cpus.iter().enumerate() {
+            let id = ShardId(index as u16);
+            let (shutdown_tx, shutdown_rx) = oneshot::channel();
+            senders.push(shutdown_tx);
+            let fd = fds[index].take().expect("each listener is taken once");
+            let start = ShardStart {
+                id,
+                listener_fd: std::os::fd::IntoRawFd::into_raw_fd(fd),
+                config: config.clone(),
+                accounts: accounts.clone(),
+                stats: stats.clone(),
+                shutdown: shutdown_rx,
+            };
+            let guard = ReadyGuard {
+                tx: ready_tx.clone(),
+                id,
+            };
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(&format!("ringtalk-shard-{index}"))
+                .io_memory(IO_MEMORY)
+                .spawn(move || {
+                    let guard = guard;
+                    async move {
+                        let _ = guard.tx.send(Ok(guard.id));
+                        std::mem::forget(guard);
+                        shard::run(start).await
+                    }
+                });
+            match spawned {
+                Ok(handle) => handles.push((id, cpu, Some(handle))),
+                Err(e) => {
+                    failure = Some(StartError::Shard {
+                        shard: id.0,
+                        cpu,
+                        reason: e.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        drop(ready_tx);
+        let trigger = ShutdownTrigger(Arc::new(Mutex::new(senders)));
+
+        let mut ready = 0;
+        while failure.is_none() && ready < handles.len() {
+            match ready_rx.recv_timeout(START_TIMEOUT) {
+                Ok(Ok(_)) => ready += 1,
+                Ok(Err(id)) => {
+                    let (_, cpu, handle) = &mut handles[id.index()];
+                    let reason = match handle.take().map(|h| h.join()) {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the executor stopped before it started".to_string(),
+                    };
+                    failure = Some(StartError::Shard {
+                        shard: id.0,
+                        cpu: *cpu,
+                        reason,
+                    });
+                }
+                Err(_) => {
+                    failure = Some(StartError::Shard {
+                        shard: ready as u16,
+                        cpu: shard_cpus[ready],
+                        reason: "timed out waiting for the shard to start".to_string(),
+                    })
+                }
+            }
+        }
+        if let Some(err) = failure {
+            trigger.trigger();
+            for (_, _, handle) in handles {
+                if let Some(h) = handle {
+                    let _ = h.join();
+                }
+            }
+            workers_guard.shutdown();
+            return Err(err);
+        }
+
+        let heartbeat = (config.stats_interval > 0).then(|| {
+            spawn_heartbeat(
+                Duration::from_secs(config.stats_interval),
+                stats.clone(),
+                accounts.clone(),
+            )
+        });
+        Ok(Server {
+            addr,
+            shard_cpus,
+            file_limit,
+            stats,
+            trigger,
+            shards: handles.into_iter().filter_map(|(_, _, h)| h).collect(),
+            workers: workers_guard,
+            heartbeat,
+        })
+    }
+
+    /// The address the shards accept on (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CPU each shard is pinned to, in shard order.
+    pub fn shard_cpus(&self) -> &[usize] {
+        &self.shard_cpus
+    }
+
+    /// The open-files limit in force.
+    pub fn file_limit(&self) -> FileLimit {
+        self.file_limit
+    }
+
+    /// How many users the open-files limit allows.
+    pub fn users_allowed(&self) -> u64 {
+        self.file_limit
+            .users_allowed(self.shard_cpus.len(), FDS_PER_SHARD)
+    }
+
+    /// The counters of every shard now.
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// A handle that stops this server from any thread.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Stops the server: no new connections, every session told and closed within the grace period,
+    /// then the worker threads finish their queue and the database is closed.
+    pub fn shutdown(self) {
+        self.trigger.trigger();
+        self.wait();
+    }
+
+    /// Waits until the server has stopped (after a [`ShutdownTrigger::trigger`]).
+    pub fn wait(self) {
+        for handle in self.shards {
+            if let Err(e) = handle.join() {
+                warn!(error = %e, "a shard ended with an error");
+            }
+        }
+        if let Some((stop, thread)) = self.heartbeat {
+            drop(stop);
+            let _ = thread.join();
+        }
+        self.workers.shutdown();
+        info!("ringtalk stopped");
+    }
+}
+
+/// The heartbeat runs on a plain thread because reading RSS from /proc is a blocking file read.
+fn spawn_heartbeat(
+    every: Duration,
+    stats: Arc<Stats>,
+    accounts: Accounts,
+) -> (crossbeam_channel::Sender<()>, JoinHandle<()>) {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
+        .name("ringtalk-heartbeat".into())
+        .spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stop_rx.recv_timeout(every)
+            {
+                let snap = stats.snapshot();
+                let per_shard: Vec<String> = snap
+                    .shards
+                    .iter()
+                    .map(|s| format!("{}/{}", s.connections, s.logged_in))
+                    .collect();
+                info!(
+                    connections = snap.connections(),
+                    logged_in = snap.logged_in(),
+                    per_shard = %per_shard.join(" "),
+                    worker_queue = accounts.queue_depth(),
+                    rss_mb = limits::rss_bytes().unwrap_or(0) as f64 / 1e6,
+                    "heartbeat"
+                );
+            }
+        })
+        .expect("spawning the heartbeat thread");
+    (stop_tx, thread)
+}

@@ -1,0 +1,368 @@
+//! One connection, from accept to close: the login dialogue, then commands, on a single task.
+//!
+//! A session is one task that owns its socket. It reads only when the kernel has bytes for it, into the
+//! shard's shared read buffer, and decodes them at once, so an idle session holds no read buffer. What it
+//! writes collects in `out` and is flushed whenever the task runs; a peer that stops reading stops only
+//! its own session, and the kernel send buffer is capped so such a peer cannot pin much memory.
+//!
+//! The shard reaches a session only through its [`SessionHandle`]: it sets a [`Kick`] and wakes the task,
+//! which notices on its next poll. Every wait in here (for input, for the worker pool) also watches for a
+//! kick, so shutdown and the login timeout are never held up by a slow bcrypt or a silent peer.
+
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::poll_fn;
+use futures::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use tracing::debug;
+
+use crate::accounts::{self, AccountError, Created, Login, User};
+use crate::cmd::{self, Command};
+use crate::line::FinishedLine;
+use crate::shard::{Kick, Registration, Shard, SHUTDOWN_GRACE};
+use crate::stats::{Gauge, GaugeGuard};
+use crate::terminal::{Input, Terminal};
+
+/// Wrong passwords in a row after which the connection is closed.
+pub const MAX_PASSWORD_FAILURES: u32 = 3;
+
+/// Unsent output above which the session stops reading input: a peer that does not read what it is
+/// sent gets no more echo or replies queued for it.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// Output buffers larger than this are freed once flushed, so idle sessions stay small.
+const OUT_KEEP: usize = 1024;
+
+/// How long a closing session waits for its last words to be sent.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a session stopped before its user logged off.
+#[derive(Debug)]
+enum Stop {
+    /// The peer closed the connection, or it failed.
+    Closed,
+    /// The shard asked the session to end.
+    Kicked(Kick),
+    /// The user logged off (`/quit` or ^D).
+    Quit,
+    /// Too many wrong passwords.
+    TooManyFailures,
+}
+
+/// One connection and everything it needs.
+pub struct Session {
+    stream: TcpStream,
+    shard: Rc<Shard>,
+    registration: Registration,
+    term: Terminal,
+    /// Bytes to send, already telnet-escaped.
+    out: Vec<u8>,
+    /// How much of `out` the socket has taken.
+    written: usize,
+    _connection: GaugeGuard,
+}
+
+impl Session {
+    /// A session for a freshly accepted connection.
+    pub fn new(stream: TcpStream, shard: Rc<Shard>, now: Instant) -> Session {
+        let registration = shard.register(now);
+        let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
+        Session {
+            stream,
+            shard,
+            registration,
+            term: Terminal::new(),
+            out: Vec::new(),
+            written: 0,
+            _connection: connection,
+        }
+    }
+
+    /// Serves the connection until it ends, then says why and closes it.
+    pub async fn run(mut self) {
+        let outcome = self.serve().await;
+        let last_words = match outcome {
+            Ok(()) | Err(Stop::Quit) => Some("Goodbye."),
+            Err(Stop::Kicked(Kick::Shutdown)) => Some("Server is shutting down."),
+            Err(Stop::Kicked(Kick::LoginTimeout)) => {
+                Some("Login timed out. Connect again when you are ready.")
+            }
+            Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
+            Err(Stop::Closed) => None,
+        };
+        debug!(session = %self.registration.handle().id, ?outcome, "session ends");
+        if let Some(text) = last_words {
+            self.term.print(&[text], &mut self.out);
+            let grace = if matches!(outcome, Err(Stop::Kicked(Kick::Shutdown))) {
+                SHUTDOWN_GRACE
+            } else {
+                CLOSE_GRACE
+            };
+            let _ = glommio::timer::timeout(grace, async {
+                poll_fn(|cx| self.poll_flush(cx)).await?;
+                Ok(())
+            })
+            .await;
+        }
+        let _ = poll_fn(|cx| Pin::new(&mut self.stream).poll_close(cx)).await;
+    }
+
+    async fn serve(&mut self) -> Result<(), Stop> {
+        self.term.start(&mut self.out);
+        self.say("Welcome to ringtalk. Type ^D to exit.");
+        self.say("");
+        let user = self.login().await?;
+        self.registration.handle().set_logged_in();
+        let _logged_in = GaugeGuard::new(
+            self.shard.stats.clone(),
+            self.shard.id.index(),
+            Gauge::LoggedIn,
+        );
+        self.chat(&user).await
+    }
+
+    /// The login dialogue, with wtelnet's prompts. Returns the logged-in user.
+    async fn login(&mut self) -> Result<User, Stop> {
+        let mut failures = 0;
+        loop {
+            let name = self.ask("Username: ", false).await?;
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            if let Err(e) = accounts::validate_username(name) {
+                self.say(&e.to_string());
+                continue;
+            }
+            let accounts = self.shard.accounts.clone();
+            let exists = match self.wait(accounts.user_exists(name)).await? {
+                Ok(exists) => exists,
+                Err(e) => {
+                    self.say_account_error(&e);
+                    continue;
+                }
+            };
+            if exists {
+                let password = self.ask("Password: ", true).await?;
+                match self.wait(accounts.login(name, &password)).await? {
+                    Ok(Login::Ok(user)) => {
+                        self.say("You are logged in. Use /help for help with commands.");
+                        return Ok(user);
+                    }
+                    Ok(Login::WrongPassword) => {
+                        failures += 1;
+                        self.say("Incorrect password.");
+                        if failures >= MAX_PASSWORD_FAILURES {
+                            return Err(Stop::TooManyFailures);
+                        }
+                    }
+                    Ok(Login::NoSuchUser) => self.say("That username does not exist."),
+                    Err(e) => self.say_account_error(&e),
+                }
+                continue;
+            }
+            let answer = self
+                .ask(
+                    "That username does not exist on this system. Create new account? (y/n) ",
+                    false,
+                )
+                .await?;
+            if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+                continue;
+            }
+            if let Some(user) = self.create_account(name).await? {
+                return Ok(user);
+            }
+        }
+    }
+
+    /// Asks for a new password twice and creates the account. `None` sends the user back to the
+    /// username prompt.
+    async fn create_account(&mut self, name: &str) -> Result<Option<User>, Stop> {
+        loop {
+            let password = self.ask("Password for new account: ", true).await?;
+            if let Err(e) = accounts::validate_password(&password) {
+                self.say(&e.to_string());
+                continue;
+            }
+            let repeat = self.ask("Repeat password: ", true).await?;
+            if repeat != password {
+                self.say("Confirmation password did not match. Please try again.");
+                continue;
+            }
+            let accounts = self.shard.accounts.clone();
+            return match self.wait(accounts.create_user(name, &password)).await? {
+                Ok(Created::Ok(user)) => {
+                    self.say("Your new account has been created. You are logged in.");
+                    Ok(Some(user))
+                }
+                Ok(Created::Invalid(e)) => {
+                    self.say(&e.to_string());
+                    Ok(None)
+                }
+                Ok(Created::NameTaken) => {
+                    self.say("Someone else just took that username. Please choose another.");
+                    Ok(None)
+                }
+                Err(e) => {
+                    self.say_account_error(&e);
+                    Ok(None)
+                }
+            };
+        }
+    }
+
+    /// Commands of a logged-in user until they log off.
+    async fn chat(&mut self, user: &User) -> Result<(), Stop> {
+        let prompt = format!("{} #(no channel)> ", user.name);
+        loop {
+            self.term.show_prompt(&prompt, &mut self.out);
+            let line = match self.next_input().await? {
+                Input::EndOfInput => return Err(Stop::Quit),
+                Input::Line(line) => line,
+            };
+            self.report_line_problems(&line);
+            match cmd::parse(&line.text) {
+                Command::Empty => {}
+                Command::Help => {
+                    for text in cmd::HELP {
+                        self.say(text);
+                    }
+                }
+                Command::Quit => return Err(Stop::Quit),
+                Command::Usage(usage) => self.say(usage),
+                Command::Unknown(word) => self.say(&format!("Command \"{word}\" not recognized.")),
+                Command::List
+                | Command::Create(_)
+                | Command::Join(_)
+                | Command::Who
+                | Command::Exit
+                | Command::Say(_)
+                | Command::Emote(_)
+                | Command::Think(_)
+                | Command::Sing(_) => {
+                    self.say("You are not on a channel. Use /join <channel> or /create <channel>.")
+                }
+            }
+        }
+    }
+
+    /// Shows `prompt` and returns the next line typed (hidden for passwords). ^D means log off.
+    async fn ask(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop> {
+        self.term.set_hidden(hidden, &mut self.out);
+        self.term.show_prompt(prompt, &mut self.out);
+        let input = self.next_input().await;
+        self.term.set_hidden(false, &mut self.out);
+        match input? {
+            Input::EndOfInput => Err(Stop::Quit),
+            Input::Line(line) => {
+                if !hidden {
+                    self.report_line_problems(&line);
+                }
+                Ok(line.text)
+            }
+        }
+    }
+
+    fn report_line_problems(&mut self, line: &FinishedLine) {
+        if line.truncated {
+            self.say(&format!(
+                "Line too long: only the first {} bytes were kept.",
+                crate::line::MAX_LINE_BYTES
+            ));
+        }
+        if line.invalid > 0 {
+            self.say("Bytes that were not valid UTF-8 were removed from your line.");
+        }
+    }
+
+    fn say_account_error(&mut self, err: &AccountError) {
+        if let AccountError::Failed(reason) = err {
+            debug!(%reason, "account request failed");
+        }
+        self.say(err.user_message());
+    }
+
+    /// Prints one line of server text for this user.
+    fn say(&mut self, text: &str) {
+        self.term.print(&[text], &mut self.out);
+    }
+
+    /// The next line or ^D, reading from the socket as needed.
+    async fn next_input(&mut self) -> Result<Input, Stop> {
+        loop {
+            if let Some(input) = self.term.next_input(&mut self.out) {
+                return Ok(input);
+            }
+            poll_fn(|cx| self.poll_io(cx)).await?;
+        }
+    }
+
+    /// Waits for `job` (work on the worker pool) while still sending output and watching for kicks.
+    async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop> {
+        let mut job = pin!(job);
+        poll_fn(|cx| {
+            if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
+                return Poll::Ready(Err(stop));
+            }
+            job.as_mut().poll(cx).map(Ok)
+        })
+        .await
+    }
+
+    /// Records the waker, reports a kick, and sends what it can. Ready only with an error.
+    fn poll_kick_and_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
+        let handle = self.registration.handle();
+        handle.set_waker(cx.waker());
+        if let Some(kick) = handle.kick() {
+            return Poll::Ready(Err(Stop::Kicked(kick)));
+        }
+        if let Poll::Ready(Err(_)) = self.poll_flush(cx) {
+            return Poll::Ready(Err(Stop::Closed));
+        }
+        Poll::Pending
+    }
+
+    /// Ready once new input has been decoded, or with the reason to stop.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
+        if let Poll::Ready(stop) = self.poll_kick_and_flush(cx) {
+            return Poll::Ready(stop);
+        }
+        if self.out.len() - self.written >= OUT_HIGH_WATER {
+            return Poll::Pending;
+        }
+        let shard = self.shard.clone();
+        shard.with_scratch(|buf| match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Err(Stop::Closed)),
+            Poll::Ready(Ok(n)) => {
+                self.term.feed(&buf[..n], &mut self.out);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        })
+    }
+
+    /// Writes as much of `out` as the socket takes; ready when all of it is sent.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}

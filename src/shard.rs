@@ -1,0 +1,314 @@
+//! One shard: a glommio executor pinned to one CPU that accepts its own connections and runs their
+//! sessions to the end. Nothing here is shared with another thread except the stats counters.
+//!
+//! The shard keeps a table of its live sessions so it can reach any of them without the session's help:
+//! to tell every one that the server is shutting down, and to close those that have not logged in in time.
+//! A session is woken through the waker it left in its [`SessionHandle`]; the shard never touches a
+//! session's socket.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Gate;
+use shard_proto::{SessionId, ShardId};
+use tracing::{debug, info, warn};
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::listener::{self, LogLimiter};
+use crate::session::Session;
+use crate::stats::Stats;
+
+/// How long sessions get to say goodbye and close at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the accept loop waits after running out of descriptors before it tries again.
+const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Size of the one read buffer a shard lends to whichever session is reading: sockets are read only
+/// when the kernel says data is there, and the bytes are decoded before the next session runs, so no
+/// connection needs a buffer of its own.
+const READ_SCRATCH: usize = 4096;
+
+/// Why the shard wants a session to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    /// The server is shutting down.
+    Shutdown,
+    /// The connection did not log in within the login timeout.
+    LoginTimeout,
+}
+
+/// The part of a session that its shard can reach.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Which session this is.
+    pub id: SessionId,
+    /// Set by the shard; the session reads it each time it wakes.
+    kick: Cell<Option<Kick>>,
+    /// The waker of the session's task, refreshed whenever it waits.
+    waker: RefCell<Option<Waker>>,
+    /// False until the user logs in: only such sessions are subject to the login timeout.
+    logged_in: Cell<bool>,
+}
+
+impl SessionHandle {
+    /// What the shard asked of this session, if anything.
+    pub fn kick(&self) -> Option<Kick> {
+        self.kick.get()
+    }
+
+    /// Records the waker of the session's task so the shard can wake it.
+    pub fn set_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Marks the session as logged in, which exempts it from the login timeout.
+    pub fn set_logged_in(&self) {
+        self.logged_in.set(true);
+    }
+
+    fn kick_with(&self, kick: Kick) {
+        if self.kick.get().is_none() {
+            self.kick.set(Some(kick));
+        }
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Per-shard state, shared by the shard's tasks through an `Rc`.
+pub struct Shard {
+    /// This shard's index.
+    pub id: ShardId,
+    /// The server's configuration.
+    pub config: Arc<Config>,
+    /// Accounts, served by the worker threads.
+    pub accounts: Accounts,
+    /// Counters, shared with readers on other threads.
+    pub stats: Arc<Stats>,
+    sessions: RefCell<HashMap<u64, Rc<SessionHandle>>>,
+    next_key: Cell<u64>,
+    /// Sessions in the order they connected, with their login deadlines; since the timeout is the same
+    /// for all, the earliest deadline is always at the front.
+    login_deadlines: RefCell<VecDeque<(Instant, u64)>>,
+    scratch: RefCell<Box<[u8]>>,
+    shutting_down: Cell<bool>,
+}
+
+/// Removes a session from its shard's table when the session ends, however it ends.
+pub struct Registration {
+    shard: Rc<Shard>,
+    handle: Rc<SessionHandle>,
+}
+
+impl Registration {
+    /// The handle the shard uses to reach this session.
+    pub fn handle(&self) -> &Rc<SessionHandle> {
+        &self.handle
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shard.sessions.borrow_mut().remove(&self.handle.id.key);
+    }
+}
+
+impl Shard {
+    /// A shard with no sessions.
+    pub fn new(id: ShardId, config: Arc<Config>, accounts: Accounts, stats: Arc<Stats>) -> Shard {
+        Shard {
+            id,
+            config,
+            accounts,
+            stats,
+            sessions: RefCell::new(HashMap::new()),
+            next_key: Cell::new(1),
+            login_deadlines: RefCell::new(VecDeque::new()),
+            scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    /// Adds a session to the table; it leaves the table when the returned registration is dropped.
+    pub fn register(self: &Rc<Self>, now: Instant) -> Registration {
+        let key = self.next_key.get();
+        self.next_key.set(key + 1);
+        let handle = Rc::new(SessionHandle {
+            id: SessionId {
+                shard: self.id,
+                key,
+            },
+            kick: Cell::new(None),
+            waker: RefCell::new(None),
+            logged_in: Cell::new(false),
+        });
+        if self.shutting_down.get() {
+            handle.kick.set(Some(Kick::Shutdown));
+        }
+        self.sessions.borrow_mut().insert(key, handle.clone());
+        self.login_deadlines
+            .borrow_mut()
+            .push_back((now + self.config.login_timeout(), key));
+        Registration {
+            shard: self.clone(),
+            handle,
+        }
+    }
+
+    /// Number of sessions in the table.
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    /// Runs `f` over the shard's read buffer. The buffer must not be held across an await, which the
+    /// closure form makes impossible.
+    pub fn with_scratch<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        f(&mut self.scratch.borrow_mut())
+    }
+
+    /// Kicks every session whose login deadline has passed and that has not logged in. Returns how many.
+    pub fn expire_logins(&self, now: Instant) -> usize {
+        let mut expired = 0;
+        let sessions = self.sessions.borrow();
+        let mut deadlines = self.login_deadlines.borrow_mut();
+        while let Some(&(deadline, key)) = deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            deadlines.pop_front();
+            if let Some(handle) = sessions.get(&key) {
+                if !handle.logged_in.get() {
+                    handle.kick_with(Kick::LoginTimeout);
+                    expired += 1;
+                }
+            }
+        }
+        expired
+    }
+
+    /// Asks every session to say goodbye and close.
+    pub fn kick_all(&self) {
+        self.shutting_down.set(true);
+        for handle in self.sessions.borrow().values() {
+            handle.kick_with(Kick::Shutdown);
+        }
+    }
+}
+
+/// Everything a shard needs to start, all of it `Send` so it can be moved onto the shard's thread.
+pub struct ShardStart {
+    /// This shard's index.
+    pub id: ShardId,
+    /// The listening socket this shard adopts.
+    pub listener_fd: RawFd,
+    /// The server's configuration.
+    pub config: Arc<Config>,
+    /// The accounts service.
+    pub accounts: Accounts,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+    /// Resolved once the shard should stop.
+    pub shutdown: oneshot::Receiver<()>,
+}
+
+/// The body of a shard's executor: accept until told to stop, then close every session within
+/// [`SHUTDOWN_GRACE`].
+pub async fn run(start: ShardStart) {
+    // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
+    let listener = unsafe { TcpListener::from_raw_fd(start.listener_fd) };
+    let shard = Rc::new(Shard::new(
+        start.id,
+        start.config,
+        start.accounts,
+        start.stats,
+    ));
+    let gate = Gate::new();
+    let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
+    {
+        let accepting = std::pin::pin!(accept_loop(&listener, &shard, &gate));
+        if let Either::Right(_) = select(start.shutdown, accepting).await {
+            unreachable!("the accept loop never returns");
+        }
+    }
+    drop(listener);
+    drop(sweeper);
+    let live = shard.session_count();
+    shard.kick_all();
+    let closed = glommio::timer::timeout(SHUTDOWN_GRACE, gate.close()).await;
+    match closed {
+        Ok(()) => info!(
+            shard = shard.id.0,
+            sessions = live,
+            "shard closed all sessions"
+        ),
+        Err(_) => warn!(
+            shard = shard.id.0,
+            left = shard.session_count(),
+            "shard dropped sessions that did not close in time"
+        ),
+    }
+}
+
+async fn accept_loop(listener: &TcpListener, shard: &Rc<Shard>, gate: &Gate) {
+    let mut exhausted_log = LogLimiter::new(Duration::from_secs(1));
+    let mut error_log = LogLimiter::new(Duration::from_secs(1));
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let counters = shard.stats.shard(shard.id.index());
+                counters.accepted.fetch_add(1, Relaxed);
+                start_session(stream, shard, gate);
+            }
+            Err(err) => {
+                let err = std::io::Error::from(err);
+                if listener::is_fd_exhaustion(&err) {
+                    if let Some(held) = exhausted_log.allow(Instant::now()) {
+                        warn!(shard = shard.id.0, error = %err, repeats = held,
+                              "out of file descriptors: new connections wait in the backlog");
+                    }
+                    glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
+                } else if let Some(held) = error_log.allow(Instant::now()) {
+                    debug!(shard = shard.id.0, error = %err, repeats = held, "accept failed");
+                }
+            }
+        }
+    }
+}
+
+fn start_session(stream: TcpStream, shard: &Rc<Shard>, gate: &Gate) {
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    if let Err(err) = listener::tune_accepted(&socket2::SockRef::from(&fd)) {
+        debug!(error = %err, "could not set socket options; closing");
+        return;
+    }
+    let session = Session::new(stream, shard.clone(), Instant::now());
+    if let Ok(task) = gate.spawn(session.run()) {
+        task.detach();
+    }
+}
+
+/// Closes connections that have not logged in by their deadline. Deadlines are checked once a second,
+/// so a connection is closed between the timeout and a second after it.
+async fn sweep_logins(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        shard.expire_logins(Instant::now());
+    }
+}

@@ -1,0 +1,483 @@
+//! A user's terminal as the session sees it: the telnet codec underneath, the line editor on top, and
+//! the choice between character mode and line mode that decides how the two meet the screen.
+//!
+//! Plain terminals (inetutils telnet, PuTTY, anything not known as a MUD client) get character mode: we
+//! say WILL ECHO and WILL SGA, the client sends each key as it is typed, and the server echoes and edits
+//! the line; that is what lets a chat line arriving mid-typing be printed *above* the half-typed input
+//! instead of through it. MUD clients keep an input line of their own, and a server that keeps ECHO on
+//! hides what their users type (GoMud #633, Mudlet #620), so once TTYPE names one of them we give ECHO
+//! back, send IAC GA after each prompt, and only say WILL ECHO again around the password prompt. A
+//! client that never answers our negotiation (a script, `nc`) is in line mode too: nothing is echoed and
+//! no escape sequences are sent to it.
+//!
+//! Login never waits for negotiation: bytes that arrive before the client has answered are decoded and
+//! kept, in order, with the options as they stand when each byte is reached.
+//!
+//! No I/O here: bytes in through [`Terminal::feed`], wire bytes out into the caller's buffer.
+
+use std::collections::VecDeque;
+
+use crate::line::{EditResult, FinishedLine, LineEditor, Mode};
+use crate::telnet::{self, cmd, opt, Event, Telnet};
+
+/// Terminal types (TTYPE, upper-cased) whose clients keep their own input line. A name counts when it
+/// starts with one of these, so versions (`MUDLET 4.17`) match too.
+const MUD_CLIENTS: &[&str] = &[
+    "MUDLET",
+    "TINTIN",
+    "MUSHCLIENT",
+    "BLIGHTMUD",
+    "CMUD",
+    "ZMUD",
+    "TINYFUGUE",
+    "KBTIN",
+    "AXMUD",
+    "POWWOW",
+    "GGMUD",
+];
+
+/// How many times we ask for the terminal type: MTTS clients answer with their name, then their
+/// terminal, then `MTTS <bits>`, and repeat the last answer when there is no more.
+const MAX_TTYPE_REQUESTS: u8 = 3;
+
+/// Above this many, the queue of decoded-but-unread events is freed once empty.
+const PENDING_KEEP: usize = 64;
+
+/// What the user typed, once it is something the session acts on.
+#[derive(Debug)]
+pub enum Input {
+    /// A finished line.
+    Line(FinishedLine),
+    /// ^D on an empty line: the user wants to leave.
+    EndOfInput,
+}
+
+/// True when a TTYPE name belongs to a MUD client.
+pub fn is_mud_client(terminal_type: &str) -> bool {
+    let upper = terminal_type.trim().to_ascii_uppercase();
+    MUD_CLIENTS.iter().any(|name| upper.starts_with(name))
+}
+
+/// One connection's terminal state.
+#[derive(Debug, Default)]
+pub struct Terminal {
+    telnet: Telnet,
+    editor: LineEditor,
+    /// Decoded events not yet applied: input that arrived while the session was busy with a line.
+    pending: VecDeque<Event>,
+    /// The prompt last shown, kept for redrawing.
+    prompt: String,
+    /// True while the prompt (and any half-typed input) is on the user's screen.
+    prompt_shown: bool,
+    /// The client said it is a MUD client.
+    mud: bool,
+    /// Window width from NAWS; 0 when unknown.
+    width: u16,
+    ttype_requests: u8,
+    /// Hash of the last TTYPE answer, to see when an MTTS client starts repeating itself.
+    last_ttype: u64,
+    /// We said WILL ECHO for a password prompt and must say WONT ECHO after it.
+    echo_for_password: bool,
+}
+
+impl Terminal {
+    /// A terminal before any negotiation.
+    pub fn new() -> Terminal {
+        Terminal::default()
+    }
+
+    /// The opening negotiation: offer to echo and to suppress go-ahead (character mode), and ask for
+    /// the terminal type and window size.
+    pub fn start(&mut self, out: &mut Vec<u8>) {
+        self.telnet.request_local(opt::ECHO, true, out);
+        self.telnet.request_local(opt::SGA, true, out);
+        self.telnet.request_remote(opt::TTYPE, true, out);
+        self.telnet.request_remote(opt::NAWS, true, out);
+    }
+
+    /// How input is edited and output drawn right now.
+    pub fn mode(&self) -> Mode {
+        if !self.mud && self.telnet.is_local_enabled(opt::ECHO) {
+            Mode::Character
+        } else {
+            Mode::Line
+        }
+    }
+
+    /// Whether the client named itself as a MUD client.
+    pub fn is_mud(&self) -> bool {
+        self.mud
+    }
+
+    /// Decodes bytes from the socket. Negotiation replies go to `out` at once; everything else waits
+    /// for [`Terminal::next_input`].
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let mut events = Vec::new();
+        self.telnet.receive(bytes, &mut events, out);
+        self.pending.extend(events);
+    }
+
+    /// Applies decoded input until a line is finished or ^D is typed; echo and negotiation go to `out`.
+    /// `None` when all input so far has been used.
+    pub fn next_input(&mut self, out: &mut Vec<u8>) -> Option<Input> {
+        let mut found = None;
+        while let Some(event) = self.pending.pop_front() {
+            if let Some(input) = self.apply(event, out) {
+                found = Some(input);
+                break;
+            }
+        }
+        if self.pending.is_empty() && self.pending.capacity() > PENDING_KEEP {
+            self.pending = VecDeque::new();
+        }
+        if found.is_some() {
+            self.prompt_shown = false;
+        }
+        found
+    }
+
+    fn apply(&mut self, event: Event, out: &mut Vec<u8>) -> Option<Input> {
+        let mode = self.mode();
+        match event {
+            Event::Data(byte) => self.edit(byte, out),
+            Event::EndOfLine => match self.editor.end_of_line(mode, out) {
+                EditResult::Finished(line) => Some(Input::Line(line)),
+                EditResult::EndOfInput => Some(Input::EndOfInput),
+                EditResult::Nothing => None,
+            },
+            // Line-mode clients may send the editing functions as commands.
+            Event::Command(cmd::EC) => self.edit(0x08, out),
+            Event::Command(cmd::EL) => self.edit(0x15, out),
+            Event::Command(cmd::AYT) => {
+                self.print(&["[ringtalk is here]"], out);
+                None
+            }
+            Event::Command(_) => None,
+            Event::RemoteEnabled(opt::TTYPE) => {
+                self.ask_ttype(out);
+                None
+            }
+            Event::WindowSize { width, .. } => {
+                self.width = width;
+                None
+            }
+            Event::TerminalType(name) => {
+                self.on_terminal_type(&name, out);
+                None
+            }
+            Event::LocalEnabled(_)
+            | Event::LocalDisabled(_)
+            | Event::RemoteEnabled(_)
+            | Event::RemoteDisabled(_)
+            | Event::IgnoredSubnegotiation { .. } => None,
+        }
+    }
+
+    fn edit(&mut self, byte: u8, out: &mut Vec<u8>) -> Option<Input> {
+        match self.editor.input(self.mode(), byte, out) {
+            EditResult::Nothing => None,
+            EditResult::EndOfInput => Some(Input::EndOfInput),
+            EditResult::Finished(line) => Some(Input::Line(line)),
+        }
+    }
+
+    fn ask_ttype(&mut self, out: &mut Vec<u8>) {
+        if self.ttype_requests < MAX_TTYPE_REQUESTS {
+            self.ttype_requests += 1;
+            telnet::send_ttype_request(out);
+        }
+    }
+
+    fn on_terminal_type(&mut self, name: &str, out: &mut Vec<u8>) {
+        if !self.mud && is_mud_client(name) {
+            self.mud = true;
+            if self.editor.is_hidden() {
+                // Mid-password: keep the client's echo off until the password is in.
+                self.echo_for_password = self.telnet.is_local_enabled(opt::ECHO);
+            } else {
+                self.telnet.request_local(opt::ECHO, false, out);
+            }
+        }
+        let hash = fnv1a(name.as_bytes());
+        if hash != self.last_ttype {
+            self.last_ttype = hash;
+            self.ask_ttype(out);
+        }
+    }
+
+    /// Hides typed input (password prompts) or shows it again. In line mode the client does the
+    /// echoing, so we say WILL ECHO to stop it and WONT ECHO afterwards.
+    pub fn set_hidden(&mut self, hidden: bool, out: &mut Vec<u8>) {
+        self.editor.set_hidden(hidden);
+        if hidden {
+            if self.mode() == Mode::Line && !self.telnet.is_local_enabled(opt::ECHO) {
+                // The WILL may wait in the Q-method queue until the client confirms an earlier WONT;
+                // either way the WONT after the password must follow.
+                self.echo_for_password = self.telnet.request_local(opt::ECHO, true, out);
+            }
+        } else if std::mem::take(&mut self.echo_for_password) {
+            self.telnet.request_local(opt::ECHO, false, out);
+        }
+    }
+
+    /// Shows a prompt (and, in character mode, any input typed ahead). MUD clients get IAC GA after it
+    /// (or IAC EOR if they asked for EOR) to mark where the prompt ends.
+    pub fn show_prompt(&mut self, prompt: &str, out: &mut Vec<u8>) {
+        self.prompt.clear();
+        self.prompt.push_str(prompt);
+        self.editor.render_prompt(self.mode(), prompt, out);
+        if self.mud {
+            if self.telnet.is_local_enabled(opt::EOR) {
+                telnet::send_eor(out);
+            } else {
+                telnet::send_ga(out);
+            }
+        }
+        self.prompt_shown = true;
+    }
+
+    /// Prints lines of text for the user. If the prompt is on screen, in character mode the prompt and
+    /// half-typed input are erased, the lines printed, and both drawn again; in line mode the lines
+    /// start on a fresh line and the prompt is not repeated.
+    pub fn print(&mut self, lines: &[&str], out: &mut Vec<u8>) {
+        if self.prompt_shown {
+            match self.mode() {
+                Mode::Character => {
+                    self.editor.interrupt(
+                        Mode::Character,
+                        &self.prompt,
+                        self.width,
+                        lines.iter().copied(),
+                        out,
+                    );
+                    return;
+                }
+                Mode::Line => {
+                    // A MUD client ended the prompt line at IAC GA already.
+                    if !self.mud {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    self.prompt_shown = false;
+                }
+            }
+        }
+        for line in lines {
+            telnet::escape_into(line.as_bytes(), out);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// A small stable hash, enough to tell whether two terminal-type answers differ.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telnet::cmd::{DO, DONT, IAC, SB, SE, WILL, WONT};
+
+    /// Feeds `bytes` and collects every input the terminal produces.
+    fn type_in(term: &mut Terminal, bytes: &[u8], out: &mut Vec<u8>) -> Vec<String> {
+        term.feed(bytes, out);
+        let mut lines = Vec::new();
+        while let Some(input) = term.next_input(out) {
+            match input {
+                Input::Line(l) => lines.push(l.text),
+                Input::EndOfInput => lines.push("<EOF>".into()),
+            }
+        }
+        lines
+    }
+
+    fn plain_terminal() -> (Terminal, Vec<u8>) {
+        let mut term = Terminal::new();
+        let mut out = Vec::new();
+        term.start(&mut out);
+        assert_eq!(
+            out,
+            [
+                IAC,
+                WILL,
+                opt::ECHO,
+                IAC,
+                WILL,
+                opt::SGA,
+                IAC,
+                DO,
+                opt::TTYPE,
+                IAC,
+                DO,
+                opt::NAWS
+            ]
+        );
+        out.clear();
+        // inetutils telnet agrees to everything and names an xterm.
+        let mut reply = vec![IAC, DO, opt::ECHO, IAC, DO, opt::SGA, IAC, WILL, opt::TTYPE];
+        reply.extend_from_slice(&[IAC, SB, opt::TTYPE, 0]);
+        reply.extend_from_slice(b"XTERM-256COLOR");
+        reply.extend_from_slice(&[IAC, SE]);
+        assert!(type_in(&mut term, &reply, &mut out).is_empty());
+        assert_eq!(term.mode(), Mode::Character);
+        out.clear();
+        (term, out)
+    }
+
+    #[test]
+    fn plain_terminal_gets_character_mode_and_echo() {
+        let (mut term, mut out) = plain_terminal();
+        term.show_prompt("Username: ", &mut out);
+        assert_eq!(out, b"Username: ");
+        out.clear();
+        assert!(type_in(&mut term, b"bob", &mut out).is_empty());
+        assert_eq!(out, b"bob");
+        out.clear();
+        assert_eq!(type_in(&mut term, b"\r\0", &mut out), ["bob"]);
+        assert_eq!(out, b"\r\n");
+    }
+
+    #[test]
+    fn a_line_arriving_mid_typing_is_drawn_above_the_input() {
+        let (mut term, mut out) = plain_terminal();
+        term.show_prompt("bob> ", &mut out);
+        type_in(&mut term, b"hel", &mut out);
+        out.clear();
+        term.print(&["alice says, \"hi\""], &mut out);
+        let shown = String::from_utf8(out.clone()).unwrap();
+        assert!(shown.starts_with('\r'), "{shown:?}");
+        assert!(shown.contains("\x1b[J"), "{shown:?}");
+        assert!(
+            shown.ends_with("alice says, \"hi\"\r\nbob> hel"),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn hidden_input_is_not_echoed() {
+        let (mut term, mut out) = plain_terminal();
+        term.set_hidden(true, &mut out);
+        term.show_prompt("Password: ", &mut out);
+        out.clear();
+        assert_eq!(type_in(&mut term, b"secret1\r\n", &mut out), ["secret1"]);
+        assert!(!out.windows(7).any(|w| w == b"secret1"));
+        term.set_hidden(false, &mut out);
+    }
+
+    #[test]
+    fn mudlet_gets_line_mode_echo_back_and_ga() {
+        let mut term = Terminal::new();
+        let mut out = Vec::new();
+        term.start(&mut out);
+        out.clear();
+        let mut reply = vec![IAC, DO, opt::ECHO, IAC, WILL, opt::TTYPE];
+        reply.extend_from_slice(&[IAC, SB, opt::TTYPE, 0]);
+        reply.extend_from_slice(b"MUDLET");
+        reply.extend_from_slice(&[IAC, SE]);
+        type_in(&mut term, &reply, &mut out);
+        assert!(term.is_mud());
+        assert_eq!(term.mode(), Mode::Line);
+        assert!(out.windows(3).any(|w| w == [IAC, WONT, opt::ECHO]));
+        type_in(&mut term, &[IAC, DONT, opt::ECHO], &mut out);
+        out.clear();
+        term.show_prompt("Username: ", &mut out);
+        assert_eq!(out, b"Username: \xff\xf9");
+        out.clear();
+        // Nothing typed is echoed in line mode.
+        assert_eq!(type_in(&mut term, b"bob\r\n", &mut out), ["bob"]);
+        assert!(out.is_empty());
+        // The password prompt turns the client's echo off, and back on after.
+        term.set_hidden(true, &mut out);
+        assert_eq!(out, [IAC, WILL, opt::ECHO]);
+        out.clear();
+        type_in(&mut term, &[IAC, DO, opt::ECHO], &mut out);
+        assert_eq!(type_in(&mut term, b"pw\r\n", &mut out), ["pw"]);
+        term.set_hidden(false, &mut out);
+        assert_eq!(out, [IAC, WONT, opt::ECHO]);
+    }
+
+    #[test]
+    fn password_prompt_before_the_client_confirms_wont_echo_still_restores_echo() {
+        let mut term = Terminal::new();
+        let mut out = Vec::new();
+        term.start(&mut out);
+        let mut reply = vec![IAC, DO, opt::ECHO, IAC, SB, opt::TTYPE, 0];
+        reply.extend_from_slice(b"TINTIN++");
+        reply.extend_from_slice(&[IAC, SE]);
+        type_in(&mut term, &reply, &mut out);
+        out.clear();
+        // Our WONT ECHO is unanswered when the password prompt wants WILL ECHO: it waits in the queue.
+        term.set_hidden(true, &mut out);
+        assert!(out.is_empty());
+        type_in(&mut term, &[IAC, DONT, opt::ECHO], &mut out);
+        assert_eq!(out, [IAC, WILL, opt::ECHO]);
+        out.clear();
+        type_in(&mut term, &[IAC, DO, opt::ECHO], &mut out);
+        term.set_hidden(false, &mut out);
+        assert_eq!(out, [IAC, WONT, opt::ECHO]);
+    }
+
+    #[test]
+    fn a_silent_client_is_in_line_mode_and_never_gets_escape_sequences() {
+        let mut term = Terminal::new();
+        let mut out = Vec::new();
+        term.start(&mut out);
+        out.clear();
+        term.show_prompt("bob> ", &mut out);
+        assert_eq!(type_in(&mut term, b"hi\n", &mut out), ["hi"]);
+        term.show_prompt("bob> ", &mut out);
+        term.print(&["x"], &mut out);
+        assert!(!out.contains(&0x1b));
+        assert_eq!(out, b"bob> bob> \r\nx\r\n");
+    }
+
+    #[test]
+    fn input_typed_before_negotiation_is_kept_in_order() {
+        let mut term = Terminal::new();
+        let mut out = Vec::new();
+        term.start(&mut out);
+        // An auto-login client sends name and password before answering anything.
+        term.feed(b"bob\r\nsecret1\r\n", &mut out);
+        let first = term.next_input(&mut out);
+        assert!(matches!(first, Some(Input::Line(ref l)) if l.text == "bob"));
+        term.set_hidden(true, &mut out);
+        let second = term.next_input(&mut out);
+        assert!(matches!(second, Some(Input::Line(ref l)) if l.text == "secret1"));
+        assert!(term.next_input(&mut out).is_none());
+    }
+
+    #[test]
+    fn ctrl_d_on_an_empty_line_ends_input() {
+        let (mut term, mut out) = plain_terminal();
+        assert_eq!(type_in(&mut term, b"\x04", &mut out), ["<EOF>"]);
+    }
+
+    #[test]
+    fn refused_echo_means_line_mode() {
+        let mut term = Terminal::new();
+        let mut out = Vec::new();
+        term.start(&mut out);
+        type_in(&mut term, &[IAC, DONT, opt::ECHO], &mut out);
+        assert_eq!(term.mode(), Mode::Line);
+    }
+
+    #[test]
+    fn mud_client_names() {
+        for name in [
+            "MUDLET",
+            "Mudlet 4.17.2",
+            "TINTIN++",
+            "MUSHCLIENT",
+            "BLIGHTMUD",
+            "CMUD",
+            "ZMUD",
+        ] {
+            assert!(is_mud_client(name), "{name}");
+        }
+        for name in ["XTERM-256COLOR", "ANSI", "VT100", "PUTTY", ""] {
+            assert!(!is_mud_client(name), "{name}");
+        }
+    }
+}
