@@ -211,9 +211,9 @@ impl Terminal {
         self.editor.set_hidden(hidden);
         if hidden {
             if self.mode() == Mode::Line && !self.telnet.is_local_enabled(opt::ECHO) {
-                // The WILL may wait in the Q-method queue until the client confirms an earlier WONT;
-                // either way the WONT after the password must follow.
-                self.echo_for_password = self.telnet.request_local(opt::ECHO, true, out);
+                // MUD clients often never acknowledge our earlier WONT ECHO; the WILL must not wait
+                // for that acknowledgement.
+                self.echo_for_password = self.telnet.request_local_now(opt::ECHO, true, out);
             }
         } else if std::mem::take(&mut self.echo_for_password) {
             self.telnet.request_local(opt::ECHO, false, out);
@@ -399,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn password_prompt_before_the_client_confirms_wont_echo_still_restores_echo() {
+    fn password_prompt_for_a_client_that_never_acknowledges_wont_echo() {
         let mut term = Terminal::new();
         let mut out = Vec::new();
         term.start(&mut out);
@@ -408,13 +408,12 @@ mod tests {
         reply.extend_from_slice(&[IAC, SE]);
         type_in(&mut term, &reply, &mut out);
         out.clear();
-        // Our WONT ECHO is unanswered when the password prompt wants WILL ECHO: it waits in the queue.
+        // TinTin++ never answers our WONT ECHO; the password prompt's WILL ECHO goes out anyway.
         term.set_hidden(true, &mut out);
-        assert!(out.is_empty());
-        type_in(&mut term, &[IAC, DONT, opt::ECHO], &mut out);
         assert_eq!(out, [IAC, WILL, opt::ECHO]);
         out.clear();
         type_in(&mut term, &[IAC, DO, opt::ECHO], &mut out);
+        assert!(out.is_empty());
         term.set_hidden(false, &mut out);
         assert_eq!(out, [IAC, WONT, opt::ECHO]);
     }

@@ -356,6 +356,14 @@ impl Telnet {
         self.neg.request(Side::Remote, opt, enable, out)
     }
 
+    /// Like [`request_local`](Self::request_local), for a peer that may never have acknowledged
+    /// our last WONT for `opt` (many MUD clients do not answer WONT ECHO): that WONT is taken as
+    /// answered, so a WILL goes out now instead of waiting behind it.
+    pub fn request_local_now(&mut self, opt: u8, enable: bool, out: &mut Vec<u8>) -> bool {
+        self.neg.settle_unanswered_disable(Side::Local, opt);
+        self.neg.request(Side::Local, opt, enable, out)
+    }
+
     /// Whether we perform `opt` now. An option we asked to disable counts as off at once.
     pub fn is_local_enabled(&self, opt: u8) -> bool {
         self.neg.is_enabled(Side::Local, opt)

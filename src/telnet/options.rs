@@ -251,6 +251,27 @@ impl Negotiator {
             .is_some_and(|slot| self.states.get(slot, side).state == Q::Yes)
     }
 
+    /// Treats an unanswered request to disable `opt` as answered: `WantNo` becomes `No` and any
+    /// queued change of mind is dropped. Returns true if there was such a request.
+    ///
+    /// Disabling cannot be refused (RFC 854), yet many MUD clients never acknowledge a WONT ECHO;
+    /// without this, the WILL ECHO of a later password prompt would wait behind that
+    /// acknowledgement forever. A late acknowledgement then meets `No` (or `WantYes`, where RFC
+    /// 1143 reads it as a refusal) and gets no reply, so no loop can start.
+    pub(crate) fn settle_unanswered_disable(&mut self, side: Side, opt: u8) -> bool {
+        let Some(slot) = self.policy.slot(opt) else {
+            return false;
+        };
+        let mut q = self.states.get(slot, side);
+        if q.state != Q::WantNo {
+            return false;
+        }
+        q.state = Q::No;
+        q.opposite = false;
+        self.states.set(slot, side, q);
+        true
+    }
+
     /// Handles a received WILL/WONT (remote side) or DO/DONT (local side) for `opt`.
     ///
     /// `positive` is true for WILL and DO. Replies go to `out`; a change that settles the
