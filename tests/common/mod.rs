@@ -1,0 +1,614 @@
+//! Shared helpers for the integration tests: a real server on `127.0.0.1:0` in its own temporary
+//! directory, and a blocking telnet client that can behave like a script, a terminal or a MUD client.
+//!
+//! Every wait here is for an event (bytes arriving, the connection closing) with a generous deadline;
+//! only [`wait_until`] polls, because a stats counter has no event to wait for.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringtalk::server::ShutdownTrigger;
+use ringtalk::stats::Snapshot;
+use ringtalk::{Config, Server};
+
+/// How long any single wait may take before the test fails. Generous: the machine may be busy
+/// compiling while the tests run.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Telnet command bytes the tests look for.
+pub const IAC: u8 = 255;
+pub const DONT: u8 = 254;
+pub const DO: u8 = 253;
+pub const WONT: u8 = 252;
+pub const WILL: u8 = 251;
+pub const SB: u8 = 250;
+pub const GA: u8 = 249;
+pub const SE: u8 = 240;
+
+/// Telnet option codes the tests look for.
+pub const ECHO: u8 = 1;
+pub const SGA: u8 = 3;
+pub const TTYPE: u8 = 24;
+pub const NAWS: u8 = 31;
+
+const TTYPE_IS: u8 = 0;
+const TTYPE_SEND: u8 = 1;
+
+/// A running server with its own data directory; shut down when dropped.
+pub struct TestServer {
+    server: Option<Server>,
+    addr: SocketAddr,
+    // Dropped after the server (fields drop in declaration order), so the database closes first.
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a server with `shards` shards and the test defaults.
+pub fn start_server(shards: usize) -> TestServer {
+    start_server_with(shards, |_| {})
+}
+
+/// Starts a server with `shards` shards after `adjust` has changed the test configuration.
+pub fn start_server_with(shards: usize, adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let mut config = Config::for_tests(dir.path());
+    config.shards = Some(shards);
+    adjust(&mut config);
+    let server = Server::start(config).expect("starting the server");
+    TestServer {
+        addr: server.local_addr(),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestServer {
+    /// The address the shards accept on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> Snapshot {
+        self.server().stats()
+    }
+
+    /// A handle that stops the server from any thread.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.server().shutdown_trigger()
+    }
+
+    /// Waits until the server has stopped (after a trigger); fails the test if that takes longer
+    /// than [`DEADLINE`].
+    pub fn wait(mut self) {
+        let server = self.server.take().expect("the server is running");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            server.wait();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(DEADLINE)
+            .expect("Server::wait did not return in time");
+        waiter.join().expect("the waiting thread panicked");
+    }
+
+    /// A new client of the given kind, connected to this server.
+    pub fn connect(&self, kind: Kind) -> Client {
+        Client::connect(self.addr, kind)
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// Polls `cond` every few milliseconds until it holds; fails the test naming `what` after
+/// [`DEADLINE`]. Only for state with no event to wait for, such as stats counters.
+pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The chat prompt of a logged-in user with no channel.
+pub fn prompt(name: &str) -> String {
+    format!("{name} #(no channel)> ")
+}
+
+/// How a client answers the server's telnet negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A script or `nc`: answers nothing, so the server keeps it in line mode.
+    Raw,
+    /// A plain terminal like inetutils telnet: DO ECHO, DO SGA, WILL TTYPE (`XTERM-256COLOR`),
+    /// WILL NAWS (80x24). The server puts it in character mode.
+    Xterm,
+    /// A MUD client like Mudlet: agrees to the same options, but names itself `MUDLET` (then,
+    /// MTTS style, its terminal and its MTTS bits). The server puts it in line mode with IAC GA.
+    Mudlet,
+}
+
+impl Kind {
+    /// Whether this client lets the server perform `opt` (answers WILL with DO).
+    fn accepts_server(self, opt: u8) -> bool {
+        self != Kind::Raw && matches!(opt, ECHO | SGA)
+    }
+
+    /// Whether this client agrees to perform `opt` (answers DO with WILL).
+    fn performs(self, opt: u8) -> bool {
+        self != Kind::Raw && matches!(opt, TTYPE | NAWS)
+    }
+
+    /// The answers to successive TTYPE SEND requests; the last one repeats.
+    fn terminal_types(self) -> &'static [&'static str] {
+        match self {
+            Kind::Raw => &[],
+            Kind::Xterm => &["XTERM-256COLOR"],
+            Kind::Mudlet => &["MUDLET", "ANSI-TRUECOLOR", "MTTS 2825"],
+        }
+    }
+}
+
+/// A telnet command the client received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Telnet {
+    /// `IAC WILL|WONT|DO|DONT <opt>`: the verb byte and the option.
+    Verb(u8, u8),
+    /// `IAC <byte>` for any other command, e.g. GA.
+    Command(u8),
+    /// `IAC SB <opt> <data> IAC SE`, with the data unescaped.
+    Sub(u8, Vec<u8>),
+}
+
+/// A telnet command and where it arrived: `at` is the length of the text received before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The command.
+    pub what: Telnet,
+    /// How many text bytes had arrived before it.
+    pub at: usize,
+}
+
+/// Where the client's telnet parser stands between two bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Parse {
+    Data,
+    Iac,
+    Verb(u8),
+    Sb,
+    SbData,
+    SbIac,
+}
+
+/// A blocking test client: accumulates the text the server sends (telnet commands stripped and
+/// recorded in [`Client::seen`]) and answers negotiation like its [`Kind`].
+pub struct Client {
+    stream: TcpStream,
+    kind: Kind,
+    /// False while negotiation is being ignored on purpose (see [`Client::connect_deferred`]).
+    answering: bool,
+    /// Negotiation received while not answering, replayed by [`Client::start_answering`].
+    deferred: Vec<Telnet>,
+    parse: Parse,
+    sb_opt: u8,
+    sb_data: Vec<u8>,
+    /// Every byte received, as it came off the wire.
+    raw: Vec<u8>,
+    /// The text received: data bytes only, `IAC IAC` unescaped.
+    text: Vec<u8>,
+    /// Where the next [`Client::expect`] starts looking in `text`.
+    pos: usize,
+    /// Every telnet command received, in order.
+    seen: Vec<Seen>,
+    /// Options the server performs with our agreement (its WILL answered with our DO).
+    server_on: [bool; 256],
+    /// Options we perform (its DO answered with our WILL).
+    client_on: [bool; 256],
+    /// How many TTYPE SEND requests were answered.
+    ttype_answers: usize,
+    /// The server closed the connection.
+    eof: bool,
+}
+
+impl Client {
+    /// Connects and answers negotiation as `kind` from the start.
+    pub fn connect(addr: SocketAddr, kind: Kind) -> Client {
+        let mut client = Client::connect_deferred(addr, kind);
+        client.answering = true;
+        client
+    }
+
+    /// Connects but answers no negotiation until [`Client::start_answering`], like an auto-login
+    /// client that sends its name and password before it looks at what the server said.
+    pub fn connect_deferred(addr: SocketAddr, kind: Kind) -> Client {
+        let stream = TcpStream::connect(addr).expect("connecting to the server");
+        stream.set_nodelay(true).expect("setting TCP_NODELAY");
+        Client {
+            stream,
+            kind,
+            answering: false,
+            deferred: Vec::new(),
+            parse: Parse::Data,
+            sb_opt: 0,
+            sb_data: Vec::new(),
+            raw: Vec::new(),
+            text: Vec::new(),
+            pos: 0,
+            seen: Vec::new(),
+            server_on: [false; 256],
+            client_on: [false; 256],
+            ttype_answers: 0,
+            eof: false,
+        }
+    }
+
+    /// Answers the negotiation received so far, and from now on answers as it arrives.
+    pub fn start_answering(&mut self) {
+        self.answering = true;
+        let mut out = Vec::new();
+        for cmd in std::mem::take(&mut self.deferred) {
+            self.answer(&cmd, &mut out);
+        }
+        self.send(&out);
+    }
+
+    /// Sends bytes exactly as given.
+    pub fn send(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
+    }
+
+    /// Sends `line` followed by CR LF.
+    pub fn send_line(&mut self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.send(&bytes);
+    }
+
+    /// Reads until the text received after the previous match contains `needle`; returns the text
+    /// from the previous match up to and including this one. Fails the test, showing the text seen,
+    /// if `needle` does not arrive within [`DEADLINE`].
+    pub fn expect(&mut self, needle: &str) -> String {
+        self.expect_any(&[needle]).1
+    }
+
+    /// Like [`Client::expect`] for several candidates: returns the index of the one that arrives
+    /// first (the earliest in the text) and the text up to the end of it.
+    pub fn expect_any(&mut self, needles: &[&str]) -> (usize, String) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let hay = &self.text[self.pos..];
+            let found = needles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| find(hay, n.as_bytes()).map(|at| (at, i, n.len())))
+                .min();
+            if let Some((at, index, len)) = found {
+                let end = self.pos + at + len;
+                let segment = String::from_utf8_lossy(&self.text[self.pos..end]).into_owned();
+                self.pos = end;
+                return (index, segment);
+            }
+            if !self.read_some(deadline) {
+                panic!(
+                    "{} waiting for {needles:?}; text after the last match: {:?}",
+                    if self.eof {
+                        "connection closed"
+                    } else {
+                        "timed out"
+                    },
+                    String::from_utf8_lossy(&self.text[self.pos..]),
+                );
+            }
+        }
+    }
+
+    /// Reads until at least `expected.len()` more text bytes have arrived and asserts that they are
+    /// exactly `expected` (no other bytes before them).
+    pub fn expect_exact(&mut self, expected: &[u8]) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.text.len() < self.pos + expected.len() {
+            if !self.read_some(deadline) {
+                panic!(
+                    "waiting for exactly {:?}; got only {:?}",
+                    String::from_utf8_lossy(expected),
+                    String::from_utf8_lossy(&self.text[self.pos..]),
+                );
+            }
+        }
+        let got = &self.text[self.pos..self.pos + expected.len()];
+        assert_eq!(
+            got,
+            expected,
+            "expected exactly {:?}, got {:?}",
+            String::from_utf8_lossy(expected),
+            String::from_utf8_lossy(got),
+        );
+        self.pos += expected.len();
+    }
+
+    /// Reads until a telnet command matching `pred` arrives after the first `from` commands seen;
+    /// returns its index in [`Client::seen`].
+    pub fn expect_telnet(&mut self, from: usize, pred: impl Fn(&Telnet) -> bool) -> usize {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(i) = self.seen.iter().skip(from).position(|s| pred(&s.what)) {
+                return from + i;
+            }
+            if !self.read_some(deadline) {
+                panic!(
+                    "no matching telnet command arrived; commands seen: {:?}",
+                    &self.seen[from.min(self.seen.len())..]
+                );
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; returns the text that came after the last
+    /// match. Fails the test if the connection is still open after [`DEADLINE`].
+    pub fn expect_closed(&mut self) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.eof {
+            if !self.read_some(deadline) && !self.eof {
+                panic!(
+                    "connection still open; text after the last match: {:?}",
+                    String::from_utf8_lossy(&self.text[self.pos..])
+                );
+            }
+        }
+        let rest = String::from_utf8_lossy(&self.text[self.pos..]).into_owned();
+        self.pos = self.text.len();
+        rest
+    }
+
+    /// Creates an account from the first `Username: ` prompt on, and waits for the chat prompt.
+    pub fn create_account(&mut self, name: &str, password: &str) {
+        self.expect("Username: ");
+        self.send_line(name);
+        self.expect("Create new account? (y/n) ");
+        self.send_line("y");
+        self.expect("Password for new account: ");
+        self.send_line(password);
+        self.expect("Repeat password: ");
+        self.send_line(password);
+        self.expect("Your new account has been created. You are logged in.\r\n");
+        self.expect(&prompt(name));
+    }
+
+    /// Logs in to an existing account from the next `Username: ` prompt on, and waits for the chat
+    /// prompt.
+    pub fn login(&mut self, name: &str, password: &str) {
+        self.expect("Username: ");
+        self.send_line(name);
+        self.expect("Password: ");
+        self.send_line(password);
+        self.expect("You are logged in. Use /help for help with commands.\r\n");
+        self.expect(&prompt(name));
+    }
+
+    /// Every byte received so far, telnet commands included.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// All text received so far (telnet commands removed).
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The end of the last match in [`Client::text`].
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Every telnet command received so far, with where in the text it arrived.
+    pub fn seen(&self) -> &[Seen] {
+        &self.seen
+    }
+
+    /// Whether `IAC GA` arrived right after the text `prompt` (anywhere in what was received).
+    pub fn ga_after(&self, prompt: &str) -> bool {
+        self.seen.iter().any(|s| {
+            s.what == Telnet::Command(GA) && self.text[..s.at].ends_with(prompt.as_bytes())
+        })
+    }
+
+    /// Whether the server currently performs `opt` with this client's agreement.
+    pub fn server_performs(&self, opt: u8) -> bool {
+        self.server_on[usize::from(opt)]
+    }
+
+    /// Reads once (waiting at most until `deadline`) and processes what came. False on timeout or
+    /// end of stream.
+    fn read_some(&mut self, deadline: Instant) -> bool {
+        if self.eof {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        self.stream
+            .set_read_timeout(Some(left))
+            .expect("setting the read timeout");
+        let mut buf = [0u8; 8192];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {
+                self.eof = true;
+                false
+            }
+            Ok(n) => {
+                self.receive(&buf[..n]);
+                true
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                self.eof = true;
+                false
+            }
+            Err(e) => panic!("reading from the server: {e}"),
+        }
+    }
+
+    /// Parses received bytes, recording text and commands, then sends any answers.
+    fn receive(&mut self, bytes: &[u8]) {
+        self.raw.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        for &b in bytes {
+            let cmd = match (self.parse, b) {
+                (Parse::Data, IAC) => {
+                    self.parse = Parse::Iac;
+                    None
+                }
+                (Parse::Data, _) => {
+                    self.text.push(b);
+                    None
+                }
+                (Parse::Iac, IAC) => {
+                    self.parse = Parse::Data;
+                    self.text.push(IAC);
+                    None
+                }
+                (Parse::Iac, WILL | WONT | DO | DONT) => {
+                    self.parse = Parse::Verb(b);
+                    None
+                }
+                (Parse::Iac, SB) => {
+                    self.parse = Parse::Sb;
+                    None
+                }
+                (Parse::Iac, _) => {
+                    self.parse = Parse::Data;
+                    Some(Telnet::Command(b))
+                }
+                (Parse::Verb(verb), _) => {
+                    self.parse = Parse::Data;
+                    Some(Telnet::Verb(verb, b))
+                }
+                (Parse::Sb, _) => {
+                    self.sb_opt = b;
+                    self.sb_data.clear();
+                    self.parse = Parse::SbData;
+                    None
+                }
+                (Parse::SbData, IAC) => {
+                    self.parse = Parse::SbIac;
+                    None
+                }
+                (Parse::SbData, _) => {
+                    self.sb_data.push(b);
+                    None
+                }
+                (Parse::SbIac, IAC) => {
+                    self.sb_data.push(IAC);
+                    self.parse = Parse::SbData;
+                    None
+                }
+                (Parse::SbIac, _) => {
+                    // SE, or anything else that ends the subnegotiation.
+                    self.parse = Parse::Data;
+                    Some(Telnet::Sub(self.sb_opt, std::mem::take(&mut self.sb_data)))
+                }
+            };
+            if let Some(cmd) = cmd {
+                self.seen.push(Seen {
+                    what: cmd.clone(),
+                    at: self.text.len(),
+                });
+                if self.answering {
+                    self.answer(&cmd, &mut out);
+                } else {
+                    self.deferred.push(cmd);
+                }
+            }
+        }
+        self.send(&out);
+    }
+
+    /// Appends this client's answer to one command (RFC 1143 style: never answer a request that
+    /// would not change an option's state, so no exchange can loop).
+    fn answer(&mut self, cmd: &Telnet, out: &mut Vec<u8>) {
+        match *cmd {
+            Telnet::Verb(WILL, opt) => {
+                let on = &mut self.server_on[usize::from(opt)];
+                if !self.kind.accepts_server(opt) {
+                    out.extend_from_slice(&[IAC, DONT, opt]);
+                } else if !*on {
+                    *on = true;
+                    out.extend_from_slice(&[IAC, DO, opt]);
+                }
+            }
+            Telnet::Verb(WONT, opt) => {
+                let on = &mut self.server_on[usize::from(opt)];
+                if *on {
+                    *on = false;
+                    out.extend_from_slice(&[IAC, DONT, opt]);
+                }
+            }
+            Telnet::Verb(DO, opt) => {
+                let on = &mut self.client_on[usize::from(opt)];
+                if !self.kind.performs(opt) {
+                    out.extend_from_slice(&[IAC, WONT, opt]);
+                } else if !*on {
+                    *on = true;
+                    out.extend_from_slice(&[IAC, WILL, opt]);
+                    if opt == NAWS {
+                        out.extend_from_slice(&[IAC, SB, NAWS, 0, 80, 0, 24, IAC, SE]);
+                    }
+                }
+            }
+            Telnet::Verb(DONT, opt) => {
+                let on = &mut self.client_on[usize::from(opt)];
+                if *on {
+                    *on = false;
+                    out.extend_from_slice(&[IAC, WONT, opt]);
+                }
+            }
+            Telnet::Sub(TTYPE, ref data)
+                if data.as_slice() == [TTYPE_SEND] && self.client_on[usize::from(TTYPE)] =>
+            {
+                let names = self.kind.terminal_types();
+                if let Some(last) = names.last() {
+                    let name = names.get(self.ttype_answers).unwrap_or(last);
+                    self.ttype_answers += 1;
+                    out.extend_from_slice(&[IAC, SB, TTYPE, TTYPE_IS]);
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(&[IAC, SE]);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Position of the first occurrence of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether `needle` occurs anywhere in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find(hay, needle).is_some()
+}
