@@ -56,6 +56,14 @@ pub struct Config {
     /// Jobs that may wait for a worker thread before new requests are answered "Server busy".
     #[arg(long, default_value_t = 1024)]
     pub worker_queue: usize,
+
+    /// Most members a channel may have (0: no limit).
+    #[arg(long, default_value_t = 6)]
+    pub channel_capacity: u32,
+
+    /// Most lines waiting to be sent to one connection; lines past it are dropped for that reader.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_limit: u32,
 }
 
 impl Config {
@@ -89,6 +97,8 @@ mod tests {
         assert_eq!(c.login_timeout, 60);
         assert_eq!(c.stats_interval, 10);
         assert_eq!(c.data_dir, PathBuf::from("./ringtalk-data"));
+        assert_eq!(c.channel_capacity, 6);
+        assert_eq!(c.queue_limit, 100);
     }
 
     #[test]

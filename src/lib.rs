@@ -26,8 +26,11 @@
 #![deny(missing_docs)]
 
 pub mod accounts;
+pub mod chanlog;
+pub mod channel;
 pub mod cmd;
 pub mod config;
+pub mod hub;
 pub mod limits;
 pub mod line;
 pub mod listener;

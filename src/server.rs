@@ -12,11 +12,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use shard_proto::ShardId;
+use shard_proto::{ChannelName, ShardId, ShardMsg};
 use tracing::{info, warn};
 
 use crate::accounts::{Accounts, OpenError};
+use crate::chanlog::{ChannelLog, LogWriterGuard};
 use crate::config::Config;
 use crate::limits::{self, FileLimit};
 use crate::shard::{self, ShardStart};
@@ -32,6 +34,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Descriptors each shard uses besides its users: its listener, io_uring rings, eventfds, timers.
 const FDS_PER_SHARD: u64 = 8;
+
+/// Log lines that may wait for the log writer before new ones are dropped (and counted).
+const LOG_QUEUE: usize = 1 << 16;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,17 @@ pub enum StartError {
     /// The database or the worker threads could not be started.
     #[error("cannot open the database: {0}")]
     Database(#[from] OpenError),
+    /// The channels could not be read from the database.
+    #[error("cannot read the channels from the database: {0}")]
+    Channels(String),
+    /// The channel log directory could not be used.
+    #[error("cannot write channel logs in {dir}: {source}")]
+    Logs {
+        /// The log directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// A shard's executor did not start.
     #[error("shard {shard} (CPU {cpu}) failed to start: {reason}")]
     Shard {
@@ -89,6 +105,8 @@ pub struct Server {
     trigger: ShutdownTrigger,
     shards: Vec<ExecutorJoinHandle<()>>,
     workers: WorkersGuard,
+    chanlog: ChannelLog,
+    chanlog_guard: LogWriterGuard,
     heartbeat: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -143,6 +161,35 @@ impl Server {
             config.worker_queue,
         )?;
 
+        let channels = match futures::executor::block_on(accounts.list_channels()) {
+            Ok(names) => names,
+            Err(e) => {
+                workers_guard.shutdown();
+                return Err(StartError::Channels(format!("{e:?}")));
+            }
+        };
+        let mut homed: Vec<Vec<ChannelName>> = vec![Vec::new(); shard_count];
+        for name in channels {
+            match ChannelName::new(&name) {
+                Ok(name) => homed[shard_proto::home_of(&name, shard_count).index()].push(name),
+                Err(e) => {
+                    warn!(channel = %name, error = %e, "skipping a stored channel with an invalid name")
+                }
+            }
+        }
+        let log_dir = Server::log_dir(&config.data_dir);
+        let (chanlog, chanlog_guard) = match ChannelLog::start(&log_dir, LOG_QUEUE) {
+            Ok(log) => log,
+            Err(source) => {
+                workers_guard.shutdown();
+                return Err(StartError::Logs {
+                    dir: log_dir,
+                    source,
+                });
+            }
+        };
+        let (mut ring_out, mut ring_in) = build_rings(shard_count);
+
         let config = Arc::new(config);
         let stats = Stats::new(shard_count);
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
@@ -161,6 +208,11 @@ impl Server {
                 accounts: accounts.clone(),
                 stats: stats.clone(),
                 shutdown: shutdown_rx,
+                shards: shard_count,
+                ring_out: std::mem::take(&mut ring_out[index]),
+                ring_in: std::mem::take(&mut ring_in[index]),
+                chanlog: chanlog.clone(),
+                channels: std::mem::take(&mut homed[index]),
             };
             let guard = ReadyGuard {
                 tx: ready_tx.clone(),
@@ -224,6 +276,7 @@ impl Server {
                     let _ = h.join();
                 }
             }
+            chanlog_guard.shutdown();
             workers_guard.shutdown();
             return Err(err);
         }
@@ -243,6 +296,8 @@ impl Server {
             trigger,
             shards: handles.into_iter().filter_map(|(_, _, h)| h).collect(),
             workers: workers_guard,
+            chanlog,
+            chanlog_guard,
             heartbeat,
         })
     }
@@ -273,6 +328,16 @@ impl Server {
         self.stats.snapshot()
     }
 
+    /// The channel log writer (for tests: [`ChannelLog::flush_blocking`] makes the logs complete).
+    pub fn channel_log(&self) -> &ChannelLog {
+        &self.chanlog
+    }
+
+    /// Where channel logs are written.
+    pub fn log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+        data_dir.join("logs")
+    }
+
     /// A handle that stops this server from any thread.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         self.trigger.clone()
@@ -296,9 +361,32 @@ impl Server {
             drop(stop);
             let _ = thread.join();
         }
+        self.chanlog_guard.shutdown();
         self.workers.shutdown();
         info!("ringtalk stopped");
     }
+}
+
+type RingEnds = (
+    Vec<Vec<(ShardId, SharedSender<ShardMsg>)>>,
+    Vec<Vec<SharedReceiver<ShardMsg>>>,
+);
+
+/// One SPSC ring for every ordered pair of distinct shards, made before any shard starts: returns,
+/// for each shard, the sending halves from it and the receiving halves into it.
+fn build_rings(shards: usize) -> RingEnds {
+    let mut out: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut inn: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    for (from, senders) in out.iter_mut().enumerate() {
+        for (to, receivers) in inn.iter_mut().enumerate() {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(crate::shard::RING_CAPACITY);
+                senders.push((ShardId(to as u16), tx));
+                receivers.push(rx);
+            }
+        }
+    }
+    (out, inn)
 }
 
 /// The heartbeat runs on a plain thread because reading RSS from /proc is a blocking file read.

@@ -21,12 +21,21 @@ use futures::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use tracing::debug;
 
+use std::sync::Arc;
+
+use shard_proto::{ChannelName, JoinOutcome};
+
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
+use crate::hub::Reply;
 use crate::line::FinishedLine;
 use crate::shard::{Kick, Registration, Shard, SHUTDOWN_GRACE};
 use crate::stats::{Gauge, GaugeGuard};
 use crate::terminal::{Input, Terminal};
+
+/// What a user who is on no channel hears when they try to talk.
+const NOT_ON_A_CHANNEL: &str =
+    "You are not on a channel. Use /join <channel> or /create <channel>.";
 
 /// Wrong passwords in a row after which the connection is closed.
 pub const MAX_PASSWORD_FAILURES: u32 = 3;
@@ -219,8 +228,13 @@ impl Session {
 
     /// Commands of a logged-in user until they log off.
     async fn chat(&mut self, user: &User) -> Result<(), Stop> {
-        let prompt = format!("{} #(no channel)> ", user.name);
+        let name: Arc<str> = user.name.as_str().into();
+        let key = self.registration.handle().id.key;
         loop {
+            let prompt = match self.shard.chat(|hub, _| hub.channel_of(key).cloned()) {
+                Some(channel) => format!("{name} #{channel}> "),
+                None => format!("{name} #(no channel)> "),
+            };
             self.term.show_prompt(&prompt, &mut self.out);
             let line = match self.next_input().await? {
                 Input::EndOfInput => return Err(Stop::Quit),
@@ -237,19 +251,155 @@ impl Session {
                 Command::Quit => return Err(Stop::Quit),
                 Command::Usage(usage) => self.say(usage),
                 Command::Unknown(word) => self.say(&format!("Command \"{word}\" not recognized.")),
-                Command::List
-                | Command::Create(_)
-                | Command::Join(_)
-                | Command::Who
-                | Command::Exit
-                | Command::Say(_)
+                Command::List => self.list_channels().await?,
+                Command::Create(channel) => self.create_channel(user, &name, channel).await?,
+                Command::Join(channel) => self.join_channel(&name, channel).await?,
+                Command::Who => {
+                    if !self.shard.chat(|hub, out| hub.who(key, out)) {
+                        self.say(NOT_ON_A_CHANNEL);
+                        continue;
+                    }
+                    match self.reply().await? {
+                        Reply::Who(Some(names)) => {
+                            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+                            self.say(&format!("On this channel: {}", names.join(", ")));
+                        }
+                        _ => self.say(NOT_ON_A_CHANNEL),
+                    }
+                }
+                Command::Exit => match self.shard.chat(|hub, out| hub.exit(key, out)) {
+                    Some(channel) => self.say(&format!("You left #{channel}")),
+                    None => self.say(NOT_ON_A_CHANNEL),
+                },
+                talk @ (Command::Say(_)
                 | Command::Emote(_)
                 | Command::Think(_)
-                | Command::Sing(_) => {
-                    self.say("You are not on a channel. Use /join <channel> or /create <channel>.")
+                | Command::Sing(_)) => {
+                    let line = cmd::render(&name, &talk).unwrap_or_default();
+                    if !self.shard.chat(|hub, out| hub.post(key, line.into(), out)) {
+                        self.say(NOT_ON_A_CHANNEL);
+                    }
                 }
             }
         }
+    }
+
+    async fn list_channels(&mut self) -> Result<(), Stop> {
+        let key = self.registration.handle().id.key;
+        let expected = self.shard.chat(|hub, out| hub.list(key, out));
+        let mut channels = Vec::new();
+        for _ in 0..expected {
+            if let Reply::List(entries) = self.reply().await? {
+                channels.extend(entries);
+            }
+        }
+        if channels.is_empty() {
+            self.say("There are no channels yet. Use /create <channel> to make one.");
+            return Ok(());
+        }
+        channels.sort_by(|a, b| a.name.key().cmp(b.name.key()));
+        let mut lines = vec!["Channels:".to_string()];
+        lines.extend(
+            channels
+                .iter()
+                .map(|c| format!("  #{} ({})", c.name, c.members)),
+        );
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        self.term.print(&lines, &mut self.out);
+        Ok(())
+    }
+
+    async fn create_channel(
+        &mut self,
+        user: &User,
+        name: &Arc<str>,
+        channel: &str,
+    ) -> Result<(), Stop> {
+        let channel = match ChannelName::new(channel) {
+            Ok(channel) => channel,
+            Err(e) => {
+                self.say(&e.to_string());
+                return Ok(());
+            }
+        };
+        let accounts = self.shard.accounts.clone();
+        match self
+            .wait(accounts.create_channel(channel.as_str(), user.id))
+            .await?
+        {
+            Ok(true) => {
+                self.say(&format!("Channel #{channel} created."));
+                self.enter_channel(name, channel, true).await
+            }
+            Ok(false) => {
+                self.say("Channel already exists.");
+                Ok(())
+            }
+            Err(e) => {
+                self.say_account_error(&e);
+                Ok(())
+            }
+        }
+    }
+
+    async fn join_channel(&mut self, name: &Arc<str>, channel: &str) -> Result<(), Stop> {
+        let channel = match ChannelName::new(channel) {
+            Ok(channel) => channel,
+            Err(e) => {
+                self.say(&e.to_string());
+                return Ok(());
+            }
+        };
+        let key = self.registration.handle().id.key;
+        if self
+            .shard
+            .chat(|hub, _| hub.channel_of(key) == Some(&channel))
+        {
+            self.say(&format!("You are already on #{channel}."));
+            return Ok(());
+        }
+        self.enter_channel(name, channel, false).await
+    }
+
+    /// Asks the channel's home to let this session in and says how that went.
+    async fn enter_channel(
+        &mut self,
+        name: &Arc<str>,
+        channel: ChannelName,
+        create: bool,
+    ) -> Result<(), Stop> {
+        let key = self.registration.handle().id.key;
+        let asked = channel.clone();
+        self.shard
+            .chat(|hub, out| hub.join(key, channel, name.clone(), create, out));
+        loop {
+            if let Reply::Joined { channel, outcome } = self.reply().await? {
+                match outcome {
+                    JoinOutcome::Joined(_) => self.say(&format!("You have joined #{channel}")),
+                    JoinOutcome::Full => {
+                        self.say("Request to join channel denied: Channel is full")
+                    }
+                    JoinOutcome::NoSuchChannel => self.say(&format!(
+                        "Channel #{asked} does not exist. Use /create {asked} to make it."
+                    )),
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next answer from a channel home, while output keeps flowing.
+    async fn reply(&mut self) -> Result<Reply, Stop> {
+        poll_fn(|cx| {
+            if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
+                return Poll::Ready(Err(stop));
+            }
+            match self.registration.handle().take_reply() {
+                Some(reply) => Poll::Ready(Ok(reply)),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Shows `prompt` and returns the next line typed (hidden for passwords). ^D means log off.
@@ -317,15 +467,29 @@ impl Session {
 
     /// Records the waker, reports a kick, and sends what it can. Ready only with an error.
     fn poll_kick_and_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
-        let handle = self.registration.handle();
+        let handle = self.registration.handle().clone();
         handle.set_waker(cx.waker());
         if let Some(kick) = handle.kick() {
             return Poll::Ready(Err(Stop::Kicked(kick)));
         }
-        if let Poll::Ready(Err(_)) = self.poll_flush(cx) {
-            return Poll::Ready(Err(Stop::Closed));
+        loop {
+            match self.poll_flush(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Stop::Closed)),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {}
+            }
+            // Everything sent: render the chat lines that queued up meanwhile, all in one write.
+            let Some((lines, dropped)) = handle.take_lines() else {
+                return Poll::Pending;
+            };
+            let mut text: Vec<&str> = lines.iter().map(|l| &**l).collect();
+            let notice;
+            if dropped > 0 {
+                notice = format!("[{dropped} messages dropped]");
+                text.push(&notice);
+            }
+            self.term.print(&text, &mut self.out);
         }
-        Poll::Pending
     }
 
     /// Ready once new input has been decoded, or with the reason to stop.

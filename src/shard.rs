@@ -9,24 +9,30 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
-use futures::future::{select, Either};
+use futures::future::{join, join_all, poll_fn, select, Either};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
-use shard_proto::{SessionId, ShardId};
+use shard_proto::{ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember};
 use tracing::{debug, info, warn};
 
 use crate::accounts::Accounts;
+use crate::chanlog::ChannelLog;
 use crate::config::Config;
+use crate::hub::{Hub, Outputs, Reply};
 use crate::listener::{self, LogLimiter};
 use crate::session::Session;
-use crate::stats::Stats;
+use crate::stats::{ShardStats, Stats};
 
 /// How long sessions get to say goodbye and close at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -38,6 +44,14 @@ const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
 /// when the kernel says data is there, and the bytes are decoded before the next session runs, so no
 /// connection needs a buffer of its own.
 const READ_SCRATCH: usize = 4096;
+
+/// Messages waiting for room in the ring to one other shard before droppable ones (deliveries and
+/// posts) are dropped. Control messages (joins, leaves, answers) are always queued: there are at most
+/// a few per session.
+pub const OUTBOX_LIMIT: usize = 65_536;
+
+/// Slots in each SPSC ring between two shards (a power of two).
+pub const RING_CAPACITY: usize = 4096;
 
 /// Why the shard wants a session to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +73,12 @@ pub struct SessionHandle {
     waker: RefCell<Option<Waker>>,
     /// False until the user logs in: only such sessions are subject to the login timeout.
     logged_in: Cell<bool>,
+    /// Chat lines waiting to be written, at most `--queue-limit`. Not preallocated.
+    queue: RefCell<VecDeque<Line>>,
+    /// Lines dropped since the session last caught up.
+    dropped: Cell<u32>,
+    /// Answers from channel homes, in arrival order.
+    replies: RefCell<VecDeque<Reply>>,
 }
 
 impl SessionHandle {
@@ -79,6 +99,50 @@ impl SessionHandle {
     /// Marks the session as logged in, which exempts it from the login timeout.
     pub fn set_logged_in(&self) {
         self.logged_in.set(true);
+    }
+
+    /// Takes every queued chat line and the number dropped since the last call.
+    pub fn take_lines(&self) -> Option<(Vec<Line>, u32)> {
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_empty() && self.dropped.get() == 0 {
+            return None;
+        }
+        let lines: Vec<Line> = queue.drain(..).collect();
+        if queue.capacity() > 16 {
+            *queue = VecDeque::new();
+        }
+        Some((lines, self.dropped.replace(0)))
+    }
+
+    /// The oldest reply from a channel home, if one has arrived.
+    pub fn take_reply(&self) -> Option<Reply> {
+        self.replies.borrow_mut().pop_front()
+    }
+
+    fn push_line(&self, line: &Line, limit: usize) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= limit {
+            self.dropped.set(self.dropped.get().saturating_add(1));
+            return false;
+        }
+        let was_empty = queue.is_empty();
+        queue.push_back(line.clone());
+        drop(queue);
+        if was_empty {
+            self.wake();
+        }
+        true
+    }
+
+    fn push_reply(&self, reply: Reply) {
+        self.replies.borrow_mut().push_back(reply);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
     }
 
     fn kick_with(&self, kick: Kick) {
@@ -108,6 +172,87 @@ pub struct Shard {
     login_deadlines: RefCell<VecDeque<(Instant, u64)>>,
     scratch: RefCell<Box<[u8]>>,
     shutting_down: Cell<bool>,
+    /// This shard's part in chat.
+    hub: RefCell<Hub>,
+    /// Messages for each other shard, waiting for room in its ring (index: destination shard).
+    outboxes: Vec<Outbox>,
+    /// Where ordered lines are logged.
+    chanlog: ChannelLog,
+}
+
+/// Messages for one other shard; its pump task moves them into the ring.
+#[derive(Default)]
+struct Outbox {
+    queue: RefCell<VecDeque<ShardMsg>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Outbox {
+    fn push(&self, msg: ShardMsg, stats: &ShardStats) {
+        let mut queue = self.queue.borrow_mut();
+        let droppable = matches!(
+            msg,
+            ShardMsg::ToMember(ToMember::Deliver { .. }) | ShardMsg::ToHome(ToHome::Post { .. })
+        );
+        if droppable && queue.len() >= OUTBOX_LIMIT {
+            stats.ring_dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        queue.push_back(msg);
+        drop(queue);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<ShardMsg> {
+        match self.queue.borrow_mut().pop_front() {
+            Some(msg) => Poll::Ready(msg),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The shard seen by its hub: rings through the outboxes, sessions through their handles.
+pub(crate) struct ShardOutputs<'a> {
+    shard: &'a Shard,
+    stats: &'a ShardStats,
+    sessions: &'a HashMap<u64, Rc<SessionHandle>>,
+}
+
+impl Outputs for ShardOutputs<'_> {
+    fn to_shard(&mut self, dest: ShardId, msg: ShardMsg) {
+        self.shard.outboxes[dest.index()].push(msg, self.stats);
+    }
+
+    fn deliver(&mut self, session: u64, line: &Line) {
+        if let Some(handle) = self.sessions.get(&session) {
+            let limit = self.shard.config.queue_limit as usize;
+            if handle.push_line(line, limit) {
+                self.stats.deliveries.fetch_add(1, Relaxed);
+            } else {
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn reply(&mut self, session: u64, reply: Reply) {
+        if let Some(handle) = self.sessions.get(&session) {
+            handle.push_reply(reply);
+        }
+    }
+
+    fn log(&mut self, channel: &ChannelName, line: &Line) {
+        self.stats.lines.fetch_add(1, Relaxed);
+        self.shard.chanlog.append(channel.key(), line);
+    }
+
+    fn is_live(&self, session: u64) -> bool {
+        self.sessions.contains_key(&session)
+    }
 }
 
 /// Removes a session from its shard's table when the session ends, however it ends.
@@ -125,15 +270,36 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shard.sessions.borrow_mut().remove(&self.handle.id.key);
+        let key = self.handle.id.key;
+        self.shard.sessions.borrow_mut().remove(&key);
+        self.shard.chat(|hub, out| hub.session_ended(key, out));
     }
 }
 
 impl Shard {
-    /// A shard with no sessions.
-    pub fn new(id: ShardId, config: Arc<Config>, accounts: Accounts, stats: Arc<Stats>) -> Shard {
+    /// A shard with no sessions, home to `channels`.
+    pub fn new(
+        id: ShardId,
+        shards: usize,
+        config: Arc<Config>,
+        accounts: Accounts,
+        stats: Arc<Stats>,
+        chanlog: ChannelLog,
+        channels: Vec<ChannelName>,
+    ) -> Shard {
+        let mut hub = Hub::new(id, shards, config.channel_capacity);
+        for name in channels {
+            hub.open(name);
+        }
+        stats
+            .shard(id.index())
+            .channels
+            .store(hub.homed_channels() as u64, Relaxed);
         Shard {
             id,
+            hub: RefCell::new(hub),
+            outboxes: (0..shards).map(|_| Outbox::default()).collect(),
+            chanlog,
             config,
             accounts,
             stats,
@@ -157,6 +323,9 @@ impl Shard {
             kick: Cell::new(None),
             waker: RefCell::new(None),
             logged_in: Cell::new(false),
+            queue: RefCell::new(VecDeque::new()),
+            dropped: Cell::new(0),
+            replies: RefCell::new(VecDeque::new()),
         });
         if self.shutting_down.get() {
             handle.kick.set(Some(Kick::Shutdown));
@@ -169,6 +338,23 @@ impl Shard {
             shard: self.clone(),
             handle,
         }
+    }
+
+    /// Runs a chat action on this shard's hub, with the shard as its outputs; returns what `f` returns.
+    /// Never awaits, so no borrow outlives it.
+    pub(crate) fn chat<R>(&self, f: impl FnOnce(&mut Hub, &mut ShardOutputs<'_>) -> R) -> R {
+        let sessions = self.sessions.borrow();
+        let stats = self.stats.shard(self.id.index());
+        let mut out = ShardOutputs {
+            shard: self,
+            stats,
+            sessions: &sessions,
+        };
+        let mut hub = self.hub.borrow_mut();
+        let result = f(&mut hub, &mut out);
+        stats.members.store(hub.local_members() as u64, Relaxed);
+        stats.channels.store(hub.homed_channels() as u64, Relaxed);
+        result
     }
 
     /// Number of sessions in the table.
@@ -225,24 +411,67 @@ pub struct ShardStart {
     pub stats: Arc<Stats>,
     /// Resolved once the shard should stop.
     pub shutdown: oneshot::Receiver<()>,
+    /// Number of shards.
+    pub shards: usize,
+    /// The sending halves of the rings from this shard, with their destinations.
+    pub ring_out: Vec<(ShardId, SharedSender<ShardMsg>)>,
+    /// The receiving halves of the rings into this shard.
+    pub ring_in: Vec<SharedReceiver<ShardMsg>>,
+    /// The channel log writer.
+    pub chanlog: ChannelLog,
+    /// The channels homed on this shard.
+    pub channels: Vec<ChannelName>,
 }
 
-/// The body of a shard's executor: accept until told to stop, then close every session within
-/// [`SHUTDOWN_GRACE`].
+/// The body of a shard's executor: connect the rings, accept until told to stop, then close every
+/// session within [`SHUTDOWN_GRACE`].
 pub async fn run(start: ShardStart) {
+    let ShardStart {
+        id,
+        listener_fd,
+        config,
+        accounts,
+        stats,
+        mut shutdown,
+        shards,
+        ring_out,
+        ring_in,
+        chanlog,
+        channels,
+    } = start;
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
-    let listener = unsafe { TcpListener::from_raw_fd(start.listener_fd) };
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
     let shard = Rc::new(Shard::new(
-        start.id,
-        start.config,
-        start.accounts,
-        start.stats,
+        id, shards, config, accounts, stats, chanlog, channels,
     ));
+
+    // Every half must be connected at once: `connect` waits for the peer's half, so connecting one
+    // after another can wait in a circle.
+    let connecting = join(
+        join_all(
+            ring_out
+                .into_iter()
+                .map(|(dest, tx)| async move { (dest, tx.connect().await) }),
+        ),
+        join_all(ring_in.into_iter().map(|rx| rx.connect())),
+    );
+    let (senders, receivers) = match select(pin!(connecting), &mut shutdown).await {
+        Either::Left((rings, _)) => rings,
+        Either::Right(_) => return,
+    };
+    let mut ring_tasks = Vec::new();
+    for (dest, tx) in senders {
+        ring_tasks.push(glommio::spawn_local(pump(shard.clone(), dest, tx)));
+    }
+    for rx in receivers {
+        ring_tasks.push(glommio::spawn_local(drain(shard.clone(), rx)));
+    }
+
     let gate = Gate::new();
     let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
     {
-        let accepting = std::pin::pin!(accept_loop(&listener, &shard, &gate));
-        if let Either::Right(_) = select(start.shutdown, accepting).await {
+        let accepting = pin!(accept_loop(&listener, &shard, &gate));
+        if let Either::Right(_) = select(shutdown, accepting).await {
             unreachable!("the accept loop never returns");
         }
     }
@@ -262,6 +491,27 @@ pub async fn run(start: ShardStart) {
             left = shard.session_count(),
             "shard dropped sessions that did not close in time"
         ),
+    }
+    drop(ring_tasks);
+}
+
+/// Moves messages from the outbox for `dest` into the ring to `dest`. This is the only task that
+/// awaits room in that ring, and it receives from no ring, so waiting here can never close a circle.
+async fn pump(shard: Rc<Shard>, dest: ShardId, tx: ConnectedSender<ShardMsg>) {
+    loop {
+        let msg = poll_fn(|cx| shard.outboxes[dest.index()].poll_pop(cx)).await;
+        if tx.send(msg).await.is_err() {
+            return; // the other shard has stopped
+        }
+    }
+}
+
+/// Handles every message arriving from one other shard. It never awaits a send: whatever handling
+/// produces for other shards goes to their outboxes.
+async fn drain(shard: Rc<Shard>, rx: ConnectedReceiver<ShardMsg>) {
+    while let Some(msg) = rx.recv().await {
+        shard.chat(|hub, out| hub.handle(msg, out));
+        glommio::yield_if_needed().await;
     }
 }
 

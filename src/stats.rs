@@ -16,6 +16,18 @@ pub struct ShardStats {
     pub connections: AtomicU64,
     /// Sessions that are logged in now.
     pub logged_in: AtomicU64,
+    /// Channels homed on this shard.
+    pub channels: AtomicU64,
+    /// Local sessions that are in a channel now.
+    pub members: AtomicU64,
+    /// Lines ordered by channels homed here (chat, joins, leaves) since start.
+    pub lines: AtomicU64,
+    /// Lines put into local sessions' outgoing queues since start.
+    pub deliveries: AtomicU64,
+    /// Lines not put into a local session's queue because it was full, since start.
+    pub dropped: AtomicU64,
+    /// Messages to other shards dropped because the outbox to that shard was full, since start.
+    pub ring_dropped: AtomicU64,
 }
 
 /// Every shard's counters, indexed by shard.
@@ -33,6 +45,18 @@ pub struct ShardSnapshot {
     pub connections: u64,
     /// Sessions logged in now.
     pub logged_in: u64,
+    /// Channels homed here.
+    pub channels: u64,
+    /// Local sessions in a channel now.
+    pub members: u64,
+    /// Lines ordered here since start.
+    pub lines: u64,
+    /// Lines queued for local sessions since start.
+    pub deliveries: u64,
+    /// Lines dropped for full session queues since start.
+    pub dropped: u64,
+    /// Messages dropped for full outboxes to other shards since start.
+    pub ring_dropped: u64,
 }
 
 /// A copy of every shard's counters.
@@ -56,6 +80,31 @@ impl Snapshot {
     /// Connections accepted since start on all shards.
     pub fn accepted(&self) -> u64 {
         self.shards.iter().map(|s| s.accepted).sum()
+    }
+
+    /// Channels on all shards.
+    pub fn channels(&self) -> u64 {
+        self.shards.iter().map(|s| s.channels).sum()
+    }
+
+    /// Sessions in a channel, on all shards.
+    pub fn members(&self) -> u64 {
+        self.shards.iter().map(|s| s.members).sum()
+    }
+
+    /// Lines ordered since start, on all shards.
+    pub fn lines(&self) -> u64 {
+        self.shards.iter().map(|s| s.lines).sum()
+    }
+
+    /// Lines queued for sessions since start, on all shards.
+    pub fn deliveries(&self) -> u64 {
+        self.shards.iter().map(|s| s.deliveries).sum()
+    }
+
+    /// Lines dropped for full session queues since start, on all shards.
+    pub fn dropped(&self) -> u64 {
+        self.shards.iter().map(|s| s.dropped).sum()
     }
 }
 
@@ -82,6 +131,12 @@ impl Stats {
                     accepted: s.accepted.load(Relaxed),
                     connections: s.connections.load(Relaxed),
                     logged_in: s.logged_in.load(Relaxed),
+                    channels: s.channels.load(Relaxed),
+                    members: s.members.load(Relaxed),
+                    lines: s.lines.load(Relaxed),
+                    deliveries: s.deliveries.load(Relaxed),
+                    dropped: s.dropped.load(Relaxed),
+                    ring_dropped: s.ring_dropped.load(Relaxed),
                 })
                 .collect(),
         }

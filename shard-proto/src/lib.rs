@@ -8,6 +8,13 @@
 #![deny(missing_docs)]
 
 use std::fmt;
+use std::sync::Arc;
+
+mod channel_name;
+mod messages;
+
+pub use channel_name::{home_of, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS};
+pub use messages::{JoinOutcome, ListEntry, ShardMsg, ToHome, ToMember};
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +48,19 @@ impl fmt::Display for SessionId {
         write!(f, "{}/{}", self.shard.0, self.key)
     }
 }
+
+/// A channel, anywhere in the server: its home shard and its index there. Channels are never removed
+/// while the server runs, so an id stays valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId {
+    /// The shard that orders the channel's messages (see [`home_of`]).
+    pub home: ShardId,
+    /// Index among the channels of that home.
+    pub index: u32,
+}
+
+/// A line of chat as members see it, shared by every queue it is put in (never copied per member).
+pub type Line = Arc<str>;
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,17 @@ pub const HELP: &[&str] = &[
     "  /quit                 log off (or ^D on an empty line)",
 ];
 
+/// The line members see when `user` talks with `command`; `None` for commands that do not talk.
+pub fn render(user: &str, command: &Command<'_>) -> Option<String> {
+    Some(match command {
+        Command::Say(text) => format!("{user} says, \"{text}\""),
+        Command::Emote(text) => format!("{user} {text}"),
+        Command::Think(text) => format!("{user} thinks . o O ( {text} )"),
+        Command::Sing(text) => format!("{user} sings ~ ~ {text} ~ ~"),
+        _ => return None,
+    })
+}
+
 /// Parses one finished input line.
 pub fn parse(line: &str) -> Command<'_> {
     let line = line.trim();
@@ -116,6 +127,16 @@ fn name_command<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn talk_renders_as_members_see_it() {
+        let r = |c| render("bob", &c).unwrap();
+        assert_eq!(r(Command::Say("hi")), "bob says, \"hi\"");
+        assert_eq!(r(Command::Emote("waves")), "bob waves");
+        assert_eq!(r(Command::Think("hmm")), "bob thinks . o O ( hmm )");
+        assert_eq!(r(Command::Sing("la")), "bob sings ~ ~ la ~ ~");
+        assert_eq!(render("bob", &Command::Who), None);
+    }
 
     #[test]
     fn commands_parse() {

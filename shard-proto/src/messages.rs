@@ -1,0 +1,127 @@
+//! The messages that cross between shards.
+//!
+//! Two directions, two types: [`ToHome`] goes from the shard of a session to the home shard of a channel,
+//! [`ToMember`] from a home back to the shards of its members. Messages between one ordered pair of
+//! shards travel one FIFO ring, so they arrive in the order sent; a message for the sender's own shard
+//! never enters a ring and is handled in the order it was made. Every delivery is one message per
+//! destination shard, whatever the number of members there.
+
+use std::sync::Arc;
+
+use crate::{ChannelId, ChannelName, Line, SessionId};
+
+/// From a session's shard to a channel's home shard.
+#[derive(Clone, Debug)]
+pub enum ToHome {
+    /// Join a channel by name. With `create`, the home first creates the channel if it does not know it;
+    /// the sender asks for that only after the database has recorded the channel as new. Answered by
+    /// [`ToMember::Joined`]; the home first tells the existing members `<user> has joined #<name>`.
+    Join {
+        /// The channel.
+        channel: ChannelName,
+        /// Who joins.
+        session: SessionId,
+        /// The session's user name, shown to others.
+        user: Arc<str>,
+        /// Create the channel if the home does not know it.
+        create: bool,
+    },
+    /// Leave a channel; not answered. The home tells the remaining members `<user> has left #<name>`.
+    /// A session that is not a member (its join was refused, or it left already) is ignored, so a
+    /// session that ends may send this for a join it is still waiting on.
+    Leave {
+        /// The channel.
+        channel: ChannelId,
+        /// Who leaves.
+        session: SessionId,
+    },
+    /// Say something: the home numbers the line, logs it, and sends one [`ToMember::Deliver`] to each
+    /// shard with members, the sender's included. Ignored if the session is not a member.
+    Post {
+        /// The channel.
+        channel: ChannelId,
+        /// Who says it.
+        session: SessionId,
+        /// The line as members will see it.
+        line: Line,
+    },
+    /// Who is on the channel. Answered by [`ToMember::Who`].
+    Who {
+        /// The channel.
+        channel: ChannelId,
+        /// Who asks.
+        session: SessionId,
+    },
+    /// Every channel homed on the receiving shard with its member count. Answered by
+    /// [`ToMember::List`]; a session sends one to every shard and merges the answers.
+    List {
+        /// Who asks.
+        session: SessionId,
+    },
+}
+
+/// From a channel's home shard to a member's shard.
+#[derive(Clone, Debug)]
+pub enum ToMember {
+    /// The answer to [`ToHome::Join`]. On success the receiving shard adds the session to its own list
+    /// of the channel's local members before handling anything that arrives after this message, so the
+    /// session sees every line the home ordered after its join, and none before.
+    Joined {
+        /// Who asked.
+        session: SessionId,
+        /// The channel as the home knows it (its display name).
+        channel: ChannelName,
+        /// What happened.
+        outcome: JoinOutcome,
+    },
+    /// A line for every local member of a channel, in the channel's order.
+    Deliver {
+        /// The channel.
+        channel: ChannelId,
+        /// The line, shared by every member's queue.
+        line: Line,
+    },
+    /// The answer to [`ToHome::Who`]: member names, sorted, without repeats.
+    Who {
+        /// Who asked.
+        session: SessionId,
+        /// The names, or `None` if the asker is not a member.
+        names: Option<Vec<Arc<str>>>,
+    },
+    /// The answer to [`ToHome::List`].
+    List {
+        /// Who asked.
+        session: SessionId,
+        /// The channels homed on the answering shard.
+        channels: Vec<ListEntry>,
+    },
+}
+
+/// How a join ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The session is a member of this channel now.
+    Joined(ChannelId),
+    /// The channel has as many members as its capacity allows.
+    Full,
+    /// No channel has that name.
+    NoSuchChannel,
+}
+
+/// One channel in a [`ToMember::List`] answer.
+#[derive(Clone, Debug)]
+pub struct ListEntry {
+    /// The channel's name.
+    pub name: ChannelName,
+    /// Sessions in it now.
+    pub members: u32,
+}
+
+/// Anything that crosses a ring.
+#[derive(Clone, Debug)]
+pub enum ShardMsg {
+    /// To a channel's home.
+    ToHome(ToHome),
+    /// To a member's shard.
+    ToMember(ToMember),
+}

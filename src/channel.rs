@@ -1,0 +1,175 @@
+//! The home-side state of one chat channel: who is in it, grouped by the shard that holds each member's
+//! connection, and how full it is.
+//!
+//! Members are grouped by shard because that is how lines travel: the home sends one delivery per shard
+//! that has members, never one per member, and the member's shard puts the line in each local queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use shard_proto::{ChannelId, ChannelName, SessionId, ShardId};
+
+/// One channel as its home shard keeps it.
+#[derive(Debug)]
+pub struct Channel {
+    /// Where the channel lives.
+    pub id: ChannelId,
+    /// Its name.
+    pub name: ChannelName,
+    /// Most members at once; 0 means no limit.
+    capacity: u32,
+    /// Members by shard: session key → user name.
+    members: Vec<HashMap<u64, Arc<str>>>,
+    /// Total members, kept so capacity checks and counts cost nothing.
+    len: u32,
+    /// Lines ordered so far.
+    seq: u64,
+}
+
+impl Channel {
+    /// An empty channel for a server of `shards` shards.
+    pub fn new(id: ChannelId, name: ChannelName, capacity: u32, shards: usize) -> Channel {
+        Channel {
+            id,
+            name,
+            capacity,
+            members: (0..shards).map(|_| HashMap::new()).collect(),
+            len: 0,
+            seq: 0,
+        }
+    }
+
+    /// Members now.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// True when nobody is in the channel.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when one more member would exceed the capacity.
+    pub fn is_full(&self) -> bool {
+        self.capacity != 0 && self.len >= self.capacity
+    }
+
+    /// Whether `session` is a member.
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.members
+            .get(session.shard.index())
+            .is_some_and(|m| m.contains_key(&session.key))
+    }
+
+    /// Adds a member; false if it was one already.
+    pub fn add(&mut self, session: SessionId, user: Arc<str>) -> bool {
+        let Some(shard) = self.members.get_mut(session.shard.index()) else {
+            return false;
+        };
+        if shard.insert(session.key, user).is_some() {
+            return false;
+        }
+        self.len += 1;
+        true
+    }
+
+    /// Removes a member, returning its user name; `None` if it was not one.
+    pub fn remove(&mut self, session: SessionId) -> Option<Arc<str>> {
+        let shard = self.members.get_mut(session.shard.index())?;
+        let user = shard.remove(&session.key)?;
+        if shard.is_empty() && shard.capacity() > 16 {
+            *shard = HashMap::new();
+        }
+        self.len -= 1;
+        Some(user)
+    }
+
+    /// Whether any member's connection is on `shard`.
+    pub fn has_members_on(&self, shard: ShardId) -> bool {
+        self.members
+            .get(shard.index())
+            .is_some_and(|m| !m.is_empty())
+    }
+
+    /// Members' names, sorted, each once (a user logged in twice is listed once).
+    pub fn names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        names.sort_unstable_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+        names.dedup();
+        names
+    }
+
+    /// Numbers the next line: the channel's order is the order of these numbers.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(shard: u16, key: u64) -> SessionId {
+        SessionId {
+            shard: ShardId(shard),
+            key,
+        }
+    }
+
+    fn channel(capacity: u32) -> Channel {
+        let id = ChannelId {
+            home: ShardId(0),
+            index: 0,
+        };
+        Channel::new(id, ChannelName::new("lobby").unwrap(), capacity, 2)
+    }
+
+    #[test]
+    fn membership_and_capacity() {
+        let mut c = channel(2);
+        assert!(c.add(sid(0, 1), "bob".into()));
+        assert!(!c.add(sid(0, 1), "bob".into()), "joining twice adds once");
+        assert!(!c.is_full());
+        assert!(c.add(sid(1, 1), "alice".into()));
+        assert!(c.is_full());
+        assert_eq!(c.len(), 2);
+        assert!(c.has_members_on(ShardId(0)) && c.has_members_on(ShardId(1)));
+        assert_eq!(c.remove(sid(0, 1)).as_deref(), Some("bob"));
+        assert_eq!(c.remove(sid(0, 1)), None);
+        assert!(!c.has_members_on(ShardId(0)));
+        assert!(!c.is_full());
+        assert_eq!(c.remove(sid(9, 1)), None, "an unknown shard is no member");
+    }
+
+    #[test]
+    fn zero_capacity_is_unlimited() {
+        let mut c = channel(0);
+        for k in 0..1000 {
+            assert!(c.add(sid((k % 2) as u16, k), format!("u{k}").into()));
+        }
+        assert!(!c.is_full());
+    }
+
+    #[test]
+    fn names_are_sorted_and_unique() {
+        let mut c = channel(0);
+        c.add(sid(0, 1), "bob".into());
+        c.add(sid(1, 2), "Alice".into());
+        c.add(sid(1, 3), "bob".into());
+        let names = c.names();
+        let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["Alice", "bob"]);
+    }
+
+    #[test]
+    fn sequence_counts_up() {
+        let mut c = channel(0);
+        assert_eq!(c.next_seq(), 1);
+        assert_eq!(c.next_seq(), 2);
+    }
+}
