@@ -286,6 +286,7 @@ impl Server {
                 Duration::from_secs(config.stats_interval),
                 stats.clone(),
                 accounts.clone(),
+                chanlog.clone(),
             )
         });
         Ok(Server {
@@ -394,15 +395,20 @@ fn spawn_heartbeat(
     every: Duration,
     stats: Arc<Stats>,
     accounts: Accounts,
+    chanlog: ChannelLog,
 ) -> (crossbeam_channel::Sender<()>, JoinHandle<()>) {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
         .name("ringtalk-heartbeat".into())
         .spawn(move || {
+            let mut last = stats.snapshot();
+            let mut last_at = std::time::Instant::now();
             while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                 stop_rx.recv_timeout(every)
             {
                 let snap = stats.snapshot();
+                let now = std::time::Instant::now();
+                let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
                 let per_shard: Vec<String> = snap
                     .shards
                     .iter()
@@ -412,10 +418,19 @@ fn spawn_heartbeat(
                     connections = snap.connections(),
                     logged_in = snap.logged_in(),
                     per_shard = %per_shard.join(" "),
+                    channels = snap.channels(),
+                    members = snap.members(),
+                    lines_per_s = ((snap.lines() - last.lines()) as f64 / secs).round(),
+                    deliveries_per_s = ((snap.deliveries() - last.deliveries()) as f64 / secs).round(),
+                    dropped = snap.dropped() - last.dropped(),
+                    ring_dropped = snap.ring_dropped() - last.ring_dropped(),
+                    log_dropped = chanlog.dropped(),
                     worker_queue = accounts.queue_depth(),
                     rss_mb = limits::rss_bytes().unwrap_or(0) as f64 / 1e6,
                     "heartbeat"
                 );
+                last = snap;
+                last_at = now;
             }
         })
         .expect("spawning the heartbeat thread");

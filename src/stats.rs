@@ -106,6 +106,11 @@ impl Snapshot {
     pub fn dropped(&self) -> u64 {
         self.shards.iter().map(|s| s.dropped).sum()
     }
+
+    /// Messages dropped for full outboxes between shards since start.
+    pub fn ring_dropped(&self) -> u64 {
+        self.shards.iter().map(|s| s.ring_dropped).sum()
+    }
 }
 
 impl Stats {
