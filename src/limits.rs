@@ -55,6 +55,33 @@ pub fn raise_nofile() -> io::Result<FileLimit> {
     })
 }
 
+/// The least locked memory glommio accepts for an executor's io_uring rings.
+pub const MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// Raises the soft RLIMIT_MEMLOCK toward the hard limit if it is below [`MIN_MEMLOCK`]; returns the
+/// soft limit now in force, in bytes.
+pub fn raise_memlock() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < MIN_MEMLOCK && lim.rlim_max > lim.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max.min(MIN_MEMLOCK.max(lim.rlim_cur)),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// The CPUs this process may run on, from its affinity mask, in ascending order.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set, and sched_getaffinity fills it.

@@ -44,6 +44,14 @@ pub enum StartError {
     /// The process's CPU or file limits could not be read.
     #[error("cannot read process limits: {0}")]
     Limits(std::io::Error),
+    /// RLIMIT_MEMLOCK is below what glommio needs and cannot be raised.
+    #[error("the locked-memory limit is {have} bytes but each shard needs {need}: raise it (ulimit -l 512, or LimitMEMLOCK= for a service)")]
+    MemLock {
+        /// The soft limit in force.
+        have: u64,
+        /// What glommio requires.
+        need: u64,
+    },
     /// `--shards 0`.
     #[error("--shards must be at least 1")]
     NoShards,
@@ -127,6 +135,13 @@ impl Server {
     /// Starts every part of the server and returns once all shards accept connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let file_limit = limits::raise_nofile().map_err(StartError::Limits)?;
+        let memlock = limits::raise_memlock().map_err(StartError::Limits)?;
+        if memlock < limits::MIN_MEMLOCK {
+            return Err(StartError::MemLock {
+                have: memlock,
+                need: limits::MIN_MEMLOCK,
+            });
+        }
         let cpus = limits::allowed_cpus().map_err(StartError::Limits)?;
         let shard_count = config.shards.unwrap_or(cpus.len());
         if shard_count == 0 {

@@ -472,3 +472,47 @@ fn a_mud_client_sees_its_typing_again_after_creating_an_account() {
     );
     assert!(mud.ga_after(&prompt("ivy")));
 }
+
+#[test]
+fn a_port_in_use_stops_start_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ringtalk::Config::for_tests(dir.path());
+    config.shards = Some(2);
+    config.listen = taken.local_addr().unwrap();
+    let err = match ringtalk::Server::start(config) {
+        Ok(_) => panic!("the server started on a port that is in use"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, ringtalk::StartError::Listen { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[test]
+fn channels_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut c = ringtalk::Config::for_tests(dir.path());
+        c.shards = Some(2);
+        c
+    };
+    let server = ringtalk::Server::start(config()).unwrap();
+    let mut alice = common::Client::connect(server.local_addr(), common::Kind::Raw);
+    alice.create_account("alice", "secret1");
+    alice.send_line("/create Lounge");
+    alice.expect("You have joined #Lounge");
+    drop(alice);
+    server.shutdown();
+
+    let server = ringtalk::Server::start(config()).unwrap();
+    let mut bob = common::Client::connect(server.local_addr(), common::Kind::Raw);
+    bob.create_account("bob", "secret1");
+    bob.send_line("/list");
+    bob.expect("#Lounge (0)");
+    bob.send_line("/join lounge");
+    bob.expect("You have joined #Lounge");
+    server.shutdown();
+}
