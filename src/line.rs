@@ -114,6 +114,12 @@ enum EscState {
     Ss3,
     /// After ESC and a non-ASCII lead byte (Alt + a non-ASCII key): drop that whole character.
     DropChar,
+    /// Inside a control string (OSC `ESC ]`, DCS `ESC P`, SOS `ESC X`, PM `ESC ^`, APC `ESC _`, or
+    /// their 8-bit forms): everything up to BEL or ST (`ESC \`) is swallowed, so a window-title or
+    /// hyperlink sequence leaves no payload behind.
+    Str,
+    /// ESC seen inside a control string: `\` ends the string, anything else stays inside it.
+    StrEsc,
 }
 
 /// One user's input line, plus the state needed to decode the bytes that build it.
@@ -253,6 +259,8 @@ impl LineEditor {
             EscState::Escape | EscState::DropChar => EscState::DropChar,
             // Non-ASCII inside CSI/SS3 ends the sequence; the character is typed normally.
             EscState::Ground | EscState::Csi | EscState::Ss3 => EscState::Ground,
+            // Inside a control string: the character is part of it (take_char swallows it).
+            EscState::Str | EscState::StrEsc => EscState::Str,
         };
         self.need = need;
         self.lo = lo;
@@ -342,11 +350,28 @@ impl LineEditor {
     fn take_ascii(&mut self, byte: u8, echo: bool, out: &mut Vec<u8>) -> EditResult {
         match self.esc {
             EscState::Ground | EscState::DropChar => {}
+            EscState::Str => {
+                match byte {
+                    BEL => self.esc = EscState::Ground,
+                    ESC => self.esc = EscState::StrEsc,
+                    _ => {}
+                }
+                return EditResult::Nothing;
+            }
+            EscState::StrEsc => {
+                self.esc = match byte {
+                    b'\\' => EscState::Ground,
+                    ESC => EscState::StrEsc,
+                    _ => EscState::Str,
+                };
+                return EditResult::Nothing;
+            }
             EscState::Escape => {
                 self.esc = EscState::Ground;
                 match byte {
                     b'[' => self.esc = EscState::Csi,
                     b'O' => self.esc = EscState::Ss3,
+                    b']' | b'P' | b'X' | b'^' | b'_' => self.esc = EscState::Str,
                     ESC => self.esc = EscState::Escape,
                     // Alt+Backspace: delete the previous word, like readline.
                     BS | DEL => {
@@ -396,11 +421,24 @@ impl LineEditor {
 
     /// Act on one decoded character (editing key, escape start, or text).
     fn take_char(&mut self, c: char, echo: bool, out: &mut Vec<u8>) -> EditResult {
-        if self.esc == EscState::DropChar {
-            self.esc = EscState::Ground;
-            return EditResult::Nothing;
+        match self.esc {
+            EscState::DropChar => {
+                self.esc = EscState::Ground;
+                return EditResult::Nothing;
+            }
+            EscState::Str | EscState::StrEsc => {
+                // ST in its 8-bit form ends the string; any other character is part of it.
+                self.esc = if c == '\u{9c}' {
+                    EscState::Ground
+                } else {
+                    EscState::Str
+                };
+                return EditResult::Nothing;
+            }
+            _ => {}
         }
         match c {
+            '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => self.esc = EscState::Str,
             '\x1b' => self.esc = EscState::Escape,
             '\u{9b}' => self.esc = EscState::Csi,
             '\u{8f}' => self.esc = EscState::Ss3,
@@ -1064,6 +1102,50 @@ mod tests {
             let replaced =
                 lossy.matches('\u{fffd}').count() - line.text.matches('\u{fffd}').count();
             assert_eq!(line.invalid as usize, replaced, "{bytes:x?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod control_string_tests {
+    use super::*;
+
+    fn typed(bytes: &[u8]) -> String {
+        let mut ed = LineEditor::new();
+        let mut out = Vec::new();
+        for &b in bytes {
+            let _ = ed.input(Mode::Line, b, &mut out);
+        }
+        match ed.end_of_line(Mode::Line, &mut out) {
+            EditResult::Finished(line) => line.text,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn control_strings_leave_no_payload() {
+        assert_eq!(typed(b"a\x1b]0;title\x07b"), "ab");
+        assert_eq!(typed(b"a\x1b]8;;http://x\x1b\\b"), "ab");
+        assert_eq!(typed(b"a\x1bPq#0;2\x1b\\b"), "ab");
+        assert_eq!(typed(b"a\x1b_apc\x07b"), "ab");
+        assert_eq!(typed("a\u{9d}0;t\u{9c}b".as_bytes()), "ab");
+        assert_eq!(typed("a\x1b]é\x07b".as_bytes()), "ab");
+    }
+
+    #[test]
+    fn an_unterminated_control_string_ends_with_the_line() {
+        let mut ed = LineEditor::new();
+        let mut out = Vec::new();
+        for &b in b"x\x1b]0;never ends" {
+            let _ = ed.input(Mode::Line, b, &mut out);
+        }
+        let _ = ed.end_of_line(Mode::Line, &mut out);
+        for &b in b"next" {
+            let _ = ed.input(Mode::Line, b, &mut out);
+        }
+        match ed.end_of_line(Mode::Line, &mut out) {
+            EditResult::Finished(line) => assert_eq!(line.text, "next"),
+            _ => unreachable!(),
         }
     }
 }

@@ -6,7 +6,10 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{error, info};
 
 fn main() {
+    // Log lines are written by a thread of their own: a shard that logs never waits on stderr.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -18,6 +21,7 @@ fn main() {
         Ok(server) => server,
         Err(e) => {
             error!("ringtalk could not start: {e}");
+            drop(_flush_on_exit);
             std::process::exit(1);
         }
     };
@@ -44,6 +48,7 @@ fn main() {
         Err(e) => {
             error!("cannot install signal handlers: {e}");
             server.shutdown();
+            drop(_flush_on_exit);
             std::process::exit(1);
         }
     };

@@ -231,6 +231,7 @@ impl Session {
         let name: Arc<str> = user.name.as_str().into();
         let key = self.registration.handle().id.key;
         loop {
+            self.breathe().await?;
             let prompt = match self.shard.chat(|hub, _| hub.channel_of(key).cloned()) {
                 Some(channel) => format!("{name} #{channel}> "),
                 None => format!("{name} #(no channel)> "),
@@ -351,11 +352,9 @@ impl Session {
             }
         };
         let key = self.registration.handle().id.key;
-        if self
-            .shard
-            .chat(|hub, _| hub.channel_of(key) == Some(&channel))
-        {
-            self.say(&format!("You are already on #{channel}."));
+        let current = self.shard.chat(|hub, _| hub.channel_of(key).cloned());
+        if let Some(current) = current.filter(|c| *c == channel) {
+            self.say(&format!("You are already on #{current}."));
             return Ok(());
         }
         self.enter_channel(name, channel, false).await
@@ -386,6 +385,18 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+
+    /// Lets every other task on the shard run once, then sends what is ready. Called between commands,
+    /// so a user who pastes many lines at once cannot fill other members' queues (or their own) before
+    /// those readers get a turn to write them out.
+    async fn breathe(&mut self) -> Result<(), Stop> {
+        futures_lite::future::yield_now().await;
+        poll_fn(|cx| match self.poll_kick_and_flush(cx) {
+            Poll::Ready(Err(stop)) => Poll::Ready(Err(stop)),
+            _ => Poll::Ready(Ok(())),
+        })
+        .await
     }
 
     /// The next answer from a channel home, while output keeps flowing.

@@ -67,8 +67,11 @@ pub struct Terminal {
     pending: VecDeque<Event>,
     /// The prompt last shown, kept for redrawing.
     prompt: String,
-    /// True while the prompt (and any half-typed input) is on the user's screen.
+    /// True while the prompt (and any half-typed input) is on the user's screen (character mode).
     prompt_shown: bool,
+    /// True when the last thing written ended mid-row (a prompt without IAC GA): the next line must
+    /// start with a line break so it does not run on after the prompt.
+    mid_line: bool,
     /// The client said it is a MUD client.
     mud: bool,
     /// Window width from NAWS; 0 when unknown.
@@ -131,6 +134,10 @@ impl Terminal {
             self.pending = VecDeque::new();
         }
         if found.is_some() {
+            // The user pressed Enter: we echoed it in character mode, their client did in line mode,
+            // so their cursor is at the start of a row. (A client that sends several lines at once
+            // without reading, like a script, may see a reply run on after a prompt it never showed.)
+            self.mid_line = false;
             self.prompt_shown = false;
         }
         found
@@ -234,33 +241,28 @@ impl Terminal {
             }
         }
         self.prompt_shown = true;
+        // A MUD client ends the prompt's row at IAC GA.
+        self.mid_line = !self.mud;
     }
 
-    /// Prints lines of text for the user. If the prompt is on screen, in character mode the prompt and
-    /// half-typed input are erased, the lines printed, and both drawn again; in line mode the lines
-    /// start on a fresh line and the prompt is not repeated.
+    /// Prints lines of text for the user. If the prompt is on screen in character mode, the prompt and
+    /// half-typed input are erased, the lines printed, and both drawn again. Otherwise the lines start
+    /// on a fresh row (a line break first if a prompt left the row open) and the prompt is not repeated.
     pub fn print(&mut self, lines: &[&str], out: &mut Vec<u8>) {
-        if self.prompt_shown {
-            match self.mode() {
-                Mode::Character => {
-                    self.editor.interrupt(
-                        Mode::Character,
-                        &self.prompt,
-                        self.width,
-                        lines.iter().copied(),
-                        out,
-                    );
-                    return;
-                }
-                Mode::Line => {
-                    // A MUD client ended the prompt line at IAC GA already.
-                    if !self.mud {
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    self.prompt_shown = false;
-                }
-            }
+        if self.prompt_shown && self.mode() == Mode::Character {
+            self.editor.interrupt(
+                Mode::Character,
+                &self.prompt,
+                self.width,
+                lines.iter().copied(),
+                out,
+            );
+            return;
         }
+        if std::mem::take(&mut self.mid_line) {
+            out.extend_from_slice(b"\r\n");
+        }
+        self.prompt_shown = false;
         for line in lines {
             telnet::escape_into(line.as_bytes(), out);
             out.extend_from_slice(b"\r\n");

@@ -612,3 +612,83 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     find(hay, needle).is_some()
 }
+
+// Helpers added for the chat-channel tests (tests/channels.rs).
+
+impl TestServer {
+    /// The server's data directory: the database and `logs/`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Makes every channel-log line ordered so far visible in the log files; fails the test if
+    /// that takes longer than [`DEADLINE`].
+    pub fn flush_logs(&self) {
+        assert!(
+            self.server().channel_log().flush_blocking(DEADLINE),
+            "the channel log did not flush in time"
+        );
+    }
+}
+
+impl Client {
+    /// Connects with the client's kernel receive buffer set to `bytes` before the handshake, so
+    /// the window the server sees is small from the start; answers negotiation as `kind`.
+    pub fn connect_with_recv_buffer(addr: SocketAddr, kind: Kind, bytes: usize) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .expect("creating a socket");
+        socket
+            .set_recv_buffer_size(bytes)
+            .expect("setting SO_RCVBUF");
+        socket
+            .connect(&addr.into())
+            .expect("connecting to the server");
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).expect("setting TCP_NODELAY");
+        Client {
+            stream,
+            kind,
+            answering: true,
+            deferred: Vec::new(),
+            parse: Parse::Data,
+            sb_opt: 0,
+            sb_data: Vec::new(),
+            raw: Vec::new(),
+            text: Vec::new(),
+            pos: 0,
+            seen: Vec::new(),
+            server_on: [false; 256],
+            client_on: [false; 256],
+            ttype_answers: 0,
+            eof: false,
+        }
+    }
+
+    /// Reads until `done` holds for all the text received so far; `what` names the wait in the
+    /// failure message. Does not move the [`Client::expect`] position.
+    pub fn read_until(&mut self, what: &str, mut done: impl FnMut(&[u8]) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(&self.text) {
+            if !self.read_some(deadline) {
+                let tail = self.text.len().saturating_sub(300);
+                panic!(
+                    "{} waiting until {what}; last text received: {:?}",
+                    if self.eof {
+                        "connection closed"
+                    } else {
+                        "timed out"
+                    },
+                    String::from_utf8_lossy(&self.text[tail..]),
+                );
+            }
+        }
+    }
+
+    /// Closes the connection with a TCP reset (SO_LINGER 0) instead of an orderly FIN.
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("setting SO_LINGER");
+    }
+}
