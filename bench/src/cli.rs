@@ -1,0 +1,149 @@
+//! Flags. Every option is global, so it may come before or after the scenario name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::conn::Protocol;
+
+/// Load generator for ringtalk (and IRC servers, for comparison).
+///
+/// Runs one scenario (or a suite) against a server on this machine and prints what it measured.
+/// Every run is bounded in clients and seconds and stops by itself.
+#[derive(Debug, Parser)]
+#[command(name = "ringtalk-bench", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// N users (default 3,000) in channels of 6, each saying a line every 10 s on average, for 60 s.
+    Seed,
+    /// seed at the most users the server's and the bench's limits allow.
+    Ceiling,
+    /// Channels of 6 under a rising ladder of send rates; the most deliveries/s held with p99 < 10 ms.
+    Firehose,
+    /// N clients (default 5,000) connect at once: time until all are greeted and logged in.
+    Storm,
+    /// Logins per second beside the bcrypt limit, and chat latency of logged-in users meanwhile.
+    Logins,
+    /// One channel with every user (server needs --channel-capacity 0): time for a line to reach all.
+    Bigroom,
+    /// 10% of clients never read: the others' latency and the server's RSS growth.
+    Slowreaders,
+    /// Every client drops at once and reconnects: seconds until the server's counts are right again.
+    Churn,
+    /// Several scenarios in a row (--scenarios seed,storm:5000,churn; `:N` sets that one's users).
+    Suite {
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "seed,firehose,storm,logins,bigroom,slowreaders,churn"
+        )]
+        scenarios: Vec<String>,
+    },
+    /// Every scenario but ceiling, at default sizes (same as `suite`).
+    All,
+    /// CI check: seed, storm and churn at ~200 users for a few seconds each; fails only on protocol
+    /// errors (or when no client could log in at all).
+    Smoke,
+    /// Internal: one worker process, driven over stdin/stdout by the parent.
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Opts {
+    /// Server address.
+    #[arg(long, global = true, default_value = "127.0.0.1:5555")]
+    pub addr: SocketAddr,
+    /// Wire protocol of the server.
+    #[arg(long, global = true, value_enum, default_value_t = Protocol::Ringtalk)]
+    pub protocol: Protocol,
+    /// Print one JSON object per scenario instead of the table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Users (chat clients) for the scenario; each scenario has its own default.
+    #[arg(long, global = true)]
+    pub users: Option<u32>,
+    /// Length of the scenario's measured phase (firehose: of each step; storm and churn: the most
+    /// it waits); each scenario has its own default.
+    #[arg(long, global = true)]
+    pub seconds: Option<f64>,
+    /// Users per channel.
+    #[arg(long, global = true, default_value_t = 6)]
+    pub group: u32,
+    /// Mean seconds between one user's lines (exponential think time); scenario default.
+    #[arg(long, global = true)]
+    pub think: Option<f64>,
+    /// Length of each chat line's text.
+    #[arg(long, global = true, default_value_t = 40)]
+    pub message_bytes: u32,
+    /// The server's pid: RSS and CPU before and after, its open-files limit.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// The most users the server takes (ceiling); else read from --server-log or --server-pid.
+    #[arg(long, global = true)]
+    pub server_max_users: Option<u64>,
+    /// The server's log, to read its startup line ("allows about N users").
+    #[arg(long, global = true)]
+    pub server_log: Option<PathBuf>,
+    /// CPUs the server hashes passwords on (logins limit); default: this machine's.
+    #[arg(long, global = true)]
+    pub server_cores: Option<usize>,
+    /// The server's bcrypt cost (logins limit).
+    #[arg(long, global = true, default_value_t = 4)]
+    pub bcrypt_cost: u32,
+    /// Least number of worker processes (more are used when the open-files limit needs them).
+    #[arg(long, global = true)]
+    pub workers: Option<u32>,
+    /// Source addresses 127.0.0.2 ... to spread clients over (1..=253).
+    #[arg(long, global = true, default_value_t = 64)]
+    pub source_addrs: u32,
+    /// Seconds one client may take to connect, log in and join.
+    #[arg(long, global = true, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Clients per worker connecting and logging in at once during setup.
+    #[arg(long, global = true, default_value_t = 256)]
+    pub connect_concurrency: u32,
+    /// Password of every bench account.
+    #[arg(long, global = true, default_value = "bench-password")]
+    pub password: String,
+    /// Firehose: total chat lines per second of each step.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "1000,2000,5000,10000,20000,50000,100000"
+    )]
+    pub rates: Vec<u64>,
+    /// Firehose: failed steps in a row after which the ladder stops.
+    #[arg(long, global = true, default_value_t = 2)]
+    pub max_failed_steps: u32,
+    /// Bigroom: lines sent to the room.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub messages: u32,
+    /// Slowreaders: fraction of clients that never read.
+    #[arg(long, global = true, default_value_t = 0.1)]
+    pub slow_fraction: f64,
+    /// Slowreaders: SO_RCVBUF of the clients that never read.
+    #[arg(long, global = true, default_value_t = 4096)]
+    pub slow_rcvbuf: u32,
+    /// Logins: clients logging in and out in a loop, in all.
+    #[arg(long, global = true, default_value_t = 32)]
+    pub login_concurrency: u32,
+    /// Logins: seconds of chat before the logins start (the baseline).
+    #[arg(long, global = true, default_value_t = 5.0)]
+    pub baseline: f64,
+    /// Ceiling: fraction of the server's user limit left free.
+    #[arg(long, global = true, default_value_t = 0.02)]
+    pub margin: f64,
+    /// Seconds clients keep reading after the last line was sent.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    pub grace: f64,
+}

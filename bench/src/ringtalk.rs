@@ -1,0 +1,328 @@
+//! ringtalk's lines as docs/PROTOCOL.md writes them, turned into what the bench acts on.
+//!
+//! Pure functions over one line of text (telnet and CR LF already gone), so they are tested without a
+//! server. The chat text the bench sends, `t=<ns> s=<sender> <padding>`, is built and read here too; it
+//! is the same for IRC.
+
+/// Prompts that end the login dialogue's questions (no line end follows them).
+pub mod prompt {
+    pub const USERNAME: &str = "Username: ";
+    pub const PASSWORD: &str = "Password: ";
+    pub const CREATE: &str = "(y/n) ";
+    pub const NEW_PASSWORD: &str = "Password for new account: ";
+    pub const REPEAT_PASSWORD: &str = "Repeat password: ";
+}
+
+/// Which login question a tail of unfinished text is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    Username,
+    Password,
+    Create,
+    NewPassword,
+    RepeatPassword,
+}
+
+/// Reads a login question from the tail of the text received so far.
+pub fn login_prompt(tail: &str) -> Option<Prompt> {
+    if tail.ends_with(prompt::NEW_PASSWORD) {
+        Some(Prompt::NewPassword)
+    } else if tail.ends_with(prompt::REPEAT_PASSWORD) {
+        Some(Prompt::RepeatPassword)
+    } else if tail.ends_with(prompt::PASSWORD) {
+        Some(Prompt::Password)
+    } else if tail.ends_with(prompt::USERNAME) {
+        Some(Prompt::Username)
+    } else if tail.ends_with(prompt::CREATE) {
+        Some(Prompt::Create)
+    } else {
+        None
+    }
+}
+
+/// A line seen during the login dialogue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginLine {
+    /// `You are logged in. ...` or `Your new account has been created. You are logged in.`
+    LoggedIn,
+    /// `Server busy, try again in a moment.`: the question is asked again.
+    Busy,
+    /// `Someone else just took that username. ...`: the username prompt follows.
+    Taken,
+    /// `Login timed out. ...`: the server closes the connection.
+    TimedOut,
+    /// A refusal the bench cannot get past (wrong password, bad name, internal error): the text.
+    Refused(String),
+    /// Welcome text, blank lines, anything else.
+    Other,
+}
+
+/// Classifies a line of the login dialogue.
+pub fn login_line(line: &str) -> LoginLine {
+    let line = line.trim();
+    if line.contains("You are logged in.") {
+        LoginLine::LoggedIn
+    } else if line.starts_with("Server busy") {
+        LoginLine::Busy
+    } else if line.starts_with("Someone else just took that username") {
+        LoginLine::Taken
+    } else if line.starts_with("Login timed out") {
+        LoginLine::TimedOut
+    } else if line.starts_with("Incorrect password")
+        || line.starts_with("Too many incorrect passwords")
+        || line.starts_with("Usernames are ")
+        || line.starts_with("Passwords are ")
+        || line.starts_with("Confirmation password did not match")
+        || line.starts_with("Something went wrong")
+        || line.starts_with("That username does not exist.")
+    {
+        LoginLine::Refused(line.to_string())
+    } else {
+        LoginLine::Other
+    }
+}
+
+/// A line seen once logged in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatLine<'a> {
+    /// `<sender> says, "<text>"`.
+    Said { sender: &'a str, text: &'a str },
+    /// `[<N> messages dropped]`: the server's queue for us overflowed.
+    Dropped(u64),
+    /// `You have joined #<Channel>`.
+    Joined(&'a str),
+    /// `Channel #<name> does not exist. ...`
+    NoSuchChannel,
+    /// `Channel #<name> created.`
+    Created,
+    /// `Channel already exists.`
+    Exists,
+    /// `Request to join channel denied: Channel is full`.
+    Full,
+    /// `You are already on #<Channel>.`
+    AlreadyOn,
+    /// `Channels:` heading of `/list`.
+    ListHeading,
+    /// `  #<Channel> (<members>)`, a `/list` entry.
+    ListEntry { channel: &'a str, members: u64 },
+    /// `There are no channels yet. ...`
+    NoChannels,
+    /// `Server is shutting down.` or `Goodbye.`: the connection closes next.
+    Closing,
+    /// A reply that means the bench said something wrong (or the server did).
+    Complaint(&'a str),
+    /// Others joining or leaving, prompts, blank lines: nothing to act on.
+    Noise,
+}
+
+/// Removes any prompts (`<me> #<channel>> `, `<me> #(no channel)> `) printed before a line.
+pub fn strip_prompts<'a>(mut line: &'a str, me: &str) -> &'a str {
+    loop {
+        let Some(rest) = line.strip_prefix(me).and_then(|r| r.strip_prefix(" #")) else {
+            return line;
+        };
+        let Some(end) = rest.find("> ") else {
+            return line;
+        };
+        line = &rest[end + 2..];
+    }
+}
+
+/// Classifies a line received while logged in as `me`.
+pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
+    let line = strip_prompts(line, me);
+    if let Some(i) = line.find(" says, \"") {
+        let text = &line[i + 8..];
+        if let Some(text) = text.strip_suffix('"') {
+            return ChatLine::Said {
+                sender: &line[..i],
+                text,
+            };
+        }
+    }
+    if let Some(n) = line
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(" messages dropped]"))
+        .and_then(|n| n.parse().ok())
+    {
+        return ChatLine::Dropped(n);
+    }
+    if let Some(ch) = line.strip_prefix("You have joined #") {
+        return ChatLine::Joined(ch);
+    }
+    if let Some(rest) = line.strip_prefix("  #") {
+        if let Some((ch, n)) = rest.rsplit_once(" (") {
+            if let Some(members) = n.strip_suffix(')').and_then(|n| n.parse().ok()) {
+                return ChatLine::ListEntry {
+                    channel: ch,
+                    members,
+                };
+            }
+        }
+    }
+    match line {
+        "Channel already exists." => return ChatLine::Exists,
+        "Request to join channel denied: Channel is full" => return ChatLine::Full,
+        "Channels:" => return ChatLine::ListHeading,
+        "Server is shutting down." | "Goodbye." => return ChatLine::Closing,
+        _ => {}
+    }
+    if line.starts_with("Channel #") {
+        if line.ends_with(" created.") {
+            return ChatLine::Created;
+        }
+        if line.contains(" does not exist.") {
+            return ChatLine::NoSuchChannel;
+        }
+    }
+    if line.starts_with("You are already on #") {
+        return ChatLine::AlreadyOn;
+    }
+    if line.starts_with("There are no channels yet.") {
+        return ChatLine::NoChannels;
+    }
+    if line.starts_with("Command \"")
+        || line.starts_with("Usage: ")
+        || line.starts_with("You are not on a channel.")
+        || line.starts_with("Channel names are ")
+        || line.starts_with("Line too long")
+        || line.starts_with("Bytes that were not valid UTF-8")
+    {
+        return ChatLine::Complaint(line);
+    }
+    ChatLine::Noise
+}
+
+/// The chat text the bench sends: `t=<CLOCK_MONOTONIC ns> s=<sender id> ` padded with `x` to `len`.
+pub fn chat_text(sent_ns: u64, sender: u32, len: usize) -> String {
+    let mut text = format!("t={sent_ns} s={sender} ");
+    while text.len() < len {
+        text.push('x');
+    }
+    text
+}
+
+/// Reads the send time and sender back out of a chat text; `None` for text the bench did not write.
+pub fn parse_chat_text(text: &str) -> Option<(u64, u32)> {
+    let mut words = text.split(' ');
+    let t = words.next()?.strip_prefix("t=")?.parse().ok()?;
+    let s = words.next()?.strip_prefix("s=")?.parse().ok()?;
+    Some((t, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_prompts() {
+        assert_eq!(login_prompt("\r\nUsername: "), Some(Prompt::Username));
+        assert_eq!(login_prompt("Password: "), Some(Prompt::Password));
+        assert_eq!(
+            login_prompt("That username does not exist on this system. Create new account? (y/n) "),
+            Some(Prompt::Create)
+        );
+        assert_eq!(
+            login_prompt("Password for new account: "),
+            Some(Prompt::NewPassword)
+        );
+        assert_eq!(
+            login_prompt("Repeat password: "),
+            Some(Prompt::RepeatPassword)
+        );
+        assert_eq!(login_prompt("Passw"), None);
+        assert_eq!(login_prompt("Username:"), None);
+    }
+
+    #[test]
+    fn login_lines() {
+        assert_eq!(
+            login_line("You are logged in. Use /help for help with commands."),
+            LoginLine::LoggedIn
+        );
+        assert_eq!(
+            login_line("Your new account has been created. You are logged in."),
+            LoginLine::LoggedIn
+        );
+        assert_eq!(
+            login_line("Server busy, try again in a moment."),
+            LoginLine::Busy
+        );
+        assert!(matches!(
+            login_line("Incorrect password."),
+            LoginLine::Refused(_)
+        ));
+        assert_eq!(
+            login_line("Welcome to ringtalk. Type ^D to exit."),
+            LoginLine::Other
+        );
+    }
+
+    #[test]
+    fn prompt_prefixes_are_noise() {
+        assert_eq!(strip_prompts("b1 #bc0> ", "b1"), "");
+        assert_eq!(
+            strip_prompts("b1 #(no channel)> b1 #bc0> bob says, \"x\"", "b1"),
+            "bob says, \"x\""
+        );
+        assert_eq!(strip_prompts("b12 says, \"x\"", "b1"), "b12 says, \"x\"");
+        assert_eq!(chat_line("b1 #bc0> ", "b1"), ChatLine::Noise);
+    }
+
+    #[test]
+    fn chat_lines() {
+        assert_eq!(
+            chat_line("b1 #bc0> bob says, \"t=5 s=3 \"quoted\" xx\"", "b1"),
+            ChatLine::Said {
+                sender: "bob",
+                text: "t=5 s=3 \"quoted\" xx"
+            }
+        );
+        assert_eq!(
+            chat_line("[12 messages dropped]", "b1"),
+            ChatLine::Dropped(12)
+        );
+        assert_eq!(
+            chat_line("You have joined #bc0", "b1"),
+            ChatLine::Joined("bc0")
+        );
+        assert_eq!(
+            chat_line(
+                "Channel #bc0 does not exist. Use /create bc0 to make it.",
+                "b1"
+            ),
+            ChatLine::NoSuchChannel
+        );
+        assert_eq!(chat_line("Channel #bc0 created.", "b1"), ChatLine::Created);
+        assert_eq!(chat_line("Channel already exists.", "b1"), ChatLine::Exists);
+        assert_eq!(
+            chat_line("Request to join channel denied: Channel is full", "b1"),
+            ChatLine::Full
+        );
+        assert_eq!(
+            chat_line("  #Lobby (1234)", "b1"),
+            ChatLine::ListEntry {
+                channel: "Lobby",
+                members: 1234
+            }
+        );
+        assert_eq!(chat_line("bob has joined #bc0", "b1"), ChatLine::Noise);
+        assert!(matches!(
+            chat_line(
+                "You are not on a channel. Use /join <channel> or /create <channel>.",
+                "b1"
+            ),
+            ChatLine::Complaint(_)
+        ));
+    }
+
+    #[test]
+    fn chat_text_round_trip() {
+        let text = chat_text(123_456_789_012, 45, 40);
+        assert_eq!(text.len(), 40);
+        assert!(text.starts_with("t=123456789012 s=45 x"));
+        assert_eq!(parse_chat_text(&text), Some((123_456_789_012, 45)));
+        assert_eq!(parse_chat_text("hello there"), None);
+        assert_eq!(parse_chat_text("t=1 s=x"), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! What the kernel tells the bench: the shared clock, open-files limits, and the server's figures from
+//! /proc (RSS, CPU seconds, its limits) and the network counters from /proc/net/netstat.
+
+use std::io;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine, so a worker can read
+/// the send time another worker wrote into a message.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A tokio instant for a CLOCK_MONOTONIC time (now if it has passed).
+pub fn instant_at(ns: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_nanos(ns.saturating_sub(now_ns()))
+}
+
+/// Descriptors a worker keeps back for itself (stdio, the runtime, its epoll).
+pub const WORKER_FD_MARGIN: u64 = 100;
+
+/// The most clients one worker process runs.
+pub const MAX_PER_WORKER: u64 = 15_000;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (the server's own code); returns (soft, hard).
+pub fn raise_nofile() -> io::Result<(u64, u64)> {
+    let lim = ringtalk::limits::raise_nofile()?;
+    Ok((lim.soft, lim.hard))
+}
+
+/// Clients one worker may run under an open-files limit.
+pub fn clients_per_worker(soft_limit: u64) -> u64 {
+    MAX_PER_WORKER.min(soft_limit.saturating_sub(WORKER_FD_MARGIN))
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`).
+pub fn ephemeral_ports() -> Option<(u32, u32)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|w| w.parse().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// `net.core.somaxconn`, the cap on every listen backlog.
+pub fn somaxconn() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The server process as /proc shows it at one moment.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcSample {
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// utime + stime, seconds.
+    pub cpu_s: f64,
+}
+
+/// Reads RSS (from /proc/<pid>/statm) and CPU time (utime+stime from /proc/<pid>/stat).
+pub fn proc_sample(pid: u32) -> io::Result<ProcSample> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let resident: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad statm"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (utime, stime) = parse_stat_times(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad stat"))?;
+    Ok(ProcSample {
+        rss_bytes: resident * page,
+        cpu_s: (utime + stime) as f64 / tick,
+    })
+}
+
+/// utime and stime (fields 14 and 15) of a /proc/<pid>/stat line; the command name in parentheses may
+/// hold spaces, so fields are counted after its closing parenthesis.
+pub fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    // After the name: state is field 3, so utime (14) is the 12th here.
+    let utime = fields.nth(11)?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    Some((utime, stime))
+}
+
+/// The soft "Max open files" of a process, from /proc/<pid>/limits.
+pub fn proc_nofile(pid: u32) -> io::Result<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    parse_limits_nofile(&limits)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Max open files line"))
+}
+
+pub fn parse_limits_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The user count in ringtalk's startup line (`... allows about 19888 users`).
+pub fn parse_startup_users(log: &str) -> Option<u64> {
+    log.lines().rev().find_map(|l| {
+        let i = l.find("allows about ")?;
+        l[i + "allows about ".len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// TcpExt ListenOverflows and ListenDrops from /proc/net/netstat (for the whole network namespace).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenCounters {
+    pub overflows: u64,
+    pub drops: u64,
+}
+
+pub fn listen_counters() -> io::Result<ListenCounters> {
+    let text = std::fs::read_to_string("/proc/net/netstat")?;
+    parse_netstat(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no TcpExt in netstat"))
+}
+
+pub fn parse_netstat(text: &str) -> Option<ListenCounters> {
+    let mut lines = text.lines();
+    while let Some(names) = lines.next() {
+        let values = lines.next()?;
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let mut c = ListenCounters::default();
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            match n {
+                "ListenOverflows" => c.overflows = v.parse().ok()?,
+                "ListenDrops" => c.drops = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        return Some(c);
+    }
+    None
+}
+
+/// The pid of the process listening on `addr` (found through /proc/net/tcp and the processes'
+/// descriptors; only processes this user may look into are seen).
+pub fn find_listener_pid(addr: std::net::SocketAddr) -> Option<u32> {
+    let port = addr.port();
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (field 9)
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let Some((_, p)) = f[1].rsplit_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_times_after_a_name_with_spaces() {
+        let stat = "1234 (ring talk) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 3 0 100 2000 300";
+        assert_eq!(parse_stat_times(stat), Some((250, 75)));
+    }
+
+    #[test]
+    fn limits_and_startup_line() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            20000                20000                files\n";
+        assert_eq!(parse_limits_nofile(limits), Some(20000));
+        let log =
+            "\x1b[2m...\x1b[0m ringtalk listening on 127.0.0.1:5555 with 2 shards (CPUs [0, 1]); \
+                   open-files limit 20000 (hard 20000) allows about 19888 users\n";
+        assert_eq!(parse_startup_users(log), Some(19888));
+    }
+
+    #[test]
+    fn netstat_tcpext() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 12 15\n\
+                    IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            parse_netstat(text),
+            Some(ListenCounters {
+                overflows: 12,
+                drops: 15
+            })
+        );
+    }
+
+    #[test]
+    fn own_process_figures() {
+        let s = proc_sample(std::process::id()).unwrap();
+        assert!(s.rss_bytes > 0);
+        assert!(now_ns() > 0);
+        assert!(clients_per_worker(20_000) == 15_000 && clients_per_worker(1024) == 924);
+    }
+}
