@@ -107,16 +107,19 @@ impl SessionHandle {
         if queue.is_empty() && self.dropped.get() == 0 {
             return None;
         }
-        let lines: Vec<Line> = queue.drain(..).collect();
-        if queue.capacity() > 16 {
-            *queue = VecDeque::new();
-        }
+        // Taking the whole queue leaves the session holding no queue memory while idle.
+        let lines: Vec<Line> = std::mem::take(&mut *queue).into();
         Some((lines, self.dropped.replace(0)))
     }
 
     /// The oldest reply from a channel home, if one has arrived.
     pub fn take_reply(&self) -> Option<Reply> {
-        self.replies.borrow_mut().pop_front()
+        let mut replies = self.replies.borrow_mut();
+        let reply = replies.pop_front();
+        if replies.is_empty() {
+            *replies = VecDeque::new();
+        }
+        reply
     }
 
     fn push_line(&self, line: &Line, limit: usize) -> bool {

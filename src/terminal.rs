@@ -40,9 +40,6 @@ const MUD_CLIENTS: &[&str] = &[
 /// terminal, then `MTTS <bits>`, and repeat the last answer when there is no more.
 const MAX_TTYPE_REQUESTS: u8 = 3;
 
-/// Above this many, the queue of decoded-but-unread events is freed once empty.
-const PENDING_KEEP: usize = 64;
-
 /// What the user typed, once it is something the session acts on.
 #[derive(Debug)]
 pub enum Input {
@@ -130,7 +127,8 @@ impl Terminal {
                 break;
             }
         }
-        if self.pending.is_empty() && self.pending.capacity() > PENDING_KEEP {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            // An idle connection keeps no event queue.
             self.pending = VecDeque::new();
         }
         if found.is_some() {
