@@ -237,10 +237,15 @@ impl Client {
     pub fn connect_deferred(addr: SocketAddr, kind: Kind) -> Client {
         let stream = TcpStream::connect(addr).expect("connecting to the server");
         stream.set_nodelay(true).expect("setting TCP_NODELAY");
+        Client::over(stream, kind, false)
+    }
+
+    /// A client over an already connected stream.
+    fn over(stream: TcpStream, kind: Kind, answering: bool) -> Client {
         Client {
             stream,
             kind,
-            answering: false,
+            answering,
             deferred: Vec::new(),
             parse: Parse::Data,
             sb_opt: 0,
@@ -646,23 +651,7 @@ impl Client {
             .expect("connecting to the server");
         let stream: TcpStream = socket.into();
         stream.set_nodelay(true).expect("setting TCP_NODELAY");
-        Client {
-            stream,
-            kind,
-            answering: true,
-            deferred: Vec::new(),
-            parse: Parse::Data,
-            sb_opt: 0,
-            sb_data: Vec::new(),
-            raw: Vec::new(),
-            text: Vec::new(),
-            pos: 0,
-            seen: Vec::new(),
-            server_on: [false; 256],
-            client_on: [false; 256],
-            ttype_answers: 0,
-            eof: false,
-        }
+        Client::over(stream, kind, true)
     }
 
     /// Reads until `done` holds for all the text received so far; `what` names the wait in the
