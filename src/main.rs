@@ -5,7 +5,13 @@ use ringtalk::{Config, Server};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{error, info};
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     // Log lines are written by a thread of their own: a shard that logs never waits on stderr.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()

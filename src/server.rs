@@ -36,7 +36,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const FDS_PER_SHARD: u64 = 8;
 
 /// Log lines that may wait for the log writer before new ones are dropped (and counted).
-const LOG_QUEUE: usize = 1 << 16;
+const LOG_QUEUE: usize = 1 << 14;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

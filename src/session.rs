@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::future::poll_fn;
 use futures::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use glommio::sync::Pass;
 use tracing::debug;
 
 use std::sync::Arc;
@@ -71,11 +72,13 @@ pub struct Session {
     /// How much of `out` the socket has taken.
     written: usize,
     _connection: GaugeGuard,
+    /// Keeps the shard's shutdown gate open until this session is gone.
+    _pass: Pass,
 }
 
 impl Session {
     /// A session for a freshly accepted connection.
-    pub fn new(stream: TcpStream, shard: Rc<Shard>, now: Instant) -> Session {
+    pub fn new(stream: TcpStream, shard: Rc<Shard>, now: Instant, pass: Pass) -> Session {
         let registration = shard.register(now);
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         Session {
@@ -86,12 +89,21 @@ impl Session {
             out: Vec::new(),
             written: 0,
             _connection: connection,
+            _pass: pass,
         }
     }
 
     /// Serves the connection until it ends, then says why and closes it.
     pub async fn run(mut self) {
         let outcome = self.serve().await;
+        debug!(session = %self.registration.handle().id, ?outcome, "session ends");
+        // Boxed: needed once, at the end, so the task does not reserve room for it all its life.
+        Box::pin(self.close(outcome)).await;
+    }
+
+    /// Says why the session ends (if there is anything to say), sends it within a grace period, and
+    /// closes the socket.
+    async fn close(&mut self, outcome: Result<(), Stop>) {
         let last_words = match outcome {
             Ok(()) | Err(Stop::Quit) => Some("Goodbye."),
             Err(Stop::Kicked(Kick::Shutdown)) => Some("Server is shutting down."),
@@ -101,7 +113,6 @@ impl Session {
             Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
             Err(Stop::Closed) => None,
         };
-        debug!(session = %self.registration.handle().id, ?outcome, "session ends");
         if let Some(text) = last_words {
             self.term.print(&[text], &mut self.out);
             let grace = if matches!(outcome, Err(Stop::Kicked(Kick::Shutdown))) {
