@@ -7,13 +7,20 @@
 //! connection lives its whole life on the shard that accepted it: its socket, its telnet state, its line
 //! editor and its session all belong to that one thread, with no locks.
 //!
+//! A chat channel lives on its *home* shard, chosen by a stable hash of its name. The home orders the
+//! channel's lines, logs them, and sends each line once to every shard that has members, over lock-free
+//! SPSC rings; that shard puts it in each local member's bounded queue.
+//!
 //! Work that blocks (SQLite, bcrypt) never runs on a shard: it goes to a pool of plain threads through a
 //! bounded queue, and a full queue answers "busy" at once instead of making anyone wait.
 //!
 //! # The parts
 //!
 //! - [`server`]: start everything, stop everything.
-//! - [`shard`]: one executor's accept loop and its table of sessions.
+//! - [`shard`]: one executor's accept loop, its table of sessions, and its rings to the other shards.
+//! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
+//!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
+//! - [`chanlog`]: per-channel daily log files, written by a thread of their own.
 //! - [`session`]: one connection, login then commands.
 //! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`] (the
 //!   line editor and redraw).
