@@ -20,7 +20,7 @@ pub const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=16;
     about = "A thread-per-core telnet chat server"
 )]
 pub struct Config {
-    /// Address to listen on. The default accepts local users only; use 0.0.0.0:5555 (or [::]:5555) to accept
+    /// Address to listen on. The default accepts local users only; use 0.0.0.0:5555 (or `[::]:5555`) to accept
     /// remote users.
     #[arg(long, default_value = "127.0.0.1:5555")]
     pub listen: SocketAddr,

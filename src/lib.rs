@@ -22,7 +22,7 @@
 //!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
 //! - [`chanlog`]: per-channel daily log files, written by a thread of their own.
 //! - [`session`]: one connection, login then commands.
-//! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`] (the
+//! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`](mod@line) (the
 //!   line editor and redraw).
 //! - [`cmd`]: what a typed line means.
 //! - [`accounts`] over [`workers`]: users and channels in SQLite, bcrypt hashes, on worker threads.

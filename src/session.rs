@@ -5,7 +5,7 @@
 //! writes collects in `out` and is flushed whenever the task runs; a peer that stops reading stops only
 //! its own session, and the kernel send buffer is capped so such a peer cannot pin much memory.
 //!
-//! The shard reaches a session only through its [`SessionHandle`]: it sets a [`Kick`] and wakes the task,
+//! The shard reaches a session only through its [`SessionHandle`](crate::shard::SessionHandle): it sets a [`Kick`] and wakes the task,
 //! which notices on its next poll. Every wait in here (for input, for the worker pool) also watches for a
 //! kick, so shutdown and the login timeout are never held up by a slow bcrypt or a silent peer.
 
