@@ -30,6 +30,9 @@ pub fn open(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<(Vec<Raw
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_cloexec(true)?;
+        // Set here once, these are copied by the kernel to every accepted socket, which saves six
+        // system calls per connection in a connection storm.
+        tune(&socket)?;
         socket.bind(&bound.into())?;
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         bound = socket
@@ -50,10 +53,11 @@ fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
     probe.bind(&addr.into())
 }
 
-/// Per-connection socket options: no Nagle delay (many small writes), TCP keepalive so dead peers are
-/// found, and a capped kernel send buffer so a reader that never reads cannot pin megabytes of kernel
-/// memory (our own outgoing queue is the place where backlog is bounded and counted).
-pub fn tune_accepted(socket: &socket2::SockRef<'_>) -> io::Result<()> {
+/// Per-connection socket options, set on the listening sockets so that accepted sockets inherit them:
+/// no Nagle delay (many small writes), TCP keepalive so dead peers are found, and a capped kernel send
+/// buffer so a reader that never reads cannot pin megabytes of kernel memory (our own outgoing queue
+/// is the place where backlog is bounded and counted).
+fn tune(socket: &Socket) -> io::Result<()> {
     socket.set_nodelay(true)?;
     socket.set_keepalive(true)?;
     socket.set_tcp_keepalive(
@@ -142,6 +146,26 @@ mod tests {
             // SAFETY: `open` returned owned, open descriptors.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        // SAFETY: `open` returned an owned, open descriptor.
+        let listener = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let accepted = Socket::from(accepted);
+        assert!(accepted.nodelay().unwrap());
+        assert!(accepted.keepalive().unwrap());
+        assert_eq!(accepted.keepalive_time().unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            accepted.keepalive_interval().unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(accepted.keepalive_retries().unwrap(), 4);
+        // The kernel doubles what it is given for its own bookkeeping.
+        assert_eq!(accepted.send_buffer_size().unwrap(), 2 * 64 * 1024);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -554,12 +554,7 @@ async fn accept_loop(listener: &TcpListener, shard: &Rc<Shard>, gate: &Gate) {
 }
 
 fn start_session(stream: TcpStream, shard: &Rc<Shard>, gate: &Gate) {
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    if let Err(err) = listener::tune_accepted(&socket2::SockRef::from(&fd)) {
-        debug!(error = %err, "could not set socket options; closing");
-        return;
-    }
+    // Socket options come from the listener (see `listener::open`): nothing to set per connection.
     // The session holds its own pass through the gate. `Gate::spawn` would wrap the session's future
     // in another that owns a second copy of it, doubling every session task (~1 kB each).
     let Ok(pass) = gate.enter() else {
