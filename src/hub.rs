@@ -111,11 +111,6 @@ impl Hub {
         }
     }
 
-    /// This hub's shard.
-    pub fn id(&self) -> ShardId {
-        self.id
-    }
-
     /// Places a channel homed here (at start, from the database); returns its id. Idempotent.
     pub fn open(&mut self, name: ChannelName) -> ChannelId {
         debug_assert_eq!(shard_proto::home_of(&name, self.shards), self.id);
