@@ -64,6 +64,12 @@ pub struct Config {
     /// Most lines waiting to be sent to one connection; lines past it are dropped for that reader.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_limit: u32,
+
+    /// Least microseconds between two writes to one busy connection: output that comes sooner waits at
+    /// most this long and leaves with the next write, so a lively channel costs fewer system calls.
+    /// 0 writes at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub write_interval_us: u32,
 }
 
 impl Config {
@@ -99,6 +105,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./ringtalk-data"));
         assert_eq!(c.channel_capacity, 6);
         assert_eq!(c.queue_limit, 100);
+        assert_eq!(c.write_interval_us, 1000);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
 //!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
 //! - [`chanlog`]: per-channel daily log files, written by a thread of their own.
-//! - [`session`]: one connection, login then commands.
+//! - [`session`]: one connection, login then commands; [`pacing`]: at most one write per interval to a
+//!   busy connection.
 //! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`](mod@line) (the
 //!   line editor and redraw).
 //! - [`cmd`]: what a typed line means.
@@ -41,6 +42,7 @@ pub mod hub;
 pub mod limits;
 pub mod line;
 pub mod listener;
+pub mod pacing;
 pub mod server;
 pub mod session;
 pub mod shard;

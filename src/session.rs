@@ -30,6 +30,7 @@ use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
 use crate::hub::Reply;
 use crate::line::FinishedLine;
+use crate::pacing::PaceState;
 use crate::shard::{Kick, Registration, Shard, SHUTDOWN_GRACE};
 use crate::stats::{Gauge, GaugeGuard};
 use crate::terminal::{Input, Terminal};
@@ -71,6 +72,8 @@ pub struct Session {
     out: Vec<u8>,
     /// How much of `out` the socket has taken.
     written: usize,
+    /// When this connection last wrote, for the shard's [`Pacer`](crate::pacing::Pacer).
+    pace: PaceState,
     _connection: GaugeGuard,
     /// Keeps the shard's shutdown gate open until this session is gone.
     _pass: Pass,
@@ -88,6 +91,7 @@ impl Session {
             term: Terminal::new(),
             out: Vec::new(),
             written: 0,
+            pace: PaceState::default(),
             _connection: connection,
             _pass: pass,
         }
@@ -497,6 +501,11 @@ impl Session {
     }
 
     /// Records the waker, reports a kick, and sends what it can. Ready only with an error.
+    ///
+    /// A new write (nothing of `out` sent yet) first asks the shard's pacer: a connection written to
+    /// within the last interval waits for the next tick, and the chat lines that arrive meanwhile stay
+    /// in its bounded queue, unless that queue is half full, when they go at once. Once the write may start, the queued lines join whatever `out` holds (a
+    /// prompt, an echo, a reply), so they all leave in one `send`.
     fn poll_kick_and_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
         let handle = self.registration.handle().clone();
         handle.set_waker(cx.waker());
@@ -504,22 +513,33 @@ impl Session {
             return Poll::Ready(Err(Stop::Kicked(kick)));
         }
         loop {
+            if self.written == 0 {
+                if self.out.is_empty() && !handle.has_lines() {
+                    return Poll::Pending;
+                }
+                let limit = self.shard.config.queue_limit as usize;
+                if handle.is_urgent(limit) {
+                    self.shard.pacer.note_write(&mut self.pace);
+                } else if !self.shard.pacer.may_write(&mut self.pace, cx) {
+                    return Poll::Pending;
+                }
+                if let Some((lines, dropped)) = handle.take_lines() {
+                    let mut text: Vec<&str> = lines.iter().map(|l| &**l).collect();
+                    let notice;
+                    if dropped > 0 {
+                        notice = format!("[{dropped} messages dropped]");
+                        text.push(&notice);
+                    }
+                    self.term.print(&text, &mut self.out);
+                }
+            }
             match self.poll_flush(cx) {
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(Stop::Closed)),
                 Poll::Pending => return Poll::Pending,
+                // All sent. Lines may have queued while the socket was full (and a full queue wakes
+                // nobody): go round again, to the pacer.
                 Poll::Ready(Ok(())) => {}
             }
-            // Everything sent: render the chat lines that queued up meanwhile, all in one write.
-            let Some((lines, dropped)) = handle.take_lines() else {
-                return Poll::Pending;
-            };
-            let mut text: Vec<&str> = lines.iter().map(|l| &**l).collect();
-            let notice;
-            if dropped > 0 {
-                notice = format!("[{dropped} messages dropped]");
-                text.push(&notice);
-            }
-            self.term.print(&text, &mut self.out);
         }
     }
 

@@ -31,6 +31,7 @@ use crate::chanlog::ChannelLog;
 use crate::config::Config;
 use crate::hub::{Hub, Outputs, Reply};
 use crate::listener::{self, LogLimiter};
+use crate::pacing::Pacer;
 use crate::session::Session;
 use crate::stats::{ShardStats, Stats};
 
@@ -101,6 +102,16 @@ impl SessionHandle {
         self.logged_in.set(true);
     }
 
+    /// Whether chat lines (or a dropped-lines notice) wait to be written.
+    pub fn has_lines(&self) -> bool {
+        !self.queue.borrow().is_empty() || self.dropped.get() > 0
+    }
+
+    /// Whether the queue is so full that its lines must go out now rather than wait for the pacer.
+    pub fn is_urgent(&self, limit: usize) -> bool {
+        self.queue.borrow().len() >= urgent_at(limit)
+    }
+
     /// Takes every queued chat line and the number dropped since the last call.
     pub fn take_lines(&self) -> Option<(Vec<Line>, u32)> {
         let mut queue = self.queue.borrow_mut();
@@ -128,10 +139,12 @@ impl SessionHandle {
             self.dropped.set(self.dropped.get().saturating_add(1));
             return false;
         }
-        let was_empty = queue.is_empty();
         queue.push_back(line.clone());
+        // Woken when the first line arrives, and again when the queue fills so far that pacing must
+        // give way (see `urgent_at`).
+        let wake = queue.len() == 1 || queue.len() == urgent_at(limit);
         drop(queue);
-        if was_empty {
+        if wake {
             self.wake();
         }
         true
@@ -158,6 +171,13 @@ impl SessionHandle {
     }
 }
 
+/// Queued lines at which a session writes at once instead of waiting for the pacer: half the queue
+/// limit. A reader that keeps up then never loses a line to pacing, however fast a channel is
+/// flooded (a paste of hundreds of lines arrives between two ticks).
+pub fn urgent_at(limit: usize) -> usize {
+    (limit / 2).max(1)
+}
+
 /// Per-shard state, shared by the shard's tasks through an `Rc`.
 pub struct Shard {
     /// This shard's index.
@@ -181,6 +201,8 @@ pub struct Shard {
     outboxes: Vec<Outbox>,
     /// Where ordered lines are logged.
     chanlog: ChannelLog,
+    /// Spaces out writes to busy connections so their lines share system calls.
+    pub pacer: Pacer,
 }
 
 /// Messages for one other shard; its pump task moves them into the ring.
@@ -301,6 +323,7 @@ impl Shard {
         Shard {
             id,
             hub: RefCell::new(hub),
+            pacer: Pacer::new(config.write_interval_us),
             outboxes: (0..shards).map(|_| Outbox::default()).collect(),
             chanlog,
             config,
@@ -472,6 +495,10 @@ pub async fn run(start: ShardStart) {
 
     let gate = Gate::new();
     let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
+    let pacer = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.pacer.run(glommio::timer::sleep).await })
+    };
     {
         let accepting = pin!(accept_loop(&listener, &shard, &gate));
         if let Either::Right(_) = select(shutdown, accepting).await {
@@ -480,6 +507,7 @@ pub async fn run(start: ShardStart) {
     }
     drop(listener);
     drop(sweeper);
+    drop(pacer);
     let live = shard.session_count();
     shard.kick_all();
     let closed = glommio::timer::timeout(SHUTDOWN_GRACE, gate.close()).await;

@@ -403,10 +403,20 @@ impl Conn {
 
     /// Says `text` on `channel` (ringtalk: the channel we are on).
     pub async fn chat(&mut self, channel: &str, text: &str) -> Result<(), ClientError> {
-        match self.proto {
-            Protocol::Ringtalk => self.send_line(text).await,
-            Protocol::Irc => self.send_line(&format!("PRIVMSG #{channel} :{text}")).await,
+        self.queue_chat(channel, text);
+        self.flush().await
+    }
+
+    /// Queues `text` for `channel` without sending it: [`Conn::flush`] sends every queued line in one
+    /// write, as a client with several lines to say at once would.
+    pub fn queue_chat(&mut self, channel: &str, text: &str) {
+        if self.proto == Protocol::Irc {
+            self.out.extend_from_slice(b"PRIVMSG #");
+            self.out.extend_from_slice(channel.as_bytes());
+            self.out.extend_from_slice(b" :");
         }
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
     }
 
     /// What a line received while chatting means.

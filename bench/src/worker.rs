@@ -382,35 +382,56 @@ async fn chat(
     let expected = plan.expected_readers(id);
     let mut next = next_send(0.0, &plan.windows, &mut rng);
     let mut phase = ctx.phase.clone();
+    // Both timers live across the loop: a timer made afresh on every pass costs a timer-wheel
+    // registration per read.
+    let stop = sleep_until(stop_at);
+    tokio::pin!(stop);
+    let send = sleep_until(next.map_or(stop_at, |s| instant_at(go + (s * 1e9) as u64)));
+    tokio::pin!(send);
     loop {
-        let send_at = next.map(|s| instant_at(go + (s * 1e9) as u64));
         tokio::select! {
             r = conn.fill(), if !slow => {
                 r?;
                 drain(ctx, conn).await?;
             }
-            _ = sleep_until(send_at.unwrap_or(stop_at)), if send_at.is_some() => {
+            _ = &mut send, if next.is_some() => {
+                // Every line due by now goes in one write: a user whose lines come faster than the
+                // timer ticks types them together, as a real client's socket would send them.
                 let now = now_ns();
-                let planned = go + (next.unwrap_or(0.0) * 1e9) as u64;
-                let late = now > planned + LATE_NS;
-                let text = crate::ringtalk::chat_text(now, id, plan.message_bytes as usize);
-                match timeout_at(stop_at, conn.chat(channel, &text)).await {
+                let window = ctx.window_of(now - go);
+                let mut due = 0u64;
+                let mut late = 0u64;
+                while let Some(at) = next {
+                    let planned = go + (at * 1e9) as u64;
+                    if planned > now {
+                        break;
+                    }
+                    let is_late = now > planned + LATE_NS;
+                    let text = crate::ringtalk::chat_text(now, id, plan.message_bytes as usize);
+                    conn.queue_chat(channel, &text);
+                    due += 1;
+                    late += is_late as u64;
+                    let from = if is_late { now - go } else { planned - go };
+                    next = next_send(from as f64 / 1e9, &plan.windows, &mut rng);
+                }
+                match timeout_at(stop_at, conn.flush()).await {
                     Ok(r) => r?,
                     // A slow reader the server stopped reading from: its lines back up.
                     Err(_) if slow => break,
                     Err(_) => return Err(ClientError::new(ErrorKind::Timeout, "send: server not reading")),
                 }
-                if let Some(w) = ctx.window_of(now - go) {
+                if let Some(w) = window {
                     let mut acc = ctx.acc.borrow_mut();
                     let w = &mut acc.windows[w];
-                    w.sent += 1;
-                    w.expected += expected;
-                    w.late_sends += late as u64;
+                    w.sent += due;
+                    w.expected += expected * due;
+                    w.late_sends += late;
                 }
-                let from = if late { now - go } else { planned - go };
-                next = next_send(from as f64 / 1e9, &plan.windows, &mut rng);
+                if let Some(at) = next {
+                    send.as_mut().reset(instant_at(go + (at * 1e9) as u64));
+                }
             }
-            _ = sleep_until(stop_at) => break,
+            _ = &mut stop => break,
             _ = phase.wait_for(|p| *p == Phase::Stop) => break,
         }
     }

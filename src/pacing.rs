@@ -1,0 +1,282 @@
+//! Write pacing: a busy connection gets at most about one write per interval, so chat lines that arrive
+//! close together leave in one `send` instead of one each.
+//!
+//! Why: on a busy server almost all of a delivery's cost is the system call and the loopback or network
+//! stack behind it, not ringtalk's own work. A reader in a lively channel gets many lines a millisecond;
+//! written one by one, each costs a `send` here and a wake-up and a `recv` at the client. Held back for
+//! at most one interval, they share one.
+//!
+//! The rule costs an idle connection nothing: a write that comes at least an interval after the
+//! connection's last write goes out at once. Only a write that would follow another within the
+//! interval waits, and it waits for the shard's next *tick*, which comes one interval after the first
+//! such wait began; every connection waiting then writes. So pacing adds at most one interval to a
+//! line's latency, and only while its reader is being written to more often than once an interval.
+//!
+//! The pacer knows nothing of sessions: a waiting session leaves its task's waker, and the tick wakes
+//! them all. Each connection keeps its own [`PaceState`], so a session waits at most once per tick and
+//! the list of waiting wakers never holds more than one entry per connection.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::future::poll_fn;
+
+/// One connection's part in pacing: when it last wrote, and which tick it waits for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PaceState {
+    /// Microseconds since the pacer's epoch (wrapping) at the connection's last write.
+    last_write_us: u32,
+    /// The tick generation this connection waits for, or 0 when it waits for none.
+    waiting_for: u32,
+}
+
+/// A shard's write pacer: the interval, the list of waiting connections and the ticker's waker.
+#[derive(Debug)]
+pub struct Pacer {
+    /// Least time between two writes to one busy connection, in microseconds; 0 turns pacing off.
+    interval_us: u32,
+    /// Times are kept as wrapping microseconds since this instant, so each connection stores 4 bytes.
+    epoch: Instant,
+    /// Counts ticks; never 0, so 0 can mean "waiting for nothing" in a [`PaceState`].
+    generation: Cell<u32>,
+    /// Wakers of the connections waiting for the next tick.
+    waiting: RefCell<Vec<Waker>>,
+    /// The ticker task, parked while nobody waits.
+    ticker: RefCell<Option<Waker>>,
+}
+
+impl Pacer {
+    /// A pacer allowing one write per `interval_us` microseconds to each busy connection (0: no pacing).
+    pub fn new(interval_us: u32) -> Pacer {
+        Pacer {
+            interval_us,
+            epoch: Instant::now(),
+            generation: Cell::new(1),
+            waiting: RefCell::new(Vec::new()),
+            ticker: RefCell::new(None),
+        }
+    }
+
+    /// Whether the connection with `state` may write now. If not, its task (`cx`) is woken at the next
+    /// tick, when it may. A `true` answer counts as a write begun now.
+    pub fn may_write(&self, state: &mut PaceState, cx: &mut Context<'_>) -> bool {
+        if self.interval_us == 0 {
+            return true;
+        }
+        self.may_write_at(self.now_us(), state, cx.waker())
+    }
+
+    /// [`Pacer::may_write`] at a given time (microseconds since the epoch), for tests.
+    fn may_write_at(&self, now_us: u32, state: &mut PaceState, waker: &Waker) -> bool {
+        let generation = self.generation.get();
+        if state.waiting_for != 0 {
+            if state.waiting_for == generation {
+                // Still waiting for the tick it registered for: one entry per tick is enough.
+                return false;
+            }
+            // Its tick has come: write now, whatever the clock says.
+            state.waiting_for = 0;
+            state.last_write_us = now_us;
+            return true;
+        }
+        if now_us.wrapping_sub(state.last_write_us) >= self.interval_us {
+            state.last_write_us = now_us;
+            return true;
+        }
+        state.waiting_for = generation;
+        let mut waiting = self.waiting.borrow_mut();
+        waiting.push(waker.clone());
+        if waiting.len() == 1 {
+            if let Some(ticker) = self.ticker.borrow_mut().take() {
+                ticker.wake();
+            }
+        }
+        false
+    }
+
+    /// Records a write that could not wait (its queue was filling): the next one is paced from now.
+    pub fn note_write(&self, state: &mut PaceState) {
+        state.waiting_for = 0;
+        state.last_write_us = self.now_us();
+    }
+
+    /// Ends the current tick: every waiting connection may write, and is woken to do so.
+    fn tick(&self) {
+        let next = match self.generation.get().wrapping_add(1) {
+            0 => 1,
+            n => n,
+        };
+        self.generation.set(next);
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+
+    /// Connections waiting for the next tick.
+    pub fn waiting(&self) -> usize {
+        self.waiting.borrow().len()
+    }
+
+    fn now_us(&self) -> u32 {
+        // Wrapping by design: only differences shorter than an interval matter. Offset by one
+        // interval so that a new connection (last write 0) may write at once from the first moment.
+        (self.epoch.elapsed().as_micros() as u32).wrapping_add(self.interval_us)
+    }
+
+    /// The shard's ticker: while any connection waits, one tick an interval after the first began
+    /// waiting. `sleep` is the executor's timer.
+    pub async fn run<S, F>(&self, sleep: S)
+    where
+        S: Fn(Duration) -> F,
+        F: Future<Output = ()>,
+    {
+        if self.interval_us == 0 {
+            return;
+        }
+        let interval = Duration::from_micros(u64::from(self.interval_us));
+        loop {
+            poll_fn(|cx| {
+                if self.waiting.borrow().is_empty() {
+                    *self.ticker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            sleep(interval).await;
+            self.tick();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn an_idle_connection_writes_at_once() {
+        let pacer = Pacer::new(1000);
+        let (_, waker) = counter();
+        let mut state = PaceState::default();
+        assert!(pacer.may_write_at(5_000, &mut state, &waker));
+        assert!(pacer.may_write_at(6_000, &mut state, &waker));
+        assert!(pacer.may_write_at(9_999, &mut state, &waker));
+        assert_eq!(pacer.waiting(), 0);
+    }
+
+    #[test]
+    fn a_second_write_within_the_interval_waits_for_the_tick() {
+        let pacer = Pacer::new(1000);
+        let (count, waker) = counter();
+        let mut state = PaceState::default();
+        assert!(pacer.may_write_at(5_000, &mut state, &waker));
+        assert!(!pacer.may_write_at(5_100, &mut state, &waker));
+        // Polled again before the tick: still waiting, and registered only once.
+        assert!(!pacer.may_write_at(5_200, &mut state, &waker));
+        assert_eq!(pacer.waiting(), 1);
+        pacer.tick();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(pacer.waiting(), 0);
+        // After the tick it writes, even though less than an interval has passed since 5_000.
+        assert!(pacer.may_write_at(5_300, &mut state, &waker));
+        // And the write after that is paced from 5_300.
+        assert!(!pacer.may_write_at(6_000, &mut state, &waker));
+        assert!(pacer.may_write_at(6_000, &mut PaceState::default(), &waker));
+    }
+
+    #[test]
+    fn one_tick_releases_every_waiting_connection() {
+        let pacer = Pacer::new(500);
+        let (count, waker) = counter();
+        let mut states = vec![PaceState::default(); 10];
+        for s in &mut states {
+            assert!(pacer.may_write_at(500, s, &waker));
+            assert!(!pacer.may_write_at(510, s, &waker));
+        }
+        assert_eq!(pacer.waiting(), 10);
+        pacer.tick();
+        assert_eq!(count.0.load(Ordering::SeqCst), 10);
+        for s in &mut states {
+            assert!(pacer.may_write_at(520, s, &waker));
+        }
+    }
+
+    #[test]
+    fn the_clock_may_wrap() {
+        let pacer = Pacer::new(1000);
+        let (_, waker) = counter();
+        let mut state = PaceState::default();
+        assert!(pacer.may_write_at(u32::MAX - 100, &mut state, &waker));
+        assert!(!pacer.may_write_at(u32::MAX, &mut state, &waker));
+        pacer.tick();
+        assert!(pacer.may_write_at(200, &mut state, &waker));
+        assert!(pacer.may_write_at(1_300, &mut state, &waker));
+    }
+
+    #[test]
+    fn interval_zero_never_waits() {
+        let pacer = Pacer::new(0);
+        let (_, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let mut state = PaceState::default();
+        for _ in 0..3 {
+            assert!(pacer.may_write(&mut state, &mut cx));
+        }
+        assert_eq!(pacer.waiting(), 0);
+    }
+
+    #[test]
+    fn the_ticker_sleeps_only_while_someone_waits() {
+        use futures::executor::LocalPool;
+        use futures::task::LocalSpawnExt;
+        use std::rc::Rc;
+
+        let pacer = Rc::new(Pacer::new(1000));
+        let sleeps = Rc::new(Cell::new(0));
+        let mut pool = LocalPool::new();
+        let (p, s) = (pacer.clone(), sleeps.clone());
+        pool.spawner()
+            .spawn_local(async move {
+                p.run(|_| {
+                    s.set(s.get() + 1);
+                    futures::future::ready(())
+                })
+                .await
+            })
+            .unwrap();
+        pool.run_until_stalled();
+        assert_eq!(sleeps.get(), 0, "nobody waits: no timer");
+        let (count, waker) = counter();
+        let mut state = PaceState::default();
+        assert!(pacer.may_write_at(1_000, &mut state, &waker));
+        assert!(!pacer.may_write_at(1_001, &mut state, &waker));
+        pool.run_until_stalled();
+        assert_eq!(sleeps.get(), 1);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the tick woke the waiting writer"
+        );
+        assert_eq!(pacer.waiting(), 0);
+    }
+}
