@@ -261,6 +261,7 @@ impl Terminal {
             out.extend_from_slice(b"\r\n");
         }
         self.prompt_shown = false;
+        out.reserve(lines.iter().map(|l| l.len() + 2).sum());
         for line in lines {
             telnet::escape_into(line.as_bytes(), out);
             out.extend_from_slice(b"\r\n");

@@ -70,6 +70,8 @@ struct Spec {
     targets: Vec<u64>,
     /// Pause between setup and go (bigroom: lets the flood of join notices drain).
     settle_ms: u64,
+    /// Worker processes to use unless `--workers` says otherwise.
+    min_workers: u32,
 }
 
 impl Spec {
@@ -89,6 +91,7 @@ impl Spec {
             report_windows: false,
             targets: Vec::new(),
             settle_ms: 500,
+            min_workers: 1,
         }
     }
 }
@@ -110,6 +113,8 @@ struct Outcome {
     counts_right_ns: Option<u64>,
     /// Firehose: the ladder was stopped after this window.
     stopped_after: Option<usize>,
+    /// Server cores busy during each window (CPU seconds over wall seconds), when its pid is known.
+    window_cores: Vec<Option<f64>>,
     server: Option<(u32, ProcSample, ProcSample, ProcSample)>,
     listen: Option<(ListenCounters, ListenCounters)>,
 }
@@ -299,10 +304,12 @@ impl Bench {
     }
 
     fn firehose(&self, users: Option<u32>) -> anyhow::Result<Report> {
-        let users = users.unwrap_or(600).max(1);
+        let users = users.unwrap_or(60).max(1);
         let step = self.seconds(3.0);
         let rates = self.opts.rates.clone();
         let mut spec = Spec::new("firehose", Mode::Chat, users, self.opts.group);
+        // One tokio worker cannot offer these rates; one per core can.
+        spec.min_workers = sys::cpus() as u32;
         spec.windows = rates
             .iter()
             .enumerate()
@@ -323,7 +330,7 @@ impl Bench {
         let out = self.execute(&spec)?;
         let mut r = self.common(&spec, &out);
         let mut steps = Vec::new();
-        let mut best: Option<(u64, f64)> = None;
+        let mut best: Option<(u64, f64, Option<f64>)> = None;
         for (i, w) in spec.windows.iter().enumerate() {
             if out.stopped_after.is_some_and(|s| i > s) {
                 break;
@@ -334,13 +341,21 @@ impl Bench {
             let secs = step;
             let verdict = judge_step(rates[i], secs, s.sent, s.expected, s.delivered, &lat);
             let dps = s.delivered as f64 / secs;
-            if verdict.held && best.map_or(true, |(_, d)| dps > d) {
-                best = Some((rates[i], dps));
+            let cores = out.window_cores.get(i).copied().flatten();
+            let per_cpu = cores.filter(|&c| c > 0.0).map(|c| dps / c);
+            if verdict.held && best.map_or(true, |(_, d, _)| dps > d) {
+                best = Some((rates[i], dps, per_cpu));
             }
+            let server = match (cores, per_cpu) {
+                (Some(c), Some(p)) => {
+                    format!(", server {c:.2} cores ({p:.0} deliveries per CPU-second)")
+                }
+                _ => String::new(),
+            };
             r.row(
                 &format!("step {}", w.name),
                 format!(
-                    "sent {:.0}/s, delivered {:.0}/s ({:.1}% of expected), dropped {}, p50 {} p99 {} max {} -> {}",
+                    "sent {:.0}/s, delivered {:.0}/s ({:.1}% of expected), dropped {}, p50 {} p99 {} max {}{server} -> {}",
                     s.sent as f64 / secs,
                     dps,
                     pct(s.delivered, s.expected),
@@ -360,6 +375,8 @@ impl Bench {
                 "dropped": s.dropped,
                 "late_sends": s.late_sends,
                 "latency": lat,
+                "server_cores": cores,
+                "deliveries_per_server_cpu_s": per_cpu,
                 "held": verdict.held,
                 "verdict": verdict.why,
             }));
@@ -367,9 +384,10 @@ impl Bench {
         r.figure("steps", steps);
         r.figure("step_seconds", step);
         match best {
-            Some((rate, dps)) => {
+            Some((rate, dps, per_cpu)) => {
                 r.figure("held_deliveries_per_s", dps);
                 r.figure("held_lines_per_s", rate);
+                r.figure("held_deliveries_per_server_cpu_s", per_cpu);
                 r.row(
                     "held",
                     format!("{dps:.0} deliveries/s (step {rate} lines/s) with p99 under 10 ms"),
@@ -677,7 +695,7 @@ impl Bench {
         let o = &self.opts;
         let per_worker = self.limits.clients_per_worker.max(1);
         let clients = spec.users as u64 + spec.loopers as u64;
-        let n = (o.workers.unwrap_or(1) as u64)
+        let n = (o.workers.unwrap_or(spec.min_workers) as u64)
             .max(clients.div_ceil(per_worker))
             .max(1) as u32;
         if let Some(max) = self.limits.server_max_users {
@@ -803,6 +821,8 @@ impl Bench {
         let mut stopped = false;
         let mut windows: BTreeMap<usize, Vec<WindowReport>> = BTreeMap::new();
         let mut failed_in_a_row = 0;
+        // Server CPU at each window's start and end: (time, CPU seconds).
+        let mut window_cpu: Vec<[Option<(u64, f64)>; 2]> = vec![[None; 2]; spec.windows.len()];
         let expected_members = setup.joined as u64;
         let stop = |fleet: &mut Fleet,
                     after: &mut Option<ProcSample>,
@@ -818,6 +838,15 @@ impl Bench {
         };
         while !fleet.all_finished() {
             let now = now_ns();
+            if pid.is_some() && !stopped {
+                for (w, cpu) in spec.windows.iter().zip(window_cpu.iter_mut()) {
+                    for (edge, ms) in [w.start_ms, w.end_ms].into_iter().enumerate() {
+                        if cpu[edge].is_none() && now >= go_ns + ms * 1_000_000 {
+                            cpu[edge] = sample().map(|s| (now_ns(), s.cpu_s));
+                        }
+                    }
+                }
+            }
             if now > give_up {
                 eprintln!(
                     "{}: workers did not finish in time; stopping them",
@@ -930,6 +959,15 @@ impl Bench {
             probe_errors,
             counts_right_ns,
             stopped_after,
+            window_cores: window_cpu
+                .iter()
+                .map(|edges| match edges {
+                    [Some((t0, c0)), Some((t1, c1))] if t1 > t0 => {
+                        Some((c1 - c0) / ((t1 - t0) as f64 / 1e9))
+                    }
+                    _ => None,
+                })
+                .collect(),
             server: match (pid, before, loaded, after) {
                 (Some(p), Some(b), Some(l), Some(a)) => Some((p, b, l, a)),
                 _ => None,

@@ -16,19 +16,16 @@ use super::consts::{cmd, opt, TTYPE_SEND};
 pub fn escape_into(data: &[u8], out: &mut Vec<u8>) {
     out.reserve(data.len());
     let mut start = 0;
-    for (i, &byte) in data.iter().enumerate() {
-        match byte {
-            cmd::IAC => {
-                out.extend_from_slice(&data[start..=i]);
-                out.push(cmd::IAC);
-                start = i + 1;
-            }
-            b'\n' if i == 0 || data[i - 1] != b'\r' => {
-                out.extend_from_slice(&data[start..i]);
-                out.extend_from_slice(b"\r\n");
-                start = i + 1;
-            }
-            _ => {}
+    // Chat text rarely holds either byte: one vectorised scan, then one copy.
+    for i in memchr::memchr2_iter(cmd::IAC, b'\n', data) {
+        if data[i] == cmd::IAC {
+            out.extend_from_slice(&data[start..=i]);
+            out.push(cmd::IAC);
+            start = i + 1;
+        } else if i == 0 || data[i - 1] != b'\r' {
+            out.extend_from_slice(&data[start..i]);
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
         }
     }
     out.extend_from_slice(&data[start..]);
