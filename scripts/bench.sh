@@ -7,11 +7,13 @@
 #   SCENARIOS=seed,storm:5000 scripts/bench.sh
 #   SCENARIOS=ceiling scripts/bench.sh       # the most users the limits allow (about 19,500 here)
 #   JSON=1 scripts/bench.sh                  # one JSON object per scenario instead of the table
+#   BCRYPT_COST=8 SCENARIOS=logins scripts/bench.sh   # another bcrypt cost (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scenarios=${SCENARIOS:-seed,firehose,storm,logins,bigroom,slowreaders,churn}
 port=${PORT:-5599}
+cost=${BCRYPT_COST:-4}
 
 ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p ringtalk -p ringtalk-bench
@@ -28,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-./target/release/ringtalk --listen "127.0.0.1:$port" --data-dir "$data" --bcrypt-cost 4 \
+./target/release/ringtalk --listen "127.0.0.1:$port" --data-dir "$data" --bcrypt-cost "$cost" \
     --stats-interval 0 --channel-capacity 0 2>"$data/server.log" &
 server=$!
 
@@ -42,7 +44,7 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
     sleep 0.1
 done
 
-args=(suite --scenarios "$scenarios" --addr "127.0.0.1:$port" --server-pid "$server"
+args=(suite --scenarios "$scenarios" --addr "127.0.0.1:$port" --server-pid "$server" --bcrypt-cost "$cost"
       --server-log "$data/server.log")
 if [ -n "${JSON:-}" ]; then
     args+=(--json)
