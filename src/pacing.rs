@@ -6,11 +6,12 @@
 //! written one by one, each costs a `send` here and a wake-up and a `recv` at the client. Held back for
 //! at most one interval, they share one.
 //!
-//! The rule costs an idle connection nothing: a write that comes at least an interval after the
-//! connection's last write goes out at once. Only a write that would follow another within the
-//! interval waits, and it waits for the shard's next *tick*, which comes one interval after the first
-//! such wait began; every connection waiting then writes. So pacing adds at most one interval to a
-//! line's latency, and only while its reader is being written to more often than once an interval.
+//! The rule is a token bucket (the generic cell rate algorithm): a connection earns one write per
+//! interval and may save up one more, so after a quiet spell two writes go out at once (a prompt, then
+//! the echo of the line just said) and only a connection written to faster than that waits. A write
+//! that must wait waits for the shard's next *tick*, which comes one interval after the first such wait
+//! began; every connection waiting then writes. So pacing adds at most one interval to a line's
+//! latency, and only while its reader is being written to more often than once an interval.
 //!
 //! The pacer knows nothing of sessions: a waiting session leaves its task's waker, and the tick wakes
 //! them all. Each connection keeps its own [`PaceState`], so a session waits at most once per tick and
@@ -23,11 +24,13 @@ use std::time::{Duration, Instant};
 
 use futures::future::poll_fn;
 
-/// One connection's part in pacing: when it last wrote, and which tick it waits for.
+/// One connection's part in pacing: when it may next write, and which tick it waits for.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PaceState {
-    /// Microseconds since the pacer's epoch (wrapping) at the connection's last write.
-    last_write_us: u32,
+    /// The bucket's "theoretical arrival time": microseconds since the pacer's epoch at which the
+    /// connection's writes so far would have been paid for, one interval each. (64 bits: a wrapping
+    /// 32-bit clock cannot tell a long-idle connection from one far ahead.)
+    earned_at_us: u64,
     /// The tick generation this connection waits for, or 0 when it waits for none.
     waiting_for: u32,
 }
@@ -37,7 +40,7 @@ pub struct PaceState {
 pub struct Pacer {
     /// Least time between two writes to one busy connection, in microseconds; 0 turns pacing off.
     interval_us: u32,
-    /// Times are kept as wrapping microseconds since this instant, so each connection stores 4 bytes.
+    /// Times are kept as microseconds since this instant.
     epoch: Instant,
     /// Counts ticks; never 0, so 0 can mean "waiting for nothing" in a [`PaceState`].
     generation: Cell<u32>,
@@ -69,20 +72,22 @@ impl Pacer {
     }
 
     /// [`Pacer::may_write`] at a given time (microseconds since the epoch), for tests.
-    fn may_write_at(&self, now_us: u32, state: &mut PaceState, waker: &Waker) -> bool {
+    fn may_write_at(&self, now_us: u64, state: &mut PaceState, waker: &Waker) -> bool {
         let generation = self.generation.get();
         if state.waiting_for != 0 {
             if state.waiting_for == generation {
                 // Still waiting for the tick it registered for: one entry per tick is enough.
                 return false;
             }
-            // Its tick has come: write now, whatever the clock says.
+            // Its tick has come: write now, whatever the bucket says.
             state.waiting_for = 0;
-            state.last_write_us = now_us;
+            self.spend(now_us, state);
             return true;
         }
-        if now_us.wrapping_sub(state.last_write_us) >= self.interval_us {
-            state.last_write_us = now_us;
+        // Allowed while the writes so far are paid for up to one interval ahead of now (the saved
+        // write).
+        if state.earned_at_us <= now_us + u64::from(self.interval_us) {
+            self.spend(now_us, state);
             return true;
         }
         state.waiting_for = generation;
@@ -96,10 +101,19 @@ impl Pacer {
         false
     }
 
-    /// Records a write that could not wait (its queue was filling): the next one is paced from now.
+    /// Records a write that could not wait (its queue was filling): it is paid for like any other.
     pub fn note_write(&self, state: &mut PaceState) {
+        if self.interval_us == 0 {
+            return;
+        }
         state.waiting_for = 0;
-        state.last_write_us = self.now_us();
+        self.spend(self.now_us(), state);
+    }
+
+    /// Pays for one write at `now_us`: the bucket's time moves one interval on from now or from where
+    /// it was, whichever is later.
+    fn spend(&self, now_us: u64, state: &mut PaceState) {
+        state.earned_at_us = state.earned_at_us.max(now_us) + u64::from(self.interval_us);
     }
 
     /// Ends the current tick: every waiting connection may write, and is woken to do so.
@@ -120,10 +134,8 @@ impl Pacer {
         self.waiting.borrow().len()
     }
 
-    fn now_us(&self) -> u32 {
-        // Wrapping by design: only differences shorter than an interval matter. Offset by one
-        // interval so that a new connection (last write 0) may write at once from the first moment.
-        (self.epoch.elapsed().as_micros() as u32).wrapping_add(self.interval_us)
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// The shard's ticker: while any connection waits, one tick an interval after the first began
@@ -181,27 +193,51 @@ mod tests {
         assert!(pacer.may_write_at(5_000, &mut state, &waker));
         assert!(pacer.may_write_at(6_000, &mut state, &waker));
         assert!(pacer.may_write_at(9_999, &mut state, &waker));
+        assert!(pacer.may_write_at(20_000, &mut state, &waker));
         assert_eq!(pacer.waiting(), 0);
     }
 
     #[test]
-    fn a_second_write_within_the_interval_waits_for_the_tick() {
+    fn two_writes_close_together_go_out_and_a_third_waits_for_the_tick() {
         let pacer = Pacer::new(1000);
         let (count, waker) = counter();
         let mut state = PaceState::default();
+        // A prompt, then the echo of the line just said: both at once.
         assert!(pacer.may_write_at(5_000, &mut state, &waker));
-        assert!(!pacer.may_write_at(5_100, &mut state, &waker));
-        // Polled again before the tick: still waiting, and registered only once.
+        assert!(pacer.may_write_at(5_100, &mut state, &waker));
+        // A third within the interval waits.
         assert!(!pacer.may_write_at(5_200, &mut state, &waker));
+        // Polled again before the tick: still waiting, and registered only once.
+        assert!(!pacer.may_write_at(5_300, &mut state, &waker));
         assert_eq!(pacer.waiting(), 1);
         pacer.tick();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert_eq!(pacer.waiting(), 0);
-        // After the tick it writes, even though less than an interval has passed since 5_000.
-        assert!(pacer.may_write_at(5_300, &mut state, &waker));
-        // And the write after that is paced from 5_300.
-        assert!(!pacer.may_write_at(6_000, &mut state, &waker));
-        assert!(pacer.may_write_at(6_000, &mut PaceState::default(), &waker));
+        // After the tick it writes, whatever the bucket says.
+        assert!(pacer.may_write_at(5_400, &mut state, &waker));
+        // Still busy: the next write waits again.
+        assert!(!pacer.may_write_at(5_500, &mut state, &waker));
+    }
+
+    #[test]
+    fn a_busy_connection_gets_one_write_per_interval() {
+        let pacer = Pacer::new(1000);
+        let (_, waker) = counter();
+        let mut state = PaceState::default();
+        let mut written = 0;
+        // Asking every 100 µs for 100 ms, with a tick every 1,000 µs.
+        for t in (0..100_000u64).step_by(100) {
+            if t % 1000 == 0 && pacer.waiting() > 0 {
+                pacer.tick();
+            }
+            if pacer.may_write_at(t, &mut state, &waker) {
+                written += 1;
+            }
+        }
+        assert!(
+            (100..=102).contains(&written),
+            "{written} writes in 100 intervals"
+        );
     }
 
     #[test]
@@ -211,6 +247,7 @@ mod tests {
         let mut states = vec![PaceState::default(); 10];
         for s in &mut states {
             assert!(pacer.may_write_at(500, s, &waker));
+            assert!(pacer.may_write_at(505, s, &waker));
             assert!(!pacer.may_write_at(510, s, &waker));
         }
         assert_eq!(pacer.waiting(), 10);
@@ -222,15 +259,14 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_may_wrap() {
+    fn a_connection_idle_for_a_long_time_writes_at_once() {
         let pacer = Pacer::new(1000);
         let (_, waker) = counter();
         let mut state = PaceState::default();
-        assert!(pacer.may_write_at(u32::MAX - 100, &mut state, &waker));
-        assert!(!pacer.may_write_at(u32::MAX, &mut state, &waker));
-        pacer.tick();
-        assert!(pacer.may_write_at(200, &mut state, &waker));
-        assert!(pacer.may_write_at(1_300, &mut state, &waker));
+        for t in [0, 1 << 31, 1 << 32, (1 << 32) + 2_500, 1 << 40] {
+            assert!(pacer.may_write_at(t, &mut state, &waker), "at {t}");
+        }
+        assert_eq!(pacer.waiting(), 0);
     }
 
     #[test]
@@ -269,7 +305,8 @@ mod tests {
         let (count, waker) = counter();
         let mut state = PaceState::default();
         assert!(pacer.may_write_at(1_000, &mut state, &waker));
-        assert!(!pacer.may_write_at(1_001, &mut state, &waker));
+        assert!(pacer.may_write_at(1_001, &mut state, &waker));
+        assert!(!pacer.may_write_at(1_002, &mut state, &waker));
         pool.run_until_stalled();
         assert_eq!(sleeps.get(), 1);
         assert_eq!(
