@@ -65,9 +65,9 @@ pub struct Config {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_limit: u32,
 
-    /// Least microseconds between two writes to one busy connection: output that comes sooner waits at
-    /// most this long and leaves with the next write, so a lively channel costs fewer system calls.
-    /// 0 writes at once.
+    /// Microseconds per write to one busy connection: a connection may write once per interval (and
+    /// save up one write while quiet); output beyond that waits at most one interval and leaves with
+    /// the next write, so a lively channel costs fewer system calls. 0 writes at once.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub write_interval_us: u32,
 }

@@ -130,7 +130,8 @@ impl Pacer {
     }
 
     /// Connections waiting for the next tick.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.waiting.borrow().len()
     }
 

@@ -72,7 +72,7 @@ pub struct Session {
     out: Vec<u8>,
     /// How much of `out` the socket has taken.
     written: usize,
-    /// When this connection last wrote, for the shard's [`Pacer`](crate::pacing::Pacer).
+    /// This connection's write budget with the shard's [`Pacer`](crate::pacing::Pacer).
     pace: PaceState,
     _connection: GaugeGuard,
     /// Keeps the shard's shutdown gate open until this session is gone.
@@ -502,10 +502,11 @@ impl Session {
 
     /// Records the waker, reports a kick, and sends what it can. Ready only with an error.
     ///
-    /// A new write (nothing of `out` sent yet) first asks the shard's pacer: a connection written to
-    /// within the last interval waits for the next tick, and the chat lines that arrive meanwhile stay
-    /// in its bounded queue, unless that queue is half full, when they go at once. Once the write may start, the queued lines join whatever `out` holds (a
-    /// prompt, an echo, a reply), so they all leave in one `send`.
+    /// A new write (nothing of `out` sent yet) first asks the shard's pacer: a connection that has used
+    /// up its writes for now waits for the next tick, and the chat lines that arrive meanwhile stay in
+    /// its bounded queue, unless that queue is half full, when they go at once. Once the write may
+    /// start, the queued lines join whatever `out` holds (a prompt, an echo, a reply), so they all
+    /// leave in one `send`.
     fn poll_kick_and_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
         let handle = self.registration.handle().clone();
         handle.set_waker(cx.waker());

@@ -174,7 +174,7 @@ impl SessionHandle {
 /// Queued lines at which a session writes at once instead of waiting for the pacer: half the queue
 /// limit. A reader that keeps up then never loses a line to pacing, however fast a channel is
 /// flooded (a paste of hundreds of lines arrives between two ticks).
-pub fn urgent_at(limit: usize) -> usize {
+fn urgent_at(limit: usize) -> usize {
     (limit / 2).max(1)
 }
 
