@@ -21,11 +21,12 @@
 //! - Uniqueness is left to the database: two concurrent creates of one name give exactly one
 //!   winner, the other sees the constraint fail.
 //!
-//! Closing the connections (when the [`WorkersGuard`] shuts the pool down) checkpoints the WAL.
+//! Closing the connections (when the [`WorkersGuard`] shuts the pool down) checkpoints the WAL,
+//! one connection at a time, and truncates it.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
@@ -198,6 +199,22 @@ pub enum Created {
 struct Db {
     /// Used only on the worker thread that opened it.
     conn: Connection,
+    /// Shared by every worker's `Db`: setup and the closing checkpoint take turns on it.
+    turns: Arc<Mutex<()>>,
+}
+
+impl Drop for Db {
+    /// Checkpoints the WAL into the main file and truncates it, one connection at a time.
+    ///
+    /// SQLite checkpoints on close only when the closing connection is the last one, and two
+    /// workers closing at once can each see the other and both skip it; an explicit checkpoint
+    /// in turn does not depend on who closes last.
+    fn drop(&mut self) {
+        let _turn = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!("database checkpoint at close failed: {e}");
+        }
+    }
 }
 
 /// The shared, cloneable handle to accounts and channels. `Send + Sync`; clone one per shard.
@@ -239,12 +256,10 @@ impl Accounts {
         let path = data_dir.join(DB_FILE);
         // Threads set up one at a time: switching to WAL and creating the schema need the
         // write lock, and taking turns is simpler than leaning on the busy timeout.
-        let setup = Mutex::new(());
+        let turns = Arc::new(Mutex::new(()));
         let (workers, guard) = Workers::start(threads, queue_capacity, move || {
-            let _turn = setup
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Db::open(&path)
+            let _turn = turns.lock().unwrap_or_else(PoisonError::into_inner);
+            Db::open(&path, Arc::clone(&turns))
         })?;
         Ok((
             Accounts {
@@ -349,7 +364,7 @@ impl Accounts {
 
 impl Db {
     /// Opens the database and prepares it; runs on a worker thread.
-    fn open(path: &Path) -> Result<Db, rusqlite::Error> {
+    fn open(path: &Path, turns: Arc<Mutex<()>>) -> Result<Db, rusqlite::Error> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String =
@@ -363,7 +378,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Db { conn })
+        Ok(Db { conn, turns })
     }
 
     /// The user with this name (ASCII case ignored) and their password hash.
@@ -638,7 +653,7 @@ mod tests {
     #[test]
     fn only_unique_violations_count_as_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE), Arc::default()).unwrap();
         let insert = "INSERT INTO user (name, password_hash, created_at) VALUES (?1, 'x', 0)";
         db.conn.execute(insert, ["Zed"]).unwrap();
         let duplicate = db.conn.execute(insert, ["zED"]).unwrap_err();
