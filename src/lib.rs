@@ -18,6 +18,8 @@
 //!
 //! - [`server`]: start everything, stop everything.
 //! - [`shard`]: one executor's accept loop, its table of sessions, and its rings to the other shards.
+//! - [`readiness`]: one epoll set per shard that says which sockets are ready, waited for through
+//!   io_uring; [`socket`]: a connection as a bare descriptor, non-blocking calls only.
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
 //!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
 //! - [`chanlog`]: per-channel daily log files, written by a thread of their own.
@@ -43,9 +45,11 @@ pub mod limits;
 pub mod line;
 pub mod listener;
 pub mod pacing;
+pub mod readiness;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod socket;
 pub mod stats;
 pub mod telnet;
 pub mod terminal;

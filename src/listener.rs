@@ -30,6 +30,8 @@ pub fn open(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<(Vec<Raw
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_cloexec(true)?;
+        // The shard accepts only when epoll says a connection waits, and never blocks.
+        socket.set_nonblocking(true)?;
         // Set here once, these are copied by the kernel to every accepted socket, which saves six
         // system calls per connection in a connection storm.
         tune(&socket)?;
@@ -153,6 +155,12 @@ mod tests {
         let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
         // SAFETY: `open` returned an owned, open descriptor.
         let listener = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        // Non-blocking, so a shard's accept never waits.
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        listener.set_nonblocking(false).unwrap();
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         let accepted = Socket::from(accepted);

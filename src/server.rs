@@ -21,6 +21,7 @@ use crate::accounts::{Accounts, OpenError};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
 use crate::config::Config;
 use crate::limits::{self, FileLimit};
+use crate::readiness::Readiness;
 use crate::shard::{self, ShardStart};
 use crate::stats::{Snapshot, Stats};
 use crate::workers::WorkersGuard;
@@ -121,13 +122,13 @@ pub struct Server {
 /// Sends the shard's failure to [`Server::start`] if the shard's future is dropped without running,
 /// which is what glommio does when the executor cannot be built.
 struct ReadyGuard {
-    tx: crossbeam_channel::Sender<Result<ShardId, ShardId>>,
+    tx: crossbeam_channel::Sender<Result<ShardId, (ShardId, Option<String>)>>,
     id: ShardId,
 }
 
 impl Drop for ReadyGuard {
     fn drop(&mut self) {
-        let _ = self.tx.send(Err(self.id));
+        let _ = self.tx.send(Err((self.id, None)));
     }
 }
 
@@ -239,9 +240,19 @@ impl Server {
                 .spawn(move || {
                     let guard = guard;
                     async move {
-                        let _ = guard.tx.send(Ok(guard.id));
+                        let readiness = Readiness::new();
+                        let report = match &readiness {
+                            Ok(_) => Ok(guard.id),
+                            Err(e) => Err((
+                                guard.id,
+                                Some(format!("socket readiness setup failed: {e}")),
+                            )),
+                        };
+                        let _ = guard.tx.send(report);
                         std::mem::forget(guard);
-                        shard::run(start).await
+                        if let Ok(readiness) = readiness {
+                            shard::run(start, readiness).await
+                        }
                     }
                 });
             match spawned {
@@ -263,11 +274,13 @@ impl Server {
         while failure.is_none() && ready < handles.len() {
             match ready_rx.recv_timeout(START_TIMEOUT) {
                 Ok(Ok(_)) => ready += 1,
-                Ok(Err(id)) => {
+                Ok(Err((id, said))) => {
                     let (_, cpu, handle) = &mut handles[id.index()];
-                    let reason = match handle.take().map(|h| h.join()) {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "the executor stopped before it started".to_string(),
+                    let joined = handle.take().map(|h| h.join());
+                    let reason = match (said, joined) {
+                        (Some(said), _) => said,
+                        (None, Some(Err(e))) => e.to_string(),
+                        (None, _) => "the executor stopped before it started".to_string(),
                     };
                     failure = Some(StartError::Shard {
                         shard: id.0,

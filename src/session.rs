@@ -11,14 +11,12 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::poll_fn;
-use futures::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use glommio::sync::Pass;
 use tracing::debug;
 
@@ -31,7 +29,9 @@ use crate::cmd::{self, Command};
 use crate::hub::Reply;
 use crate::line::FinishedLine;
 use crate::pacing::PaceState;
+use crate::readiness::Ready;
 use crate::shard::{Kick, Registration, Shard, SHUTDOWN_GRACE};
+use crate::socket::Socket;
 use crate::stats::{Gauge, GaugeGuard};
 use crate::terminal::{Input, Terminal};
 
@@ -64,7 +64,7 @@ enum Stop {
 
 /// One connection and everything it needs.
 pub struct Session {
-    stream: TcpStream,
+    socket: Socket,
     shard: Rc<Shard>,
     registration: Registration,
     term: Terminal,
@@ -81,11 +81,11 @@ pub struct Session {
 
 impl Session {
     /// A session for a freshly accepted connection.
-    pub fn new(stream: TcpStream, shard: Rc<Shard>, now: Instant, pass: Pass) -> Session {
+    pub fn new(socket: Socket, shard: Rc<Shard>, now: Instant, pass: Pass) -> Session {
         let registration = shard.register(now);
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         Session {
-            stream,
+            socket,
             shard,
             registration,
             term: Terminal::new(),
@@ -95,6 +95,16 @@ impl Session {
             _connection: connection,
             _pass: pass,
         }
+    }
+
+    /// The key the shard knows this session by (and its socket's readiness token).
+    pub fn key(&self) -> u64 {
+        self.registration.handle().id.key
+    }
+
+    /// The session's socket.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
     }
 
     /// Serves the connection until it ends, then says why and closes it.
@@ -137,7 +147,8 @@ impl Session {
             })
             .await;
         }
-        let _ = poll_fn(|cx| Pin::new(&mut self.stream).poll_close(cx)).await;
+        // The FIN goes after whatever is still in the send buffer; dropping the socket closes it.
+        let _ = self.socket.shutdown_write();
     }
 
     async fn serve(&mut self) -> Result<(), Stop> {
@@ -552,25 +563,44 @@ impl Session {
         if self.out.len() - self.written >= OUT_HIGH_WATER {
             return Poll::Pending;
         }
+        let handle = self.registration.handle().clone();
+        if !handle.is_ready(Ready::READ) {
+            return Poll::Pending; // the waker is in the handle: the next report wakes us
+        }
         let shard = self.shard.clone();
-        shard.with_scratch(|buf| match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Err(Stop::Closed)),
-            Poll::Ready(Ok(n)) => {
+        shard.with_scratch(|buf| match self.socket.recv(buf) {
+            Ok(0) => Poll::Ready(Err(Stop::Closed)),
+            // Even a short read does not mean the kernel has nothing more: a FIN that came with
+            // the bytes, or urgent data, stops a read early without a new readiness report. Only
+            // `WouldBlock` clears the bit.
+            Ok(n) => {
                 self.term.feed(&buf[..n], &mut self.out);
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => Poll::Pending,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                handle.clear_ready(Ready::READ);
+                Poll::Pending
+            }
+            Err(_) => Poll::Ready(Err(Stop::Closed)),
         })
     }
 
     /// Writes as much of `out` as the socket takes; ready when all of it is sent.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let handle = self.registration.handle();
         while self.written < self.out.len() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            if !handle.is_ready(Ready::WRITE) {
+                handle.set_waker(cx.waker());
+                return Poll::Pending;
+            }
+            match self.socket.send(&self.out[self.written..]) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                // A short write goes round once more: only `WouldBlock` clears the bit.
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    handle.clear_ready(Ready::WRITE);
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         // Freed, not cleared: an idle session keeps no output buffer (one allocation per write is

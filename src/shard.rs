@@ -4,11 +4,12 @@
 //! The shard keeps a table of its live sessions so it can reach any of them without the session's help:
 //! to tell every one that the server is shutting down, and to close those that have not logged in in time.
 //! A session is woken through the waker it left in its [`SessionHandle`]; the shard never touches a
-//! session's socket.
+//! session's socket. The shard's [`Readiness`] set reports which sockets are ready, and a small task
+//! routes each report to the session (or the accept loop) it is for.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +22,6 @@ use futures::future::{join, join_all, poll_fn, select, Either};
 use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
-use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use shard_proto::{ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember};
 use tracing::{debug, info, warn};
@@ -32,7 +32,9 @@ use crate::config::Config;
 use crate::hub::{Hub, Outputs, Reply};
 use crate::listener::{self, LogLimiter};
 use crate::pacing::Pacer;
+use crate::readiness::{Readiness, Ready};
 use crate::session::Session;
+use crate::socket::Socket;
 use crate::stats::{ShardStats, Stats};
 
 /// How long sessions get to say goodbye and close at shutdown.
@@ -40,6 +42,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the accept loop waits after running out of descriptors before it tries again.
 const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Connections the accept loop takes in a row before it lets the shard's other tasks run.
+const ACCEPT_BATCH: u32 = 64;
+
+/// The readiness token of the shard's listening socket; sessions' keys start at 1.
+const LISTENER_TOKEN: u64 = 0;
 
 /// Size of the one read buffer a shard lends to whichever session is reading: sockets are read only
 /// when the kernel says data is there, and the bytes are decoded before the next session runs, so no
@@ -80,6 +88,8 @@ pub struct SessionHandle {
     dropped: Cell<u32>,
     /// Answers from channel homes, in arrival order.
     replies: RefCell<VecDeque<Reply>>,
+    /// Which directions of the session's socket may not block (see [`crate::readiness`]).
+    ready: Cell<Ready>,
 }
 
 impl SessionHandle {
@@ -95,6 +105,17 @@ impl SessionHandle {
             Some(w) if w.will_wake(waker) => {}
             _ => *slot = Some(waker.clone()),
         }
+    }
+
+    /// Whether the session's socket was last reported ready for all of `dir`.
+    pub fn is_ready(&self, dir: Ready) -> bool {
+        self.ready.get().contains(dir)
+    }
+
+    /// Records that a call in `dir` would block (or came back short): the session waits for the
+    /// next readiness report before it tries again.
+    pub fn clear_ready(&self, dir: Ready) {
+        self.ready.set(self.ready.get().without(dir));
     }
 
     /// Marks the session as logged in, which exempts it from the login timeout.
@@ -150,6 +171,11 @@ impl SessionHandle {
         true
     }
 
+    fn set_ready(&self, dir: Ready) {
+        self.ready.set(self.ready.get().with(dir));
+        self.wake();
+    }
+
     fn push_reply(&self, reply: Reply) {
         self.replies.borrow_mut().push_back(reply);
         self.wake();
@@ -203,6 +229,12 @@ pub struct Shard {
     chanlog: ChannelLog,
     /// Spaces out writes to busy connections so their lines share system calls.
     pub pacer: Pacer,
+    /// This shard's sockets, listening and connected, and which of them are ready.
+    pub readiness: Readiness,
+    /// Whether the listening socket may have connections waiting.
+    listener_ready: Cell<bool>,
+    /// The accept loop's waker, while it waits for connections.
+    acceptor: RefCell<Option<Waker>>,
 }
 
 /// Messages for one other shard; its pump task moves them into the ring.
@@ -303,6 +335,7 @@ impl Drop for Registration {
 
 impl Shard {
     /// A shard with no sessions, home to `channels`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ShardId,
         shards: usize,
@@ -311,6 +344,7 @@ impl Shard {
         stats: Arc<Stats>,
         chanlog: ChannelLog,
         channels: Vec<ChannelName>,
+        readiness: Readiness,
     ) -> Shard {
         let mut hub = Hub::new(id, shards, config.channel_capacity);
         for name in channels {
@@ -334,6 +368,9 @@ impl Shard {
             login_deadlines: RefCell::new(VecDeque::new()),
             scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             shutting_down: Cell::new(false),
+            readiness,
+            listener_ready: Cell::new(true),
+            acceptor: RefCell::new(None),
         }
     }
 
@@ -352,6 +389,8 @@ impl Shard {
             queue: RefCell::new(VecDeque::new()),
             dropped: Cell::new(0),
             replies: RefCell::new(VecDeque::new()),
+            // Tried at once; the first call that would block clears it.
+            ready: Cell::new(Ready::BOTH),
         });
         if self.shutting_down.get() {
             handle.kick.set(Some(Kick::Shutdown));
@@ -364,6 +403,30 @@ impl Shard {
             shard: self.clone(),
             handle,
         }
+    }
+
+    /// Passes a readiness report to whoever owns the socket: the accept loop or a session. Reports
+    /// for sessions that have ended are dropped (keys are never reused).
+    fn route_ready(&self, token: u64, ready: Ready) {
+        if token == LISTENER_TOKEN {
+            if ready.contains(Ready::READ) {
+                self.listener_ready.set(true);
+                if let Some(w) = self.acceptor.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        } else if let Some(handle) = self.sessions.borrow().get(&token) {
+            handle.set_ready(ready);
+        }
+    }
+
+    /// Ready while the listening socket may have connections waiting.
+    fn poll_listener(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.listener_ready.get() {
+            return Poll::Ready(());
+        }
+        *self.acceptor.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Runs a chat action on this shard's hub, with the shard as its outputs; returns what `f` returns.
@@ -450,8 +513,9 @@ pub struct ShardStart {
 }
 
 /// The body of a shard's executor: connect the rings, accept until told to stop, then close every
-/// session within [`SHUTDOWN_GRACE`].
-pub async fn run(start: ShardStart) {
+/// session within [`SHUTDOWN_GRACE`]. `readiness` is made on the executor's thread, since its wait
+/// uses the executor's ring.
+pub async fn run(start: ShardStart, readiness: Readiness) {
     let ShardStart {
         id,
         listener_fd,
@@ -466,10 +530,15 @@ pub async fn run(start: ShardStart) {
         channels,
     } = start;
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
-    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
     let shard = Rc::new(Shard::new(
-        id, shards, config, accounts, stats, chanlog, channels,
+        id, shards, config, accounts, stats, chanlog, channels, readiness,
     ));
+    if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
+        warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
+        return;
+    }
+    let router = glommio::spawn_local(route_readiness(shard.clone()));
 
     // Every half must be connected at once: `connect` waits for the peer's half, so connecting one
     // after another can wait in a circle.
@@ -524,6 +593,7 @@ pub async fn run(start: ShardStart) {
         ),
     }
     drop(ring_tasks);
+    drop(router);
 }
 
 /// Moves messages from the outbox for `dest` into the ring to `dest`. This is the only task that
@@ -555,40 +625,83 @@ async fn drain(shard: Rc<Shard>, rx: ConnectedReceiver<ShardMsg>) {
     }
 }
 
-async fn accept_loop(listener: &TcpListener, shard: &Rc<Shard>, gate: &Gate) {
-    let mut exhausted_log = LogLimiter::new(Duration::from_secs(1));
+/// Passes every readiness report to the session or accept loop it is for. It only wakes tasks and
+/// awaits nothing but the next report, so it adds no edge to the graph of awaited sends.
+async fn route_readiness(shard: Rc<Shard>) {
     let mut error_log = LogLimiter::new(Duration::from_secs(1));
     loop {
-        match listener.accept().await {
-            Ok(stream) => {
+        let waited = shard.readiness.wait().await;
+
+        let drained = waited.and_then(|()| {
+            shard
+                .readiness
+                .drain(|token, ready| shard.route_ready(token, ready))
+        });
+        if let Err(err) = drained {
+            if let Some(held) = error_log.allow(Instant::now()) {
+                warn!(shard = shard.id.0, error = %err, repeats = held, "socket readiness failed");
+            }
+            // Whatever failed is not going to be fixed by trying again at once.
+            glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
+        }
+    }
+}
+
+/// Accepts connections while the listener has them, in batches of [`ACCEPT_BATCH`], and waits for
+/// the readiness report when it has none.
+async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
+    let mut exhausted_log = LogLimiter::new(Duration::from_secs(1));
+    let mut error_log = LogLimiter::new(Duration::from_secs(1));
+    let mut in_a_row = 0u32;
+    loop {
+        poll_fn(|cx| shard.poll_listener(cx)).await;
+        match Socket::accept(listener.as_fd()) {
+            Ok(socket) => {
                 let counters = shard.stats.shard(shard.id.index());
                 counters.accepted.fetch_add(1, Relaxed);
-                start_session(stream, shard, gate);
+                start_session(socket, shard, gate);
+                in_a_row += 1;
+                if in_a_row % ACCEPT_BATCH == 0 {
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                shard.listener_ready.set(false);
+                in_a_row = 0;
             }
             Err(err) => {
-                let err = std::io::Error::from(err);
                 if listener::is_fd_exhaustion(&err) {
                     if let Some(held) = exhausted_log.allow(Instant::now()) {
                         warn!(shard = shard.id.0, error = %err, repeats = held,
                               "out of file descriptors: new connections wait in the backlog");
                     }
                     glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
-                } else if let Some(held) = error_log.allow(Instant::now()) {
-                    debug!(shard = shard.id.0, error = %err, repeats = held, "accept failed");
+                } else {
+                    if let Some(held) = error_log.allow(Instant::now()) {
+                        debug!(shard = shard.id.0, error = %err, repeats = held, "accept failed");
+                    }
+                    // Usually one aborted connection; the next accept goes on, after the others ran.
+                    futures_lite::future::yield_now().await;
                 }
             }
         }
     }
 }
 
-fn start_session(stream: TcpStream, shard: &Rc<Shard>, gate: &Gate) {
+fn start_session(socket: Socket, shard: &Rc<Shard>, gate: &Gate) {
     // Socket options come from the listener (see `listener::open`): nothing to set per connection.
     // The session holds its own pass through the gate. `Gate::spawn` would wrap the session's future
     // in another that owns a second copy of it, doubling every session task (~1 kB each).
     let Ok(pass) = gate.enter() else {
         return; // shutting down
     };
-    let session = Session::new(stream, shard.clone(), Instant::now(), pass);
+    let session = Session::new(socket, shard.clone(), Instant::now(), pass);
+    let key = session.key();
+    // Watched only once the session is in the table, so no report can miss it.
+    if let Err(err) = shard.readiness.add(session.socket().as_fd(), key) {
+        debug!(shard = shard.id.0, error = %err, "cannot watch a new connection; closing it");
+        return;
+    }
     glommio::spawn_local(session.run()).detach();
 }
 

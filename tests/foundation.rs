@@ -90,6 +90,45 @@ fn connections_spread_over_both_shards_and_are_counted() {
     assert_eq!(server.stats().accepted(), CLIENTS);
 }
 
+/// Regression: the shard's readiness is edge-triggered, and a read that stops short at a FIN which
+/// arrived with the bytes brings no second report. Treating that short read as "nothing more" left
+/// such sessions open until shutdown.
+#[test]
+fn a_line_and_the_end_of_stream_arriving_together_close_the_session() {
+    let server = start_server(SHARDS);
+    let mut clients: Vec<_> = (0..32).map(|_| server.connect(Kind::Raw)).collect();
+    for client in &mut clients {
+        client.expect("Username: ");
+    }
+    for client in &mut clients {
+        client.send(b"nobody-here\r\n");
+        client.shutdown_write();
+    }
+    for client in &mut clients {
+        client.expect("Create new account? (y/n) ");
+        client.expect_closed();
+    }
+    wait_until(
+        || server.stats().connections() == 0,
+        "every connection is closed",
+    );
+}
+
+/// Urgent data (a telnet Synch) ends a read early without a new readiness report; the rest of the
+/// line must still be read.
+#[test]
+fn urgent_data_does_not_stall_the_line_around_it() {
+    let server = start_server(SHARDS);
+    let mut c = server.connect(Kind::Raw);
+    c.expect("Username: ");
+    c.send(b"ur");
+    c.send_urgent(b'!');
+    c.send(b"gent\r\n");
+    c.expect("Create new account? (y/n) ");
+    c.send_line("n");
+    c.expect("Username: ");
+}
+
 #[test]
 fn character_mode_echoes_and_backspace_erases_whole_characters() {
     let server = start_server(SHARDS);

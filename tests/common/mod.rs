@@ -281,6 +281,33 @@ impl Client {
             .unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
     }
 
+    /// Sends one byte as TCP urgent data (what a telnet client's Synch does).
+    pub fn send_urgent(&mut self, byte: u8) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: one byte from a live buffer, on a socket we own.
+        let sent = unsafe {
+            libc::send(
+                self.stream.as_raw_fd(),
+                (&byte as *const u8).cast(),
+                1,
+                libc::MSG_OOB,
+            )
+        };
+        assert_eq!(
+            sent,
+            1,
+            "sending urgent data: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Closes the sending half: the server sees the end of the stream after what was sent.
+    pub fn shutdown_write(&mut self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutting down the write half");
+    }
+
     /// Sends `line` followed by CR LF.
     pub fn send_line(&mut self, line: &str) {
         let mut bytes = line.as_bytes().to_vec();
