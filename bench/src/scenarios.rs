@@ -646,6 +646,16 @@ impl Bench {
         );
         let min_total = out.probe.iter().map(|p| p.1).min();
         let right = out.counts_right_ns.map(|t| (t - out.go_ns) as f64 / 1e9);
+        let dropped = drop_counted_s(&out.probe, out.go_ns);
+        match (dropped, min_total) {
+            (Some(s), Some(low)) => r.row(
+                "drop counted",
+                format!(
+                    "after {s:.2} s: /list member total first at its lowest ({low}) after every client dropped (probe every 50 ms)"
+                ),
+            ),
+            _ => r.row("drop counted", "no probe answer after the drop".to_string()),
+        }
         match right {
             Some(s) => r.row(
                 "counts right",
@@ -678,12 +688,17 @@ impl Bench {
         r.figure("rejoined", rejoined);
         r.figure("rejoin_latency", &l);
         r.figure("counts_right_s", right);
+        r.figure("drop_counted_s", dropped);
         r.figure("probe_min_total", min_total);
         r.figure("probe_samples", out.probe.len());
         r.figure("full_retries", full);
+        let drop_text = match dropped {
+            Some(d) => format!("drop counted after {d:.2} s, "),
+            None => String::new(),
+        };
         r.headline = match right {
-            Some(s) => format!("counts right after {s:.2} s"),
-            None => "counts not right in time".into(),
+            Some(s) => format!("{drop_text}all back after {s:.2} s"),
+            None => format!("{drop_text}counts not right in time"),
         };
         Ok(r)
     }
@@ -1214,6 +1229,16 @@ fn measure_bcrypt(cost: u32) -> anyhow::Result<f64> {
     Ok(times[1])
 }
 
+/// Seconds from `go_ns` (when every churn client drops its connection) to the first probe answer
+/// that shows the member total at its lowest: how long the server took to count the drop. Only
+/// answers to requests made after the drop count.
+fn drop_counted_s(probe: &[(u64, u64)], go_ns: u64) -> Option<f64> {
+    let after: Vec<&(u64, u64)> = probe.iter().filter(|p| p.0 >= go_ns).collect();
+    let low = after.iter().map(|p| p.1).min()?;
+    let first = after.iter().find(|p| p.1 == low)?;
+    Some((first.0 - go_ns) as f64 / 1e9)
+}
+
 /// The churn probe: one more client, logged in as `bprobe`, asking for the member totals over and
 /// over; each answer goes to the parent's queue.
 fn start_probe(
@@ -1277,6 +1302,21 @@ fn start_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drop_is_counted_at_the_first_lowest_answer_after_go() {
+        let go = 1_000_000_000;
+        let probe = [
+            (go - 50_000_000, 0), // before the drop: ignored
+            (go + 10_000_000, 300),
+            (go + 60_000_000, 12),
+            (go + 110_000_000, 5),
+            (go + 160_000_000, 5),
+            (go + 210_000_000, 40),
+        ];
+        assert_eq!(drop_counted_s(&probe, go), Some(0.11));
+        assert_eq!(drop_counted_s(&probe[..1], go), None);
+    }
 
     #[test]
     fn firehose_steps_are_judged() {
