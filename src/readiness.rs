@@ -36,6 +36,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
 
 use glommio::io::BufferedFile;
 use io_uring::{opcode, types, IoUring};
@@ -98,8 +99,9 @@ pub struct Readiness {
     epoll: OwnedFd,
     /// Holds the poll on `epoll` and bumps `signal` when it completes.
     ring: RefCell<IoUring>,
-    /// The eventfd the ring bumps, read through glommio so the wait is an io_uring operation.
-    signal: BufferedFile,
+    /// The eventfd the ring bumps, read through glommio so the wait is an io_uring operation. Shared
+    /// with a wait in progress, so no borrow is held across its await; `None` once closed.
+    signal: RefCell<Option<Rc<BufferedFile>>>,
     /// Whether the poll on `epoll` is in the ring and has not completed.
     armed: Cell<bool>,
     /// Reused by every `drain`.
@@ -141,7 +143,9 @@ impl Readiness {
             epoll,
             ring: RefCell::new(ring),
             // SAFETY: `signal` is a valid descriptor that nothing else owns; the file takes it over.
-            signal: unsafe { BufferedFile::from_raw_fd(signal.into_raw_fd()) },
+            signal: RefCell::new(Some(Rc::new(unsafe {
+                BufferedFile::from_raw_fd(signal.into_raw_fd())
+            }))),
             armed: Cell::new(false),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_CALL)),
         })
@@ -173,13 +177,28 @@ impl Readiness {
     /// nothing. Call `drain` between two waits: a set that stays ready ends every wait at once.
     pub async fn wait(&self) -> io::Result<()> {
         self.arm()?;
-        self.signal.read_at(0, 8).await.map_err(io::Error::from)?;
+        let signal = self
+            .signal
+            .borrow()
+            .clone()
+            .ok_or_else(|| io::Error::other("socket readiness is closed"))?;
+        signal.read_at(0, 8).await.map_err(io::Error::from)?;
         // The only completion there can be is the poll's: whatever it says (ready, or an error),
         // the next wait arms a new one.
         if self.ring.borrow_mut().completion().count() > 0 {
             self.armed.set(false);
         }
         Ok(())
+    }
+
+    /// Closes the eventfd. glommio closes a file it is dropped with on its next I/O pass, which an
+    /// executor that is ending never has, so the shard calls this before it returns, once nothing
+    /// waits any more. Waits after this fail.
+    pub async fn close(&self) {
+        let signal = self.signal.borrow_mut().take();
+        if let Some(file) = signal.and_then(Rc::into_inner) {
+            let _ = file.close().await;
+        }
     }
 
     /// Hands every ready socket's token and directions to `f`, without waiting.
@@ -344,6 +363,18 @@ mod tests {
                 let (ready, seen) = until_reported(&readiness, 2).await;
                 assert!(ready.contains(Ready::READ));
                 assert!(!seen.contains(&1), "closed socket reported: {seen:?}");
+            })
+        });
+    }
+
+    #[test]
+    fn a_closed_set_refuses_to_wait() {
+        on_executor(|| {
+            Box::pin(async {
+                let readiness = Readiness::new().unwrap();
+                readiness.close().await;
+                readiness.close().await; // twice is harmless
+                assert!(readiness.wait().await.is_err());
             })
         });
     }

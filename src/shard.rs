@@ -593,7 +593,9 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         ),
     }
     drop(ring_tasks);
-    drop(router);
+    // Cancelled and waited for, so its wait lets go of the eventfd before that is closed.
+    router.cancel().await;
+    shard.readiness.close().await;
 }
 
 /// Moves messages from the outbox for `dest` into the ring to `dest`. This is the only task that
@@ -652,6 +654,7 @@ async fn route_readiness(shard: Rc<Shard>) {
 async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
     let mut exhausted_log = LogLimiter::new(Duration::from_secs(1));
     let mut error_log = LogLimiter::new(Duration::from_secs(1));
+    let mut unwatched_log = LogLimiter::new(Duration::from_secs(1));
     let mut in_a_row = 0u32;
     loop {
         poll_fn(|cx| shard.poll_listener(cx)).await;
@@ -659,7 +662,12 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
             Ok(socket) => {
                 let counters = shard.stats.shard(shard.id.index());
                 counters.accepted.fetch_add(1, Relaxed);
-                start_session(socket, shard, gate);
+                if let Err(err) = start_session(socket, shard, gate) {
+                    if let Some(held) = unwatched_log.allow(Instant::now()) {
+                        warn!(shard = shard.id.0, error = %err, repeats = held,
+                              "cannot watch a new connection, so it is closed (is fs.epoll.max_user_watches too low?)");
+                    }
+                }
                 in_a_row += 1;
                 if in_a_row % ACCEPT_BATCH == 0 {
                     futures_lite::future::yield_now().await;
@@ -688,21 +696,21 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
     }
 }
 
-fn start_session(socket: Socket, shard: &Rc<Shard>, gate: &Gate) {
+/// Starts a session for a new connection. An error means the shard could not watch the socket (the
+/// kernel's epoll limits); the connection is then closed unanswered.
+fn start_session(socket: Socket, shard: &Rc<Shard>, gate: &Gate) -> std::io::Result<()> {
     // Socket options come from the listener (see `listener::open`): nothing to set per connection.
     // The session holds its own pass through the gate. `Gate::spawn` would wrap the session's future
     // in another that owns a second copy of it, doubling every session task (~1 kB each).
     let Ok(pass) = gate.enter() else {
-        return; // shutting down
+        return Ok(()); // shutting down
     };
     let session = Session::new(socket, shard.clone(), Instant::now(), pass);
     let key = session.key();
     // Watched only once the session is in the table, so no report can miss it.
-    if let Err(err) = shard.readiness.add(session.socket().as_fd(), key) {
-        debug!(shard = shard.id.0, error = %err, "cannot watch a new connection; closing it");
-        return;
-    }
+    shard.readiness.add(session.socket().as_fd(), key)?;
     glommio::spawn_local(session.run()).detach();
+    Ok(())
 }
 
 /// Closes connections that have not logged in by their deadline. Deadlines are checked once a second,
