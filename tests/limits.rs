@@ -1,0 +1,120 @@
+//! The server as a separate process under a small open-files limit: connections past the limit wait in
+//! the listen backlog and are served as others leave, and the server says it ran out.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::{Client, Kind, DEADLINE};
+
+/// The soft and hard open-files limit the server runs under: room for about 50 connections.
+const FILE_LIMIT: u64 = 80;
+/// More clients than the limit has room for, so some must wait for others to leave.
+const CLIENTS: usize = 100;
+
+/// The server binary, started with `FILE_LIMIT` open files; killed when dropped.
+struct LimitedServer {
+    child: Child,
+    addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl LimitedServer {
+    fn start() -> LimitedServer {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringtalk"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--bcrypt-cost",
+                "4",
+                "--stats-interval",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: FILE_LIMIT,
+                    rlim_max: FILE_LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("starting the ringtalk binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server = LimitedServer {
+            child,
+            addr: "127.0.0.1:0".parse().expect("literal address"),
+            log,
+            _dir: dir,
+        };
+        let line = server.wait_for_log("listening on ");
+        let rest = &line[line.find("listening on ").expect("matched") + "listening on ".len()..];
+        let addr = rest.split_whitespace().next().expect("an address");
+        server.addr = addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"));
+        server
+    }
+
+    /// The first log line (from now on) containing `needle`; fails the test after [`DEADLINE`].
+    fn wait_for_log(&self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for LimitedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn connections_past_the_file_limit_wait_and_are_served_as_others_leave() {
+    let server = LimitedServer::start();
+    // Every connect succeeds: the kernel completes them into the listen backlog.
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client::connect(server.addr, Kind::Raw))
+        .collect();
+    // The server accepts until it runs out of descriptors, and says so.
+    server.wait_for_log("out of file descriptors");
+    // Each client, in turn, is greeted and leaves; the ones the server could not accept at first are
+    // accepted once earlier ones have gone.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let greeting = client.expect("Username: ");
+        assert!(
+            greeting.contains("Welcome to ringtalk."),
+            "client {i}: {greeting:?}"
+        );
+        client.shutdown_write();
+        client.expect_closed();
+    }
+}
