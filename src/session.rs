@@ -1,7 +1,8 @@
 //! One connection, from accept to close: the login dialogue, then commands, on a single task.
 //!
-//! A session is one task that owns its socket. It reads only when the kernel has bytes for it, into the
-//! shard's shared read buffer, and decodes them at once, so an idle session holds no read buffer. What it
+//! A session is one task that owns its socket. It reads only while the shard's
+//! [`Readiness`](crate::readiness) set says the kernel may have bytes for it, into the shard's shared
+//! read buffer, and decodes them at once, so an idle session holds no read buffer. What it
 //! writes collects in `out` and is flushed whenever the task runs; a peer that stops reading stops only
 //! its own session, and the kernel send buffer is capped so such a peer cannot pin much memory.
 //!
