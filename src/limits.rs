@@ -7,8 +7,10 @@
 use std::io;
 
 /// Descriptors kept back for everything that is not a user: stdio, listeners, the database and its WAL
-/// files on each worker thread, io_uring rings, eventfds, channel logs.
-pub const RESERVED_FDS: u64 = 96;
+/// files on each worker thread, io_uring rings, eventfds and epoll sets (28 in all on an idle two-shard
+/// server), with room to spare, plus every channel log the log writer may hold open at once. Without
+/// the logs' share, a full server would leave the writer no descriptor and lines would go unlogged.
+pub const RESERVED_FDS: u64 = 64 + crate::chanlog::MAX_OPEN_FILES as u64;
 
 /// The open-files limit after [`raise_nofile`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +118,20 @@ mod tests {
         let lim = raise_nofile().unwrap();
         assert_eq!(lim.soft, lim.hard);
         assert!(lim.users_allowed(2, 8) < lim.soft);
+    }
+
+    /// Regression: the reserve was 96, while the channel-log writer alone may hold 256 files, so a
+    /// full server could leave it no descriptor and lose log lines.
+    #[test]
+    fn the_reserve_covers_every_channel_log_the_writer_may_hold() {
+        assert!(RESERVED_FDS >= crate::chanlog::MAX_OPEN_FILES as u64 + 32);
+        let lim = FileLimit {
+            soft: 20_000,
+            hard: 20_000,
+        };
+        assert_eq!(lim.users_allowed(2, 8), 20_000 - RESERVED_FDS - 16);
+        let tiny = FileLimit { soft: 80, hard: 80 };
+        assert_eq!(tiny.users_allowed(2, 8), 0);
     }
 
     #[test]
