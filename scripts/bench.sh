@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                         # every scenario but ceiling, at the bench's defaults
 #   SCENARIOS=seed,storm:5000 scripts/bench.sh
-#   SCENARIOS=ceiling scripts/bench.sh       # the most users the limits allow (about 19,500 here)
+#   SCENARIOS=ceiling scripts/bench.sh       # the most users the limits allow (about 19,300 here)
 #   JSON=1 scripts/bench.sh                  # one JSON object per scenario instead of the table
 #   BCRYPT_COST=8 SCENARIOS=logins scripts/bench.sh   # another bcrypt cost (default 4)
 set -euo pipefail
