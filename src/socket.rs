@@ -6,7 +6,7 @@
 //! is the caller's business; this module only wraps the system calls.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// One accepted TCP connection, non-blocking. Closed when dropped.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ impl Socket {
     /// Takes the next connection waiting on `listener`, already non-blocking and close-on-exec.
     /// `WouldBlock` when none is waiting. Options such as `TCP_NODELAY` come from the listener.
     pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Socket> {
-        loop {
+        let fd = retrying(|| {
             // SAFETY: a plain system call; null address pointers ask for no peer address.
             let fd = unsafe {
                 libc::accept4(
@@ -28,61 +28,43 @@ impl Socket {
                     libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
                 )
             };
-            if fd >= 0 {
-                // SAFETY: accept4 returned a new descriptor that nothing else owns.
-                return Ok(Socket {
-                    fd: unsafe { OwnedFd::from_raw_fd(fd) },
-                });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+            fd as isize
+        })?;
+        // A descriptor came back, so it fits a `RawFd`.
+        let fd = RawFd::try_from(fd).map_err(io::Error::other)?;
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Socket { fd })
     }
 
     /// Reads what the kernel has, up to `buf.len()` bytes. `Ok(0)` is the end of the stream.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
+        retrying(|| {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
-            let n = unsafe {
+            unsafe {
                 libc::recv(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
                 )
-            };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(n);
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        })
     }
 
     /// Sends as much of `buf` as the send buffer takes. Never raises SIGPIPE.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
+        retrying(|| {
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call.
-            let n = unsafe {
+            unsafe {
                 libc::send(
                     self.fd.as_raw_fd(),
                     buf.as_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
-            };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(n);
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        })
     }
 
     /// Sends the end of the stream (FIN) after what is already in the send buffer.
@@ -92,6 +74,20 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Makes a system call that returns a count or a descriptor (never negative) or -1 with `errno`, and
+/// makes it again while a signal interrupts it.
+fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        if let Ok(done) = usize::try_from(call()) {
+            return Ok(done);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }
 
