@@ -69,6 +69,9 @@ fn tune(socket: &Socket) -> io::Result<()> {
             .with_retries(4),
     )?;
     socket.set_send_buffer_size(64 * 1024)?;
+    // Urgent data stays in the stream. A telnet client's Synch is `IAC DM` with the DM urgent;
+    // without this the kernel takes the DM out of the stream and leaves a stray IAC behind.
+    socket.set_out_of_band_inline(true)?;
     Ok(())
 }
 
@@ -174,6 +177,7 @@ mod tests {
         assert_eq!(accepted.keepalive_retries().unwrap(), 4);
         // The kernel doubles what it is given for its own bookkeeping.
         assert_eq!(accepted.send_buffer_size().unwrap(), 2 * 64 * 1024);
+        assert!(accepted.out_of_band_inline().unwrap());
     }
 
     #[test]
