@@ -67,15 +67,6 @@ pub trait Outputs {
     fn is_live(&self, session: u64) -> bool;
 }
 
-/// Counters a hub keeps, read by the shard for its stats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HubCounters {
-    /// Lines ordered by channels homed here (chat, joins and leaves).
-    pub lines: u64,
-    /// Lines put into local sessions' queues.
-    pub deliveries: u64,
-}
-
 /// One shard's chat state.
 #[derive(Debug)]
 pub struct Hub {
@@ -92,7 +83,6 @@ pub struct Hub {
     session_channel: HashMap<u64, (ChannelId, ChannelName)>,
     /// Local sessions with a join on its way.
     joining: HashSet<u64>,
-    counters: HubCounters,
 }
 
 impl Hub {
@@ -107,7 +97,6 @@ impl Hub {
             local: HashMap::new(),
             session_channel: HashMap::new(),
             joining: HashSet::new(),
-            counters: HubCounters::default(),
         }
     }
 
@@ -143,10 +132,6 @@ impl Hub {
         self.session_channel.len()
     }
 
-    /// Counters so far.
-    pub fn counters(&self) -> HubCounters {
-        self.counters
-    }
 
     /// The channel a local session is in.
     pub fn channel_of(&self, session: u64) -> Option<&ChannelName> {
@@ -365,9 +350,7 @@ impl Hub {
 
     /// Gives a line its place in the channel's order: log it, then one delivery per member shard.
     fn order(&mut self, index: u32, line: Line, out: &mut impl Outputs) {
-        let ch = &mut self.homed[index as usize];
-        ch.next_seq();
-        self.counters.lines += 1;
+        let ch = &self.homed[index as usize];
         out.log(&ch.name, &line);
         let id = ch.id;
         for shard in 0..self.shards {
@@ -389,7 +372,6 @@ impl Hub {
                     for &session in members {
                         out.deliver(session, &line);
                     }
-                    self.counters.deliveries += members.len() as u64;
                 }
             }
             ToMember::Joined {
