@@ -132,7 +132,6 @@ impl Hub {
         self.session_channel.len()
     }
 
-
     /// The channel a local session is in.
     pub fn channel_of(&self, session: u64) -> Option<&ChannelName> {
         self.session_channel.get(&session).map(|(_, name)| name)
