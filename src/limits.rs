@@ -12,6 +12,16 @@ use std::io;
 /// the logs' share, a full server would leave the writer no descriptor and lines would go unlogged.
 pub const RESERVED_FDS: u64 = 64 + crate::chanlog::MAX_OPEN_FILES as u64;
 
+/// Descriptors each shard uses besides its users: its listener, io_uring rings, eventfds, its epoll
+/// set.
+pub const FDS_PER_SHARD: u64 = 8;
+
+/// Descriptors a server of `shards` shards keeps for itself: what an open-files limit less this
+/// leaves is room for users.
+pub fn reserved_fds(shards: usize) -> u64 {
+    RESERVED_FDS + FDS_PER_SHARD * shards as u64
+}
+
 /// The open-files limit after [`raise_nofile`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileLimit {
@@ -22,12 +32,10 @@ pub struct FileLimit {
 }
 
 impl FileLimit {
-    /// How many users (one socket each) the limit allows once [`RESERVED_FDS`] are set aside, given
-    /// `extra_per_shard` descriptors used by each of `shards`.
-    pub fn users_allowed(&self, shards: usize, extra_per_shard: u64) -> u64 {
-        self.soft
-            .saturating_sub(RESERVED_FDS)
-            .saturating_sub(extra_per_shard * shards as u64)
+    /// How many users (one socket each) the limit allows to a server of `shards` shards, once
+    /// [`reserved_fds`] are set aside.
+    pub fn users_allowed(&self, shards: usize) -> u64 {
+        self.soft.saturating_sub(reserved_fds(shards))
     }
 }
 
@@ -117,7 +125,7 @@ mod tests {
     fn raising_nofile_reaches_the_hard_limit() {
         let lim = raise_nofile().unwrap();
         assert_eq!(lim.soft, lim.hard);
-        assert!(lim.users_allowed(2, 8) < lim.soft);
+        assert!(lim.users_allowed(2) < lim.soft);
     }
 
     /// Regression: the reserve was 96, while the channel-log writer alone may hold 256 files, so a
@@ -129,9 +137,9 @@ mod tests {
             soft: 20_000,
             hard: 20_000,
         };
-        assert_eq!(lim.users_allowed(2, 8), 20_000 - RESERVED_FDS - 16);
+        assert_eq!(lim.users_allowed(2), 20_000 - RESERVED_FDS - 16);
         let tiny = FileLimit { soft: 80, hard: 80 };
-        assert_eq!(tiny.users_allowed(2, 8), 0);
+        assert_eq!(tiny.users_allowed(2), 0);
     }
 
     #[test]

@@ -33,9 +33,6 @@ const IO_MEMORY: usize = 64 << 10;
 /// How long [`Server::start`] waits for every shard to report that it is accepting.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Descriptors each shard uses besides its users: its listener, io_uring rings, eventfds, timers.
-const FDS_PER_SHARD: u64 = 8;
-
 /// Log lines that may wait for the log writer before new ones are dropped (and counted).
 const LOG_QUEUE: usize = 1 << 14;
 
@@ -348,8 +345,7 @@ impl Server {
 
     /// How many users the open-files limit allows.
     pub fn users_allowed(&self) -> u64 {
-        self.file_limit
-            .users_allowed(self.shard_cpus.len(), FDS_PER_SHARD)
+        self.file_limit.users_allowed(self.shard_cpus.len())
     }
 
     /// The counters of every shard now.

@@ -22,10 +22,6 @@ use crate::report::{bytes, latency_line, ms, Deliveries, Report, ServerFigures, 
 use crate::stats::{merge, Errors, HistWire, Latency};
 use crate::sys::{self, now_ns, ListenCounters, ProcSample};
 
-/// Descriptors ringtalk keeps for itself besides 8 per shard (its `limits::RESERVED_FDS`: 64, and 256
-/// for channel logs). Used only when the server's startup line is not available.
-const RINGTALK_RESERVED_FDS: u64 = 320;
-
 /// All scenario names, in the order `suite` runs them by default.
 pub const SCENARIOS: &[&str] = &[
     "seed",
@@ -150,9 +146,8 @@ impl Bench {
         {
             (Some(n), "the server's startup line".to_string())
         } else if let Some(nofile) = server_pid.and_then(|pid| sys::proc_nofile(pid).ok()) {
-            // ringtalk keeps 320 descriptors (64, and 256 channel-log files) plus 8 per shard (one
-            // shard per CPU) for itself: its `limits::RESERVED_FDS`.
-            let reserved = RINGTALK_RESERVED_FDS + 8 * sys::cpus() as u64;
+            // What ringtalk keeps for itself, with its default of one shard per CPU.
+            let reserved = ringtalk::limits::reserved_fds(sys::cpus());
             (
                 Some(nofile.saturating_sub(reserved)),
                 format!(
@@ -283,7 +278,7 @@ impl Bench {
                 let guess = self
                     .limits
                     .nofile_hard
-                    .saturating_sub(RINGTALK_RESERVED_FDS + 8 * sys::cpus() as u64);
+                    .saturating_sub(ringtalk::limits::reserved_fds(sys::cpus()));
                 notes.push(format!(
                     "server limit unknown: assumed {guess} (this machine's hard open-files limit less \
                      ringtalk's reserve); give --server-max-users or --server-pid"

@@ -5,16 +5,7 @@
 //! in, data bytes out, one `match` over a small state enum; a sequence cut between two reads resumes
 //! where it stopped.
 
-/// Interpret As Command.
-const IAC: u8 = 255;
-/// Option negotiation verbs, each followed by one option byte.
-const WILL: u8 = 251;
-const WONT: u8 = 252;
-const DO: u8 = 253;
-const DONT: u8 = 254;
-/// Subnegotiation begin and end.
-const SB: u8 = 250;
-const SE: u8 = 240;
+use ringtalk::telnet::cmd::{DO, DONT, IAC, SB, SE, WILL, WONT};
 
 /// Where the decoder is inside a telnet sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
