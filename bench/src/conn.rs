@@ -224,14 +224,17 @@ impl Conn {
     }
 
     /// Logs in with `password`, creating the account if it does not exist (IRC: registers the nick).
+    /// `info` records how far it got as it goes, so it holds the greeting time and busy answers of
+    /// a login that then fails too.
     pub async fn login(
         &mut self,
         password: &str,
         deadline: Instant,
-    ) -> Result<LoginInfo, ClientError> {
+        info: &mut LoginInfo,
+    ) -> Result<(), ClientError> {
         match self.proto {
-            Protocol::Ringtalk => self.login_ringtalk(password, deadline).await,
-            Protocol::Irc => self.login_irc(deadline).await,
+            Protocol::Ringtalk => self.login_ringtalk(password, deadline, info).await,
+            Protocol::Irc => self.login_irc(deadline, info).await,
         }
     }
 
@@ -239,15 +242,15 @@ impl Conn {
         &mut self,
         password: &str,
         deadline: Instant,
-    ) -> Result<LoginInfo, ClientError> {
-        let mut info = LoginInfo::default();
+        info: &mut LoginInfo,
+    ) -> Result<(), ClientError> {
         let mut back_off = false;
         loop {
             while let Some(line) = self.lines.next_line() {
                 let kind = ringtalk::login_line(&line);
                 self.last_seen = line;
                 match kind {
-                    LoginLine::LoggedIn => return Ok(info),
+                    LoginLine::LoggedIn => return Ok(()),
                     LoginLine::Busy => {
                         info.busy += 1;
                         back_off = true;
@@ -293,8 +296,11 @@ impl Conn {
         }
     }
 
-    async fn login_irc(&mut self, deadline: Instant) -> Result<LoginInfo, ClientError> {
-        let mut info = LoginInfo::default();
+    async fn login_irc(
+        &mut self,
+        deadline: Instant,
+        info: &mut LoginInfo,
+    ) -> Result<(), ClientError> {
         loop {
             while let Some(line) = self.next_line() {
                 info.greeted_ns.get_or_insert_with(now_ns);
@@ -303,7 +309,7 @@ impl Conn {
                 match m.command {
                     "001" => {
                         self.flush().await?;
-                        return Ok(info);
+                        return Ok(());
                     }
                     "433" | "436" => {
                         // Nick still held by our previous connection: wait for the server to notice.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{json, Map};
 
 use crate::cli::Opts;
-use crate::conn::{Conn, Protocol};
+use crate::conn::{Conn, LoginInfo, Protocol};
 use crate::fleet::{Fleet, Msg};
 use crate::plan::{Command, Mode, Plan, Report as WorkerMsg, Window, WindowReport, WorkerReport};
 use crate::report::{bytes, latency_line, ms, Deliveries, Report, ServerFigures, Setup};
@@ -105,6 +105,8 @@ struct Outcome {
     reports: Vec<WorkerReport>,
     lost: Vec<String>,
     go_ns: u64,
+    /// When the "after setup" sample was taken.
+    loaded_ns: u64,
     /// When the measured phase ended (the "after" sample).
     end_ns: u64,
     /// Churn probe: (request time, member total).
@@ -115,7 +117,11 @@ struct Outcome {
     stopped_after: Option<usize>,
     /// Server cores busy during each window (CPU seconds over wall seconds), when its pid is known.
     window_cores: Vec<Option<f64>>,
+    /// The server's pid and its samples: before setup, after setup, and after the measured phase.
     server: Option<(u32, ProcSample, ProcSample, ProcSample)>,
+    /// The server's sample at go, which starts the measured phase (setup ends before a settling
+    /// pause); `None` if none was taken.
+    at_go: Option<ProcSample>,
     listen: Option<(ListenCounters, ListenCounters)>,
 }
 
@@ -795,6 +801,7 @@ impl Bench {
             );
         }
         let loaded = sample();
+        let loaded_ns = now_ns();
 
         let probe_stop = Arc::new(AtomicBool::new(false));
         let mut probe_thread = None;
@@ -836,6 +843,7 @@ impl Bench {
         let mut stopped = false;
         let mut windows: BTreeMap<usize, Vec<WindowReport>> = BTreeMap::new();
         let mut failed_in_a_row = 0;
+        let mut at_go = None;
         // Server CPU at each window's start and end: (time, CPU seconds).
         let mut window_cpu: Vec<[Option<(u64, f64)>; 2]> = vec![[None; 2]; spec.windows.len()];
         let expected_members = setup.joined as u64;
@@ -854,6 +862,9 @@ impl Bench {
         while !fleet.all_finished() {
             let now = now_ns();
             if pid.is_some() && !stopped {
+                if at_go.is_none() && now >= go_ns {
+                    at_go = sample();
+                }
                 for (w, cpu) in spec.windows.iter().zip(window_cpu.iter_mut()) {
                     for (edge, ms) in [w.start_ms, w.end_ms].into_iter().enumerate() {
                         if cpu[edge].is_none() && now >= go_ns + ms * 1_000_000 {
@@ -962,6 +973,7 @@ impl Bench {
             ));
         }
         Ok(Outcome {
+            loaded_ns,
             plans,
             workers: n,
             setup,
@@ -988,6 +1000,7 @@ impl Bench {
                 _ => None,
             },
             listen: listen_before.zip(listen_after),
+            at_go,
         })
     }
 
@@ -1046,17 +1059,23 @@ impl Bench {
             } else {
                 (out.setup.connected.max(1) as f64, loaded)
             };
-            let run_wall = out.end_ns.saturating_sub(out.go_ns) as f64 / 1e9;
+            // The measured phase runs from go to the "after" sample; without a sample at go, from
+            // the end of setup (then the settling pause counts in too, on both sides).
+            let (start, start_ns) = match out.at_go {
+                Some(s) => (s, out.go_ns),
+                None => (loaded, out.loaded_ns),
+            };
+            let run_wall = out.end_ns.saturating_sub(start_ns) as f64 / 1e9;
             ServerFigures {
                 pid,
                 before,
                 loaded,
                 after,
                 rss_per_user_bytes: (with_users.rss_bytes as f64 - before.rss_bytes as f64) / users,
-                rss_growth_bytes: after.rss_bytes as i64 - loaded.rss_bytes as i64,
+                rss_growth_bytes: after.rss_bytes as i64 - start.rss_bytes as i64,
                 cpu_setup_s: loaded.cpu_s - before.cpu_s,
-                cpu_run_s: after.cpu_s - loaded.cpu_s,
-                cpu_cores_used: (after.cpu_s - loaded.cpu_s) / run_wall.max(1e-9),
+                cpu_run_s: after.cpu_s - start.cpu_s,
+                cpu_cores_used: (after.cpu_s - start.cpu_s) / run_wall.max(1e-9),
             }
         });
         let foreign: u64 = out.reports.iter().map(|w| w.foreign).sum();
@@ -1265,7 +1284,8 @@ fn start_probe(
             let deadline = tokio::time::Instant::now() + timeout;
             let conn = async {
                 let mut c = Conn::connect(addr, None, None, "bprobe".into(), protocol).await?;
-                c.login(&password, deadline).await?;
+                c.login(&password, deadline, &mut LoginInfo::default())
+                    .await?;
                 Ok::<Conn, crate::stats::ClientError>(c)
             };
             let mut conn = match tokio::time::timeout_at(deadline, conn).await {

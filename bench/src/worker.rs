@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 use tokio::time::{sleep_until, timeout_at, Duration, Instant};
 
-use crate::conn::{source_addr, Conn, Event};
+use crate::conn::{source_addr, Conn, Event, LoginInfo};
 use crate::plan::{
     Command, Fanout, Mode, Plan, Report, SetupReport, Window, WindowReport, WorkerReport,
 };
@@ -249,9 +249,8 @@ impl Ctx {
 struct Opened {
     connected: bool,
     logged_in: bool,
-    greeted_ns: Option<u64>,
-    created: bool,
-    busy: u32,
+    /// Filled in as the login goes, so a greeting and busy answers count even if it then fails.
+    login: LoginInfo,
     full: u32,
 }
 
@@ -272,11 +271,9 @@ async fn open(
         .await
         .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))??;
     progress.connected = true;
-    let info = conn.login(&plan.password, deadline).await?;
+    conn.login(&plan.password, deadline, &mut progress.login)
+        .await?;
     progress.logged_in = true;
-    progress.greeted_ns = info.greeted_ns;
-    progress.created = info.created;
-    progress.busy = info.busy;
     if let Some(channel) = channel {
         progress.full = conn.join(channel, deadline).await?;
     }
@@ -290,8 +287,8 @@ fn count_setup(ctx: &Ctx, p: &Opened, joined: bool) {
     s.connected += p.connected as u32;
     s.logged_in += p.logged_in as u32;
     s.joined += joined as u32;
-    s.created += p.created as u32;
-    s.busy += p.busy as u64;
+    s.created += (p.logged_in && p.login.created) as u32;
+    s.busy += p.login.busy as u64;
     s.full_retries += p.full as u64;
 }
 
@@ -487,7 +484,7 @@ async fn churn(ctx: &Ctx, conn: Conn, id: u32, channel: &str, go: u64) -> Result
     let opened = open(ctx, id, Plan::name(id), Some(channel), None, &mut progress).await;
     {
         let mut acc = ctx.acc.borrow_mut();
-        acc.busy += progress.busy as u64;
+        acc.busy += progress.login.busy as u64;
         acc.full_retries += progress.full as u64;
         if opened.is_ok() {
             acc.rejoined += 1;
@@ -526,8 +523,8 @@ async fn storm_client(ctx: Rc<Ctx>, id: u32) {
     let opened = open(&ctx, id, Plan::name(id), None, None, &mut progress).await;
     {
         let mut acc = ctx.acc.borrow_mut();
-        acc.busy += progress.busy as u64;
-        if let Some(g) = progress.greeted_ns {
+        acc.busy += progress.login.busy as u64;
+        if let Some(g) = progress.login.greeted_ns {
             acc.greeted += 1;
             record(&mut acc.greet, g.saturating_sub(go) / 1000);
         }
@@ -735,7 +732,13 @@ async fn run(plan: Plan, nofile: u64) {
         let last = plan.windows_end_ms().max(plan.hold_ms) + plan.grace_ms + plan.timeout_ms;
         let hard_stop = instant_at(go + last * 1_000_000);
         let mut next_window = 0;
-        let mut reached = plan.count == 0 || plan.mode == Mode::Chat || plan.mode == Mode::Bigroom;
+        // Storm and churn wait for every worker's `Reached`; a worker with no clients of its own
+        // (more workers than users) has reached its milestone at once and says so.
+        let mut reached = plan.mode == Mode::Chat || plan.mode == Mode::Bigroom;
+        if !reached && plan.count == 0 {
+            emit(&Report::Reached);
+            reached = true;
+        }
         let mut stopped = false;
         loop {
             let window_at = plan
