@@ -96,16 +96,16 @@ impl Fleet {
     /// Sends a command to every worker still running.
     pub fn broadcast(&mut self, cmd: &Command) {
         let line = serde_json::to_string(cmd).expect("commands serialize");
-        for (i, stdin) in self.stdins.iter_mut().enumerate() {
+        for stdin in self.stdins.iter_mut() {
             if let Some(s) = stdin {
-                if writeln!(s, "{line}").and_then(|_| s.flush()).is_err() && !self.finished[i] {
+                if writeln!(s, "{line}").and_then(|_| s.flush()).is_err() {
                     *stdin = None;
                 }
             }
         }
     }
 
-    /// Takes the bookkeeping of a message that ends a worker; returns the message for the caller.
+    /// Records a message that ends a worker: its report, or why it was lost.
     fn note(&mut self, msg: &Msg) {
         match msg {
             Msg::Worker(i, Report::Done(report)) => {

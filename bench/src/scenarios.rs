@@ -19,7 +19,7 @@ use crate::conn::{Conn, LoginInfo, Protocol};
 use crate::fleet::{Fleet, Msg};
 use crate::plan::{Command, Mode, Plan, Report as WorkerMsg, Window, WindowReport, WorkerReport};
 use crate::report::{bytes, latency_line, ms, Deliveries, Report, ServerFigures, Setup};
-use crate::stats::{merge, Errors, HistWire, Latency};
+use crate::stats::{merge_or_warn, Errors, HistWire, Latency};
 use crate::sys::{self, now_ns, ListenCounters, ProcSample};
 
 /// All scenario names, in the order `suite` runs them by default.
@@ -342,8 +342,7 @@ impl Bench {
                 break;
             }
             let s = window_totals(&out.reports, i);
-            let lat =
-                Latency::of(&merge(&s.latency_parts).unwrap_or_else(|_| crate::stats::new_hist()));
+            let lat = Latency::of(&merge_or_warn(&s.latency_parts));
             let secs = step;
             let verdict = judge_step(rates[i], secs, s.sent, s.expected, s.delivered, &lat);
             let dps = s.delivered as f64 / secs;
@@ -424,10 +423,8 @@ impl Bench {
         spec.hold_ms = (secs * 1e3) as u64;
         let out = self.execute(&spec)?;
         let mut r = self.common(&spec, &out);
-        let greet = merge(out.reports.iter().map(|w| &w.greet))
-            .unwrap_or_else(|_| crate::stats::new_hist());
-        let ready = merge(out.reports.iter().map(|w| &w.ready))
-            .unwrap_or_else(|_| crate::stats::new_hist());
+        let greet = merge_or_warn(out.reports.iter().map(|w| &w.greet));
+        let ready = merge_or_warn(out.reports.iter().map(|w| &w.ready));
         let greeted: u32 = out.reports.iter().map(|w| w.greeted).sum();
         let logged: u32 = out.reports.iter().map(|w| w.logged_in).sum();
         let (g, l) = (Latency::of(&greet), Latency::of(&ready));
@@ -508,8 +505,7 @@ impl Bench {
         let out = self.execute(&spec)?;
         let mut r = self.common(&spec, &out);
         let during = window_totals(&out.reports, 1);
-        let login_lat =
-            Latency::of(&merge(&during.login_parts).unwrap_or_else(|_| crate::stats::new_hist()));
+        let login_lat = Latency::of(&merge_or_warn(&during.login_parts));
         let rate = during.logins as f64 / secs;
         r.row(
             "bcrypt",
@@ -528,8 +524,7 @@ impl Bench {
         );
         for (i, w) in spec.windows.iter().enumerate() {
             let s = window_totals(&out.reports, i);
-            let lat =
-                Latency::of(&merge(&s.latency_parts).unwrap_or_else(|_| crate::stats::new_hist()));
+            let lat = Latency::of(&merge_or_warn(&s.latency_parts));
             r.row(&format!("chat ({})", w.name), latency_line(&lat));
             r.figure(&format!("chat_latency_{}", w.name), &lat);
         }
@@ -637,8 +632,7 @@ impl Bench {
         spec.hold_ms = (secs * 1e3) as u64;
         let out = self.execute(&spec)?;
         let mut r = self.common(&spec, &out);
-        let ready = merge(out.reports.iter().map(|w| &w.ready))
-            .unwrap_or_else(|_| crate::stats::new_hist());
+        let ready = merge_or_warn(out.reports.iter().map(|w| &w.ready));
         let rejoined: u32 = out.reports.iter().map(|w| w.rejoined).sum();
         let l = Latency::of(&ready);
         r.row(
@@ -901,9 +895,7 @@ impl Bench {
                     parts.push(stats);
                     if parts.len() == fleet.len() && !spec.targets.is_empty() && !stopped {
                         let t = totals(parts.iter());
-                        let lat = Latency::of(
-                            &merge(&t.latency_parts).unwrap_or_else(|_| crate::stats::new_hist()),
-                        );
+                        let lat = Latency::of(&merge_or_warn(&t.latency_parts));
                         let secs = (spec.windows[index].end_ms - spec.windows[index].start_ms)
                             as f64
                             / 1e3;
@@ -1033,14 +1025,8 @@ impl Bench {
             measured_s
         };
         let all =
-            (0..ran)
-                .map(|i| window_totals(&out.reports, i))
-                .fold(Totals::default(), |mut a, t| {
-                    a.absorb(t);
-                    a
-                });
-        let latency =
-            Latency::of(&merge(&all.latency_parts).unwrap_or_else(|_| crate::stats::new_hist()));
+            totals((0..ran).flat_map(|i| out.reports.iter().filter_map(move |w| w.windows.get(i))));
+        let latency = Latency::of(&merge_or_warn(&all.latency_parts));
         let deliveries = (!spec.windows.is_empty()).then(|| Deliveries {
             sent: all.sent,
             expected: all.expected,
@@ -1155,19 +1141,6 @@ struct Totals {
     logins: u64,
     latency_parts: Vec<HistWire>,
     login_parts: Vec<HistWire>,
-}
-
-impl Totals {
-    fn absorb(&mut self, o: Totals) {
-        self.sent += o.sent;
-        self.expected += o.expected;
-        self.delivered += o.delivered;
-        self.dropped += o.dropped;
-        self.late_sends += o.late_sends;
-        self.logins += o.logins;
-        self.latency_parts.extend(o.latency_parts);
-        self.login_parts.extend(o.login_parts);
-    }
 }
 
 fn totals<'a>(parts: impl Iterator<Item = &'a WindowReport>) -> Totals {

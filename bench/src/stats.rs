@@ -71,6 +71,15 @@ pub fn merge<'a>(parts: impl IntoIterator<Item = &'a HistWire>) -> io::Result<Hi
     Ok(total)
 }
 
+/// [`merge`] for a report: a part that does not decode (a bench bug, not a server's) is said on
+/// stderr, and the figures then show no samples rather than stopping the run.
+pub fn merge_or_warn<'a>(parts: impl IntoIterator<Item = &'a HistWire>) -> Histogram<u64> {
+    merge(parts).unwrap_or_else(|e| {
+        eprintln!("bench: a worker's latency histogram did not decode: {e}");
+        new_hist()
+    })
+}
+
 /// The percentiles the bench reports, in microseconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
