@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{contains, prompt, start_server_with, wait_until, Client, Kind, TestServer};
+use common::{
+    contains, prompt, start_server, start_server_with, wait_until, Client, Kind, TestServer,
+};
 use ringtalk::chanlog::file_stem;
 use shard_proto::{home_of, ChannelName};
 
@@ -44,23 +46,6 @@ fn user(server: &TestServer, name: &str) -> Client {
     let mut c = server.connect(Kind::Raw);
     c.create_account(name, PASSWORD);
     c
-}
-
-/// Connects a raw client and says which shard accepted it. Only valid while no other connection to
-/// `server` is being made: the shard whose `accepted` count went up is this connection's.
-fn connect_on_shard(server: &TestServer) -> (Client, usize) {
-    let before = server.stats();
-    let c = server.connect(Kind::Raw);
-    wait_until(
-        || server.stats().accepted() > before.accepted(),
-        "the connection is accepted",
-    );
-    let after = server.stats();
-    assert_eq!(after.accepted(), before.accepted() + 1, "{after:?}");
-    let shard = (0..SHARDS)
-        .find(|&s| after.shards[s].accepted > before.shards[s].accepted)
-        .expect("one shard accepted it");
-    (c, shard)
 }
 
 /// `/create` of a channel that does not exist yet; waits for the new prompt.
@@ -214,7 +199,7 @@ fn members_on_both_shards_see_one_order_which_the_log_keeps() {
     let mut per_shard = [[0usize; SHARDS]; 2];
     // Connections past the first AT_LEAST join only where a shard is still missing, so a channel
     // has at most 6 members and gets at most 6 * LINES + 5 lines: fewer than the queue limit, so
-    // no member can lose a line however late its session runs (see the ignored test at the end).
+    // no member can lose a line however late its session runs.
     let mut idle = Vec::new();
     let (mut n, mut joined) = (0, 0);
     while per_shard.iter().flatten().any(|&k| k < 2) || joined < AT_LEAST {
@@ -222,7 +207,7 @@ fn members_on_both_shards_see_one_order_which_the_log_keeps() {
             n < 64,
             "64 connections did not cover both shards: {per_shard:?}"
         );
-        let (mut c, shard) = connect_on_shard(&server);
+        let (mut c, shard) = server.connect_on_shard();
         let name = format!("order{n}");
         n += 1;
         c.create_account(&name, PASSWORD);
@@ -396,7 +381,7 @@ fn join_switches_channels_and_a_refused_join_stays_put() {
 
 #[test]
 fn two_connections_creating_one_channel_make_one() {
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server(SHARDS);
     let racers = ["racer-a", "racer-b"];
     let mut clients: Vec<Option<Client>> = racers.iter().map(|n| Some(user(&server, n))).collect();
     let mut looker = user(&server, "looker");
@@ -490,7 +475,7 @@ fn a_reader_that_stops_reading_loses_lines_only_for_itself() {
     const BATCH: usize = 50;
     const QUEUE_LIMIT: usize = 100;
     const RCVBUF: usize = 4096;
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server_with(SHARDS, |c| c.queue_limit = QUEUE_LIMIT as u32);
     let mut writer = user(&server, "writer");
     let mut fast = user(&server, "fast");
     let mut slow = Client::connect_with_recv_buffer(server.addr(), Kind::Raw, RCVBUF);
@@ -678,7 +663,7 @@ fn five_hundred_members_disconnecting_at_once_leave_nothing_behind() {
 
 #[test]
 fn hostile_channel_names_are_refused_and_logs_stay_in_their_directory() {
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server(SHARDS);
     let mut c = user(&server, "namer");
     let p = prompt("namer");
     let logs = server.data_dir().join("logs");
@@ -786,7 +771,7 @@ fn hostile_channel_names_are_refused_and_logs_stay_in_their_directory() {
 
 #[test]
 fn escape_sequences_and_iac_never_reach_other_members() {
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server(SHARDS);
     let mut sender = user(&server, "esc-a");
     let mut raw = user(&server, "esc-b");
     let mut mud = server.connect(Kind::Mudlet);
@@ -921,7 +906,7 @@ fn disconnecting_in_the_middle_of_a_join_leaves_no_member_behind() {
             n < 200,
             "200 connections did not cover both shards: {per_shard:?}"
         );
-        let (mut c, shard) = connect_on_shard(&server);
+        let (mut c, shard) = server.connect_on_shard();
         per_shard[shard] += 1;
         let channel = &channels[n % 2];
         match n % 3 {
@@ -968,7 +953,7 @@ fn disconnecting_in_the_middle_of_a_join_leaves_no_member_behind() {
 
 #[test]
 fn channel_commands_answer_as_documented() {
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server(SHARDS);
     let mut a = user(&server, "doc-a");
     let mut b = user(&server, "doc-b");
     let p = prompt("doc-a");
@@ -1043,7 +1028,7 @@ fn channel_commands_answer_as_documented() {
 /// as typed instead of the channel's display name.
 #[test]
 fn already_on_a_channel_names_it_as_created() {
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server(SHARDS);
     let mut a = user(&server, "case-a");
     create(&mut a, "case-a", "Talk");
     let reply = ask(&mut a, "/join TALK", &on("case-a", "Talk"));
@@ -1060,7 +1045,7 @@ fn already_on_a_channel_names_it_as_created() {
 #[test]
 fn a_paste_longer_than_the_queue_limit_reaches_members_that_keep_up() {
     const PASTE: usize = 150;
-    let server = start_server_with(SHARDS, |_| {});
+    let server = start_server(SHARDS);
     let mut writer = user(&server, "paster");
     let mut reader = user(&server, "keeper");
     create(&mut writer, "paster", "paste");

@@ -101,6 +101,22 @@ impl TestServer {
         Client::connect(self.addr, kind)
     }
 
+    /// Connects a raw client, waits for its greeting, and says which shard accepted it. Only valid
+    /// while no other connection to this server is being made: the shard whose `accepted` count
+    /// went up is this connection's. The client's [`Client::expect`] position stays at the start.
+    pub fn connect_on_shard(&self) -> (Client, usize) {
+        let before = self.stats();
+        let mut c = self.connect(Kind::Raw);
+        // A shard counts a connection before its session starts, so the greeting means it is counted.
+        c.read_until("the greeting", |t| contains(t, b"Username: "));
+        let after = self.stats();
+        assert_eq!(after.accepted(), before.accepted() + 1, "{after:?}");
+        let shard = (0..after.shards.len())
+            .find(|&s| after.shards[s].accepted > before.shards[s].accepted)
+            .expect("one shard accepted it");
+        (c, shard)
+    }
+
     fn server(&self) -> &Server {
         self.server.as_ref().expect("the server is running")
     }
