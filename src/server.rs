@@ -438,16 +438,18 @@ fn spawn_heartbeat(
                     .iter()
                     .map(|s| format!("{}/{}", s.connections, s.logged_in))
                     .collect();
+                let (now_total, last_total) = (snap.total(), last.total());
                 info!(
-                    connections = snap.connections(),
-                    logged_in = snap.logged_in(),
+                    connections = now_total.connections,
+                    logged_in = now_total.logged_in,
                     per_shard = %per_shard.join(" "),
-                    channels = snap.channels(),
-                    members = snap.members(),
-                    lines_per_s = ((snap.lines() - last.lines()) as f64 / secs).round(),
-                    deliveries_per_s = ((snap.deliveries() - last.deliveries()) as f64 / secs).round(),
-                    dropped = snap.dropped() - last.dropped(),
-                    ring_dropped = snap.ring_dropped() - last.ring_dropped(),
+                    channels = now_total.channels,
+                    members = now_total.members,
+                    lines_per_s = ((now_total.lines - last_total.lines) as f64 / secs).round(),
+                    deliveries_per_s =
+                        ((now_total.deliveries - last_total.deliveries) as f64 / secs).round(),
+                    dropped = now_total.dropped - last_total.dropped,
+                    ring_dropped = now_total.ring_dropped - last_total.ring_dropped,
                     log_dropped = chanlog.dropped(),
                     worker_queue = accounts.queue_depth(),
                     rss_mb = limits::rss_bytes().unwrap_or(0) as f64 / 1e6,

@@ -82,34 +82,21 @@ impl Snapshot {
         self.shards.iter().map(|s| s.accepted).sum()
     }
 
-    /// Channels on all shards.
-    pub fn channels(&self) -> u64 {
-        self.shards.iter().map(|s| s.channels).sum()
-    }
-
-    /// Sessions in a channel, on all shards.
-    pub fn members(&self) -> u64 {
-        self.shards.iter().map(|s| s.members).sum()
-    }
-
-    /// Lines ordered since start, on all shards.
-    pub fn lines(&self) -> u64 {
-        self.shards.iter().map(|s| s.lines).sum()
-    }
-
-    /// Lines queued for sessions since start, on all shards.
-    pub fn deliveries(&self) -> u64 {
-        self.shards.iter().map(|s| s.deliveries).sum()
-    }
-
-    /// Lines dropped for full session queues since start, on all shards.
-    pub fn dropped(&self) -> u64 {
-        self.shards.iter().map(|s| s.dropped).sum()
-    }
-
-    /// Messages dropped for full outboxes between shards since start.
-    pub fn ring_dropped(&self) -> u64 {
-        self.shards.iter().map(|s| s.ring_dropped).sum()
+    /// Every counter summed over all shards.
+    pub fn total(&self) -> ShardSnapshot {
+        self.shards
+            .iter()
+            .fold(ShardSnapshot::default(), |t, s| ShardSnapshot {
+                accepted: t.accepted + s.accepted,
+                connections: t.connections + s.connections,
+                logged_in: t.logged_in + s.logged_in,
+                channels: t.channels + s.channels,
+                members: t.members + s.members,
+                lines: t.lines + s.lines,
+                deliveries: t.deliveries + s.deliveries,
+                dropped: t.dropped + s.dropped,
+                ring_dropped: t.ring_dropped + s.ring_dropped,
+            })
     }
 }
 
@@ -210,5 +197,24 @@ mod tests {
         }
         assert_eq!(stats.snapshot().connections(), 0);
         assert_eq!(stats.snapshot().logged_in(), 0);
+    }
+
+    #[test]
+    fn the_total_sums_every_counter_over_shards() {
+        let shard = |n: u64| ShardSnapshot {
+            accepted: n,
+            connections: 2 * n,
+            logged_in: 3 * n,
+            channels: 4 * n,
+            members: 5 * n,
+            lines: 6 * n,
+            deliveries: 7 * n,
+            dropped: 8 * n,
+            ring_dropped: 9 * n,
+        };
+        let snap = Snapshot {
+            shards: vec![shard(1), shard(10)],
+        };
+        assert_eq!(snap.total(), shard(11));
     }
 }

@@ -230,7 +230,7 @@ fn members_on_both_shards_see_one_order_which_the_log_keeps() {
         members[ch].push((c, name));
     }
     let stats = server.stats();
-    assert_eq!(stats.members(), joined as u64, "{stats:?}");
+    assert_eq!(stats.total().members, joined as u64, "{stats:?}");
     for (s, shard) in stats.shards.iter().enumerate() {
         assert!(shard.members > 0, "no members on shard {s}: {stats:?}");
     }
@@ -376,7 +376,7 @@ fn join_switches_channels_and_a_refused_join_stays_put() {
     b.expect("sw-b says, \"still here\"\r\n");
     assert!(!contains(b.text(), b"after the switch"));
     assert_eq!(lines_where(b.text(), |l| l.contains("has left")).len(), 1);
-    assert_eq!(server.stats().members(), 3);
+    assert_eq!(server.stats().total().members, 3);
 }
 
 #[test]
@@ -485,7 +485,8 @@ fn a_reader_that_stops_reading_loses_lines_only_for_itself() {
     join(&mut slow, "slow", "flood", "flood");
     writer.expect("slow has joined #flood\r\n");
     fast.expect("slow has joined #flood\r\n");
-    let queued_or_dropped = |s: &ringtalk::stats::Snapshot| s.deliveries() + s.dropped();
+    let queued_or_dropped =
+        |s: &ringtalk::stats::Snapshot| s.total().deliveries + s.total().dropped;
     let before = queued_or_dropped(&server.stats());
 
     // The writer and the fast reader keep up batch by batch (a batch is well under the queue
@@ -516,7 +517,7 @@ fn a_reader_that_stops_reading_loses_lines_only_for_itself() {
         || queued_or_dropped(&server.stats()) - before == 3 * POSTS as u64,
         "every line is queued or dropped for each member",
     );
-    let dropped = server.stats().dropped() as usize;
+    let dropped = server.stats().total().dropped as usize;
     assert!(dropped > 0, "nothing was dropped: {:?}", server.stats());
 
     // Now the slow reader reads everything it was kept.
@@ -628,7 +629,7 @@ fn five_hundred_members_disconnecting_at_once_leave_nothing_behind() {
     let stats = server.stats();
     assert_eq!(stats.connections(), CLIENTS as u64, "{stats:?}");
     assert_eq!(stats.logged_in(), CLIENTS as u64, "{stats:?}");
-    assert_eq!(stats.members(), CLIENTS as u64, "{stats:?}");
+    assert_eq!(stats.total().members, CLIENTS as u64, "{stats:?}");
     for (s, shard) in stats.shards.iter().enumerate() {
         assert!(shard.members > 0, "no members on shard {s}: {stats:?}");
     }
@@ -644,7 +645,7 @@ fn five_hundred_members_disconnecting_at_once_leave_nothing_behind() {
     wait_until(
         || {
             let s = server.stats();
-            s.connections() == 0 && s.logged_in() == 0 && s.members() == 0
+            s.connections() == 0 && s.logged_in() == 0 && s.total().members == 0
         },
         "every connection, login and membership is gone",
     );
@@ -852,7 +853,7 @@ fn a_user_logged_in_twice_is_two_members_but_one_name() {
     join(&mut second, "twin", "pair", "pair");
     join(&mut other, "Alice", "pair", "pair");
     join(&mut zed, "bob", "pair", "pair");
-    assert_eq!(server.stats().members(), 4);
+    assert_eq!(server.stats().total().members, 4);
 
     let who = ask(&mut first, "/who", &on("twin", "pair"));
     assert!(
@@ -876,7 +877,7 @@ fn a_user_logged_in_twice_is_two_members_but_one_name() {
         who.contains("On this channel: Alice, bob, twin\r\n"),
         "{who:?}"
     );
-    assert_eq!(server.stats().members(), 3);
+    assert_eq!(server.stats().total().members, 3);
 }
 
 #[test]
@@ -933,7 +934,7 @@ fn disconnecting_in_the_middle_of_a_join_leaves_no_member_behind() {
     wait_until(
         || {
             let s = server.stats();
-            s.connections() == 2 && s.logged_in() == 2 && s.members() == 2
+            s.connections() == 2 && s.logged_in() == 2 && s.total().members == 2
         },
         "only the two real members are left",
     );
@@ -1061,5 +1062,5 @@ fn a_paste_longer_than_the_queue_limit_reaches_members_that_keep_up() {
         let (found, _) = c.expect_any(&[&last, " messages dropped]"]);
         assert_eq!(found, 0, "lines dropped for a member that keeps up");
     }
-    assert_eq!(server.stats().dropped(), 0);
+    assert_eq!(server.stats().total().dropped, 0);
 }
