@@ -342,54 +342,17 @@ fn decode_file_stem(stem: &str) -> Option<String> {
 
 /// The log file name for a channel on a given day (days since 1970-01-01).
 fn file_name(channel_key: &str, day: i64) -> String {
-    format!(
-        "{}.{}.log",
-        file_stem(channel_key),
-        CivilDate::from_days(day)
-    )
+    format!("{}.{}.log", file_stem(channel_key), date_of(day))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Time
 
-/// A proleptic Gregorian calendar date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CivilDate {
-    year: i64,
-    month: u32,
-    day: u32,
-}
-
-impl CivilDate {
-    /// The date `days` days after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-    ///
-    /// Shift the epoch to 0000-03-01 so the leap day ends the year, split into 400-year eras
-    /// (146,097 days each), find the year of the era from the day of the era (correcting for the
-    /// 4-, 100- and 400-year leap rules), then the month from the day of that March-based year:
-    /// months from March run 31,30,31,30,31 twice and then 31,28/29, which `(5*doy+2)/153` maps.
-    fn from_days(days: i64) -> CivilDate {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097); // [0, 146096]
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-        let mp = (5 * doy + 2) / 153; // [0, 11], 0 = March
-        let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-        let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        CivilDate {
-            year,
-            // Both are small and positive by construction.
-            month: u32::try_from(month).unwrap_or(1),
-            day: u32::try_from(day).unwrap_or(1),
-        }
-    }
-}
-
-impl fmt::Display for CivilDate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
+/// The UTC date `day` days after 1970-01-01; it prints as `YYYY-MM-DD`. A day outside the
+/// calendar's range (no clock gives one) is taken as the epoch.
+fn date_of(day: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(day.saturating_mul(MILLIS_PER_DAY / 1_000))
+        .map_or(time::OffsetDateTime::UNIX_EPOCH.date(), |t| t.date())
 }
 
 /// A Unix time in milliseconds split into its day number and UTC time of day.
@@ -417,7 +380,7 @@ impl fmt::Display for UtcMillis {
         write!(
             f,
             "{}T{:02}:{:02}:{:02}.{:03}Z",
-            CivilDate::from_days(self.day),
+            date_of(self.day),
             m / 3_600_000,
             m / 60_000 % 60,
             m / 1_000 % 60,
@@ -852,56 +815,21 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_match_known_days() {
+    fn days_are_named_by_their_utc_date() {
         let known = [
-            (0, (1970, 1, 1)),
-            (-1, (1969, 12, 31)),
-            (11_016, (2000, 2, 29)),
-            (19_782, (2024, 2, 29)),
-            (20_780, (2026, 11, 23)),
-            (-25_508, (1900, 3, 1)),
-            (47_541, (2100, 3, 1)),
-            (-135_081, (1600, 2, 29)),
+            (0, "1970-01-01"),
+            (-1, "1969-12-31"),
+            (11_016, "2000-02-29"),
+            (19_782, "2024-02-29"),
+            (20_780, "2026-11-23"),
+            (-25_508, "1900-03-01"),
+            (47_541, "2100-03-01"),
+            (-135_081, "1600-02-29"),
         ];
-        for (days, (year, month, day)) in known {
-            assert_eq!(
-                CivilDate::from_days(days),
-                CivilDate { year, month, day },
-                "{days}"
-            );
+        for (day, date) in known {
+            assert_eq!(date_of(day).to_string(), date, "{day}");
         }
-        assert_eq!(CivilDate::from_days(11_016).to_string(), "2000-02-29");
-    }
-
-    #[test]
-    fn civil_dates_agree_with_counting_day_by_day() {
-        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let (mut y, mut m, mut d) = (1970_i64, 1_u32, 1_u32);
-        for days in 0..(400 * 366) {
-            assert_eq!(
-                CivilDate::from_days(days),
-                CivilDate {
-                    year: y,
-                    month: m,
-                    day: d
-                }
-            );
-            let len = match m {
-                2 if leap(y) => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            d += 1;
-            if d > len {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-        }
+        assert_eq!(file_name("lobby", 19_782), "c-lobby.2024-02-29.log");
     }
 
     #[test]
