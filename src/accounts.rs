@@ -45,8 +45,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const USERNAME_MIN_CHARS: usize = 2;
 const USERNAME_MAX_CHARS: usize = 24;
 const PASSWORD_MIN_CHARS: usize = 6;
-/// bcrypt uses only the first 72 bytes; longer passwords would silently collide.
-const PASSWORD_MAX_BYTES: usize = 72;
+/// bcrypt keys its cipher with at most 72 bytes, and those include the NUL that ends the password.
+const BCRYPT_KEY_BYTES: usize = 72;
+/// The longest password that bcrypt hashes whole: its key limit less the NUL. Anything longer
+/// would be cut short (so two passwords would collide), and `bcrypt::non_truncating_hash` refuses it.
+const PASSWORD_MAX_BYTES: usize = BCRYPT_KEY_BYTES - 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS user (
@@ -68,10 +71,18 @@ CREATE TABLE IF NOT EXISTS channel (
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     /// The username is not 2 to 24 ASCII letters, digits, `_` or `-`.
-    #[error("Usernames are 2 to 24 letters, digits, _ or -.")]
+    #[error(
+        "Usernames are {} to {} letters, digits, _ or -.",
+        USERNAME_MIN_CHARS,
+        USERNAME_MAX_CHARS
+    )]
     BadUsername,
-    /// The password is shorter than 6 characters or longer than 72 bytes.
-    #[error("Passwords are 6 characters to 72 bytes.")]
+    /// The password is shorter than 6 characters or longer than 71 bytes.
+    #[error(
+        "Passwords are {} characters to {} bytes.",
+        PASSWORD_MIN_CHARS,
+        PASSWORD_MAX_BYTES
+    )]
     BadPassword,
 }
 
@@ -87,7 +98,7 @@ pub fn validate_username(name: &str) -> Result<(), CredentialError> {
     }
 }
 
-/// Checks a password: at least 6 characters and at most 72 bytes (bcrypt's limit).
+/// Checks a password: at least 6 characters and at most 71 bytes (what bcrypt hashes whole).
 pub fn validate_password(password: &str) -> Result<(), CredentialError> {
     if password.len() <= PASSWORD_MAX_BYTES && password.chars().count() >= PASSWORD_MIN_CHARS {
         Ok(())
@@ -300,7 +311,8 @@ impl Accounts {
             let Some((user, hash)) = db.find_user(&name)? else {
                 return Ok(Login::NoSuchUser);
             };
-            // No stored password is over 72 bytes, and bcrypt would compare only a prefix.
+            // No stored password is longer, and bcrypt would compare only a prefix: refused
+            // without spending a hash on it.
             if password.len() > PASSWORD_MAX_BYTES {
                 return Ok(Login::WrongPassword);
             }
@@ -525,10 +537,10 @@ mod tests {
             ("123456", true),
             ("ééééé", false), // 5 chars, 10 bytes
             ("éééééé", true), // 6 chars
-            (&"x".repeat(72), true),
-            (&"x".repeat(73), false),
-            (&"é".repeat(36), true),                  // 72 bytes
-            (&format!("{}x", "é".repeat(36)), false), // 73 bytes
+            (&"x".repeat(71), true),
+            (&"x".repeat(72), false),
+            (&format!("{}x", "é".repeat(35)), true), // 71 bytes
+            (&"é".repeat(36), false),                // 72 bytes
             ("", false),
         ];
         for (password, ok) in table {
@@ -541,7 +553,84 @@ mod tests {
         }
         assert_eq!(
             validate_password("").unwrap_err().to_string(),
-            "Passwords are 6 characters to 72 bytes."
+            "Passwords are 6 characters to 71 bytes."
+        );
+    }
+
+    /// The longest passwords the rules accept, ASCII and multi-byte, each ending on the last byte
+    /// allowed; and the shortest the rules refuse.
+    fn longest_accepted() -> Vec<String> {
+        vec![
+            "x".repeat(71),
+            format!("{}x", "é".repeat(35)),    // 2-byte characters
+            format!("{}xy", "€".repeat(23)),   // 3-byte characters
+            format!("{}xyz", "😀".repeat(17)), // 4-byte characters
+        ]
+    }
+
+    fn shortest_refused() -> Vec<String> {
+        vec![
+            "x".repeat(72),
+            "é".repeat(36),
+            format!("{}xyz", "€".repeat(23)),
+            format!("{}xyzw", "😀".repeat(17)),
+        ]
+    }
+
+    /// Regression: a 72-byte password passed the rules, then bcrypt refused to hash it and account
+    /// creation answered "Something went wrong". Every password the rules accept must go through
+    /// the real hash and log in.
+    #[test]
+    fn a_password_the_rules_accept_never_fails_to_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 1);
+        for (i, password) in longest_accepted().iter().enumerate() {
+            assert_eq!(password.len(), PASSWORD_MAX_BYTES, "{password:?}");
+            assert!(validate_password(password).is_ok(), "{password:?}");
+            let name = format!("long{i}");
+            let user = created(block_on(accounts.create_user(&name, password)).unwrap());
+            assert_eq!(
+                block_on(accounts.login(&name, password)).unwrap(),
+                Login::Ok(user)
+            );
+            // One byte less is another password, not a prefix that also logs in.
+            let shorter: String = {
+                let mut s = password.clone();
+                s.pop();
+                s
+            };
+            assert_eq!(
+                block_on(accounts.login(&name, &shorter)).unwrap(),
+                Login::WrongPassword
+            );
+        }
+        for password in shortest_refused() {
+            assert_eq!(password.len(), PASSWORD_MAX_BYTES + 1, "{password:?}");
+            assert_eq!(
+                block_on(accounts.create_user("toolong", &password)).unwrap(),
+                Created::Invalid(CredentialError::BadPassword)
+            );
+            assert!(!block_on(accounts.user_exists("toolong")).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_longest_password_the_rules_accept_hashes_whole() {
+        // Found through the validator, not the constant, so the check and the hash cannot drift.
+        for unit in ["x", "é", "€", "😀"] {
+            let longest = (1..=200)
+                .map(|n| unit.repeat(n))
+                .take_while(|p| validate_password(p).is_ok() || p.chars().count() < 6)
+                .last()
+                .unwrap();
+            let hash = bcrypt::non_truncating_hash(&longest, MIN_BCRYPT_COST)
+                .unwrap_or_else(|e| panic!("{} bytes of {unit:?}: {e}", longest.len()));
+            assert!(bcrypt::verify(&longest, &hash).unwrap());
+        }
+        assert!(
+            bcrypt::non_truncating_hash("x".repeat(PASSWORD_MAX_BYTES + 1), MIN_BCRYPT_COST)
+                .is_err(),
+            "one byte more would be hashed cut short, so the limit could be higher"
         );
     }
 

@@ -200,6 +200,52 @@ fn character_mode_echoes_and_backspace_erases_whole_characters() {
     );
 }
 
+/// Regression: a password of exactly 72 bytes passed the rules, `Repeat password: ` followed, and
+/// then account creation failed with "Something went wrong on the server". The longest passwords
+/// the rules accept (ASCII and multi-byte) now create an account and log in over the wire, in line
+/// and in character mode; one byte more is refused at once with the true limit.
+#[test]
+fn a_password_at_the_byte_limit_creates_an_account_and_logs_in() {
+    const RULE: &str = "Passwords are 6 characters to 71 bytes.\r\n";
+    let server = start_server(SHARDS);
+    let accepted = [
+        "x".repeat(71),
+        format!("{}x", "é".repeat(35)),
+        format!("{}xy", "€".repeat(23)),
+        format!("{}xyz", "😀".repeat(17)),
+    ];
+    for (i, password) in accepted.iter().enumerate() {
+        assert_eq!(password.len(), 71);
+        let kind = if i % 2 == 0 { Kind::Raw } else { Kind::Xterm };
+        let name = format!("long{i}");
+        // One byte over the limit first: refused before the repeat, and asked again.
+        let mut c = server.connect(kind);
+        c.expect("Username: ");
+        c.send_line(&name);
+        c.expect("Create new account? (y/n) ");
+        c.send_line("y");
+        c.expect("Password for new account: ");
+        c.send_line(&format!("{password}!"));
+        let reply = c.expect("Password for new account: ");
+        assert!(
+            reply.ends_with(&format!("{RULE}Password for new account: ")),
+            "{reply:?}"
+        );
+        c.send_line(password);
+        c.expect("Repeat password: ");
+        c.send_line(password);
+        c.expect("Your new account has been created. You are logged in.\r\n");
+        c.expect(&prompt(&name));
+        c.send_line("/quit");
+        c.expect_closed();
+
+        let mut again = server.connect(kind);
+        again.login(&name, password);
+        again.send_line("/quit");
+        again.expect_closed();
+    }
+}
+
 #[test]
 fn passwords_are_never_echoed() {
     const PASSWORD: &str = "Qz7-hidden-pw";
