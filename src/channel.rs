@@ -81,6 +81,17 @@ impl Channel {
         Some(user)
     }
 
+    /// Every member, in no particular order (for checks in tests).
+    #[cfg(test)]
+    pub(crate) fn members(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.members.iter().enumerate().flat_map(|(shard, m)| {
+            m.keys().map(move |&key| SessionId {
+                shard: ShardId(shard as u16),
+                key,
+            })
+        })
+    }
+
     /// Whether any member's connection is on `shard`.
     pub fn has_members_on(&self, shard: ShardId) -> bool {
         self.members

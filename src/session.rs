@@ -296,7 +296,7 @@ impl Session {
                         self.say(NOT_ON_A_CHANNEL);
                         continue;
                     }
-                    match self.reply().await? {
+                    match self.reply(|r| matches!(r, Reply::Who(_))).await? {
                         Reply::Who(Some(names)) => {
                             let names: Vec<&str> = names.iter().map(|n| &**n).collect();
                             self.say(&format!("On this channel: {}", names.join(", ")));
@@ -326,7 +326,7 @@ impl Session {
         let expected = self.shard.chat(|hub, out| hub.list(key, out));
         let mut channels = Vec::new();
         for _ in 0..expected {
-            if let Reply::List(entries) = self.reply().await? {
+            if let Reply::List(entries) = self.reply(|r| matches!(r, Reply::List(_))).await? {
                 channels.extend(entries);
             }
         }
@@ -405,22 +405,27 @@ impl Session {
     ) -> Result<(), Stop> {
         let key = self.registration.handle().id.key;
         let asked = channel.clone();
-        self.shard
+        let sent = self
+            .shard
             .chat(|hub, out| hub.join(key, channel, name.clone(), create, out));
-        loop {
-            if let Reply::Joined { channel, outcome } = self.reply().await? {
-                match outcome {
-                    JoinOutcome::Joined(_) => self.say(&format!("You have joined #{channel}")),
-                    JoinOutcome::Full => {
-                        self.say("Request to join channel denied: Channel is full")
-                    }
-                    JoinOutcome::NoSuchChannel => self.say(&format!(
-                        "Channel #{asked} does not exist. Use /create {asked} to make it."
-                    )),
-                }
-                return Ok(());
+        if !sent {
+            // Cannot happen while a session runs one command at a time; never wait for an
+            // answer to a request that was not made.
+            self.say("You are already joining a channel; wait for the answer.");
+            return Ok(());
+        }
+        if let Reply::Joined { channel, outcome } =
+            self.reply(|r| matches!(r, Reply::Joined { .. })).await?
+        {
+            match outcome {
+                JoinOutcome::Joined(_) => self.say(&format!("You have joined #{channel}")),
+                JoinOutcome::Full => self.say("Request to join channel denied: Channel is full"),
+                JoinOutcome::NoSuchChannel => self.say(&format!(
+                    "Channel #{asked} does not exist. Use /create {asked} to make it."
+                )),
             }
         }
+        Ok(())
     }
 
     /// Lets every other task on the shard run once, then sends what is ready. Called between commands,
@@ -435,16 +440,22 @@ impl Session {
         .await
     }
 
-    /// The next answer from a channel home, while output keeps flowing.
-    async fn reply(&mut self) -> Result<Reply, Stop> {
+    /// The next answer from a channel home that `wanted` accepts, while output keeps flowing. Every
+    /// request is answered once and a session makes one at a time, so nothing else should be
+    /// there; anything that is (an answer to a request this session no longer waits for) is
+    /// dropped rather than taken for the answer.
+    async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop> {
         poll_fn(|cx| {
             if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
                 return Poll::Ready(Err(stop));
             }
-            match self.registration.handle().take_reply() {
-                Some(reply) => Poll::Ready(Ok(reply)),
-                None => Poll::Pending,
+            while let Some(reply) = self.registration.handle().take_reply() {
+                if wanted(&reply) {
+                    return Poll::Ready(Ok(reply));
+                }
+                debug!(session = %self.registration.handle().id, ?reply, "unexpected answer dropped");
             }
+            Poll::Pending
         })
         .await
     }

@@ -306,10 +306,6 @@ impl Outputs for ShardOutputs<'_> {
         self.stats.lines.fetch_add(1, Relaxed);
         self.shard.chanlog.append(channel.key(), line);
     }
-
-    fn is_live(&self, session: u64) -> bool {
-        self.sessions.contains_key(&session)
-    }
 }
 
 /// Removes a session from its shard's table when the session ends, however it ends.

@@ -1064,3 +1064,64 @@ fn a_paste_longer_than_the_queue_limit_reaches_members_that_keep_up() {
     }
     assert_eq!(server.stats().total().dropped, 0);
 }
+
+/// Regression: 300 logged-in clients sent `/join` to one channel and reset their connections at
+/// once, without reading the answer. Joins that were still on their way to the channel's home when
+/// the session ended left a member behind (`/list` showed it), and a live user's `/join` to that
+/// channel was never answered.
+#[test]
+fn joins_racing_with_resets_leave_no_member_and_never_wedge_the_channel() {
+    const CLIENTS: usize = 300;
+    const THREADS: usize = 30;
+    let server = start_server_with(SHARDS, |c| c.channel_capacity = 0);
+    let mut owner = user(&server, "owner");
+    create(&mut owner, "owner", "dmj");
+    assert_eq!(
+        ask(&mut owner, "/exit", &prompt("owner")),
+        format!("You left #dmj\r\n{}", prompt("owner"))
+    );
+
+    // Log everyone in first (raw and character-mode clients alike), then let them all go at once.
+    let start = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let addr = server.addr();
+            let start = start.clone();
+            thread::spawn(move || {
+                let clients: Vec<Client> = (0..CLIENTS / THREADS)
+                    .map(|i| {
+                        let name = format!("r{t}-{i}");
+                        let kind = if i % 2 == 0 { Kind::Raw } else { Kind::Xterm };
+                        let mut c = Client::connect(addr, kind);
+                        c.create_account(&name, PASSWORD);
+                        c
+                    })
+                    .collect();
+                start.wait();
+                for mut c in clients {
+                    c.send_line("/join dmj");
+                    c.reset();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread panicked");
+    }
+    wait_until(
+        || {
+            let s = server.stats();
+            s.connections() == 1 && s.total().members == 0
+        },
+        "only the owner is connected, and on no channel",
+    );
+    wait_for_list(&mut owner, &prompt("owner"), &["  #dmj (0)".to_string()]);
+
+    let mut live = user(&server, "live");
+    join(&mut live, "live", "dmj", "dmj");
+    let who = ask(&mut live, "/who", &on("live", "dmj"));
+    assert!(who.contains("On this channel: live\r\n"), "{who:?}");
+    join(&mut owner, "owner", "dmj", "dmj");
+    let who = ask(&mut owner, "/who", &on("owner", "dmj"));
+    assert!(who.contains("On this channel: live, owner\r\n"), "{who:?}");
+}

@@ -27,12 +27,21 @@ pub enum ToHome {
         create: bool,
     },
     /// Leave a channel; not answered. The home tells the remaining members `<user> has left #<name>`.
-    /// A session that is not a member (its join was refused, or it left already) is ignored, so a
-    /// session that ends may send this for a join it is still waiting on.
+    /// A session that is not a member (it left already) is ignored.
     Leave {
         /// The channel.
         channel: ChannelId,
         /// Who leaves.
+        session: SessionId,
+    },
+    /// The session that sent the last [`ToHome::Join`] for this channel has ended before the answer
+    /// came back; not answered. Sent at once when the session ends, on the ring that carried the
+    /// join, so it arrives right after it: if the join made the session a member, this takes it out
+    /// again (with `<user> has left #<name>`), one ring trip after the session ended.
+    Cancel {
+        /// The channel the join named.
+        channel: ChannelName,
+        /// Who asked, and has gone.
         session: SessionId,
     },
     /// Say something: the home numbers the line, logs it, and sends one [`ToMember::Deliver`] to each
@@ -65,7 +74,9 @@ pub enum ToHome {
 pub enum ToMember {
     /// The answer to [`ToHome::Join`]. On success the receiving shard adds the session to its own list
     /// of the channel's local members before handling anything that arrives after this message, so the
-    /// session sees every line the home ordered after its join, and none before.
+    /// session sees every line the home ordered after its join, and none before. An answer for a
+    /// session that has ended meanwhile is dropped: its [`ToHome::Cancel`] has already set the home
+    /// right, or will.
     Joined {
         /// Who asked.
         session: SessionId,
