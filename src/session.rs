@@ -525,8 +525,8 @@ impl Session {
 
     /// Records the waker, reports a kick, and sends what it can. Ready only with an error.
     ///
-    /// A new write (nothing of `out` sent yet) first asks the shard's pacer: a connection that has used
-    /// up its writes for now waits for the next tick, and the chat lines that arrive meanwhile stay in
+    /// A new write (nothing of `out` sent yet, and a socket that may take it) first asks the shard's
+    /// pacer: a connection that has used up its writes for now waits for the next tick, and the chat lines that arrive meanwhile stay in
     /// its bounded queue, unless that queue is half full, when they go at once. Once the write may
     /// start, the queued lines join whatever `out` holds (a prompt, an echo, a reply), so they all
     /// leave in one `send`.
@@ -539,6 +539,13 @@ impl Session {
         loop {
             if self.written == 0 {
                 if self.out.is_empty() && !handle.has_lines() {
+                    return Poll::Pending;
+                }
+                // A socket that would block starts no write and takes no lines: they wait in
+                // their bounded queue, and are dropped there, until it can take more. (Taking them
+                // into `out` whenever nothing of it had been sent yet let a reader whose socket was
+                // full at the first byte of a write hold every line sent to it.)
+                if !handle.is_ready(Ready::WRITE) {
                     return Poll::Pending;
                 }
                 let limit = self.shard.config.queue_limit as usize;

@@ -1125,3 +1125,52 @@ fn joins_racing_with_resets_leave_no_member_and_never_wedge_the_channel() {
     let who = ask(&mut owner, "/who", &on("owner", "dmj"));
     assert!(who.contains("On this channel: live, owner\r\n"), "{who:?}");
 }
+
+/// Lines that arrive one at a time (the seed's pattern) each start a fresh write. Once a reader stops
+/// reading and its socket fills, those writes must leave the lines in the bounded queue, where they
+/// are dropped, rather than gather them in the unsent output: what the server keeps for a reader
+/// that never reads is its kernel buffers and one queue.
+#[test]
+fn a_reader_that_stops_reading_is_kept_no_more_than_its_queue_one_line_at_a_time() {
+    const POSTS: usize = 1500;
+    const QUEUE_LIMIT: usize = 20;
+    const RCVBUF: usize = 4096;
+    let server = start_server_with(SHARDS, |c| c.queue_limit = QUEUE_LIMIT as u32);
+    let mut writer = user(&server, "writer");
+    let mut slow = Client::connect_with_recv_buffer(server.addr(), Kind::Raw, RCVBUF);
+    slow.create_account("slow", PASSWORD);
+    create(&mut writer, "writer", "trickle");
+    join(&mut slow, "slow", "trickle", "trickle");
+    writer.expect("slow has joined #trickle\r\n");
+    let queued_or_dropped = || {
+        let s = server.stats().total();
+        (s.deliveries + s.dropped) as usize
+    };
+    let before = queued_or_dropped();
+
+    let padding = "x".repeat(400);
+    for i in 0..POSTS {
+        writer.send_line(&format!("{i:05} {padding}"));
+        writer.expect(&format!("writer says, \"{i:05} {padding}\"\r\n"));
+    }
+    let dropped = || server.stats().total().dropped as usize;
+    wait_until(
+        || queued_or_dropped() - before == 2 * POSTS,
+        "every line is queued or dropped for each member",
+    );
+    assert!(dropped() > 0, "nothing was dropped: {:?}", server.stats());
+    slow.read_until("its drop notices add up to the dropped count", |t| {
+        dropped_total(&flood_events(t)) >= dropped()
+    });
+    let events = flood_events(slow.text());
+    let got = events
+        .iter()
+        .filter(|e| matches!(e, Flood::Line(_)))
+        .count();
+    assert_eq!(got + dropped_total(&events), POSTS);
+    let kernel_lines = (2 * 64 * 1024 + 2 * RCVBUF) / padding.len();
+    assert!(
+        got <= kernel_lines + 2 * QUEUE_LIMIT,
+        "kept {got} lines for a reader that did not read (kernel buffers hold about {kernel_lines})"
+    );
+}
