@@ -37,7 +37,8 @@
 //! * Backspace on an empty line does nothing (no bell: holding the key down should not beep).
 //! * A character that would make the line longer than [`MAX_LINE_BYTES`] is refused and rings the
 //!   bell (character mode, not hidden) once per run of refused characters, so a large paste costs
-//!   one bell, not hundreds.
+//!   one bell, not hundreds. Everything after it is refused too until an edit makes room, so what
+//!   is kept is the line's first bytes, and the session says so.
 //! * Backspace also removes zero-width characters (combining marks, joiners, variation selectors)
 //!   that follow the character it removes, so the buffer matches what the user sees erased.
 //! * Hidden mode (passwords) echoes nothing at all, not even the bell; only the final `\r\n`.
@@ -93,8 +94,8 @@ pub struct FinishedLine {
     /// The text exactly as typed (leading/trailing whitespace kept); valid UTF-8, no control
     /// characters, at most [`MAX_LINE_BYTES`] bytes.
     pub text: String,
-    /// Some input was refused because the line was full (since the line was last empty: erasing
-    /// everything with ^U or backspace forgets it).
+    /// Input was refused because the line was full: `text` is what came first (since the line was
+    /// last empty: erasing everything with ^U or backspace forgets it).
     pub truncated: bool,
     /// How many invalid UTF-8 sequences were discarded while typing this line (since it was last
     /// empty, like `truncated`).
@@ -459,9 +460,12 @@ impl LineEditor {
         EditResult::Nothing
     }
 
-    /// Append a printable character if it fits, else refuse it and ring the bell.
+    /// Append a printable character if it fits, else refuse it (and ring the bell, with echo).
+    /// Every character after a refused one is refused too, until an edit makes room, so what is
+    /// kept is the line's first bytes, never a line with a hole in it (a 2-byte character after a
+    /// refused 3-byte one would otherwise fit).
     fn insert(&mut self, c: char, echo: bool, out: &mut Vec<u8>) {
-        if self.buf.len() + c.len_utf8() > MAX_LINE_BYTES {
+        if self.refusing || self.buf.len() + c.len_utf8() > MAX_LINE_BYTES {
             self.truncated = true;
             if echo && !self.refusing {
                 out.push(BEL);
@@ -813,13 +817,35 @@ mod tests {
         let (out, _) = feed(&mut ed, C, "世".as_bytes());
         assert_eq!(out, b"\x07");
         assert_eq!(ed.contents().len(), MAX_LINE_BYTES - 2);
-        // A 2-byte character fits exactly.
+        // A 2-byte character would fit, but it came after a refused one: kept text has no holes.
         let (out, _) = feed(&mut ed, C, "é".as_bytes());
-        assert_eq!(out, "é".as_bytes());
-        assert_eq!(ed.contents().len(), MAX_LINE_BYTES);
+        assert!(out.is_empty(), "one bell per run");
+        assert_eq!(ed.contents().len(), MAX_LINE_BYTES - 2);
+        // After an edit it fits.
+        feed(&mut ed, C, b"\x7f");
+        let (out, _) = feed(&mut ed, C, "éé".as_bytes());
+        assert_eq!(out, "é\x07".as_bytes(), "the first fits, the second rings");
+        assert_eq!(ed.contents().len(), MAX_LINE_BYTES - 1);
         let (line, _) = finish(&mut ed, C);
         assert!(line.truncated);
         assert_eq!(line.invalid, 0);
+    }
+
+    /// Regression: in line mode a character that did not fit was dropped, but a shorter one after it
+    /// was kept, so the line lost a piece from its middle while the user was told "only the first
+    /// 512 bytes were kept".
+    #[test]
+    fn an_over_long_line_keeps_exactly_its_first_bytes() {
+        for mode in [L, C] {
+            let mut ed = LineEditor::new();
+            let mut typed = vec![b'x'; MAX_LINE_BYTES - 1];
+            typed.extend_from_slice("世a".as_bytes());
+            feed(&mut ed, mode, &typed);
+            let (line, _) = finish(&mut ed, mode);
+            assert!(line.truncated);
+            assert_eq!(line.text, "x".repeat(MAX_LINE_BYTES - 1));
+            assert!(typed.starts_with(line.text.as_bytes()));
+        }
     }
 
     #[test]
