@@ -12,6 +12,23 @@ use clap::Parser;
 /// Lowest and highest bcrypt cost accepted by `--bcrypt-cost`.
 pub const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=16;
 
+/// Most shards: every pair of shards has a ring in each direction, so their memory grows with the
+/// square of the count (see `shard::ring_capacity`), and a shard's index must fit a `ShardId`.
+pub const MAX_SHARDS: usize = 256;
+
+/// Most worker threads.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Most jobs waiting for the workers (the queue is allocated whole at start, ~24 bytes a slot).
+pub const MAX_WORKER_QUEUE: usize = 1 << 20;
+
+/// Longest login timeout: a day. (A deadline must stay a time the clock can hold.)
+pub const MAX_LOGIN_TIMEOUT_S: u64 = 86_400;
+
+/// Most lines one connection may have waiting: at 16 bytes a line held, a reader that never reads
+/// holds about 1 MiB of queue at this limit, plus the lines themselves.
+pub const MAX_QUEUE_LIMIT: u32 = 65_536;
+
 /// How ringtalk runs: where it listens, how many shards, where it keeps its data.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -25,12 +42,13 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1:5555")]
     pub listen: SocketAddr,
 
-    /// Number of shards (one pinned executor each). Default: the CPUs this process may run on.
-    #[arg(long)]
+    /// Number of shards (one pinned executor each), 1..=256. Default: the CPUs this process may run
+    /// on, at most 256.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_SHARDS as u64))]
     pub shards: Option<usize>,
 
     /// Listen backlog for each shard's socket (the kernel caps it at net.core.somaxconn).
-    #[arg(long, default_value_t = 65535)]
+    #[arg(long, default_value_t = 65535, value_parser = clap::value_parser!(u32).range(1..))]
     pub backlog: u32,
 
     /// Directory for the database and channel logs; created if missing.
@@ -41,28 +59,30 @@ pub struct Config {
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=16))]
     pub bcrypt_cost: u32,
 
-    /// Seconds a connection may take to log in before it is closed.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds a connection may take to log in before it is closed (1..=86400).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_LOGIN_TIMEOUT_S))]
     pub login_timeout: u64,
 
     /// Seconds between heartbeat log lines (0 turns them off).
     #[arg(long, default_value_t = 10)]
     pub stats_interval: u64,
 
-    /// Threads that run SQLite and bcrypt work (default: the CPUs this process may run on).
-    #[arg(long)]
+    /// Threads that run SQLite and bcrypt work, 1..=1024 (default: the CPUs this process may run on).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKERS as u64))]
     pub workers: Option<usize>,
 
-    /// Jobs that may wait for a worker thread before new requests are answered "Server busy".
-    #[arg(long, default_value_t = 1024)]
+    /// Jobs that may wait for a worker thread before new requests are answered "Server busy"
+    /// (1..=1048576).
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKER_QUEUE as u64))]
     pub worker_queue: usize,
 
     /// Most members a channel may have (0: no limit).
     #[arg(long, default_value_t = 6)]
     pub channel_capacity: u32,
 
-    /// Most lines waiting to be sent to one connection; lines past it are dropped for that reader.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most lines waiting to be sent to one connection, 1..=65536; lines past it are dropped for that
+    /// reader.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_QUEUE_LIMIT as i64))]
     pub queue_limit: u32,
 
     /// Microseconds per write to one busy connection: a connection may write once per interval (and
@@ -113,5 +133,33 @@ mod tests {
         assert!(Config::try_parse_from(["ringtalk", "--bcrypt-cost", "3"]).is_err());
         assert!(Config::try_parse_from(["ringtalk", "--bcrypt-cost", "17"]).is_err());
         assert!(Config::try_parse_from(["ringtalk", "--bcrypt-cost", "16"]).is_ok());
+    }
+
+    #[test]
+    fn every_bound_is_refused_one_past_and_taken_at_the_edge() {
+        let parses = |args: &[&str]| {
+            let mut all = vec!["ringtalk"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).is_ok()
+        };
+        let cases: &[(&str, &str, &str)] = &[
+            ("--shards", "1", "0"),
+            ("--shards", "256", "257"),
+            ("--backlog", "1", "0"),
+            ("--login-timeout", "86400", "86401"),
+            ("--login-timeout", "1", "0"),
+            ("--workers", "1", "0"),
+            ("--workers", "1024", "1025"),
+            ("--worker-queue", "1", "0"),
+            ("--worker-queue", "1048576", "1048577"),
+            ("--queue-limit", "1", "0"),
+            ("--queue-limit", "65536", "65537"),
+            ("--write-interval-us", "100000", "100001"),
+            ("--bcrypt-cost", "16", "17"),
+        ];
+        for &(flag, edge, past) in cases {
+            assert!(parses(&[flag, edge]), "{flag} {edge} refused");
+            assert!(!parses(&[flag, past]), "{flag} {past} taken");
+        }
     }
 }

@@ -6,20 +6,24 @@
 
 use std::io;
 
-/// Descriptors kept back for everything that is not a user: stdio, listeners, the database and its WAL
-/// files on each worker thread, io_uring rings, eventfds and epoll sets (28 in all on an idle two-shard
-/// server), with room to spare, plus every channel log the log writer may hold open at once. Without
-/// the logs' share, a full server would leave the writer no descriptor and lines would go unlogged.
+/// Descriptors kept back for everything that is not a user and not counted per shard or per worker:
+/// stdio, the main thread's io_uring and eventfds (28 in all with two shards and two workers), with
+/// room to spare, plus every channel log the log writer may hold open at once. Without the logs'
+/// share, a full server would leave the writer no descriptor and lines would go unlogged.
 pub const RESERVED_FDS: u64 = 64 + crate::chanlog::MAX_OPEN_FILES as u64;
 
 /// Descriptors each shard uses besides its users: its listener, io_uring rings, eventfds, its epoll
 /// set.
 pub const FDS_PER_SHARD: u64 = 8;
 
-/// Descriptors a server of `shards` shards keeps for itself: what an open-files limit less this
-/// leaves is room for users.
-pub fn reserved_fds(shards: usize) -> u64 {
-    RESERVED_FDS + FDS_PER_SHARD * shards as u64
+/// Descriptors each worker thread holds: its SQLite connection's database, WAL and shared-memory
+/// files.
+pub const FDS_PER_WORKER: u64 = 3;
+
+/// Descriptors a server of `shards` shards and `workers` worker threads keeps for itself: what an
+/// open-files limit less this leaves is room for users.
+pub fn reserved_fds(shards: usize, workers: usize) -> u64 {
+    RESERVED_FDS + FDS_PER_SHARD * shards as u64 + FDS_PER_WORKER * workers as u64
 }
 
 /// The open-files limit after [`raise_nofile`].
@@ -32,10 +36,10 @@ pub struct FileLimit {
 }
 
 impl FileLimit {
-    /// How many users (one socket each) the limit allows to a server of `shards` shards, once
-    /// [`reserved_fds`] are set aside.
-    pub fn users_allowed(&self, shards: usize) -> u64 {
-        self.soft.saturating_sub(reserved_fds(shards))
+    /// How many users (one socket each) the limit allows to a server of `shards` shards and
+    /// `workers` worker threads, once [`reserved_fds`] are set aside.
+    pub fn users_allowed(&self, shards: usize, workers: usize) -> u64 {
+        self.soft.saturating_sub(reserved_fds(shards, workers))
     }
 }
 
@@ -125,7 +129,7 @@ mod tests {
     fn raising_nofile_reaches_the_hard_limit() {
         let lim = raise_nofile().unwrap();
         assert_eq!(lim.soft, lim.hard);
-        assert!(lim.users_allowed(2) < lim.soft);
+        assert!(lim.users_allowed(2, 2) < lim.soft);
     }
 
     /// Regression: the reserve was 96, while the channel-log writer alone may hold 256 files, so a
@@ -137,9 +141,14 @@ mod tests {
             soft: 20_000,
             hard: 20_000,
         };
-        assert_eq!(lim.users_allowed(2), 20_000 - RESERVED_FDS - 16);
+        assert_eq!(lim.users_allowed(2, 2), 20_000 - RESERVED_FDS - 16 - 6);
         let tiny = FileLimit { soft: 80, hard: 80 };
-        assert_eq!(tiny.users_allowed(2), 0);
+        assert_eq!(tiny.users_allowed(2, 2), 0);
+        // Each worker's SQLite connection holds three: many workers leave fewer users.
+        assert_eq!(
+            lim.users_allowed(2, 100),
+            lim.users_allowed(2, 2) - 98 * FDS_PER_WORKER
+        );
     }
 
     #[test]

@@ -50,9 +50,9 @@ pub enum StartError {
         /// What glommio requires.
         need: u64,
     },
-    /// `--shards 0`.
-    #[error("--shards must be at least 1")]
-    NoShards,
+    /// `--shards` outside 1..=[`MAX_SHARDS`](crate::config::MAX_SHARDS).
+    #[error("--shards must be 1 to {}, not {0}", crate::config::MAX_SHARDS)]
+    Shards(usize),
     /// The listening sockets could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -106,6 +106,8 @@ impl ShutdownTrigger {
 pub struct Server {
     addr: SocketAddr,
     shard_cpus: Vec<usize>,
+    /// Threads in the worker pool.
+    worker_threads: usize,
     file_limit: FileLimit,
     stats: Arc<Stats>,
     trigger: ShutdownTrigger,
@@ -141,9 +143,11 @@ impl Server {
             });
         }
         let cpus = limits::allowed_cpus().map_err(StartError::Limits)?;
-        let shard_count = config.shards.unwrap_or(cpus.len());
-        if shard_count == 0 {
-            return Err(StartError::NoShards);
+        let shard_count = config
+            .shards
+            .unwrap_or(cpus.len().min(crate::config::MAX_SHARDS));
+        if !(1..=crate::config::MAX_SHARDS).contains(&shard_count) {
+            return Err(StartError::Shards(shard_count));
         }
         if shard_count > cpus.len() {
             warn!(
@@ -166,7 +170,10 @@ impl Server {
             .map(|fd| Some(unsafe { OwnedFd::from_raw_fd(fd) }))
             .collect();
 
-        let workers = config.workers.unwrap_or(cpus.len()).max(1);
+        let workers = config
+            .workers
+            .unwrap_or(cpus.len())
+            .clamp(1, crate::config::MAX_WORKERS);
         let (accounts, workers_guard) = Accounts::open(
             &config.data_dir,
             config.bcrypt_cost,
@@ -317,6 +324,7 @@ impl Server {
         Ok(Server {
             addr,
             shard_cpus,
+            worker_threads: workers,
             file_limit,
             stats,
             trigger,
@@ -345,7 +353,8 @@ impl Server {
 
     /// How many users the open-files limit allows.
     pub fn users_allowed(&self) -> u64 {
-        self.file_limit.users_allowed(self.shard_cpus.len())
+        self.file_limit
+            .users_allowed(self.shard_cpus.len(), self.worker_threads)
     }
 
     /// The counters of every shard now.
@@ -405,7 +414,7 @@ fn build_rings(shards: usize) -> RingEnds {
     for (from, senders) in out.iter_mut().enumerate() {
         for (to, receivers) in inn.iter_mut().enumerate() {
             if from != to {
-                let (tx, rx) = shared_channel::new_bounded(crate::shard::RING_CAPACITY);
+                let (tx, rx) = shared_channel::new_bounded(crate::shard::ring_capacity(shards));
                 senders.push((ShardId(to as u16), tx));
                 receivers.push(rx);
             }

@@ -59,8 +59,27 @@ const READ_SCRATCH: usize = 4096;
 /// a few per session.
 pub const OUTBOX_LIMIT: usize = 65_536;
 
-/// Slots in each SPSC ring between two shards (a power of two).
+/// Most slots in each SPSC ring between two shards.
 pub const RING_CAPACITY: usize = 4096;
+
+/// Fewest slots in a ring, however many shards there are.
+const MIN_RING_CAPACITY: usize = 64;
+
+/// What all of a server's rings may take together, when that leaves each at least
+/// [`MIN_RING_CAPACITY`] slots.
+const RING_MEMORY_BUDGET: usize = 128 << 20;
+
+/// Slots in each ring of a server of `shards` shards, a power of two: [`RING_CAPACITY`] while the
+/// n(n-1) rings fit in [`RING_MEMORY_BUDGET`] that way (up to 16 shards), then fewer, down to
+/// [`MIN_RING_CAPACITY`] (which 256 shards use, about 300 MiB in all). glommio allocates every
+/// slot up front. Whatever does not fit in a ring waits in the sending shard's outbox.
+pub fn ring_capacity(shards: usize) -> usize {
+    let rings = (shards * shards.saturating_sub(1)).max(1);
+    let fits = RING_MEMORY_BUDGET / rings / std::mem::size_of::<ShardMsg>();
+    // The largest power of two that fits, within the bounds.
+    let pow2 = if fits == 0 { 1 } else { 1 << fits.ilog2() };
+    pow2.clamp(MIN_RING_CAPACITY, RING_CAPACITY)
+}
 
 /// Why the shard wants a session to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -605,19 +624,30 @@ async fn pump(shard: Rc<Shard>, dest: ShardId, tx: ConnectedSender<ShardMsg>) {
     }
 }
 
-/// Messages a drain task handles before it lets the sessions it filled write their queues out. Well
-/// under the 100-line session queue, so a burst arriving from one ring cannot overflow a reader that
-/// keeps up.
+/// Most messages a drain task handles before it lets the sessions it filled write their queues out.
 const DRAIN_BATCH: u32 = 16;
+
+/// Messages a drain task handles before it yields, on a server of `shards` shards whose session
+/// queues hold `queue_limit` lines: at most [`DRAIN_BATCH`], and few enough that one batch from every
+/// other shard's ring cannot take a queue that has not yet asked to write at once (fewer than
+/// [`urgent_at`] lines) past its limit before its session runs. So a reader that keeps up never
+/// loses a line to a burst, whatever the queue limit and the number of shards (down to one message
+/// a batch, below which a queue of 1 to 3 lines with many shards can still overflow).
+pub fn drain_batch(queue_limit: usize, shards: usize) -> u32 {
+    let room = queue_limit.saturating_sub(urgent_at(queue_limit)) + 1;
+    let per_ring = room / shards.saturating_sub(1).max(1);
+    (per_ring as u32).clamp(1, DRAIN_BATCH)
+}
 
 /// Handles every message arriving from one other shard. It never awaits a send: whatever handling
 /// produces for other shards goes to their outboxes.
 async fn drain(shard: Rc<Shard>, rx: ConnectedReceiver<ShardMsg>) {
+    let batch = drain_batch(shard.config.queue_limit as usize, shard.outboxes.len());
     let mut handled = 0u32;
     while let Some(msg) = rx.recv().await {
         shard.chat(|hub, out| hub.handle(msg, out));
         handled += 1;
-        if handled % DRAIN_BATCH == 0 {
+        if handled % batch == 0 {
             futures_lite::future::yield_now().await;
         }
     }
@@ -715,5 +745,51 @@ async fn sweep_logins(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         shard.expire_logins(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_of_drain_batches_never_overflows_a_queue_that_has_not_asked_to_write() {
+        assert_eq!(drain_batch(100, 2), DRAIN_BATCH);
+        for limit in 1..=300usize {
+            for shards in 1..=64usize {
+                let batch = drain_batch(limit, shards) as usize;
+                assert!((1..=DRAIN_BATCH as usize).contains(&batch));
+                let worst = urgent_at(limit) - 1 + shards.saturating_sub(1) * batch;
+                // Below one message a batch nothing better is possible; otherwise the bound holds.
+                assert!(
+                    worst <= limit || batch == 1,
+                    "limit {limit}, {shards} shards: batch {batch} can reach {worst}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rings_shrink_as_shards_grow_and_stay_within_bounds() {
+        assert_eq!(ring_capacity(1), RING_CAPACITY);
+        assert_eq!(ring_capacity(2), RING_CAPACITY);
+        assert_eq!(ring_capacity(16), RING_CAPACITY);
+        let mut last = RING_CAPACITY;
+        for shards in 1..=crate::config::MAX_SHARDS {
+            let slots = ring_capacity(shards);
+            assert!(
+                slots.is_power_of_two() && slots <= last,
+                "{shards} shards: {slots}"
+            );
+            assert!((MIN_RING_CAPACITY..=RING_CAPACITY).contains(&slots));
+            let bytes = shards * (shards - 1) * slots * std::mem::size_of::<ShardMsg>();
+            assert!(
+                bytes <= RING_MEMORY_BUDGET || slots == MIN_RING_CAPACITY,
+                "{shards} shards: {bytes} bytes of rings"
+            );
+            last = slots;
+        }
+        let most = 256 * 255 * ring_capacity(256) * std::mem::size_of::<ShardMsg>();
+        assert!(most < 320 << 20, "{most}");
     }
 }

@@ -152,8 +152,8 @@ impl Bench {
         {
             (Some(n), "the server's startup line".to_string())
         } else if let Some(nofile) = server_pid.and_then(|pid| sys::proc_nofile(pid).ok()) {
-            // What ringtalk keeps for itself, with its default of one shard per CPU.
-            let reserved = ringtalk::limits::reserved_fds(sys::cpus());
+            // What ringtalk keeps for itself, with its defaults of one shard and one worker per CPU.
+            let reserved = ringtalk::limits::reserved_fds(sys::cpus(), sys::cpus());
             (
                 Some(nofile.saturating_sub(reserved)),
                 format!(
@@ -284,7 +284,7 @@ impl Bench {
                 let guess = self
                     .limits
                     .nofile_hard
-                    .saturating_sub(ringtalk::limits::reserved_fds(sys::cpus()));
+                    .saturating_sub(ringtalk::limits::reserved_fds(sys::cpus(), sys::cpus()));
                 notes.push(format!(
                     "server limit unknown: assumed {guess} (this machine's hard open-files limit less \
                      ringtalk's reserve); give --server-max-users or --server-pid"
