@@ -69,6 +69,9 @@ pub trait Outputs {
     fn to_shard(&mut self, dest: ShardId, msg: ShardMsg);
     /// Put a line in a local session's outgoing queue.
     fn deliver(&mut self, session: u64, line: &Line);
+    /// Tell a local session that `count` lines meant for it were dropped before they reached its
+    /// queue (it sees them counted in its next drop notice).
+    fn lost(&mut self, session: u64, count: u32);
     /// Hand a reply to a local session.
     fn reply(&mut self, session: u64, reply: Reply);
     /// Append a line to a channel's log.
@@ -423,6 +426,13 @@ impl Hub {
                 }
                 out.reply(key, Reply::Joined { channel, outcome });
             }
+            ToMember::Lost { channel, count } => {
+                if let Some(members) = self.local.get(&channel) {
+                    for &session in members {
+                        out.lost(session, count);
+                    }
+                }
+            }
             ToMember::Who { session, names } => out.reply(session.key, Reply::Who(names)),
             ToMember::List { session, channels } => out.reply(session.key, Reply::List(channels)),
         }
@@ -464,6 +474,10 @@ mod tests {
         }
         fn deliver(&mut self, session: u64, line: &Line) {
             self.lines.entry(session).or_default().push(line.clone());
+        }
+        fn lost(&mut self, session: u64, count: u32) {
+            let notice: Line = format!("[{count} messages dropped]").into();
+            self.lines.entry(session).or_default().push(notice);
         }
         fn reply(&mut self, session: u64, reply: Reply) {
             self.replies.entry(session).or_default().push(reply);
@@ -1129,6 +1143,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lines_lost_on_the_way_are_told_to_every_local_member() {
+        let mut sim = Sim::new(2, 0, 9);
+        let ch = ["x0", "x1", "x2", "x3"]
+            .into_iter()
+            .find(|n| shard_proto::home_of(&name(n), 2).index() == 0)
+            .unwrap();
+        let (a, b) = (sim.connect(1), sim.connect(1));
+        assert!(sim.join(1, a, ch, true));
+        assert!(sim.join(1, b, ch, true));
+        sim.drain();
+        let id = sim.hubs[0].homed[0].id;
+        let lost = ShardMsg::ToMember(ToMember::Lost {
+            channel: id,
+            count: 3,
+        });
+        sim.with_hub(1, |h, r| h.handle(lost, r));
+        for key in [a, b] {
+            assert_eq!(
+                sim.rec[1].lines[&key].last().map(|l| &**l),
+                Some("[3 messages dropped]")
+            );
         }
     }
 

@@ -23,7 +23,7 @@ use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 use glommio::sync::Gate;
-use shard_proto::{ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember};
+use shard_proto::{ChannelId, ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember};
 use tracing::{debug, info, warn};
 
 use crate::accounts::Accounts;
@@ -56,7 +56,8 @@ const READ_SCRATCH: usize = 4096;
 
 /// Messages waiting for room in the ring to one other shard before droppable ones (deliveries and
 /// posts) are dropped. Control messages (joins, leaves, answers) are always queued: there are at most
-/// a few per session.
+/// a few per session. A dropped delivery is told to the channel's members on that shard as a drop
+/// notice (see [`ToMember::Lost`]); a dropped post, to the session that posted it.
 pub const OUTBOX_LIMIT: usize = 65_536;
 
 /// Most slots in each SPSC ring between two shards.
@@ -190,6 +191,12 @@ impl SessionHandle {
         true
     }
 
+    /// Counts lines dropped before they reached the queue, for the next drop notice.
+    fn add_dropped(&self, count: u32) {
+        self.dropped.set(self.dropped.get().saturating_add(count));
+        self.wake();
+    }
+
     fn set_ready(&self, dir: Ready) {
         self.ready.set(self.ready.get().with(dir));
         self.wake();
@@ -260,11 +267,15 @@ pub struct Shard {
 #[derive(Default)]
 struct Outbox {
     queue: RefCell<VecDeque<ShardMsg>>,
+    /// Deliveries dropped because the queue was full, by channel, not yet told to the members.
+    /// Empty unless the ring is backed up; one entry per channel however many lines it lost.
+    lost: RefCell<HashMap<ChannelId, u32>>,
     waker: RefCell<Option<Waker>>,
 }
 
 impl Outbox {
-    fn push(&self, msg: ShardMsg, stats: &ShardStats) {
+    /// Queues `msg`; a droppable message that finds the queue full is handed back instead.
+    fn push(&self, msg: ShardMsg, stats: &ShardStats) -> Result<(), ShardMsg> {
         let mut queue = self.queue.borrow_mut();
         let droppable = matches!(
             msg,
@@ -272,23 +283,47 @@ impl Outbox {
         );
         if droppable && queue.len() >= OUTBOX_LIMIT {
             stats.ring_dropped.fetch_add(1, Relaxed);
-            return;
+            if let ShardMsg::ToMember(ToMember::Deliver { channel, .. }) = &msg {
+                let mut lost = self.lost.borrow_mut();
+                let count = lost.entry(*channel).or_default();
+                *count = count.saturating_add(1);
+            }
+            return Err(msg);
+        }
+        // The members hear of lines lost before this one ahead of it, so the notice stands where
+        // the gap is.
+        if let ShardMsg::ToMember(ToMember::Deliver { channel, .. }) = &msg {
+            if let Some(count) = self.lost.borrow_mut().remove(channel) {
+                queue.push_back(ShardMsg::ToMember(ToMember::Lost {
+                    channel: *channel,
+                    count,
+                }));
+            }
         }
         queue.push_back(msg);
         drop(queue);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
+        Ok(())
     }
 
+    /// The next message for the ring. Once the queue is empty, losses no later delivery has
+    /// carried go out as notices of their own.
     fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<ShardMsg> {
-        match self.queue.borrow_mut().pop_front() {
-            Some(msg) => Poll::Ready(msg),
-            None => {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        if let Some(msg) = self.queue.borrow_mut().pop_front() {
+            return Poll::Ready(msg);
         }
+        let mut lost = self.lost.borrow_mut();
+        if let Some(&channel) = lost.keys().next() {
+            let count = lost.remove(&channel).unwrap_or(0);
+            if lost.is_empty() {
+                *lost = HashMap::new();
+            }
+            return Poll::Ready(ShardMsg::ToMember(ToMember::Lost { channel, count }));
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -301,7 +336,12 @@ pub(crate) struct ShardOutputs<'a> {
 
 impl Outputs for ShardOutputs<'_> {
     fn to_shard(&mut self, dest: ShardId, msg: ShardMsg) {
-        self.shard.outboxes[dest.index()].push(msg, self.stats);
+        if let Err(ShardMsg::ToHome(ToHome::Post { session, .. })) =
+            self.shard.outboxes[dest.index()].push(msg, self.stats)
+        {
+            // The line never left: its sender hears that it was dropped, as a reader would.
+            self.lost(session.key, 1);
+        }
     }
 
     fn deliver(&mut self, session: u64, line: &Line) {
@@ -312,6 +352,13 @@ impl Outputs for ShardOutputs<'_> {
             } else {
                 self.stats.dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+
+    fn lost(&mut self, session: u64, count: u32) {
+        if let Some(handle) = self.sessions.get(&session) {
+            handle.add_dropped(count);
+            self.stats.dropped.fetch_add(u64::from(count), Relaxed);
         }
     }
 
@@ -751,6 +798,76 @@ async fn sweep_logins(shard: Rc<Shard>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deliver(channel: u32, n: usize) -> ShardMsg {
+        ShardMsg::ToMember(ToMember::Deliver {
+            channel: ChannelId {
+                home: ShardId(0),
+                index: channel,
+            },
+            line: format!("line {n}").into(),
+        })
+    }
+
+    fn pop(outbox: &Outbox) -> Option<ShardMsg> {
+        let waker = futures::task::noop_waker();
+        match outbox.poll_pop(&mut Context::from_waker(&waker)) {
+            Poll::Ready(msg) => Some(msg),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Regression: deliveries dropped at a full outbox vanished, for every member on that shard,
+    /// with no notice. Now the members hear how many, where the gap is.
+    #[test]
+    fn deliveries_dropped_at_a_full_outbox_reach_the_members_as_a_notice_in_place() {
+        let stats = Stats::new(1);
+        let stats = stats.shard(0);
+        let outbox = Outbox::default();
+        for n in 0..OUTBOX_LIMIT {
+            assert!(outbox.push(deliver(0, n), stats).is_ok());
+        }
+        for n in 0..5 {
+            assert!(outbox.push(deliver(0, n), stats).is_err());
+        }
+        assert!(outbox.push(deliver(1, 0), stats).is_err());
+        assert!(outbox.push(deliver(1, 1), stats).is_err());
+        // Control messages always queue.
+        let leave = ShardMsg::ToHome(ToHome::List {
+            session: SessionId {
+                shard: ShardId(0),
+                key: 1,
+            },
+        });
+        assert!(outbox.push(leave, stats).is_ok());
+        assert_eq!(stats.ring_dropped.load(Relaxed), 7);
+        for _ in 0..OUTBOX_LIMIT {
+            assert!(matches!(
+                pop(&outbox),
+                Some(ShardMsg::ToMember(ToMember::Deliver { .. }))
+            ));
+        }
+        // Channel 0 goes on: its loss is announced just ahead of its next line.
+        assert!(outbox.push(deliver(0, 99), stats).is_ok());
+        assert!(matches!(
+            pop(&outbox),
+            Some(ShardMsg::ToHome(ToHome::List { .. }))
+        ));
+        assert!(matches!(
+            pop(&outbox),
+            Some(ShardMsg::ToMember(ToMember::Lost { channel, count: 5 })) if channel.index == 0
+        ));
+        assert!(matches!(
+            pop(&outbox),
+            Some(ShardMsg::ToMember(ToMember::Deliver { channel, .. })) if channel.index == 0
+        ));
+        // Channel 1 has no next line: its notice goes once the queue is empty, and only once.
+        assert!(matches!(
+            pop(&outbox),
+            Some(ShardMsg::ToMember(ToMember::Lost { channel, count: 2 })) if channel.index == 1
+        ));
+        assert!(pop(&outbox).is_none());
+    }
 
     #[test]
     fn a_round_of_drain_batches_never_overflows_a_queue_that_has_not_asked_to_write() {

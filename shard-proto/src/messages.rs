@@ -92,6 +92,15 @@ pub enum ToMember {
         /// The line, shared by every member's queue.
         line: Line,
     },
+    /// Deliveries of a channel that the home's shard dropped because its queue for this shard was
+    /// full (the ring was backed up). Sent ahead of the channel's next delivery to this shard, or
+    /// when that queue empties, so every local member is told, in order, that lines were dropped.
+    Lost {
+        /// The channel.
+        channel: ChannelId,
+        /// How many of its lines were dropped.
+        count: u32,
+    },
     /// The answer to [`ToHome::Who`]: member names, sorted, without repeats.
     Who {
         /// Who asked.
