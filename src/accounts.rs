@@ -16,8 +16,9 @@
 //!   (durable at each checkpoint, never corrupt) and a 5 s busy timeout for writers that meet.
 //! - `user.name` is `UNIQUE COLLATE NOCASE`; usernames are ASCII, so that makes "Alice" and
 //!   "alice" one user while keeping the case it was created with.
-//! - `COLLATE NOCASE` folds only ASCII and channel names may not be, so `channel.key` holds
-//!   `str::to_lowercase` of the name and carries the uniqueness; `channel.name` is for display.
+//! - `COLLATE NOCASE` folds only ASCII and channel names may not be, so `channel.key` holds the
+//!   name's [`ChannelName::key`] (the one the shards compare by) and carries the uniqueness;
+//!   `channel.name` is for display.
 //! - Uniqueness is left to the database: two concurrent creates of one name give exactly one
 //!   winner, the other sees the constraint fail.
 //!
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use shard_proto::ChannelName;
 
 use crate::workers::{JobError, StartError, SubmitError, Workers, WorkersGuard};
 
@@ -352,11 +354,11 @@ impl Accounts {
     /// case (Unicode lower-casing), already exists. The name is stored as given.
     pub fn create_channel(
         &self,
-        name: &str,
+        channel: &ChannelName,
         owner: i64,
     ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
-        let name = name.to_owned();
-        self.run(move |db| db.create_channel(&name, owner))
+        let channel = channel.clone();
+        self.run(move |db| db.create_channel(&channel, owner))
     }
 
     /// Every stored channel's display name, oldest first.
@@ -449,14 +451,19 @@ impl Db {
         }
     }
 
-    fn create_channel(&mut self, name: &str, owner: i64) -> Result<bool, AccountError> {
+    fn create_channel(&mut self, channel: &ChannelName, owner: i64) -> Result<bool, AccountError> {
         let changed = self
             .conn
             .prepare_cached(
                 "INSERT INTO channel (name, key, owner_id, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) DO NOTHING",
             )?
-            .execute(params![name, name.to_lowercase(), owner, unix_now()])?;
+            .execute(params![
+                channel.as_str(),
+                &**channel.key(),
+                owner,
+                unix_now()
+            ])?;
         Ok(changed == 1)
     }
 
@@ -493,6 +500,10 @@ mod tests {
     use super::*;
     use futures::executor::block_on;
     use std::sync::{Arc, Barrier};
+
+    fn chan(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
 
     fn open(dir: &Path, threads: usize) -> (Accounts, WorkersGuard) {
         Accounts::open(dir, MIN_BCRYPT_COST, threads, 64).expect("database opens")
@@ -772,15 +783,15 @@ mod tests {
         let (accounts, _guard) = open(dir.path(), 2);
         let owner = created(block_on(accounts.create_user("owner", "secret1")).unwrap());
         assert!(block_on(accounts.list_channels()).unwrap().is_empty());
-        assert!(block_on(accounts.create_channel("#Rust", owner.id)).unwrap());
-        assert!(!block_on(accounts.create_channel("#rust", owner.id)).unwrap());
-        assert!(block_on(accounts.create_channel("Çafé", owner.id)).unwrap());
-        assert!(!block_on(accounts.create_channel("çafé", owner.id)).unwrap());
-        assert!(!block_on(accounts.create_channel("ÇAFÉ", owner.id)).unwrap());
-        assert!(block_on(accounts.create_channel("#lobby", owner.id)).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("Rust"), owner.id)).unwrap());
+        assert!(!block_on(accounts.create_channel(&chan("rust"), owner.id)).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("Çafé"), owner.id)).unwrap());
+        assert!(!block_on(accounts.create_channel(&chan("çafé"), owner.id)).unwrap());
+        assert!(!block_on(accounts.create_channel(&chan("ÇAFÉ"), owner.id)).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("lobby"), owner.id)).unwrap());
         assert_eq!(
             block_on(accounts.list_channels()).unwrap(),
-            ["#Rust", "Çafé", "#lobby"]
+            ["Rust", "Çafé", "lobby"]
         );
     }
 
@@ -789,7 +800,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (accounts, _guard) = open(dir.path(), 1);
         assert!(matches!(
-            block_on(accounts.create_channel("#ghost", 999)),
+            block_on(accounts.create_channel(&chan("ghost"), 999)),
             Err(AccountError::Failed(_))
         ));
         assert!(block_on(accounts.list_channels()).unwrap().is_empty());
@@ -801,7 +812,7 @@ mod tests {
         let data_dir = dir.path().join("nested").join("data");
         let (accounts, guard) = open(&data_dir, 2);
         let erin = created(block_on(accounts.create_user("Erin", "secret1")).unwrap());
-        assert!(block_on(accounts.create_channel("#home", erin.id)).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("home"), erin.id)).unwrap());
         guard.shutdown();
         assert!(matches!(
             block_on(accounts.user_exists("Erin")),
@@ -816,7 +827,7 @@ mod tests {
             block_on(reopened.login("erin", "secret1")).unwrap(),
             Login::Ok(erin)
         );
-        assert_eq!(block_on(reopened.list_channels()).unwrap(), ["#home"]);
+        assert_eq!(block_on(reopened.list_channels()).unwrap(), ["home"]);
     }
 
     #[test]

@@ -361,7 +361,7 @@ impl Session {
         };
         let accounts = self.shard.accounts.clone();
         match self
-            .wait(accounts.create_channel(channel.as_str(), user.id))
+            .wait(accounts.create_channel(&channel, user.id))
             .await?
         {
             Ok(true) => {
