@@ -293,7 +293,9 @@ impl Outbox {
         // The members hear of lines lost before this one ahead of it, so the notice stands where
         // the gap is.
         if let ShardMsg::ToMember(ToMember::Deliver { channel, .. }) = &msg {
-            if let Some(count) = self.lost.borrow_mut().remove(channel) {
+            let mut lost = self.lost.borrow_mut();
+            // Nearly always empty: no hashing per delivery unless something was lost.
+            if let Some(count) = (!lost.is_empty()).then(|| lost.remove(channel)).flatten() {
                 queue.push_back(ShardMsg::ToMember(ToMember::Lost {
                     channel: *channel,
                     count,
