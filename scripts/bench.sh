@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scenarios=${SCENARIOS:-seed,firehose,storm,logins,bigroom,slowreaders,churn}
+scenarios=${SCENARIOS:-seed,firehose,firehose:60,storm,logins,bigroom,slowreaders,churn}
 port=${PORT:-5599}
 cost=${BCRYPT_COST:-4}
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::conn::Protocol;
+use crate::telnet::Profile;
 
 /// Load generator for ringtalk (and IRC servers, for comparison).
 ///
@@ -26,7 +27,8 @@ pub enum Cmd {
     Seed,
     /// seed at the most users the server's and the bench's limits allow.
     Ceiling,
-    /// Channels of 6 under a rising ladder of send rates; the most deliveries/s held with p99 < 10 ms.
+    /// 1,200 users (default) in channels of 6 under a rising ladder of send rates; the most
+    /// deliveries/s held with p99 < 10 ms.
     Firehose,
     /// N clients (default 5,000) connect at once: time until all are greeted and logged in.
     Storm,
@@ -43,7 +45,7 @@ pub enum Cmd {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "seed,firehose,storm,logins,bigroom,slowreaders,churn"
+            default_value = "seed,firehose,firehose:60,storm,logins,bigroom,slowreaders,churn"
         )]
         scenarios: Vec<String>,
     },
@@ -65,6 +67,11 @@ pub struct Opts {
     /// Wire protocol of the server.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Ringtalk)]
     pub protocol: Protocol,
+    /// The telnet client every connection behaves like: `terminal` (inetutils telnet, PuTTY:
+    /// character mode, the server echoes and redraws), `mud` (Mudlet: line mode with GA) or `raw` (a
+    /// script that never negotiates: line mode, no echo). ringtalk only.
+    #[arg(long, global = true, value_enum, default_value_t = Profile::Terminal)]
+    pub client: Profile,
     /// Print one JSON object per scenario instead of the table.
     #[arg(long, global = true)]
     pub json: bool,

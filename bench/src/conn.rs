@@ -19,7 +19,7 @@ use crate::lines::LineBuf;
 use crate::ringtalk::{self, ChatLine, LoginLine, Prompt};
 use crate::stats::{ClientError, ErrorKind};
 use crate::sys::now_ns;
-use crate::telnet::TelnetFilter;
+use crate::telnet::{Profile, TelnetClient};
 
 /// Which server the bench talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -79,7 +79,7 @@ pub struct Conn {
     proto: Protocol,
     /// Login name (IRC nick).
     pub name: String,
-    telnet: TelnetFilter,
+    telnet: TelnetClient,
     lines: LineBuf,
     /// Decoded text of the last read, before it goes to `lines`.
     text: Vec<u8>,
@@ -100,13 +100,15 @@ pub fn source_addr(id: u32, sources: u32) -> IpAddr {
 
 impl Conn {
     /// Connects from `src` (port chosen at connect time, so ports are only unique per 4-tuple).
-    /// `rcvbuf` sets a small receive buffer before connecting (slow readers).
+    /// `rcvbuf` sets a small receive buffer before connecting (slow readers). `profile` is the telnet
+    /// client it behaves like (ringtalk only).
     pub async fn connect(
         addr: SocketAddr,
         src: Option<IpAddr>,
         rcvbuf: Option<u32>,
         name: String,
         proto: Protocol,
+        profile: Profile,
     ) -> Result<Conn, ClientError> {
         let io = |what: &'static str| move |e: std::io::Error| ClientError::io(what, &e);
         let socket = if addr.is_ipv4() {
@@ -128,7 +130,7 @@ impl Conn {
             stream,
             proto,
             name,
-            telnet: TelnetFilter::new(),
+            telnet: TelnetClient::new(profile),
             lines: LineBuf::new(),
             text: Vec::new(),
             rbuf: vec![0u8; 4096].into_boxed_slice(),
@@ -161,8 +163,10 @@ impl Conn {
         }
         match self.proto {
             Protocol::Ringtalk => {
+                // Answers to the server's negotiation wait in `out` for the next write or flush.
                 self.text.clear();
-                self.telnet.feed(&self.rbuf[..n], &mut self.text);
+                self.telnet
+                    .feed(&self.rbuf[..n], &mut self.text, &mut self.out);
                 self.lines.push(&self.text);
             }
             Protocol::Irc => self.lines.push(&self.rbuf[..n]),

@@ -21,6 +21,7 @@ mod scenarios;
 mod stats;
 mod sys;
 mod telnet;
+mod timer;
 mod worker;
 
 use clap::Parser;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::Protocol;
+use crate::telnet::Profile;
 use crate::stats::{Errors, HistWire};
 
 /// What the clients of a worker do once the parent says go.
@@ -42,6 +43,8 @@ pub struct Window {
 pub struct Plan {
     pub mode: Mode,
     pub protocol: Protocol,
+    /// The telnet client every connection behaves like (ringtalk only).
+    pub client: Profile,
     pub addr: SocketAddr,
     pub worker: u32,
     /// This worker's chat clients are ids `first..first + count` of `total`.
@@ -224,6 +227,7 @@ mod tests {
         Plan {
             mode: Mode::Chat,
             protocol,
+            client: Profile::Terminal,
             addr: "127.0.0.1:5555".parse().unwrap(),
             worker: 0,
             first: 0,

@@ -60,6 +60,8 @@ pub struct ServerFigures {
 pub struct Report {
     pub scenario: String,
     pub protocol: String,
+    /// The telnet client profile the connections behaved like (ringtalk; IRC: `irc`).
+    pub client: String,
     pub addr: String,
     pub users: u32,
     pub workers: u32,
@@ -212,10 +214,11 @@ impl Report {
         }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = format!(
-            "== {} ({} at {}): {} users, {} worker{}, {:.1} s measured\n",
+            "== {} ({} at {}, {} clients): {} users, {} worker{}, {:.1} s measured\n",
             self.scenario,
             self.protocol,
             self.addr,
+            self.client,
             self.users,
             self.workers,
             if self.workers == 1 { "" } else { "s" },

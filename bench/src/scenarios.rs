@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde::Serialize;
+use crate::telnet::Profile;
 use serde_json::{json, Map};
 
 use crate::cli::Opts;
@@ -310,7 +311,10 @@ impl Bench {
     }
 
     fn firehose(&self, users: Option<u32>) -> anyhow::Result<Report> {
-        let users = users.unwrap_or(60).max(1);
+        // Many users in small channels, as the seed describes: each reader gets a few lines a
+        // second at the low steps, so the cost per event shows. (`firehose:60` is the peak fan-out
+        // figure: few users, many lines per reader per write.)
+        let users = users.unwrap_or(1200).max(1);
         let step = self.seconds(3.0);
         let rates = self.opts.rates.clone();
         let mut spec = Spec::new("firehose", Mode::Chat, users, self.opts.group);
@@ -729,6 +733,7 @@ impl Bench {
                 Plan {
                     mode: spec.mode,
                     protocol: o.protocol,
+                    client: o.client,
                     addr: o.addr,
                     worker: w,
                     first,
@@ -1106,6 +1111,10 @@ impl Bench {
         Report {
             scenario: spec.name.to_string(),
             protocol: self.opts.protocol.name().to_string(),
+            client: match self.opts.protocol {
+                Protocol::Ringtalk => self.opts.client.name().to_string(),
+                Protocol::Irc => "irc".to_string(),
+            },
             addr: self.opts.addr.to_string(),
             users: spec.users,
             workers: out.workers,
@@ -1256,7 +1265,9 @@ fn start_probe(
         rt.block_on(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let conn = async {
-                let mut c = Conn::connect(addr, None, None, "bprobe".into(), protocol).await?;
+                let mut c =
+                    Conn::connect(addr, None, None, "bprobe".into(), protocol, Profile::Raw)
+                        .await?;
                 c.login(&password, deadline, &mut LoginInfo::default())
                     .await?;
                 Ok::<Conn, crate::stats::ClientError>(c)

@@ -26,11 +26,13 @@ use crate::plan::{
 };
 use crate::stats::{new_hist, record, ClientError, ErrorKind, Errors, HistWire};
 use crate::sys::{instant_at, now_ns};
+use crate::timer::Timer;
 
 /// Error texts kept for the report.
 const MAX_SAMPLES: usize = 8;
 
-/// Sends more than this far behind schedule count as late, and the schedule restarts from now.
+/// Sends more than this far behind schedule count as late (the bench could not keep up). The
+/// schedule goes on regardless (open loop), and their latency counts from the schedule.
 const LATE_NS: u64 = 100_000_000;
 
 /// Where the worker is.
@@ -119,6 +121,8 @@ struct Ctx {
     milestone_left: Cell<u32>,
     milestone: Notify,
     started: Instant,
+    /// The send schedule's timer, precise to the microsecond (see [`crate::timer`]).
+    timer: Rc<Timer>,
 }
 
 impl Ctx {
@@ -266,7 +270,7 @@ async fn open(
     let plan = &ctx.plan;
     let deadline = Instant::now() + ctx.timeout();
     let src = source_addr(id, plan.source_addrs);
-    let connect = Conn::connect(plan.addr, Some(src), rcvbuf, name, plan.protocol);
+    let connect = Conn::connect(plan.addr, Some(src), rcvbuf, name, plan.protocol, plan.client);
     let mut conn = timeout_at(deadline, connect)
         .await
         .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))??;
@@ -383,8 +387,10 @@ async fn chat(
     // registration per read.
     let stop = sleep_until(stop_at);
     tokio::pin!(stop);
-    let send = sleep_until(next.map_or(stop_at, |s| instant_at(go + (s * 1e9) as u64)));
-    tokio::pin!(send);
+    let end_ns = go + (plan.windows_end_ms() + plan.grace_ms) * 1_000_000;
+    let mut send = ctx
+        .timer
+        .sleep_until(next.map_or(end_ns, |s| go + (s * 1e9) as u64));
     loop {
         tokio::select! {
             r = conn.fill(), if !slow => {
@@ -392,8 +398,10 @@ async fn chat(
                 drain(ctx, conn).await?;
             }
             _ = &mut send, if next.is_some() => {
-                // Every line due by now goes in one write: a user whose lines come faster than the
-                // timer ticks types them together, as a real client's socket would send them.
+                // Each line is its own write at its scheduled time. Only lines already overdue when
+                // the timer fires share one (the bench fell behind; a client's socket would have
+                // sent them together too). Open loop: the schedule never waits for the server, and
+                // each line carries its scheduled time, so latency counts from the schedule.
                 let now = now_ns();
                 let window = ctx.window_of(now - go);
                 let mut due = 0u64;
@@ -403,13 +411,11 @@ async fn chat(
                     if planned > now {
                         break;
                     }
-                    let is_late = now > planned + LATE_NS;
-                    let text = crate::ringtalk::chat_text(now, id, plan.message_bytes as usize);
+                    let text = crate::ringtalk::chat_text(planned, id, plan.message_bytes as usize);
                     conn.queue_chat(channel, &text);
                     due += 1;
-                    late += is_late as u64;
-                    let from = if is_late { now - go } else { planned - go };
-                    next = next_send(from as f64 / 1e9, &plan.windows, &mut rng);
+                    late += (now > planned + LATE_NS) as u64;
+                    next = next_send(at, &plan.windows, &mut rng);
                 }
                 match timeout_at(stop_at, conn.flush()).await {
                     Ok(r) => r?,
@@ -425,7 +431,7 @@ async fn chat(
                     w.late_sends += late;
                 }
                 if let Some(at) = next {
-                    send.as_mut().reset(instant_at(go + (at * 1e9) as u64));
+                    send.reset(go + (at * 1e9) as u64);
                 }
             }
             _ = &mut stop => break,
@@ -461,7 +467,8 @@ async fn bigroom(
             }
             _ = sleep_until(send_at), if more => {
                 let now = now_ns();
-                let text = crate::ringtalk::chat_text(now, id, plan.message_bytes as usize);
+                let planned = go + interval / 2 + sent as u64 * interval;
+                let text = crate::ringtalk::chat_text(planned, id, plan.message_bytes as usize);
                 conn.chat(channel, &text).await?;
                 sent += 1;
                 if let Some(w) = ctx.window_of(now - go) {
@@ -677,8 +684,16 @@ async fn run(plan: Plan, nofile: u64) {
             fanout: HashMap::new(),
         }),
         started: Instant::now(),
+        timer: match Timer::new() {
+            Ok(timer) => timer,
+            Err(e) => {
+                eprintln!("worker: no timerfd: {e}");
+                return;
+            }
+        },
         plan,
     });
+    tokio::task::spawn_local(ctx.timer.clone().drive());
 
     let mut tasks = Vec::new();
     for id in ctx.plan.first..ctx.plan.first + ctx.plan.count {
