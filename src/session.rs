@@ -264,12 +264,13 @@ impl Session {
         let name: Arc<str> = user.name.as_str().into();
         let key = self.registration.handle().id.key;
         loop {
-            self.breathe().await?;
+            futures_lite::future::yield_now().await;
             let prompt = match self.shard.chat(|hub, _| hub.channel_of(key).cloned()) {
                 Some(channel) => format!("{name} #{channel}> "),
                 None => format!("{name} #(no channel)> "),
             };
             self.term.show_prompt(&prompt, &mut self.out);
+            self.send_ready().await?;
             let line = match self.next_input().await? {
                 Input::EndOfInput => return Err(Stop::Quit),
                 Input::Line(line) => line,
@@ -428,11 +429,12 @@ impl Session {
         Ok(())
     }
 
-    /// Lets every other task on the shard run once, then sends what is ready. Called between commands,
-    /// so a user who pastes many lines at once cannot fill other members' queues (or their own) before
-    /// those readers get a turn to write them out.
-    async fn breathe(&mut self) -> Result<(), Stop> {
-        futures_lite::future::yield_now().await;
+    /// Sends what is ready without waiting: the last command's output, the prompt and the lines
+    /// queued meanwhile, in one write. Called between commands, after the session has let every
+    /// other task run once, so a user who pastes many lines at once cannot fill other members' queues
+    /// (or their own) before those readers get a turn to write them out; and the prompt goes in the
+    /// same write as the output before it, not in one of its own.
+    async fn send_ready(&mut self) -> Result<(), Stop> {
         poll_fn(|cx| match self.poll_kick_and_flush(cx) {
             Poll::Ready(Err(stop)) => Poll::Ready(Err(stop)),
             _ => Poll::Ready(Ok(())),

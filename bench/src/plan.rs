@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::Protocol;
-use crate::telnet::Profile;
 use crate::stats::{Errors, HistWire};
+use crate::telnet::Profile;
 
 /// What the clients of a worker do once the parent says go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

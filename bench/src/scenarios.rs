@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::telnet::Profile;
 use anyhow::bail;
 use serde::Serialize;
-use crate::telnet::Profile;
 use serde_json::{json, Map};
 
 use crate::cli::Opts;

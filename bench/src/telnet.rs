@@ -195,7 +195,8 @@ mod tests {
         (text, replies)
     }
 
-    const GREETING: &[u8] = b"\xff\xfb\x01\xff\xfb\x03\xff\xfd\x18\xff\xfd\x1fWelcome\r\n\r\nUsername: ";
+    const GREETING: &[u8] =
+        b"\xff\xfb\x01\xff\xfb\x03\xff\xfd\x18\xff\xfd\x1fWelcome\r\n\r\nUsername: ";
 
     #[test]
     fn a_raw_client_answers_nothing_and_keeps_the_text() {
@@ -244,14 +245,24 @@ mod tests {
 
     #[test]
     fn go_ahead_is_dropped() {
-        assert_eq!(run(Profile::Raw, &[b"name #lobby> \xff\xf9"]).0, b"name #lobby> ");
+        assert_eq!(
+            run(Profile::Raw, &[b"name #lobby> \xff\xf9"]).0,
+            b"name #lobby> "
+        );
     }
 
     #[test]
     fn sequences_cut_between_reads_resume() {
         let (text, _) = run(
             Profile::Raw,
-            &[b"a\xff", b"\xfb", b"\x01b\xff", b"\xfa\x18", b"\xff", b"\xf0c"],
+            &[
+                b"a\xff",
+                b"\xfb",
+                b"\x01b\xff",
+                b"\xfa\x18",
+                b"\xff",
+                b"\xf0c",
+            ],
         );
         assert_eq!(text, b"abc");
         assert_eq!(run(Profile::Raw, &[b"a\xff", b"\xffb"]).0, b"a\xffb");

@@ -270,7 +270,14 @@ async fn open(
     let plan = &ctx.plan;
     let deadline = Instant::now() + ctx.timeout();
     let src = source_addr(id, plan.source_addrs);
-    let connect = Conn::connect(plan.addr, Some(src), rcvbuf, name, plan.protocol, plan.client);
+    let connect = Conn::connect(
+        plan.addr,
+        Some(src),
+        rcvbuf,
+        name,
+        plan.protocol,
+        plan.client,
+    );
     let mut conn = timeout_at(deadline, connect)
         .await
         .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))??;
