@@ -44,23 +44,7 @@ use shard_proto::{
 };
 
 use crate::channel::Channel;
-
-/// An answer for a local session.
-#[derive(Clone, Debug)]
-pub enum Reply {
-    /// The answer to a join.
-    Joined {
-        /// The channel asked for, as its home names it.
-        channel: ChannelName,
-        /// What happened.
-        outcome: JoinOutcome,
-    },
-    /// Members of the session's channel (`None`: the session is on no channel by the time the home
-    /// answered).
-    Who(Option<Vec<Arc<str>>>),
-    /// The channels of one shard.
-    List(Vec<ListEntry>),
-}
+use crate::mailbox::Reply;
 
 /// Where a hub's decisions go. The shard implements it over rings, session queues and the log writer;
 /// tests implement it over vectors.

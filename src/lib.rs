@@ -17,7 +17,10 @@
 //! # The parts
 //!
 //! - [`server`]: start everything, stop everything.
-//! - [`shard`]: one executor's accept loop, its table of sessions, and its rings to the other shards.
+//! - [`tasks`]: what each shard's executor runs: the accept loop, the ring pumps and drains, the
+//!   readiness router, the login sweeper, start and shutdown. It sits above the sessions it starts.
+//! - [`shard`]: one shard's state: its table of sessions, its hub and its outboxes to other shards.
+//! - [`mailbox`]: what reaches a session from outside (lines, answers, readiness, kicks).
 //! - [`readiness`]: one epoll set per shard that says which sockets are ready, waited for through
 //!   io_uring; [`socket`]: a connection as a bare descriptor, non-blocking calls only.
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
@@ -25,6 +28,9 @@
 //! - [`chanlog`]: per-channel daily log files, written by a thread of their own.
 //! - [`session`]: one connection, login then commands; [`pacing`]: at most one write per interval to a
 //!   busy connection.
+//!
+//! Data walks one way: socket → [`telnet`] → [`line`](mod@line) → [`cmd`] → [`session`] → home
+//! ([`hub`], [`channel`]) → members ([`hub`] on their shards) → [`mailbox`] → [`session`] → socket.
 //! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`](mod@line) (the
 //!   line editor and redraw).
 //! - [`cmd`]: what a typed line means.
@@ -44,6 +50,7 @@ pub mod hub;
 pub mod limits;
 pub mod line;
 pub mod listener;
+pub mod mailbox;
 pub mod pacing;
 pub mod readiness;
 pub mod server;
@@ -51,6 +58,7 @@ pub mod session;
 pub mod shard;
 pub mod socket;
 pub mod stats;
+pub mod tasks;
 pub mod telnet;
 pub mod terminal;
 pub mod workers;

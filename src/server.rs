@@ -22,8 +22,8 @@ use crate::chanlog::{ChannelLog, LogWriterGuard};
 use crate::config::Config;
 use crate::limits::{self, FileLimit};
 use crate::readiness::Readiness;
-use crate::shard::{self, ShardStart};
 use crate::stats::{Snapshot, Stats};
+use crate::tasks::{self, ShardStart};
 use crate::workers::WorkersGuard;
 
 /// Memory glommio registers per executor for file I/O. Sockets do not use it, so the 10 MiB default
@@ -255,7 +255,7 @@ impl Server {
                         let _ = guard.tx.send(report);
                         std::mem::forget(guard);
                         if let Ok(readiness) = readiness {
-                            shard::run(start, readiness).await
+                            tasks::run(start, readiness).await
                         }
                     }
                 });
@@ -414,7 +414,7 @@ fn build_rings(shards: usize) -> RingEnds {
     for (from, senders) in out.iter_mut().enumerate() {
         for (to, receivers) in inn.iter_mut().enumerate() {
             if from != to {
-                let (tx, rx) = shared_channel::new_bounded(crate::shard::ring_capacity(shards));
+                let (tx, rx) = shared_channel::new_bounded(crate::tasks::ring_capacity(shards));
                 senders.push((ShardId(to as u16), tx));
                 receivers.push(rx);
             }

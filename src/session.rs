@@ -6,7 +6,7 @@
 //! writes collects in `out` and is flushed whenever the task runs; a peer that stops reading stops only
 //! its own session, and the kernel send buffer is capped so such a peer cannot pin much memory.
 //!
-//! The shard reaches a session only through its [`SessionHandle`](crate::shard::SessionHandle): it sets a [`Kick`] and wakes the task,
+//! The shard reaches a session only through its [`Mailbox`](crate::mailbox::Mailbox): it sets a [`Kick`] and wakes the task,
 //! which notices on its next poll. Every wait in here (for input, for the worker pool) also watches for a
 //! kick, so shutdown and the login timeout are never held up by a slow bcrypt or a silent peer.
 
@@ -27,11 +27,11 @@ use shard_proto::{ChannelName, JoinOutcome};
 
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
-use crate::hub::Reply;
 use crate::line::FinishedLine;
+use crate::mailbox::{Kick, Reply, SHUTDOWN_GRACE};
 use crate::pacing::PaceState;
 use crate::readiness::Ready;
-use crate::shard::{Kick, Registration, Shard, SHUTDOWN_GRACE};
+use crate::shard::{Registration, Shard};
 use crate::socket::Socket;
 use crate::stats::{Gauge, GaugeGuard};
 use crate::terminal::{Input, Terminal};
@@ -629,5 +629,16 @@ impl Session {
         self.out = Vec::new();
         self.written = 0;
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/ARCHITECTURE.md states these sizes: every idle user holds one session and one mailbox, so
+    /// a field added here is memory times the number of users.
+    #[test]
+    fn a_session_and_its_mailbox_stay_as_small_as_documented() {
+        assert!(std::mem::size_of::<super::Session>() <= 272);
+        assert!(std::mem::size_of::<crate::mailbox::Mailbox>() <= 128);
     }
 }

@@ -1,0 +1,355 @@
+//! The tasks of one shard's executor, and how a shard starts and stops.
+//!
+//! Above the sessions: this is what accepts a connection and starts its session, moves messages
+//! between the shard's outboxes and the rings to other shards, routes socket readiness to sessions,
+//! closes connections that do not log in in time, and at the end tells every session to go. Which
+//! task awaits what is the graph in docs/ARCHITECTURE.md; none of them awaits a send into a ring
+//! but the pump, which receives from no ring.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::{join, join_all, poll_fn, select, Either};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+use glommio::sync::Gate;
+use shard_proto::{ChannelName, ShardId, ShardMsg};
+use tracing::{debug, info, warn};
+
+use crate::accounts::Accounts;
+use crate::chanlog::ChannelLog;
+use crate::config::Config;
+use crate::listener::{self, LogLimiter};
+use crate::mailbox::{urgent_at, SHUTDOWN_GRACE};
+use crate::readiness::Readiness;
+use crate::session::Session;
+use crate::shard::{Shard, LISTENER_TOKEN};
+use crate::socket::Socket;
+use crate::stats::Stats;
+
+/// How long the accept loop waits after running out of descriptors before it tries again.
+const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Connections the accept loop takes in a row before it lets the shard's other tasks run.
+const ACCEPT_BATCH: u32 = 64;
+
+/// Most slots in each SPSC ring between two shards.
+pub(crate) const RING_CAPACITY: usize = 4096;
+
+/// Fewest slots in a ring, however many shards there are.
+const MIN_RING_CAPACITY: usize = 64;
+
+/// What all of a server's rings may take together, when that leaves each at least
+/// [`MIN_RING_CAPACITY`] slots.
+const RING_MEMORY_BUDGET: usize = 128 << 20;
+
+/// Slots in each ring of a server of `shards` shards, a power of two: [`RING_CAPACITY`] while the
+/// n(n-1) rings fit in [`RING_MEMORY_BUDGET`] that way (up to 16 shards), then fewer, down to
+/// [`MIN_RING_CAPACITY`] (which 256 shards use, about 300 MiB in all). glommio allocates every
+/// slot up front. Whatever does not fit in a ring waits in the sending shard's outbox.
+pub(crate) fn ring_capacity(shards: usize) -> usize {
+    let rings = (shards * shards.saturating_sub(1)).max(1);
+    let fits = RING_MEMORY_BUDGET / rings / std::mem::size_of::<ShardMsg>();
+    // The largest power of two that fits, within the bounds.
+    let pow2 = if fits == 0 { 1 } else { 1 << fits.ilog2() };
+    pow2.clamp(MIN_RING_CAPACITY, RING_CAPACITY)
+}
+
+/// Everything a shard needs to start, all of it `Send` so it can be moved onto the shard's thread.
+pub struct ShardStart {
+    /// This shard's index.
+    pub id: ShardId,
+    /// The listening socket this shard adopts.
+    pub listener_fd: RawFd,
+    /// The server's configuration.
+    pub config: Arc<Config>,
+    /// The accounts service.
+    pub accounts: Accounts,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+    /// Resolved once the shard should stop.
+    pub shutdown: oneshot::Receiver<()>,
+    /// Number of shards.
+    pub shards: usize,
+    /// The sending halves of the rings from this shard, with their destinations.
+    pub ring_out: Vec<(ShardId, SharedSender<ShardMsg>)>,
+    /// The receiving halves of the rings into this shard.
+    pub ring_in: Vec<SharedReceiver<ShardMsg>>,
+    /// The channel log writer.
+    pub chanlog: ChannelLog,
+    /// The channels homed on this shard.
+    pub channels: Vec<ChannelName>,
+}
+
+/// The body of a shard's executor: connect the rings, accept until told to stop, then close every
+/// session within [`SHUTDOWN_GRACE`]. `readiness` is made on the executor's thread, since its wait
+/// uses the executor's ring.
+pub async fn run(start: ShardStart, readiness: Readiness) {
+    let ShardStart {
+        id,
+        listener_fd,
+        config,
+        accounts,
+        stats,
+        mut shutdown,
+        shards,
+        ring_out,
+        ring_in,
+        chanlog,
+        channels,
+    } = start;
+    // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
+    let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
+    let shard = Rc::new(Shard::new(
+        id, shards, config, accounts, stats, chanlog, channels, readiness,
+    ));
+    if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
+        warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
+        return;
+    }
+    let router = glommio::spawn_local(route_readiness(shard.clone()));
+
+    // Every half must be connected at once: `connect` waits for the peer's half, so connecting one
+    // after another can wait in a circle.
+    let connecting = join(
+        join_all(
+            ring_out
+                .into_iter()
+                .map(|(dest, tx)| async move { (dest, tx.connect().await) }),
+        ),
+        join_all(ring_in.into_iter().map(|rx| rx.connect())),
+    );
+    let (senders, receivers) = match select(pin!(connecting), &mut shutdown).await {
+        Either::Left((rings, _)) => rings,
+        Either::Right(_) => return,
+    };
+    let mut ring_tasks = Vec::new();
+    for (dest, tx) in senders {
+        ring_tasks.push(glommio::spawn_local(pump(shard.clone(), dest, tx)));
+    }
+    for rx in receivers {
+        ring_tasks.push(glommio::spawn_local(drain(shard.clone(), rx)));
+    }
+
+    let gate = Gate::new();
+    let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
+    let pacer = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.pacer.run(glommio::timer::sleep).await })
+    };
+    {
+        let accepting = pin!(accept_loop(&listener, &shard, &gate));
+        if let Either::Right(_) = select(shutdown, accepting).await {
+            unreachable!("the accept loop never returns");
+        }
+    }
+    drop(listener);
+    drop(sweeper);
+    drop(pacer);
+    let live = shard.session_count();
+    shard.kick_all();
+    let closed = glommio::timer::timeout(SHUTDOWN_GRACE, gate.close()).await;
+    match closed {
+        Ok(()) => info!(
+            shard = shard.id.0,
+            sessions = live,
+            "shard closed all sessions"
+        ),
+        Err(_) => warn!(
+            shard = shard.id.0,
+            left = shard.session_count(),
+            "shard dropped sessions that did not close in time"
+        ),
+    }
+    drop(ring_tasks);
+    // Cancelled and waited for, so its wait lets go of the eventfd before that is closed.
+    router.cancel().await;
+    shard.readiness.close().await;
+}
+
+/// Moves messages from the outbox for `dest` into the ring to `dest`. This is the only task that
+/// awaits room in that ring, and it receives from no ring, so waiting here can never close a circle.
+async fn pump(shard: Rc<Shard>, dest: ShardId, tx: ConnectedSender<ShardMsg>) {
+    loop {
+        let msg = poll_fn(|cx| shard.poll_outbox(dest, cx)).await;
+        if tx.send(msg).await.is_err() {
+            return; // the other shard has stopped
+        }
+    }
+}
+
+/// Most messages a drain task handles before it lets the sessions it filled write their queues out.
+const DRAIN_BATCH: u32 = 16;
+
+/// Messages a drain task handles before it yields, on a server of `shards` shards whose session
+/// queues hold `queue_limit` lines: at most [`DRAIN_BATCH`], and few enough that one batch from every
+/// other shard's ring cannot take a queue that has not yet asked to write at once (fewer than
+/// [`urgent_at`] lines) past its limit before its session runs. So a reader that keeps up never
+/// loses a line to a burst, whatever the queue limit and the number of shards (down to one message
+/// a batch, below which a queue of 1 to 3 lines with many shards can still overflow).
+fn drain_batch(queue_limit: usize, shards: usize) -> u32 {
+    let room = queue_limit.saturating_sub(urgent_at(queue_limit)) + 1;
+    let per_ring = room / shards.saturating_sub(1).max(1);
+    (per_ring as u32).clamp(1, DRAIN_BATCH)
+}
+
+/// Handles every message arriving from one other shard. It never awaits a send: whatever handling
+/// produces for other shards goes to their outboxes.
+async fn drain(shard: Rc<Shard>, rx: ConnectedReceiver<ShardMsg>) {
+    let batch = drain_batch(shard.config.queue_limit as usize, shard.shards());
+    let mut handled = 0u32;
+    while let Some(msg) = rx.recv().await {
+        shard.chat(|hub, out| hub.handle(msg, out));
+        handled += 1;
+        if handled % batch == 0 {
+            futures_lite::future::yield_now().await;
+        }
+    }
+}
+
+/// Passes every readiness report to the session or accept loop it is for. It only wakes tasks and
+/// awaits nothing but the next report, so it adds no edge to the graph of awaited sends.
+async fn route_readiness(shard: Rc<Shard>) {
+    let mut error_log = LogLimiter::new(Duration::from_secs(1));
+    loop {
+        let waited = shard.readiness.wait().await;
+
+        let drained = waited.and_then(|()| {
+            shard
+                .readiness
+                .drain(|token, ready| shard.route_ready(token, ready))
+        });
+        if let Err(err) = drained {
+            if let Some(held) = error_log.allow(Instant::now()) {
+                warn!(shard = shard.id.0, error = %err, repeats = held, "socket readiness failed");
+            }
+            // Whatever failed is not going to be fixed by trying again at once.
+            glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
+        }
+    }
+}
+
+/// Accepts connections while the listener has them, in batches of [`ACCEPT_BATCH`], and waits for
+/// the readiness report when it has none.
+async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
+    let mut exhausted_log = LogLimiter::new(Duration::from_secs(1));
+    let mut error_log = LogLimiter::new(Duration::from_secs(1));
+    let mut unwatched_log = LogLimiter::new(Duration::from_secs(1));
+    let mut in_a_row = 0u32;
+    loop {
+        poll_fn(|cx| shard.poll_listener(cx)).await;
+        match Socket::accept(listener.as_fd()) {
+            Ok(socket) => {
+                let counters = shard.stats.shard(shard.id.index());
+                counters.accepted.fetch_add(1, Relaxed);
+                if let Err(err) = start_session(socket, shard, gate) {
+                    if let Some(held) = unwatched_log.allow(Instant::now()) {
+                        warn!(shard = shard.id.0, error = %err, repeats = held,
+                              "cannot watch a new connection, so it is closed (is fs.epoll.max_user_watches too low?)");
+                    }
+                }
+                in_a_row += 1;
+                if in_a_row % ACCEPT_BATCH == 0 {
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                shard.listener_drained();
+                in_a_row = 0;
+            }
+            Err(err) => {
+                if listener::is_fd_exhaustion(&err) {
+                    if let Some(held) = exhausted_log.allow(Instant::now()) {
+                        warn!(shard = shard.id.0, error = %err, repeats = held,
+                              "out of file descriptors: new connections wait in the backlog");
+                    }
+                    glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
+                } else {
+                    if let Some(held) = error_log.allow(Instant::now()) {
+                        debug!(shard = shard.id.0, error = %err, repeats = held, "accept failed");
+                    }
+                    // Usually one aborted connection; the next accept goes on, after the others ran.
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts a session for a new connection. An error means the shard could not watch the socket (the
+/// kernel's epoll limits); the connection is then closed unanswered.
+fn start_session(socket: Socket, shard: &Rc<Shard>, gate: &Gate) -> std::io::Result<()> {
+    // Socket options come from the listener (see `listener::open`): nothing to set per connection.
+    // The session holds its own pass through the gate. `Gate::spawn` would wrap the session's future
+    // in another that owns a second copy of it, doubling every session task (~1 kB each).
+    let Ok(pass) = gate.enter() else {
+        return Ok(()); // shutting down
+    };
+    let session = Session::new(socket, shard.clone(), Instant::now(), pass);
+    let key = session.key();
+    // Watched only once the session is in the table, so no report can miss it.
+    shard.readiness.add(session.socket().as_fd(), key)?;
+    glommio::spawn_local(session.run()).detach();
+    Ok(())
+}
+
+/// Closes connections that have not logged in by their deadline. Deadlines are checked once a second,
+/// so a connection is closed between the timeout and a second after it.
+async fn sweep_logins(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        shard.expire_logins(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_of_drain_batches_never_overflows_a_queue_that_has_not_asked_to_write() {
+        assert_eq!(drain_batch(100, 2), DRAIN_BATCH);
+        for limit in 1..=300usize {
+            for shards in 1..=64usize {
+                let batch = drain_batch(limit, shards) as usize;
+                assert!((1..=DRAIN_BATCH as usize).contains(&batch));
+                let worst = urgent_at(limit) - 1 + shards.saturating_sub(1) * batch;
+                // Below one message a batch nothing better is possible; otherwise the bound holds.
+                assert!(
+                    worst <= limit || batch == 1,
+                    "limit {limit}, {shards} shards: batch {batch} can reach {worst}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rings_shrink_as_shards_grow_and_stay_within_bounds() {
+        assert_eq!(ring_capacity(1), RING_CAPACITY);
+        assert_eq!(ring_capacity(2), RING_CAPACITY);
+        assert_eq!(ring_capacity(16), RING_CAPACITY);
+        let mut last = RING_CAPACITY;
+        for shards in 1..=crate::config::MAX_SHARDS {
+            let slots = ring_capacity(shards);
+            assert!(
+                slots.is_power_of_two() && slots <= last,
+                "{shards} shards: {slots}"
+            );
+            assert!((MIN_RING_CAPACITY..=RING_CAPACITY).contains(&slots));
+            let bytes = shards * (shards - 1) * slots * std::mem::size_of::<ShardMsg>();
+            assert!(
+                bytes <= RING_MEMORY_BUDGET || slots == MIN_RING_CAPACITY,
+                "{shards} shards: {bytes} bytes of rings"
+            );
+            last = slots;
+        }
+        let most = 256 * 255 * ring_capacity(256) * std::mem::size_of::<ShardMsg>();
+        assert!(most < 320 << 20, "{most}");
+    }
+}
