@@ -44,7 +44,8 @@ pub enum ToHome {
         /// Who asked, and has gone.
         session: SessionId,
     },
-    /// Say something: the home numbers the line, logs it, and sends one [`ToMember::Deliver`] to each
+    /// Say something: the home puts the line in the channel's order, logs it, and sends one
+    /// [`ToMember::Deliver`] to each
     /// shard with members, the sender's included. Ignored if the session is not a member.
     Post {
         /// The channel.
