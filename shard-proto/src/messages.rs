@@ -45,8 +45,8 @@ pub enum ToHome {
         session: SessionId,
     },
     /// Say something: the home puts the line in the channel's order, logs it, and sends one
-    /// [`ToMember::Deliver`] to each
-    /// shard with members, the sender's included. Ignored if the session is not a member.
+    /// [`ToMember::Deliver`] to each shard with members, the sender's included. Ignored if the
+    /// session is not a member.
     Post {
         /// The channel.
         channel: ChannelId,
