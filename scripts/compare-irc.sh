@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the same ringtalk-bench scenarios against ringtalk and two IRC servers from Debian's archive,
-# InspIRCd and ngIRCd, and prints the figures side by side with the ratios ringtalk/peer.
+# Runs the same ringtalk-bench scenarios against ringtalk and three IRC servers from Debian's archive,
+# ircd-hybrid, InspIRCd and ngIRCd, and prints the figures side by side with the ratios ringtalk/peer.
 #
-#   scripts/compare-irc.sh                      # 200 users, 5 s per scenario, every scenario: ~7 min on 2 cores
+#   scripts/compare-irc.sh                      # 200 users, 5 s per scenario, every scenario: ~9 min on 2 cores
 #   USERS=2000 SECONDS=30 SCENARIOS="firehose bigroom" scripts/compare-irc.sh
 #
 # Environment:
@@ -11,8 +11,8 @@
 #               bash's own $SECONDS counts the script's run time
 #   SCENARIOS   space- or comma-separated bench scenarios, run in this order against each server
 #               (default: seed firehose storm logins bigroom slowreaders churn)
-#   SERVERS     which servers to run (default: ringtalk inspircd ngircd; ringtalk, if listed, is the base
-#               of the ratios)
+#   SERVERS     which servers to run (default: ringtalk hybrid inspircd ngircd; ringtalk, if listed, is
+#               the base of the ratios)
 #   KEEP=1      keep the temporary directory (configs, server logs, raw JSON) and print where it is
 #
 # The IRC packages are fetched with `apt-get download` and unpacked with `dpkg -x` into a temporary
@@ -20,8 +20,12 @@
 # needs that this machine lacks is fetched and unpacked the same way. Each server runs from a config
 # written from scripts/irc/*.conf, on 127.0.0.1, with flood/penalty throttles, per-IP and per-class
 # connection limits, DNS and ident lookups all off. One server runs at a time, each with the open-files
-# limit raised to the hard limit. The EXIT trap stops every server this script started and removes the
-# temporary directory.
+# limit raised to the hard limit. ircd-hybrid refuses to run as root, loads its modules only from the
+# compiled-in /usr/lib/ircd-hybrid and always asks DNS for a client's hostname, so it runs in a private
+# user and mount namespace (unshare) under a non-root uid, with the unpacked /usr/lib overlaid on the
+# system's and a resolv.conf naming a DNS server on loopback (scripts/irc/nxdomain.py, run as root only)
+# that answers every query "no such name" at once.
+# The EXIT trap stops every process this script started and removes the temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -31,7 +35,7 @@ seconds=$(printenv SECONDS || true)
 seconds=${seconds:-5}
 scenarios=${SCENARIOS:-seed firehose storm logins bigroom slowreaders churn}
 scenarios=${scenarios//,/ }
-servers=${SERVERS:-ringtalk inspircd ngircd}
+servers=${SERVERS:-ringtalk hybrid inspircd ngircd}
 servers=${servers//,/ }
 if [[ " $servers " == *" ringtalk "* ]]; then  # ringtalk first: the base of the ratios
     servers=" $servers "
@@ -46,10 +50,13 @@ die() { say "compare-irc: $*"; exit 1; }
 for tool in apt-get apt-cache dpkg dpkg-deb ldd python3 cargo; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
+if [[ " $servers " == *" hybrid "* ]]; then
+    command -v unshare >/dev/null || die "needs unshare (util-linux) to run hybrid"
+fi
 [[ $users =~ ^[0-9]+$ && $users -gt 0 ]] || die "USERS must be a positive integer, not '$users'"
 [[ $seconds =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SECONDS must be a number, not '$seconds'"
 for s in $servers; do
-    case $s in ringtalk|inspircd|ngircd) ;; *) die "unknown server '$s' in SERVERS" ;; esac
+    case $s in ringtalk|hybrid|inspircd|ngircd) ;; *) die "unknown server '$s' in SERVERS" ;; esac
 done
 
 # Every client is a socket in the server and in the bench: raise the open-files limit to the hard limit
@@ -100,6 +107,7 @@ unpack() {
 }
 
 irc_packages=()
+[[ " $servers " == *" hybrid "* ]] && irc_packages+=(ircd-hybrid)
 [[ " $servers " == *" inspircd "* ]] && irc_packages+=(inspircd)
 [[ " $servers " == *" ngircd "* ]] && irc_packages+=(ngircd)
 # The unpacked packages' library directories (usr/lib/<multiarch>, lib/<multiarch>), as a search path.
@@ -120,6 +128,9 @@ if (( ${#irc_packages[@]} > 0 )); then
     [[ " ${irc_packages[*]} " == *" inspircd "* ]] &&
         run_files+=("$pkg/usr/sbin/inspircd" "$pkg"/usr/lib/inspircd/modules/core_*.so)
     [[ " ${irc_packages[*]} " == *" ngircd "* ]] && run_files+=("$pkg/usr/sbin/ngircd")
+    [[ " ${irc_packages[*]} " == *" ircd-hybrid "* ]] &&
+        run_files+=("$pkg/usr/sbin/ircd-hybrid" "$pkg"/usr/lib/ircd-hybrid/modules/*.so
+                    "$pkg"/usr/lib/ircd-hybrid/modules/autoload/*.so)
     missing_libs() {
         LD_LIBRARY_PATH=$(pkg_libpath) ldd "${run_files[@]}" 2>/dev/null | awk '/not found/ { print $1 }' | sort -u
     }
@@ -186,6 +197,27 @@ wait_port() {
     done
 }
 
+# Starts scripts/irc/nxdomain.py (a DNS server answering every query "no such name") for server dir $1
+# and waits until it is bound; sets nxdomain_addr to its address, or to nothing if it could not start
+# (it needs root).
+start_nxdomain() {
+    local dir=$1 pid
+    nxdomain_addr=
+    python3 scripts/irc/nxdomain.py "$dir/nxdomain.addr" >"$dir/nxdomain.log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    for _ in $(seq 50); do
+        if [[ -s $dir/nxdomain.addr ]]; then
+            nxdomain_addr=$(<"$dir/nxdomain.addr")
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "compare-irc: warning: no local DNS server for hybrid ($(tail -n 1 "$dir/nxdomain.log")); it will"
+    say "compare-irc:   look up every client's hostname with this machine's resolver"
+}
+
 # Starts server $1 on a free port; sets server_pid, server_port, server_log, server_protocol.
 start_server() {
     local name=$1 dir=$work/$1
@@ -211,6 +243,31 @@ start_server() {
         sed -e "s|@PORT@|$server_port|g" -e "s|@PKG@|$pkg|g" scripts/irc/ngircd.conf >"$dir/ngircd.conf"
         LD_LIBRARY_PATH=$(pkg_libpath) "$pkg/usr/sbin/ngircd" --nodaemon --config "$dir/ngircd.conf" \
             >"$server_log" 2>&1 &
+        ;;
+    hybrid)
+        server_protocol=irc
+        sed -e "s|@PORT@|$server_port|g" -e "s|@RUN@|$dir|g" scripts/irc/hybrid.conf >"$dir/ircd.conf"
+        echo "ringtalk comparison run" >"$dir/ircd.motd"
+        start_nxdomain "$dir"
+        [[ -n $nxdomain_addr ]] && echo "nameserver $nxdomain_addr" >"$dir/resolv.conf"
+        # A user namespace mapping us to root, to mount in a private mount namespace: the unpacked
+        # /usr/lib under the system's (ircd-hybrid loads its modules from /usr/lib/ircd-hybrid only) and
+        # our resolv.conf over /etc/resolv.conf. Then a nested user namespace mapping us to a non-root
+        # uid (ircd-hybrid refuses to run as root), still our uid on the files it writes. Each step execs,
+        # so $! is ircd-hybrid's PID. Its log goes to server.log, beside its own output (both appending).
+        local uid=$EUID
+        (( uid == 0 )) && uid=65534
+        LD_LIBRARY_PATH=$(pkg_libpath) unshare --user --map-root-user --mount -- /bin/sh -c '
+            set -e
+            mount -t overlay overlay -o "lowerdir=/usr/lib:$1/usr/lib" /usr/lib
+            if [ -f "$2/resolv.conf" ]; then mount --bind "$2/resolv.conf" /etc/resolv.conf; fi
+            uid=$3
+            shift 3
+            exec unshare --user --map-user="$uid" --map-group="$uid" -- "$@"' \
+            sh "$pkg" "$dir" "$uid" \
+            "$pkg/usr/sbin/ircd-hybrid" -foreground -configfile "$dir/ircd.conf" -logfile "$server_log" \
+            -pidfile "$dir/ircd.pid" -klinefile "$dir/kline.db" -dlinefile "$dir/dline.db" \
+            -xlinefile "$dir/xline.db" -resvfile "$dir/resv.db" >>"$server_log" 2>&1 &
         ;;
     esac
     server_pid=$!
@@ -239,7 +296,7 @@ for name in $servers; do
         unset 'pids[-1]'
         kill -0 "$server_pid" 2>/dev/null || die "$name exited during $scenario; its log ends: $(tail -n 5 "$server_log")"
     done
-    stop_pid "$server_pid"
+    for (( i = ${#pids[@]} - 1; i >= 0; i-- )); do stop_pid "${pids[i]}"; done  # the server, then any helper
     pids=()
 done
 
@@ -251,6 +308,7 @@ for name in $servers; do
     ringtalk) echo "  ringtalk   $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?') (this tree)" ;;
     inspircd) echo "  inspircd   Debian package inspircd $(version_of inspircd)" ;;
     ngircd)   echo "  ngircd     Debian package ngircd $(version_of ngircd)" ;;
+    hybrid)   echo "  hybrid     Debian package ircd-hybrid $(version_of ircd-hybrid)" ;;
     esac
 done
 base=${server_list[0]}
@@ -261,9 +319,14 @@ python3 scripts/irc/table.py "$results" "${server_list[@]}" -- "${scenario_list[
 cat <<'EOF'
 
 Notes:
-  - Neither InspIRCd nor ngIRCd sets TCP_NODELAY on client sockets (ringtalk does), so their latency
-    figures include Nagle/delayed-ACK stalls (up to ~40 ms on Linux) that any ordinary client of theirs
-    also sees.
+  - Neither InspIRCd nor ngIRCd sets TCP_NODELAY on client sockets (ringtalk and ircd-hybrid do), so
+    their latency figures include Nagle/delayed-ACK stalls (up to ~40 ms on Linux) that any ordinary
+    client of theirs also sees.
+  - ircd-hybrid cannot be told not to look up a client's hostname: it is given a local DNS server that
+    answers "no such name" at once (scripts/irc/nxdomain.py), so each login costs it one UDP round
+    trip on loopback. That server holds answers back while ircd-hybrid's resolver socket is a quarter
+    full: in a burst of logins, answers sent all at once overflow it, and each lost one costs that
+    login ircd-hybrid's 4 s DNS retry. Its client limit is its open-files limit (at most 65,535) less 70.
   - ngIRCd listens with a fixed backlog of 10 and accepts one connection per event-loop pass (not
     configurable): bursts of connections overflow the queue and wait for SYN retransmits (1 s, 3 s, ...),
     which shows in storm, logins and churn. It also closes a client whose unsent output passes 32 KiB
