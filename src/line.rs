@@ -59,6 +59,9 @@ use unicode_width::UnicodeWidthChar;
 /// The longest line the editor holds, in bytes of UTF-8.
 pub const MAX_LINE_BYTES: usize = 512;
 
+/// Bytes a line's buffer gets when its first character arrives: most chat lines fit.
+const FIRST_RESERVE: usize = 96;
+
 /// Terminal width assumed when the client did not report one (NAWS absent or 0).
 const DEFAULT_WIDTH: u16 = 80;
 
@@ -474,6 +477,12 @@ impl LineEditor {
             return;
         }
         self.refusing = false;
+        if self.buf.capacity() == 0 {
+            // The first character of a line: room for a typical line at once, rather than growing a
+            // character at a time (the buffer leaves with the finished line, so an idle editor still
+            // holds nothing).
+            self.buf.reserve(FIRST_RESERVE);
+        }
         self.buf.push(c);
         if echo {
             let mut tmp = [0u8; 4];

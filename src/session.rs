@@ -47,6 +47,10 @@ pub const MAX_PASSWORD_FAILURES: u32 = 3;
 /// sent gets no more echo or replies queued for it.
 const OUT_HIGH_WATER: usize = 64 * 1024;
 
+/// Bytes a write may need beyond its lines: erasing the prompt row and drawing the prompt and a
+/// half-typed line again (character mode), or the drop notice.
+const REDRAW_ROOM: usize = 128;
+
 /// How long a closing session waits for its last words to be sent.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -557,6 +561,10 @@ impl Session {
                     return Poll::Pending;
                 }
                 if let Some((lines, dropped)) = handle.take_lines() {
+                    // Room for the lines, their line ends and a redraw of the prompt, at once: the
+                    // buffer would otherwise grow by doubling through every write.
+                    let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
+                    self.out.reserve(bytes + REDRAW_ROOM);
                     let mut text: Vec<&str> = lines.iter().map(|l| &**l).collect();
                     let notice;
                     if dropped > 0 {
@@ -595,6 +603,8 @@ impl Session {
             // the bytes, or urgent data, stops a read early without a new readiness report. Only
             // `WouldBlock` clears the bit.
             Ok(n) => {
+                // Character mode echoes about what was read.
+                self.out.reserve(n + 2);
                 self.term.feed(&buf[..n], &mut self.out);
                 Poll::Ready(Ok(()))
             }

@@ -112,9 +112,15 @@ impl Terminal {
     /// Decodes bytes from the socket. Negotiation replies go to `out` at once; everything else waits
     /// for [`Terminal::next_input`].
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
+        // At most one event per byte: one allocation, not one per doubling (this runs for every read).
+        let mut events = Vec::with_capacity(bytes.len());
         self.telnet.receive(bytes, &mut events, out);
-        self.pending.extend(events);
+        if self.pending.is_empty() {
+            // The usual case: the queue takes over the events' allocation as it is.
+            self.pending = events.into();
+        } else {
+            self.pending.extend(events);
+        }
     }
 
     /// Applies decoded input until a line is finished or ^D is typed; echo and negotiation go to `out`.

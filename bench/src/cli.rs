@@ -126,7 +126,7 @@ pub struct Opts {
         long,
         global = true,
         value_delimiter = ',',
-        default_value = "5000,10000,20000,50000,100000,125000,150000,200000,250000,300000"
+        default_value = "5000,10000,20000,30000,40000,50000,75000,100000,125000,150000,200000,250000,300000"
     )]
     pub rates: Vec<u64>,
     /// Firehose: failed steps in a row after which the ladder stops.

@@ -55,13 +55,19 @@ pub const HELP: &[&str] = &[
 
 /// The line members see when `user` talks with `command`; `None` for commands that do not talk.
 pub fn render(user: &str, command: &Command<'_>) -> Option<String> {
-    Some(match command {
-        Command::Say(text) => format!("{user} says, \"{text}\""),
-        Command::Emote(text) => format!("{user} {text}"),
-        Command::Think(text) => format!("{user} thinks . o O ( {text} )"),
-        Command::Sing(text) => format!("{user} sings ~ ~ {text} ~ ~"),
+    let (text, before, after) = match *command {
+        Command::Say(text) => (text, " says, \"", "\""),
+        Command::Emote(text) => (text, " ", ""),
+        Command::Think(text) => (text, " thinks . o O ( ", " )"),
+        Command::Sing(text) => (text, " sings ~ ~ ", " ~ ~"),
         _ => return None,
-    })
+    };
+    // Sized once: this runs for every line said, and `format!` would grow the string as it goes.
+    let mut line = String::with_capacity(user.len() + before.len() + text.len() + after.len());
+    for part in [user, before, text, after] {
+        line.push_str(part);
+    }
+    Some(line)
 }
 
 /// Parses one finished input line.
