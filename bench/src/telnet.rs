@@ -107,47 +107,68 @@ impl TelnetClient {
     /// Appends the data bytes of `input` to `text` (IAC IAC becomes one 0xFF) and this client's
     /// answers to `replies`; every other command (GA, NOP, ...) is dropped.
     pub fn feed(&mut self, input: &[u8], text: &mut Vec<u8>, replies: &mut Vec<u8>) {
-        for &b in input {
-            self.state = match (self.state, b) {
-                (State::Data, IAC) => State::Iac,
-                (State::Data, _) => {
-                    text.push(b);
-                    State::Data
-                }
-                (State::Iac, IAC) => {
-                    text.push(IAC);
-                    State::Data
-                }
-                (State::Iac, WILL | WONT | DO | DONT) => State::Verb(b),
-                (State::Iac, SB) => {
-                    self.sb.clear();
-                    State::Sb
-                }
-                // GA, NOP, AYT, EOR, ...: two-byte commands.
-                (State::Iac, _) => State::Data,
-                (State::Verb(verb), opt) => {
-                    self.answer(verb, opt, replies);
-                    State::Data
-                }
-                (State::Sb, IAC) => State::SbIac,
-                (State::Sb, _) => {
-                    if self.sb.len() < MAX_SB {
-                        self.sb.push(b);
-                    }
-                    State::Sb
-                }
-                (State::SbIac, SE) => {
-                    self.subnegotiation(replies);
-                    State::Data
-                }
-                (State::SbIac, _) => {
-                    if self.sb.len() < MAX_SB {
-                        self.sb.push(b);
-                    }
-                    State::Sb
-                }
-            };
+        let mut input = input;
+        while !input.is_empty() {
+            // Plain text, the bulk of every read, is copied in one go up to the next IAC.
+            if self.state == State::Data {
+                let run = input.iter().position(|&b| b == IAC).unwrap_or(input.len());
+                text.extend_from_slice(&input[..run]);
+                input = &input[run..];
+                let Some((&iac, rest)) = input.split_first() else {
+                    break;
+                };
+                debug_assert_eq!(iac, IAC);
+                self.state = State::Iac;
+                input = rest;
+                continue;
+            }
+            let (&b, rest) = input.split_first().expect("not empty");
+            input = rest;
+            self.step(b, text, replies);
         }
+    }
+
+    /// One byte of a telnet command (or, in [`State::Data`], of text).
+    fn step(&mut self, b: u8, text: &mut Vec<u8>, replies: &mut Vec<u8>) {
+        self.state = match (self.state, b) {
+            (State::Data, IAC) => State::Iac,
+            (State::Data, _) => {
+                text.push(b);
+                State::Data
+            }
+            (State::Iac, IAC) => {
+                text.push(IAC);
+                State::Data
+            }
+            (State::Iac, WILL | WONT | DO | DONT) => State::Verb(b),
+            (State::Iac, SB) => {
+                self.sb.clear();
+                State::Sb
+            }
+            // GA, NOP, AYT, EOR, ...: two-byte commands.
+            (State::Iac, _) => State::Data,
+            (State::Verb(verb), opt) => {
+                self.answer(verb, opt, replies);
+                State::Data
+            }
+            (State::Sb, IAC) => State::SbIac,
+            (State::Sb, _) => {
+                if self.sb.len() < MAX_SB {
+                    self.sb.push(b);
+                }
+                State::Sb
+            }
+            (State::SbIac, SE) => {
+                self.subnegotiation(replies);
+                State::Data
+            }
+            (State::SbIac, _) => {
+                if self.sb.len() < MAX_SB {
+                    self.sb.push(b);
+                }
+                State::Sb
+            }
+        };
     }
 
     fn answer(&mut self, verb: u8, opt: u8, replies: &mut Vec<u8>) {

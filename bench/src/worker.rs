@@ -390,8 +390,10 @@ async fn chat(
     let expected = plan.expected_readers(id);
     let mut next = next_send(0.0, &plan.windows, &mut rng);
     let mut phase = ctx.phase.clone();
-    // Both timers live across the loop: a timer made afresh on every pass costs a timer-wheel
-    // registration per read.
+    // The timers and the stop signal live across the loop: made afresh on every pass, each would
+    // cost a registration per read.
+    let stopped = phase.wait_for(|p| *p == Phase::Stop);
+    tokio::pin!(stopped);
     let stop = sleep_until(stop_at);
     tokio::pin!(stop);
     let end_ns = go + (plan.windows_end_ms() + plan.grace_ms) * 1_000_000;
@@ -442,7 +444,7 @@ async fn chat(
                 }
             }
             _ = &mut stop => break,
-            _ = phase.wait_for(|p| *p == Phase::Stop) => break,
+            _ = &mut stopped => break,
         }
     }
     Ok(())
