@@ -90,6 +90,11 @@ pub struct Config {
     /// the next write, so a lively channel costs fewer system calls. 0 writes at once.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub write_interval_us: u32,
+
+    /// Slots in each ring between two shards, instead of the number sized for the shard count (not a
+    /// flag: tests set it to fill rings on purpose).
+    #[arg(skip)]
+    pub ring_slots: Option<usize>,
 }
 
 impl Config {

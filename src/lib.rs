@@ -51,6 +51,7 @@ pub mod limits;
 pub mod line;
 pub mod listener;
 pub mod mailbox;
+pub mod mesh;
 pub mod pacing;
 pub mod readiness;
 pub mod server;

@@ -12,15 +12,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use shard_proto::{ChannelName, ShardId, ShardMsg};
+use shard_proto::{ChannelName, ShardId};
 use tracing::{info, warn};
 
 use crate::accounts::{Accounts, OpenError};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
 use crate::config::Config;
 use crate::limits::{self, FileLimit};
+use crate::mesh::{self, Doorbell, RingRx, RingTx};
 use crate::readiness::Readiness;
 use crate::stats::{Snapshot, Stats};
 use crate::tasks::{self, ShardStart};
@@ -208,7 +208,17 @@ impl Server {
                 });
             }
         };
-        let (mut ring_out, mut ring_in) = build_rings(shard_count);
+        let Mesh {
+            mut ring_out,
+            mut ring_in,
+            doorbells,
+        } = match build_mesh(shard_count, config.ring_slots) {
+            Ok(mesh) => mesh,
+            Err(e) => {
+                workers_guard.shutdown();
+                return Err(StartError::Limits(e));
+            }
+        };
 
         let config = Arc::new(config);
         let stats = Stats::new(shard_count);
@@ -231,6 +241,7 @@ impl Server {
                 shards: shard_count,
                 ring_out: std::mem::take(&mut ring_out[index]),
                 ring_in: std::mem::take(&mut ring_in[index]),
+                doorbell: doorbells[index].clone(),
                 chanlog: chanlog.clone(),
                 channels: std::mem::take(&mut homed[index]),
             };
@@ -401,26 +412,38 @@ impl Server {
     }
 }
 
-type RingEnds = (
-    Vec<Vec<(ShardId, SharedSender<ShardMsg>)>>,
-    Vec<Vec<SharedReceiver<ShardMsg>>>,
-);
+/// The rings between every ordered pair of shards and each shard's doorbell (see [`crate::mesh`]).
+struct Mesh {
+    /// Per shard: the sending ends of its rings, with their destinations.
+    ring_out: Vec<Vec<(ShardId, RingTx)>>,
+    /// Per shard: the receiving ends of the rings into it.
+    ring_in: Vec<Vec<RingRx>>,
+    doorbells: Vec<Arc<Doorbell>>,
+}
 
-/// One SPSC ring for every ordered pair of distinct shards, made before any shard starts: returns,
-/// for each shard, the sending halves from it and the receiving halves into it.
-fn build_rings(shards: usize) -> RingEnds {
-    let mut out: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
-    let mut inn: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
-    for (from, senders) in out.iter_mut().enumerate() {
-        for (to, receivers) in inn.iter_mut().enumerate() {
+/// One ring per ordered pair of shards, sized for the shard count (or `slots`), and one doorbell per
+/// shard.
+fn build_mesh(shards: usize, slots: Option<usize>) -> std::io::Result<Mesh> {
+    let doorbells = (0..shards)
+        .map(|_| Doorbell::new())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ring_out: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut ring_in: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    for (from, senders) in ring_out.iter_mut().enumerate() {
+        for (to, receivers) in ring_in.iter_mut().enumerate() {
             if from != to {
-                let (tx, rx) = shared_channel::new_bounded(crate::tasks::ring_capacity(shards));
+                let capacity = slots.unwrap_or_else(|| crate::tasks::ring_capacity(shards));
+                let (tx, rx) = mesh::ring(capacity, &doorbells[from], &doorbells[to]);
                 senders.push((ShardId(to as u16), tx));
                 receivers.push(rx);
             }
         }
     }
-    (out, inn)
+    Ok(Mesh {
+        ring_out,
+        ring_in,
+        doorbells,
+    })
 }
 
 /// The heartbeat runs on a plain thread because reading RSS from /proc is a blocking file read.

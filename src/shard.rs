@@ -122,19 +122,27 @@ impl Outbox {
     /// The next message for the ring. Once the queue is empty, losses no later delivery has
     /// carried go out as notices of their own.
     fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<ShardMsg> {
+        match self.pop() {
+            Some(msg) => Poll::Ready(msg),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The next message for the ring, if any.
+    fn pop(&self) -> Option<ShardMsg> {
         if let Some(msg) = self.queue.borrow_mut().pop_front() {
-            return Poll::Ready(msg);
+            return Some(msg);
         }
         let mut lost = self.lost.borrow_mut();
-        if let Some(&channel) = lost.keys().next() {
-            let count = lost.remove(&channel).unwrap_or(0);
-            if lost.is_empty() {
-                *lost = HashMap::new();
-            }
-            return Poll::Ready(ShardMsg::ToMember(ToMember::Lost { channel, count }));
+        let &channel = lost.keys().next()?;
+        let count = lost.remove(&channel).unwrap_or(0);
+        if lost.is_empty() {
+            *lost = HashMap::new();
         }
-        *self.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
+        Some(ShardMsg::ToMember(ToMember::Lost { channel, count }))
     }
 }
 
@@ -292,6 +300,11 @@ impl Shard {
     /// The next message for the ring to `dest`, once there is one.
     pub(crate) fn poll_outbox(&self, dest: ShardId, cx: &mut Context<'_>) -> Poll<ShardMsg> {
         self.outboxes[dest.index()].poll_pop(cx)
+    }
+
+    /// The next message for the ring to `dest`, if one is waiting.
+    pub(crate) fn take_outbox(&self, dest: ShardId) -> Option<ShardMsg> {
+        self.outboxes[dest.index()].pop()
     }
 
     /// Shards in the server (one outbox each, its own unused).

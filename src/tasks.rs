@@ -6,20 +6,19 @@
 //! task awaits what is the graph in docs/ARCHITECTURE.md; none of them awaits a send into a ring
 //! but the pump, which receives from no ring.
 
+use std::cell::RefCell;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
-use futures::future::{join, join_all, poll_fn, select, Either};
-use glommio::channels::shared_channel::{
-    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-};
+use futures::future::{poll_fn, select, Either};
 use glommio::sync::Gate;
-use shard_proto::{ChannelName, ShardId, ShardMsg};
+use shard_proto::{ChannelName, ShardId};
 use tracing::{debug, info, warn};
 
 use crate::accounts::Accounts;
@@ -27,6 +26,7 @@ use crate::chanlog::ChannelLog;
 use crate::config::Config;
 use crate::listener::{self, LogLimiter};
 use crate::mailbox::{urgent_at, SHUTDOWN_GRACE};
+use crate::mesh::{Doorbell, RingRx, RingTx, Waiter};
 use crate::readiness::Readiness;
 use crate::session::Session;
 use crate::shard::{Shard, LISTENER_TOKEN};
@@ -51,11 +51,11 @@ const RING_MEMORY_BUDGET: usize = 128 << 20;
 
 /// Slots in each ring of a server of `shards` shards, a power of two: [`RING_CAPACITY`] while the
 /// n(n-1) rings fit in [`RING_MEMORY_BUDGET`] that way (up to 16 shards), then fewer, down to
-/// [`MIN_RING_CAPACITY`] (which 256 shards use, about 300 MiB in all). glommio allocates every
-/// slot up front. Whatever does not fit in a ring waits in the sending shard's outbox.
+/// [`MIN_RING_CAPACITY`] (which 256 shards use, about 320 MiB in all). Every slot is allocated up
+/// front. Whatever does not fit in a ring waits in the sending shard's outbox.
 pub(crate) fn ring_capacity(shards: usize) -> usize {
     let rings = (shards * shards.saturating_sub(1)).max(1);
-    let fits = RING_MEMORY_BUDGET / rings / std::mem::size_of::<ShardMsg>();
+    let fits = RING_MEMORY_BUDGET / rings / crate::mesh::SLOT_BYTES;
     // The largest power of two that fits, within the bounds.
     let pow2 = if fits == 0 { 1 } else { 1 << fits.ilog2() };
     pow2.clamp(MIN_RING_CAPACITY, RING_CAPACITY)
@@ -77,10 +77,12 @@ pub struct ShardStart {
     pub shutdown: oneshot::Receiver<()>,
     /// Number of shards.
     pub shards: usize,
-    /// The sending halves of the rings from this shard, with their destinations.
-    pub ring_out: Vec<(ShardId, SharedSender<ShardMsg>)>,
-    /// The receiving halves of the rings into this shard.
-    pub ring_in: Vec<SharedReceiver<ShardMsg>>,
+    /// The sending ends of the rings from this shard, with their destinations.
+    pub ring_out: Vec<(ShardId, RingTx)>,
+    /// The receiving ends of the rings into this shard.
+    pub ring_in: Vec<RingRx>,
+    /// This shard's doorbell, which senders ring.
+    pub doorbell: Arc<Doorbell>,
     /// The channel log writer.
     pub chanlog: ChannelLog,
     /// The channels homed on this shard.
@@ -101,6 +103,7 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         shards,
         ring_out,
         ring_in,
+        doorbell,
         chanlog,
         channels,
     } = start;
@@ -113,29 +116,28 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
         return;
     }
+    let waiter = match doorbell.waiter() {
+        Ok(waiter) => Rc::new(waiter),
+        Err(e) => {
+            warn!(shard = id.0, error = %e, "cannot wait for the doorbell; this shard accepts nothing");
+            shard.readiness.close().await;
+            return;
+        }
+    };
     let router = glommio::spawn_local(route_readiness(shard.clone()));
 
-    // Every half must be connected at once: `connect` waits for the peer's half, so connecting one
-    // after another can wait in a circle.
-    let connecting = join(
-        join_all(
-            ring_out
-                .into_iter()
-                .map(|(dest, tx)| async move { (dest, tx.connect().await) }),
-        ),
-        join_all(ring_in.into_iter().map(|rx| rx.connect())),
-    );
-    let (senders, receivers) = match select(pin!(connecting), &mut shutdown).await {
-        Either::Left((rings, _)) => rings,
-        Either::Right(_) => return,
-    };
+    let room = Rc::new(RoomWaiters::default());
     let mut ring_tasks = Vec::new();
-    for (dest, tx) in senders {
-        ring_tasks.push(glommio::spawn_local(pump(shard.clone(), dest, tx)));
+    for (dest, tx) in ring_out {
+        ring_tasks.push(glommio::spawn_local(pump(
+            shard.clone(),
+            dest,
+            Rc::new(tx),
+            room.clone(),
+        )));
     }
-    for rx in receivers {
-        ring_tasks.push(glommio::spawn_local(drain(shard.clone(), rx)));
-    }
+    let inbox_task =
+        glommio::spawn_local(inbox(shard.clone(), ring_in, waiter.clone(), room.clone()));
 
     let gate = Gate::new();
     let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
@@ -145,7 +147,7 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
     };
     {
         let accepting = pin!(accept_loop(&listener, &shard, &gate));
-        if let Either::Right(_) = select(shutdown, accepting).await {
+        if let Either::Right(_) = select(&mut shutdown, accepting).await {
             unreachable!("the accept loop never returns");
         }
     }
@@ -168,19 +170,77 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         ),
     }
     drop(ring_tasks);
-    // Cancelled and waited for, so its wait lets go of the eventfd before that is closed.
+    // Cancelled and waited for, so their waits let go of their eventfds before those are closed.
+    inbox_task.cancel().await;
     router.cancel().await;
     shard.readiness.close().await;
+    let mut waiter = waiter;
+    if let Some(waiter) = Rc::get_mut(&mut waiter) {
+        waiter.close().await;
+    }
 }
 
-/// Moves messages from the outbox for `dest` into the ring to `dest`. This is the only task that
-/// awaits room in that ring, and it receives from no ring, so waiting here can never close a circle.
-async fn pump(shard: Rc<Shard>, dest: ShardId, tx: ConnectedSender<ShardMsg>) {
+/// Pumps waiting for room in their ring, with the ring; the inbox task wakes them when it has some.
+#[derive(Default)]
+struct RoomWaiters(RefCell<Vec<(Rc<RingTx>, Waker)>>);
+
+impl RoomWaiters {
+    fn wait(&self, ring: &Rc<RingTx>, waker: &Waker) {
+        self.0.borrow_mut().push((ring.clone(), waker.clone()));
+    }
+
+    /// Wakes every pump whose ring has room now.
+    fn wake_ready(&self) {
+        self.0.borrow_mut().retain(|(ring, waker)| {
+            let stays = !ring.has_room();
+            if !stays {
+                waker.wake_by_ref();
+            }
+            stays
+        });
+    }
+}
+
+/// Messages a pump pushes in a row before it lets the shard's other tasks run.
+const PUMP_BATCH: u32 = 256;
+
+/// Moves messages from the outbox for `dest` into the ring to `dest`, and rings `dest`'s doorbell
+/// once per batch. This is the only task that awaits room in that ring, and it receives from no
+/// ring, so waiting here can never close a circle.
+async fn pump(shard: Rc<Shard>, dest: ShardId, tx: Rc<RingTx>, room: Rc<RoomWaiters>) {
     loop {
-        let msg = poll_fn(|cx| shard.poll_outbox(dest, cx)).await;
-        if tx.send(msg).await.is_err() {
-            return; // the other shard has stopped
+        let mut msg = poll_fn(|cx| shard.poll_outbox(dest, cx)).await;
+        let mut pushed = 0u32;
+        loop {
+            match tx.push(msg) {
+                Ok(()) => {
+                    pushed += 1;
+                    if pushed % PUMP_BATCH == 0 {
+                        tx.ring_peer();
+                        futures_lite::future::yield_now().await;
+                    }
+                    match shard.take_outbox(dest) {
+                        Some(next) => msg = next,
+                        None => break,
+                    }
+                }
+                Err(back) => {
+                    msg = back;
+                    // Full: let the receiver see what is there, and wait until it has taken some.
+                    tx.ring_peer();
+                    poll_fn(|cx| {
+                        if tx.has_room() {
+                            Poll::Ready(())
+                        } else {
+                            room.wait(&tx, cx.waker());
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                }
+            }
         }
+        tx.ring_peer();
     }
 }
 
@@ -199,16 +259,45 @@ fn drain_batch(queue_limit: usize, shards: usize) -> u32 {
     (per_ring as u32).clamp(1, DRAIN_BATCH)
 }
 
-/// Handles every message arriving from one other shard. It never awaits a send: whatever handling
-/// produces for other shards goes to their outboxes.
-async fn drain(shard: Rc<Shard>, rx: ConnectedReceiver<ShardMsg>) {
+/// Handles every message arriving from the other shards, a batch from each ring in turn, and
+/// wakes the pumps that wait for room. When every ring is empty it arms the shard's doorbell, looks
+/// once more (for messages, and for room a pump waits for), and waits for the bell. It never awaits a
+/// send: whatever handling produces for other shards goes to their outboxes.
+async fn inbox(shard: Rc<Shard>, rings: Vec<RingRx>, waiter: Rc<Waiter>, room: Rc<RoomWaiters>) {
     let batch = drain_batch(shard.config.queue_limit as usize, shard.shards());
-    let mut handled = 0u32;
-    while let Some(msg) = rx.recv().await {
-        shard.chat(|hub, out| hub.handle(msg, out));
-        handled += 1;
-        if handled % batch == 0 {
+    let round = |shard: &Shard| {
+        let mut handled = 0;
+        for ring in &rings {
+            let mut taken = 0;
+            while taken < batch {
+                let Some(msg) = ring.pop() else { break };
+                shard.chat(|hub, out| hub.handle(msg, out));
+                taken += 1;
+            }
+            if taken > 0 {
+                ring.after_pops();
+            }
+            handled += taken;
+        }
+        handled
+    };
+    loop {
+        let handled = round(&shard);
+        room.wake_ready();
+        if handled > 0 {
             futures_lite::future::yield_now().await;
+            continue;
+        }
+        waiter.arm();
+        let handled = round(&shard);
+        room.wake_ready();
+        if handled > 0 {
+            waiter.disarm();
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        if waiter.wait().await.is_err() {
+            return; // closed: the shard is stopping
         }
     }
 }
@@ -342,14 +431,14 @@ mod tests {
                 "{shards} shards: {slots}"
             );
             assert!((MIN_RING_CAPACITY..=RING_CAPACITY).contains(&slots));
-            let bytes = shards * (shards - 1) * slots * std::mem::size_of::<ShardMsg>();
+            let bytes = shards * (shards - 1) * slots * crate::mesh::SLOT_BYTES;
             assert!(
                 bytes <= RING_MEMORY_BUDGET || slots == MIN_RING_CAPACITY,
                 "{shards} shards: {bytes} bytes of rings"
             );
             last = slots;
         }
-        let most = 256 * 255 * ring_capacity(256) * std::mem::size_of::<ShardMsg>();
-        assert!(most < 320 << 20, "{most}");
+        let most = 256 * 255 * ring_capacity(256) * crate::mesh::SLOT_BYTES;
+        assert!(most <= 320 << 20, "{most}");
     }
 }

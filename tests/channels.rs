@@ -1174,3 +1174,63 @@ fn a_reader_that_stops_reading_is_kept_no_more_than_its_queue_one_line_at_a_time
         "kept {got} lines for a reader that did not read (kernel buffers hold about {kernel_lines})"
     );
 }
+
+/// With rings of two slots, a burst across shards fills them at once: senders must wait for room
+/// and be woken when the other shard has taken some (the path a ring full to its last slot takes),
+/// and every line still reaches every member, in one order, with nothing dropped.
+#[test]
+fn rings_of_two_slots_carry_a_burst_across_shards_in_order() {
+    const PASTE: usize = 120;
+    let server = start_server_with(SHARDS, |c| {
+        c.ring_slots = Some(2);
+        c.channel_capacity = 0;
+    });
+    // Members on both shards, the channel homed on shard 1, the writer on shard 0.
+    let channel = homed_on(1, "tiny", 1).remove(0);
+    let mut members = Vec::new();
+    let mut per_shard = [0usize; SHARDS];
+    let mut n = 0;
+    while per_shard.iter().any(|&k| k < 2) {
+        assert!(n < 100, "100 connections did not cover both shards");
+        let (mut c, shard) = server.connect_on_shard();
+        let name = format!("tiny{n}");
+        c.create_account(&name, PASSWORD);
+        if n == 0 {
+            create(&mut c, &name, &channel);
+        } else {
+            join(&mut c, &name, &channel, &channel);
+        }
+        per_shard[shard] += 1;
+        members.push((c, name, shard));
+        n += 1;
+    }
+    let writer = members
+        .iter()
+        .position(|m| m.2 == 0)
+        .expect("a member on shard 0");
+    let last = members.last().map(|m| m.1.clone()).unwrap();
+    let others = members.len() - 1;
+    for (c, _, _) in members.iter_mut().take(others) {
+        c.expect(&format!("{last} has joined #{channel}\r\n"));
+    }
+    let mut bytes = Vec::new();
+    for i in 0..PASTE {
+        bytes.extend_from_slice(format!("burst {i:03}\r\n").as_bytes());
+    }
+    members[writer].0.send(&bytes);
+    let who = members[writer].1.clone();
+    let expected: Vec<String> = (0..PASTE)
+        .map(|i| format!("{who} says, \"burst {i:03}\""))
+        .collect();
+    for (c, name, _) in members.iter_mut() {
+        c.expect(&format!("{who} says, \"burst {:03}\"\r\n", PASTE - 1));
+        let got = lines_where(c.text(), |l| {
+            l.starts_with(&format!("{who} says, \"burst "))
+        });
+        assert_eq!(
+            got, expected,
+            "{name} saw the burst out of order or with gaps"
+        );
+    }
+    assert_eq!(server.stats().total().dropped, 0);
+}
