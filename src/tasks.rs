@@ -265,6 +265,7 @@ fn drain_batch(queue_limit: usize, shards: usize) -> u32 {
 /// send: whatever handling produces for other shards goes to their outboxes.
 async fn inbox(shard: Rc<Shard>, rings: Vec<RingRx>, waiter: Rc<Waiter>, room: Rc<RoomWaiters>) {
     let batch = drain_batch(shard.config.queue_limit as usize, shard.shards());
+    let mut error_log = LogLimiter::new(Duration::from_secs(1));
     let round = |shard: &Shard| {
         let mut handled = 0;
         for ring in &rings {
@@ -296,8 +297,15 @@ async fn inbox(shard: Rc<Shard>, rings: Vec<RingRx>, waiter: Rc<Waiter>, room: R
             futures_lite::future::yield_now().await;
             continue;
         }
-        if waiter.wait().await.is_err() {
-            return; // closed: the shard is stopping
+        if let Err(err) = waiter.wait().await {
+            // The bell is closed only after this task is cancelled, so this is a real failure.
+            // Whatever failed is not going to be fixed by trying again at once; messages keep
+            // arriving meanwhile and are taken on the next pass.
+            if let Some(held) = error_log.allow(Instant::now()) {
+                warn!(shard = shard.id.0, error = %err, repeats = held, "waiting for the doorbell failed");
+            }
+            waiter.disarm();
+            glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
         }
     }
 }
