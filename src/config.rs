@@ -13,7 +13,7 @@ use clap::Parser;
 pub const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=16;
 
 /// Most shards: every pair of shards has a ring in each direction, so their memory grows with the
-/// square of the count (see `tasks::ring_capacity`), and a shard's index must fit a `ShardId`.
+/// square of the count (see `mesh::ring_capacity`), and a shard's index must fit a `ShardId`.
 pub const MAX_SHARDS: usize = 256;
 
 /// Most worker threads.

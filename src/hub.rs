@@ -35,6 +35,7 @@
 //! an ended session is a member nowhere one ring trip after it ended, whatever order the messages
 //! meet in, and nothing anywhere waits on it.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -147,11 +148,11 @@ impl Hub {
         create: bool,
         out: &mut impl Outputs,
     ) -> bool {
-        if self.joining.contains_key(&session) {
-            return false;
-        }
+        match self.joining.entry(session) {
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(slot) => slot.insert(channel.clone()),
+        };
         let home = shard_proto::home_of(&channel, self.shards);
-        self.joining.insert(session, channel.clone());
         let msg = ToHome::Join {
             channel,
             session: self.session_id(session),
@@ -1031,22 +1032,12 @@ mod tests {
     #[test]
     fn a_session_ending_at_any_point_of_a_join_switch_or_exit_leaves_nothing() {
         const SHARDS: usize = 3;
-        let on = |shard: usize| -> &'static str {
-            // Channel names by home shard: "x0".."x9" hash to fixed shards.
-            let all: &'static [&'static str] =
-                &["x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9"];
-            all.iter()
-                .copied()
+        // A channel homed on `shard`, named `stem` and a number.
+        let on = |stem: &str, shard: usize| -> String {
+            (0..)
+                .map(|i| format!("{stem}{i}"))
                 .find(|n| shard_proto::home_of(&name(n), SHARDS).index() == shard)
-                .expect("a name homed on every shard")
-        };
-        let others_on = |shard: usize| -> &'static str {
-            let all: &'static [&'static str] =
-                &["y0", "y1", "y2", "y3", "y4", "y5", "y6", "y7", "y8", "y9"];
-            all.iter()
-                .copied()
-                .find(|n| shard_proto::home_of(&name(n), SHARDS).index() == shard)
-                .expect("a name homed on every shard")
+                .expect("some name is homed on every shard")
         };
         let moves = [
             Move::Join,
@@ -1061,12 +1052,14 @@ mod tests {
                     let context = format!("{mv:?}, seed {seed}, ending after {end_after} steps");
                     let mut sim = Sim::new(SHARDS, 0, seed);
                     // The session under test lives on shard 0; its first channel is homed on 1.
-                    let (from, to) = match mv {
-                        Move::Join | Move::Exit => (on(1), on(1)),
-                        Move::Switch => (on(1), on(2)),
-                        Move::SwitchSameHome => (on(1), others_on(1)),
-                        Move::JoinLocal => (on(1), on(0)),
+                    let from = on("x", 1);
+                    let to = match mv {
+                        Move::Join | Move::Exit => on("x", 1),
+                        Move::Switch => on("x", 2),
+                        Move::SwitchSameHome => on("y", 1),
+                        Move::JoinLocal => on("x", 0),
                     };
+                    let (from, to) = (from.as_str(), to.as_str());
                     // Bystanders on every shard in both channels, talking throughout.
                     let mut bystanders = Vec::new();
                     for s in 0..SHARDS {
@@ -1110,10 +1103,8 @@ mod tests {
                     }
                     sim.check_settled(&context);
                     for ch in [from, to] {
-                        let id = sim.hubs[shard_proto::home_of(&name(ch), SHARDS).index()].by_key
-                            [name(ch).key()];
-                        let ch = &sim.hubs[shard_proto::home_of(&name(ch), SHARDS).index()].homed
-                            [id as usize];
+                        let home = &sim.hubs[shard_proto::home_of(&name(ch), SHARDS).index()];
+                        let ch = &home.homed[home.by_key[name(ch).key()] as usize];
                         assert!(!ch.contains(sid(0, me)), "{context}: still on #{}", ch.name);
                     }
                     // The channels still answer: a fresh session joins each.

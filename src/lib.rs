@@ -21,6 +21,7 @@
 //!   readiness router, the login sweeper, start and shutdown. It sits above the sessions it starts.
 //! - [`shard`]: one shard's state: its table of sessions, its hub and its outboxes to other shards.
 //! - [`mailbox`]: what reaches a session from outside (lines, answers, readiness, kicks).
+//! - [`mesh`]: the lock-free SPSC rings between shards and the doorbell that wakes an idle shard.
 //! - [`readiness`]: one epoll set per shard that says which sockets are ready, waited for through
 //!   io_uring; [`socket`]: a connection as a bare descriptor, non-blocking calls only.
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and

@@ -8,10 +8,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
-
-use std::sync::Arc;
 
 use shard_proto::{ChannelName, JoinOutcome, Line, ListEntry, SessionId};
 
@@ -192,9 +191,7 @@ impl Mailbox {
         if self.kick.get().is_none() {
             self.kick.set(Some(kick));
         }
-        if let Some(w) = self.waker.borrow().as_ref() {
-            w.wake_by_ref();
-        }
+        self.wake();
     }
 }
 

@@ -38,6 +38,28 @@ use shard_proto::ShardMsg;
 /// Bytes of ring memory per slot: the message and the slot's full flag, padded.
 pub const SLOT_BYTES: usize = std::mem::size_of::<(AtomicBool, ShardMsg)>();
 
+/// Most slots in each SPSC ring between two shards.
+const RING_CAPACITY: usize = 4096;
+
+/// Fewest slots in a ring, however many shards there are.
+const MIN_RING_CAPACITY: usize = 64;
+
+/// What all of a server's rings may take together, when that leaves each at least
+/// [`MIN_RING_CAPACITY`] slots.
+const RING_MEMORY_BUDGET: usize = 128 << 20;
+
+/// Slots in each ring of a server of `shards` shards, a power of two: [`RING_CAPACITY`] while the
+/// n(n-1) rings fit in [`RING_MEMORY_BUDGET`] that way (up to 16 shards), then fewer, down to
+/// [`MIN_RING_CAPACITY`] (which 256 shards use, about 320 MiB in all). Every slot is allocated up
+/// front. Whatever does not fit in a ring waits in the sending shard's outbox.
+pub(crate) fn ring_capacity(shards: usize) -> usize {
+    let rings = (shards * shards.saturating_sub(1)).max(1);
+    let fits = RING_MEMORY_BUDGET / rings / SLOT_BYTES;
+    // The largest power of two that fits, within the bounds.
+    let pow2 = if fits == 0 { 1 } else { 1 << fits.ilog2() };
+    pow2.clamp(MIN_RING_CAPACITY, RING_CAPACITY)
+}
+
 /// What wakes an idle shard when a message arrives for it (or room frees up in a ring it writes to).
 #[derive(Debug)]
 pub struct Doorbell {
@@ -347,5 +369,29 @@ mod tests {
         // A ring to a stopped shard swallows what it is given.
         drop(rx);
         assert!(tx.push(msg(9)).is_ok());
+    }
+
+    #[test]
+    fn rings_shrink_as_shards_grow_and_stay_within_bounds() {
+        assert_eq!(ring_capacity(1), RING_CAPACITY);
+        assert_eq!(ring_capacity(2), RING_CAPACITY);
+        assert_eq!(ring_capacity(16), RING_CAPACITY);
+        let mut last = RING_CAPACITY;
+        for shards in 1..=crate::config::MAX_SHARDS {
+            let slots = ring_capacity(shards);
+            assert!(
+                slots.is_power_of_two() && slots <= last,
+                "{shards} shards: {slots}"
+            );
+            assert!((MIN_RING_CAPACITY..=RING_CAPACITY).contains(&slots));
+            let bytes = shards * (shards - 1) * slots * SLOT_BYTES;
+            assert!(
+                bytes <= RING_MEMORY_BUDGET || slots == MIN_RING_CAPACITY,
+                "{shards} shards: {bytes} bytes of rings"
+            );
+            last = slots;
+        }
+        let most = 256 * 255 * ring_capacity(256) * SLOT_BYTES;
+        assert!(most <= 320 << 20, "{most}");
     }
 }

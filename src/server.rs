@@ -432,7 +432,7 @@ fn build_mesh(shards: usize, slots: Option<usize>) -> std::io::Result<Mesh> {
     for (from, senders) in ring_out.iter_mut().enumerate() {
         for (to, receivers) in ring_in.iter_mut().enumerate() {
             if from != to {
-                let capacity = slots.unwrap_or_else(|| crate::tasks::ring_capacity(shards));
+                let capacity = slots.unwrap_or_else(|| mesh::ring_capacity(shards));
                 let (tx, rx) = mesh::ring(capacity, &doorbells[from], &doorbells[to]);
                 senders.push((ShardId(to as u16), tx));
                 receivers.push(rx);

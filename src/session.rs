@@ -104,7 +104,7 @@ impl Session {
 
     /// The key the shard knows this session by (and its socket's readiness token).
     pub fn key(&self) -> u64 {
-        self.registration.handle().id.key
+        self.registration.mailbox().id.key
     }
 
     /// The session's socket.
@@ -121,7 +121,7 @@ impl Session {
         let mut session = self;
         async move {
             let outcome = session.serve().await;
-            debug!(session = %session.registration.handle().id, ?outcome, "session ends");
+            debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
             // Boxed: needed once, at the end, so the task does not reserve room for it all its life.
             Box::pin(session.close(outcome)).await;
         }
@@ -163,7 +163,7 @@ impl Session {
         // Boxed: the login dialogue's state is large and needed once, so the idle task does not
         // carry room for it.
         let user = Box::pin(self.login()).await?;
-        self.registration.handle().set_logged_in();
+        self.registration.mailbox().set_logged_in();
         let _logged_in = GaugeGuard::new(
             self.shard.stats.clone(),
             self.shard.id.index(),
@@ -266,7 +266,7 @@ impl Session {
     /// Commands of a logged-in user until they log off.
     async fn chat(&mut self, user: &User) -> Result<(), Stop> {
         let name: Arc<str> = user.name.as_str().into();
-        let key = self.registration.handle().id.key;
+        let key = self.registration.mailbox().id.key;
         loop {
             futures_lite::future::yield_now().await;
             let prompt = match self.shard.chat(|hub, _| hub.channel_of(key).cloned()) {
@@ -327,7 +327,7 @@ impl Session {
     }
 
     async fn list_channels(&mut self) -> Result<(), Stop> {
-        let key = self.registration.handle().id.key;
+        let key = self.registration.mailbox().id.key;
         let expected = self.shard.chat(|hub, out| hub.list(key, out));
         let mut channels = Vec::new();
         for _ in 0..expected {
@@ -392,7 +392,7 @@ impl Session {
                 return Ok(());
             }
         };
-        let key = self.registration.handle().id.key;
+        let key = self.registration.mailbox().id.key;
         let current = self.shard.chat(|hub, _| hub.channel_of(key).cloned());
         if let Some(current) = current.filter(|c| *c == channel) {
             self.say(&format!("You are already on #{current}."));
@@ -408,7 +408,7 @@ impl Session {
         channel: ChannelName,
         create: bool,
     ) -> Result<(), Stop> {
-        let key = self.registration.handle().id.key;
+        let key = self.registration.mailbox().id.key;
         let asked = channel.clone();
         let sent = self
             .shard
@@ -455,11 +455,11 @@ impl Session {
             if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
                 return Poll::Ready(Err(stop));
             }
-            while let Some(reply) = self.registration.handle().take_reply() {
+            while let Some(reply) = self.registration.mailbox().take_reply() {
                 if wanted(&reply) {
                     return Poll::Ready(Ok(reply));
                 }
-                debug!(session = %self.registration.handle().id, ?reply, "unexpected answer dropped");
+                debug!(session = %self.registration.mailbox().id, ?reply, "unexpected answer dropped");
             }
             Poll::Pending
         })
@@ -532,35 +532,36 @@ impl Session {
     /// Records the waker, reports a kick, and sends what it can. Ready only with an error.
     ///
     /// A new write (nothing of `out` sent yet, and a socket that may take it) first asks the shard's
-    /// pacer: a connection that has used up its writes for now waits for the next tick, and the chat lines that arrive meanwhile stay in
-    /// its bounded queue, unless that queue is half full, when they go at once. Once the write may
+    /// pacer: a connection that has used up its writes for now waits for the next tick, and the chat
+    /// lines that arrive meanwhile stay in its bounded queue, unless that queue is half full, when
+    /// they go at once. Once the write may
     /// start, the queued lines join whatever `out` holds (a prompt, an echo, a reply), so they all
     /// leave in one `send`.
     fn poll_kick_and_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
-        let handle = self.registration.handle().clone();
-        handle.set_waker(cx.waker());
-        if let Some(kick) = handle.kick() {
+        let mailbox = self.registration.mailbox().clone();
+        mailbox.set_waker(cx.waker());
+        if let Some(kick) = mailbox.kick() {
             return Poll::Ready(Err(Stop::Kicked(kick)));
         }
         loop {
             if self.written == 0 {
-                if self.out.is_empty() && !handle.has_lines() {
+                if self.out.is_empty() && !mailbox.has_lines() {
                     return Poll::Pending;
                 }
                 // A socket that would block starts no write and takes no lines: they wait in
                 // their bounded queue, and are dropped there, until it can take more. (Taking them
                 // into `out` whenever nothing of it had been sent yet let a reader whose socket was
                 // full at the first byte of a write hold every line sent to it.)
-                if !handle.is_ready(Ready::WRITE) {
+                if !mailbox.is_ready(Ready::WRITE) {
                     return Poll::Pending;
                 }
                 let limit = self.shard.config.queue_limit as usize;
-                if handle.is_urgent(limit) {
+                if mailbox.is_urgent(limit) {
                     self.shard.pacer.note_write(&mut self.pace);
                 } else if !self.shard.pacer.may_write(&mut self.pace, cx) {
                     return Poll::Pending;
                 }
-                if let Some((lines, dropped)) = handle.take_lines() {
+                if let Some((lines, dropped)) = mailbox.take_lines() {
                     // Room for the lines, their line ends and a redraw of the prompt, at once: the
                     // buffer would otherwise grow by doubling through every write.
                     let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
@@ -592,8 +593,8 @@ impl Session {
         if self.out.len() - self.written >= OUT_HIGH_WATER {
             return Poll::Pending;
         }
-        let handle = self.registration.handle().clone();
-        if !handle.is_ready(Ready::READ) {
+        let mailbox = self.registration.mailbox().clone();
+        if !mailbox.is_ready(Ready::READ) {
             return Poll::Pending; // the waker is in the handle: the next report wakes us
         }
         let shard = self.shard.clone();
@@ -609,7 +610,7 @@ impl Session {
                 Poll::Ready(Ok(()))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                handle.clear_ready(Ready::READ);
+                mailbox.clear_ready(Ready::READ);
                 Poll::Pending
             }
             Err(_) => Poll::Ready(Err(Stop::Closed)),
@@ -618,10 +619,10 @@ impl Session {
 
     /// Writes as much of `out` as the socket takes; ready when all of it is sent.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let handle = self.registration.handle();
+        let mailbox = self.registration.mailbox();
         while self.written < self.out.len() {
-            if !handle.is_ready(Ready::WRITE) {
-                handle.set_waker(cx.waker());
+            if !mailbox.is_ready(Ready::WRITE) {
+                mailbox.set_waker(cx.waker());
                 return Poll::Pending;
             }
             match self.socket.send(&self.out[self.written..]) {
@@ -629,7 +630,7 @@ impl Session {
                 // A short write goes round once more: only `WouldBlock` clears the bit.
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    handle.clear_ready(Ready::WRITE);
+                    mailbox.clear_ready(Ready::WRITE);
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }

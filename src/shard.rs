@@ -104,11 +104,13 @@ impl Outbox {
         if let ShardMsg::ToMember(ToMember::Deliver { channel, .. }) = &msg {
             let mut lost = self.lost.borrow_mut();
             // Nearly always empty: no hashing per delivery unless something was lost.
-            if let Some(count) = (!lost.is_empty()).then(|| lost.remove(channel)).flatten() {
-                queue.push_back(ShardMsg::ToMember(ToMember::Lost {
-                    channel: *channel,
-                    count,
-                }));
+            if !lost.is_empty() {
+                if let Some(count) = lost.remove(channel) {
+                    queue.push_back(ShardMsg::ToMember(ToMember::Lost {
+                        channel: *channel,
+                        count,
+                    }));
+                }
             }
         }
         queue.push_back(msg);
@@ -146,7 +148,7 @@ impl Outbox {
     }
 }
 
-/// The shard seen by its hub: rings through the outboxes, sessions through their handles.
+/// The shard seen by its hub: rings through the outboxes, sessions through their mailboxes.
 pub(crate) struct ShardOutputs<'a> {
     shard: &'a Shard,
     stats: &'a ShardStats,
@@ -196,19 +198,19 @@ impl Outputs for ShardOutputs<'_> {
 /// Removes a session from its shard's table when the session ends, however it ends.
 pub struct Registration {
     shard: Rc<Shard>,
-    handle: Rc<Mailbox>,
+    mailbox: Rc<Mailbox>,
 }
 
 impl Registration {
-    /// The handle the shard uses to reach this session.
-    pub fn handle(&self) -> &Rc<Mailbox> {
-        &self.handle
+    /// The session's mailbox, which the shard fills.
+    pub fn mailbox(&self) -> &Rc<Mailbox> {
+        &self.mailbox
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let key = self.handle.id.key;
+        let key = self.mailbox.id.key;
         self.shard.sessions.borrow_mut().remove(&key);
         self.shard.chat(|hub, out| hub.session_ended(key, out));
     }
@@ -272,7 +274,7 @@ impl Shard {
             .push_back((now + self.config.login_timeout(), key));
         Registration {
             shard: self.clone(),
-            handle,
+            mailbox: handle,
         }
     }
 
@@ -381,7 +383,6 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Stats;
 
     fn deliver(channel: u32, n: usize) -> ShardMsg {
         ShardMsg::ToMember(ToMember::Deliver {

@@ -39,28 +39,6 @@ const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections the accept loop takes in a row before it lets the shard's other tasks run.
 const ACCEPT_BATCH: u32 = 64;
 
-/// Most slots in each SPSC ring between two shards.
-pub(crate) const RING_CAPACITY: usize = 4096;
-
-/// Fewest slots in a ring, however many shards there are.
-const MIN_RING_CAPACITY: usize = 64;
-
-/// What all of a server's rings may take together, when that leaves each at least
-/// [`MIN_RING_CAPACITY`] slots.
-const RING_MEMORY_BUDGET: usize = 128 << 20;
-
-/// Slots in each ring of a server of `shards` shards, a power of two: [`RING_CAPACITY`] while the
-/// n(n-1) rings fit in [`RING_MEMORY_BUDGET`] that way (up to 16 shards), then fewer, down to
-/// [`MIN_RING_CAPACITY`] (which 256 shards use, about 320 MiB in all). Every slot is allocated up
-/// front. Whatever does not fit in a ring waits in the sending shard's outbox.
-pub(crate) fn ring_capacity(shards: usize) -> usize {
-    let rings = (shards * shards.saturating_sub(1)).max(1);
-    let fits = RING_MEMORY_BUDGET / rings / crate::mesh::SLOT_BYTES;
-    // The largest power of two that fits, within the bounds.
-    let pow2 = if fits == 0 { 1 } else { 1 << fits.ilog2() };
-    pow2.clamp(MIN_RING_CAPACITY, RING_CAPACITY)
-}
-
 /// Everything a shard needs to start, all of it `Send` so it can be moved onto the shard's thread.
 pub struct ShardStart {
     /// This shard's index.
@@ -89,7 +67,7 @@ pub struct ShardStart {
     pub channels: Vec<ChannelName>,
 }
 
-/// The body of a shard's executor: connect the rings, accept until told to stop, then close every
+/// The body of a shard's executor: start its tasks, accept until told to stop, then close every
 /// session within [`SHUTDOWN_GRACE`]. `readiness` is made on the executor's thread, since its wait
 /// uses the executor's ring.
 pub async fn run(start: ShardStart, readiness: Readiness) {
@@ -282,30 +260,32 @@ async fn inbox(shard: Rc<Shard>, rings: Vec<RingRx>, waiter: Rc<Waiter>, room: R
         }
         handled
     };
+    // Set once every ring was found empty: the bell is armed and the rings get one more look
+    // before the wait (see `crate::mesh`).
+    let mut armed = false;
     loop {
         let handled = round(&shard);
         room.wake_ready();
         if handled > 0 {
-            futures_lite::future::yield_now().await;
-            continue;
-        }
-        waiter.arm();
-        let handled = round(&shard);
-        room.wake_ready();
-        if handled > 0 {
-            waiter.disarm();
-            futures_lite::future::yield_now().await;
-            continue;
-        }
-        if let Err(err) = waiter.wait().await {
-            // The bell is closed only after this task is cancelled, so this is a real failure.
-            // Whatever failed is not going to be fixed by trying again at once; messages keep
-            // arriving meanwhile and are taken on the next pass.
-            if let Some(held) = error_log.allow(Instant::now()) {
-                warn!(shard = shard.id.0, error = %err, repeats = held, "waiting for the doorbell failed");
+            if std::mem::take(&mut armed) {
+                waiter.disarm();
             }
-            waiter.disarm();
-            glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
+            futures_lite::future::yield_now().await;
+        } else if !armed {
+            waiter.arm();
+            armed = true;
+        } else {
+            armed = false;
+            if let Err(err) = waiter.wait().await {
+                // The bell is closed only after this task is cancelled, so this is a real failure.
+                // Whatever failed is not going to be fixed by trying again at once; messages keep
+                // arriving meanwhile and are taken on the next pass.
+                if let Some(held) = error_log.allow(Instant::now()) {
+                    warn!(shard = shard.id.0, error = %err, repeats = held, "waiting for the doorbell failed");
+                }
+                waiter.disarm();
+                glommio::timer::sleep(FD_EXHAUSTION_BACKOFF).await;
+            }
         }
     }
 }
@@ -424,29 +404,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn rings_shrink_as_shards_grow_and_stay_within_bounds() {
-        assert_eq!(ring_capacity(1), RING_CAPACITY);
-        assert_eq!(ring_capacity(2), RING_CAPACITY);
-        assert_eq!(ring_capacity(16), RING_CAPACITY);
-        let mut last = RING_CAPACITY;
-        for shards in 1..=crate::config::MAX_SHARDS {
-            let slots = ring_capacity(shards);
-            assert!(
-                slots.is_power_of_two() && slots <= last,
-                "{shards} shards: {slots}"
-            );
-            assert!((MIN_RING_CAPACITY..=RING_CAPACITY).contains(&slots));
-            let bytes = shards * (shards - 1) * slots * crate::mesh::SLOT_BYTES;
-            assert!(
-                bytes <= RING_MEMORY_BUDGET || slots == MIN_RING_CAPACITY,
-                "{shards} shards: {bytes} bytes of rings"
-            );
-            last = slots;
-        }
-        let most = 256 * 255 * ring_capacity(256) * crate::mesh::SLOT_BYTES;
-        assert!(most <= 320 << 20, "{most}");
     }
 }
