@@ -17,7 +17,7 @@
 //! # The parts
 //!
 //! - [`server`]: start everything, stop everything.
-//! - [`tasks`]: what each shard's executor runs: the accept loop, the ring pumps and drains, the
+//! - [`tasks`]: what each shard's executor runs: the accept loop, the ring pumps and inbox, the
 //!   readiness router, the login sweeper, start and shutdown. It sits above the sessions it starts.
 //! - [`shard`]: one shard's state: its table of sessions, its hub and its outboxes to other shards.
 //! - [`mailbox`]: what reaches a session from outside (lines, answers, readiness, kicks).

@@ -42,6 +42,9 @@ pub enum StartError {
     /// The process's CPU or file limits could not be read.
     #[error("cannot read process limits: {0}")]
     Limits(std::io::Error),
+    /// The doorbells between shards (one eventfd each) could not be made.
+    #[error("cannot make the shards' doorbells: {0}")]
+    Mesh(std::io::Error),
     /// RLIMIT_MEMLOCK is below what glommio needs and cannot be raised.
     #[error("the locked-memory limit is {have} bytes but each shard needs {need}: raise it (ulimit -l 512, or LimitMEMLOCK= for a service)")]
     MemLock {
@@ -216,7 +219,7 @@ impl Server {
             Ok(mesh) => mesh,
             Err(e) => {
                 workers_guard.shutdown();
-                return Err(StartError::Limits(e));
+                return Err(StartError::Mesh(e));
             }
         };
 

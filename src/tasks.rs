@@ -222,13 +222,14 @@ async fn pump(shard: Rc<Shard>, dest: ShardId, tx: Rc<RingTx>, room: Rc<RoomWait
     }
 }
 
-/// Most messages a drain task handles before it lets the sessions it filled write their queues out.
+/// Most messages the inbox task takes from one ring before it lets the sessions it filled write their
+/// queues out.
 const DRAIN_BATCH: u32 = 16;
 
-/// Messages a drain task handles before it yields, on a server of `shards` shards whose session
-/// queues hold `queue_limit` lines: at most [`DRAIN_BATCH`], and few enough that one batch from every
-/// other shard's ring cannot take a queue that has not yet asked to write at once (fewer than
-/// [`urgent_at`] lines) past its limit before its session runs. So a reader that keeps up never
+/// Messages the inbox task takes from each ring before it yields, on a server of `shards` shards
+/// whose session queues hold `queue_limit` lines: at most [`DRAIN_BATCH`], and few enough that one
+/// batch from every other shard's ring cannot take a queue that has not yet asked to write at once
+/// (fewer than [`urgent_at`] lines) past its limit before its session runs. So a reader that keeps up never
 /// loses a line to a burst, whatever the queue limit and the number of shards (down to one message
 /// a batch, below which a queue of 1 to 3 lines with many shards can still overflow).
 fn drain_batch(queue_limit: usize, shards: usize) -> u32 {

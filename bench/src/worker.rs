@@ -465,21 +465,23 @@ async fn bigroom(
     let sender = id == 0;
     let expected = plan.expected_readers(id);
     let mut phase = ctx.phase.clone();
+    // The first line goes half an interval after go, the rest one interval apart, on the precise
+    // timer, since latency counts from this schedule.
+    let planned_at = |sent: u32| go + interval / 2 + u64::from(sent) * interval;
+    let mut send = ctx.timer.sleep_until(planned_at(0));
     loop {
         let more = sender && sent < plan.bigroom_messages;
-        // The first line goes half an interval after go, the rest one interval apart.
-        let send_at = instant_at(go + interval / 2 + sent as u64 * interval);
         tokio::select! {
             r = conn.fill() => {
                 r?;
                 drain(ctx, conn).await?;
             }
-            _ = sleep_until(send_at), if more => {
+            _ = &mut send, if more => {
                 let now = now_ns();
-                let planned = go + interval / 2 + sent as u64 * interval;
-                let text = crate::ringtalk::chat_text(planned, id, plan.message_bytes as usize);
+                let text = crate::ringtalk::chat_text(planned_at(sent), id, plan.message_bytes as usize);
                 conn.chat(channel, &text).await?;
                 sent += 1;
+                send.reset(planned_at(sent));
                 if let Some(w) = ctx.window_of(now - go) {
                     let mut acc = ctx.acc.borrow_mut();
                     acc.windows[w].sent += 1;
