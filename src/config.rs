@@ -91,6 +91,13 @@ pub struct Config {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub write_interval_us: u32,
 
+    /// Members a channel may have, counting the one who joins, for a joiner whose connection is on
+    /// another shard to move it to the channel's home shard (0: never). A member of a small channel
+    /// then costs its lines no crossing between shards; a big channel keeps its members where they
+    /// connected, so its writes run on every core.
+    #[arg(long, default_value_t = 64)]
+    pub colocate_up_to: u32,
+
     /// Slots in each ring between two shards, instead of the number sized for the shard count (not a
     /// flag: tests set it to fill rings on purpose).
     #[arg(skip)]
@@ -131,6 +138,7 @@ mod tests {
         assert_eq!(c.channel_capacity, 6);
         assert_eq!(c.queue_limit, 100);
         assert_eq!(c.write_interval_us, 1000);
+        assert_eq!(c.colocate_up_to, 64);
     }
 
     #[test]

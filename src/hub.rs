@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use shard_proto::{
     ChannelId, ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg, ToHome,
-    ToMember,
+    ToMember, Traveller,
 };
 
 use crate::channel::Channel;
@@ -61,6 +61,14 @@ pub trait Outputs {
     fn reply(&mut self, session: u64, reply: Reply);
     /// Append a line to a channel's log.
     fn log(&mut self, channel: &ChannelName, line: &Line);
+    /// Take up a session that moves here from another shard; returns its key here. Its lines are
+    /// held (not written) until [`Outputs::forwarded`] brings the ones it had not yet written.
+    fn adopt(&mut self, traveller: Traveller) -> u64;
+    /// Forget a local session that has moved away, handing back the lines it held meanwhile (oldest
+    /// first) and how many it had dropped.
+    fn release(&mut self, session: u64) -> (Vec<Line>, u32);
+    /// Put the lines a session held at its old shard ahead of those it got here, and let it write.
+    fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32);
 }
 
 /// One shard's chat state.
@@ -69,6 +77,11 @@ pub struct Hub {
     id: ShardId,
     shards: usize,
     capacity: u32,
+    /// Members a channel may have, counting one who just joined from another shard, for that
+    /// joiner to be asked to move here (0: never). Up to it, moving saves every line of the
+    /// member's two ring crossings for the price of three messages once; past it, members stay
+    /// spread over the shards that accepted them, so a big channel's writes run on every core.
+    colocate_up_to: u32,
     /// Channels homed here, by index.
     homed: Vec<Channel>,
     /// Lower-cased name → index in `homed`.
@@ -79,20 +92,26 @@ pub struct Hub {
     session_channel: HashMap<u64, (ChannelId, ChannelName)>,
     /// Local sessions with a join on its way, and the channel each asked for.
     joining: HashMap<u64, ChannelName>,
+    /// Sessions in `session_channel` that have moved away and are held here only until their
+    /// channel's home answers; not counted as members here, since the home counts them now.
+    departed: usize,
 }
 
 impl Hub {
-    /// The hub of shard `id` of `shards`, with channels of at most `capacity` members (0: no limit).
-    pub fn new(id: ShardId, shards: usize, capacity: u32) -> Hub {
+    /// The hub of shard `id` of `shards`, with channels of at most `capacity` members (0: no limit),
+    /// whose joiners from other shards move here while a channel has at most `colocate_up_to`.
+    pub fn new(id: ShardId, shards: usize, capacity: u32, colocate_up_to: u32) -> Hub {
         Hub {
             id,
             shards,
             capacity,
+            colocate_up_to,
             homed: Vec::new(),
             by_key: HashMap::new(),
             local: HashMap::new(),
             session_channel: HashMap::new(),
             joining: HashMap::new(),
+            departed: 0,
         }
     }
 
@@ -123,9 +142,9 @@ impl Hub {
         self.homed.iter().map(|c| u64::from(c.len())).sum()
     }
 
-    /// Local sessions that are in a channel.
+    /// Local sessions that are in a channel (not counting those that have moved away).
     pub fn local_members(&self) -> usize {
-        self.session_channel.len()
+        self.session_channel.len() - self.departed
     }
 
     /// The channel a local session is in.
@@ -136,6 +155,40 @@ impl Hub {
     /// Whether a local session has a join on its way.
     pub fn is_joining(&self, session: u64) -> bool {
         self.joining.contains_key(&session)
+    }
+
+    /// Whether a local session may move to its channel's home: it is in a channel homed on another
+    /// shard and has no join on its way.
+    pub fn may_depart(&self, session: u64) -> bool {
+        !self.joining.contains_key(&session)
+            && self
+                .session_channel
+                .get(&session)
+                .is_some_and(|(id, _)| id.home != self.id)
+    }
+
+    /// A local session leaves for its channel's home, as `traveller` (see
+    /// [`shard_proto::ToHome::Move`]). It stays in the channel's local members, so its lines keep
+    /// going into its queue here, until the home answers that the new session has its place. If it
+    /// may not move (see [`Hub::may_depart`], which the caller checks first) the traveller is
+    /// dropped, closing the connection, and the session ends here.
+    pub fn depart(&mut self, session: u64, traveller: Traveller, out: &mut impl Outputs) {
+        if !self.may_depart(session) {
+            drop(traveller);
+            out.release(session);
+            self.session_ended(session, out);
+            return;
+        }
+        let Some(&(channel, _)) = self.session_channel.get(&session) else {
+            return;
+        };
+        self.departed += 1;
+        let msg = ToHome::Move {
+            channel,
+            session: self.session_id(session),
+            traveller,
+        };
+        self.route(channel.home, ShardMsg::ToHome(msg), out);
     }
 
     /// A local session asks to join `channel` (`create`: the database has just recorded it as new).
@@ -262,6 +315,33 @@ impl Hub {
 
     fn at_home(&mut self, msg: ToHome, out: &mut impl Outputs) {
         match msg {
+            ToHome::Move {
+                channel,
+                session,
+                traveller,
+            } => {
+                let key = out.adopt(traveller);
+                let to = self.session_id(key);
+                if let Some(ch) = self.homed_mut(channel) {
+                    if let Some(user) = ch.remove(session) {
+                        ch.add(to, user);
+                        let name = ch.name.clone();
+                        self.local.entry(channel).or_default().push(key);
+                        self.session_channel.insert(key, (channel, name));
+                    }
+                }
+                let msg = ToMember::Moved {
+                    channel,
+                    from: session,
+                    to,
+                };
+                self.route(session.shard, ShardMsg::ToMember(msg), out);
+            }
+            ToHome::Forward {
+                session,
+                lines,
+                dropped,
+            } => out.forwarded(session.key, lines, dropped),
             ToHome::Join {
                 channel,
                 session,
@@ -278,10 +358,12 @@ impl Hub {
                         session,
                         channel,
                         outcome: JoinOutcome::NoSuchChannel,
+                        come_home: false,
                     };
                     return self.route(session.shard, ShardMsg::ToMember(msg), out);
                 };
                 let ch = &mut self.homed[index as usize];
+                let mut come_home = false;
                 let outcome = if ch.contains(session) {
                     JoinOutcome::Joined(ch.id)
                 } else if ch.is_full() {
@@ -291,6 +373,7 @@ impl Hub {
                     self.order(index, line, out);
                     let ch = &mut self.homed[index as usize];
                     ch.add(session, user);
+                    come_home = session.shard != self.id && ch.len() <= self.colocate_up_to;
                     JoinOutcome::Joined(ch.id)
                 };
                 let channel = self.homed[index as usize].name.clone();
@@ -298,6 +381,7 @@ impl Hub {
                     session,
                     channel,
                     outcome,
+                    come_home,
                 };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
@@ -392,6 +476,7 @@ impl Hub {
                 session,
                 channel,
                 outcome,
+                come_home,
             } => {
                 let key = session.key;
                 if self.joining.remove(&key).is_none() {
@@ -409,7 +494,28 @@ impl Hub {
                         }
                     }
                 }
-                out.reply(key, Reply::Joined { channel, outcome });
+                out.reply(
+                    key,
+                    Reply::Joined {
+                        channel,
+                        outcome,
+                        come_home,
+                    },
+                );
+            }
+            ToMember::Moved { channel, from, to } => {
+                // Every line the home sent for `from` is here by now: hand over what it holds.
+                if self.session_channel.remove(&from.key).is_some() {
+                    self.departed -= 1;
+                }
+                self.unmirror(channel, from.key);
+                let (lines, dropped) = out.release(from.key);
+                let msg = ToHome::Forward {
+                    session: to,
+                    lines,
+                    dropped,
+                };
+                self.route(to.shard, ShardMsg::ToHome(msg), out);
             }
             ToMember::Lost { channel, count } => {
                 if let Some(members) = self.local.get(&channel) {
@@ -447,10 +553,34 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         outgoing: Vec<(ShardId, ShardMsg)>,
+        /// What each session has been given, in order; a session that moved here starts with
+        /// what it saw before.
         lines: BTreeMap<u64, Vec<Line>>,
         replies: BTreeMap<u64, Vec<Reply>>,
         live: HashSet<u64>,
         log: Vec<(Arc<str>, Line)>,
+        /// Sessions that moved here and wait for the lines their old shard held, with the lines
+        /// they got here meanwhile (not yet written).
+        held: BTreeMap<u64, Vec<Line>>,
+        /// Sessions taken up here since the sim last looked: where from, and the key here.
+        arrived: Vec<((usize, u64), u64)>,
+        /// The next key for a session that moves here (each shard has its own range).
+        next_key: u64,
+    }
+
+    /// A session on its way in the sim: who it was and what it had seen.
+    struct SimTraveller {
+        from: (usize, u64),
+        seen: Vec<Line>,
+    }
+
+    impl Recorder {
+        fn queue_of(&mut self, session: u64) -> &mut Vec<Line> {
+            match self.held.get_mut(&session) {
+                Some(held) => held,
+                None => self.lines.entry(session).or_default(),
+            }
+        }
     }
 
     impl Outputs for Recorder {
@@ -458,11 +588,35 @@ mod tests {
             self.outgoing.push((dest, msg));
         }
         fn deliver(&mut self, session: u64, line: &Line) {
-            self.lines.entry(session).or_default().push(line.clone());
+            self.queue_of(session).push(line.clone());
         }
         fn lost(&mut self, session: u64, count: u32) {
             let notice: Line = format!("[{count} messages dropped]").into();
-            self.lines.entry(session).or_default().push(notice);
+            self.queue_of(session).push(notice);
+        }
+        fn adopt(&mut self, traveller: Traveller) -> u64 {
+            let traveller = traveller
+                .0
+                .downcast::<SimTraveller>()
+                .expect("the sim's own traveller");
+            let key = self.next_key;
+            self.next_key += 1;
+            self.lines.insert(key, traveller.seen);
+            self.held.insert(key, Vec::new());
+            self.live.insert(key);
+            self.arrived.push((traveller.from, key));
+            key
+        }
+        fn release(&mut self, session: u64) -> (Vec<Line>, u32) {
+            (self.lines.remove(&session).unwrap_or_default(), 0)
+        }
+        fn forwarded(&mut self, session: u64, lines: Vec<Line>, _dropped: u32) {
+            let Some(meanwhile) = self.held.remove(&session) else {
+                panic!("lines forwarded twice, or to a session that never moved: {session}");
+            };
+            let seen = self.lines.entry(session).or_default();
+            seen.extend(lines);
+            seen.extend(meanwhile);
         }
         fn reply(&mut self, session: u64, reply: Reply) {
             self.replies.entry(session).or_default().push(reply);
@@ -524,15 +678,24 @@ mod tests {
         ended: HashSet<(usize, u64)>,
         /// What each session has asked for.
         asked: BTreeMap<(usize, u64), Asked>,
+        /// Sessions that moved away, as (shard, key) where they were.
+        departed: HashSet<(usize, u64)>,
+        /// Moves completed at the home: (from, to), as (shard, key), not yet taken by the test.
+        moves: Vec<((usize, u64), (usize, u64))>,
     }
 
     impl Sim {
         fn new(shards: usize, capacity: u32, seed: u64) -> Sim {
             Sim {
                 hubs: (0..shards)
-                    .map(|i| Hub::new(ShardId(i as u16), shards, capacity))
+                    .map(|i| Hub::new(ShardId(i as u16), shards, capacity, 64))
                     .collect(),
-                rec: (0..shards).map(|_| Recorder::default()).collect(),
+                rec: (0..shards)
+                    .map(|s| Recorder {
+                        next_key: 1_000_000 * (s as u64 + 1),
+                        ..Recorder::default()
+                    })
+                    .collect(),
                 rings: (0..shards)
                     .map(|_| (0..shards).map(|_| VecDeque::new()).collect())
                     .collect(),
@@ -540,6 +703,8 @@ mod tests {
                 next_key: 1,
                 ended: HashSet::new(),
                 asked: BTreeMap::new(),
+                departed: HashSet::new(),
+                moves: Vec::new(),
             }
         }
 
@@ -565,6 +730,29 @@ mod tests {
         fn with_hub(&mut self, s: usize, f: impl FnOnce(&mut Hub, &mut Recorder)) {
             f(&mut self.hubs[s], &mut self.rec[s]);
             self.flush(s);
+            for (from, key) in std::mem::take(&mut self.rec[s].arrived) {
+                self.asked.insert((s, key), Asked::default());
+                self.moves.push((from, (s, key)));
+            }
+        }
+
+        /// The session moves to its channel's home, as the server's sessions do when asked;
+        /// false (and nothing sent) if it may not now: it is on no channel, or on one homed here,
+        /// or has a join on its way, or still waits for the lines of its last move.
+        fn depart(&mut self, s: usize, key: u64) -> bool {
+            if !self.hubs[s].may_depart(key) || self.rec[s].held.contains_key(&key) {
+                return false;
+            }
+            assert!(self.rec[s].live.remove(&key));
+            self.departed.insert((s, key));
+            // What it had been given went out with it (written, or carried in its output).
+            let seen = self.rec[s].lines.remove(&key).unwrap_or_default();
+            let traveller = Traveller(Box::new(SimTraveller {
+                from: (s, key),
+                seen,
+            }));
+            self.with_hub(s, |h, r| h.depart(key, traveller, r));
+            true
         }
 
         fn connect(&mut self, s: usize) -> u64 {
@@ -664,6 +852,43 @@ mod tests {
         /// 4. Every join a live session waits for has exactly one message about it in flight (the
         ///    join, or its answer), and every join, who and list it made is answered or on its way.
         fn check(&self, context: &str) {
+            for &(s, key) in &self.departed {
+                let me = sid(s, key);
+                let moving = self.all_rings().any(|m| {
+                    matches!(m, ShardMsg::ToHome(ToHome::Move { session, .. }) if *session == me)
+                        || matches!(m, ShardMsg::ToMember(ToMember::Moved { from, .. }) if *from == me)
+                });
+                let hub = &self.hubs[s];
+                assert!(
+                    moving
+                        || (!hub.session_channel.contains_key(&key)
+                            && hub.local.values().all(|keys| !keys.contains(&key))
+                            && !self.rec[s].lines.contains_key(&key)),
+                    "{context}: {s}/{key} moved away and is still held on its old shard"
+                );
+                assert!(!hub.joining.contains_key(&key), "{context}: {s}/{key}");
+            }
+            for (s, hub) in self.hubs.iter().enumerate() {
+                let held_here = self
+                    .departed
+                    .iter()
+                    .filter(|&&(d, key)| d == s && hub.session_channel.contains_key(&key))
+                    .count();
+                assert_eq!(hub.departed, held_here, "{context}: shard {s} miscounts");
+            }
+            for (s, rec) in self.rec.iter().enumerate() {
+                for &key in rec.held.keys() {
+                    let me = sid(s, key);
+                    let coming = self.all_rings().any(|m| {
+                        matches!(m, ShardMsg::ToMember(ToMember::Moved { to, .. }) if *to == me)
+                            || matches!(m, ShardMsg::ToHome(ToHome::Forward { session, .. }) if *session == me)
+                    });
+                    assert!(
+                        coming,
+                        "{context}: {s}/{key} waits for lines that nothing brings"
+                    );
+                }
+            }
             for &(s, key) in &self.ended {
                 let hub = &self.hubs[s];
                 assert!(
@@ -683,8 +908,12 @@ mod tests {
                     );
                     let ch = &self.hubs[id.home.index()].homed[id.index as usize];
                     assert_eq!(ch.name.key(), name.key(), "{context}");
+                    // A session that moved is held here until the home's answer arrives.
+                    let replaced = self.ring(id.home.index(), s).any(|m| {
+                        matches!(m, ShardMsg::ToMember(ToMember::Moved { from, .. }) if *from == sid(s, key))
+                    });
                     assert!(
-                        ch.contains(sid(s, key)),
+                        ch.contains(sid(s, key)) || replaced,
                         "{context}: {s}/{key} thinks it is on #{name}, whose home disagrees"
                     );
                 }
@@ -766,6 +995,10 @@ mod tests {
         /// Once the rings are empty: every home's count is exactly its live members.
         fn check_settled(&self, context: &str) {
             assert!(self.all_rings().next().is_none());
+            assert!(
+                self.rec.iter().all(|r| r.held.is_empty()),
+                "{context}: a moved session still waits for its lines"
+            );
             let homed: u64 = self.hubs.iter().map(|h| h.homed_members()).sum();
             let mirrored: usize = self.hubs.iter().map(|h| h.local_members()).sum();
             assert_eq!(homed as usize, mirrored, "{context}");
@@ -932,6 +1165,7 @@ mod tests {
     /// after every operation and every message, then again once everyone has ended.
     #[test]
     fn random_churn_keeps_every_invariant_after_every_step() {
+        let mut moved = 0;
         for seed in 1..=300 {
             let shards = 2 + (seed as usize % 3);
             let capacity = [0, 2, 4][seed as usize % 3];
@@ -975,18 +1209,30 @@ mod tests {
                         }
                     }
                     6 if !live.is_empty() => {
-                        // The session ends at any moment: mid-join, mid-switch, mid-exit, mid-who.
+                        // The session ends at any moment: mid-join, mid-switch, mid-exit, mid-who,
+                        // or just after it moved and before its lines caught up.
                         let i = sim.rand(live.len());
                         let (s, key) = live.swap_remove(i);
                         sim.end(s, key);
+                    }
+                    7 if !live.is_empty() => {
+                        // A member moves to its channel's home (if it may).
+                        let i = sim.rand(live.len());
+                        let (s, key) = live[i];
+                        if sim.depart(s, key) {
+                            live.swap_remove(i);
+                        }
                     }
                     _ => {
                         sim.step();
                     }
                 }
                 sim.check(&context);
+                moved += sim.moves.len();
+                live.extend(sim.moves.drain(..).map(|(_, to)| to));
             }
             sim.drain_checked(&format!("seed {seed}, draining"));
+            live.extend(sim.moves.drain(..).map(|(_, to)| to));
             sim.check_settled(&format!("seed {seed}"));
             // Everyone ends: nothing is left anywhere.
             for (s, key) in live.drain(..) {
@@ -1006,6 +1252,75 @@ mod tests {
                     .all(|h| h.local.is_empty() && h.joining.is_empty()),
                 "seed {seed}: state left over"
             );
+        }
+        // The moves above did happen, at every stage of the churn.
+        assert!(moved > 100, "only {moved} sessions moved");
+    }
+
+    /// Members on every shard talk while those away from the channel's home move there, each at a
+    /// random moment and while lines are on their way to its old shard: every member sees every
+    /// line, once, in the channel's order, across its move.
+    #[test]
+    fn a_session_moving_home_misses_no_line_and_sees_the_channel_order() {
+        const SHARDS: usize = 3;
+        for seed in 1..=100 {
+            let context = format!("seed {seed}");
+            let mut sim = Sim::new(SHARDS, 0, seed);
+            let mut members = Vec::new();
+            for s in 0..SHARDS {
+                for _ in 0..3 {
+                    let key = sim.connect(s);
+                    assert!(sim.join(s, key, "lobby", true));
+                    members.push((s, key));
+                }
+            }
+            sim.drain_checked(&context);
+            let mut waiting: Vec<(usize, u64)> = members.clone();
+            let mut posted = 0;
+            while posted < 60 || sim.all_rings().next().is_some() {
+                if posted < 60 {
+                    // Somebody talks: a member wherever it is now.
+                    let (s, key) = members[sim.rand(members.len())];
+                    let line: Line = format!("u{key} says, \"{posted}\"").into();
+                    sim.with_hub(s, |h, r| assert!(h.post(key, line, r), "{context}"));
+                    posted += 1;
+                }
+                if sim.rand(4) == 0 && !waiting.is_empty() {
+                    let (s, key) = waiting.swap_remove(sim.rand(waiting.len()));
+                    if sim.depart(s, key) {
+                        members.retain(|&m| m != (s, key));
+                    }
+                }
+                sim.step_checked(&context);
+                for (from, to) in sim.moves.drain(..) {
+                    assert!(!members.contains(&from), "{context}");
+                    members.push(to);
+                    // A session that moved may move again only once its lines caught up.
+                    waiting.push(to);
+                }
+            }
+            sim.drain_checked(&context);
+            sim.check_settled(&context);
+            let home = shard_proto::home_of(&name("lobby"), SHARDS).index();
+            assert_eq!(members.len(), 3 * SHARDS, "{context}");
+            assert!(
+                members.iter().all(|&(s, _)| s == home),
+                "{context}: every member ended at the home: {members:?}"
+            );
+            let chat: Vec<Line> = sim
+                .log_of("lobby")
+                .into_iter()
+                .filter(|l| l.contains("says"))
+                .collect();
+            assert_eq!(chat.len(), 60, "{context}");
+            for &(s, key) in &members {
+                let seen: Vec<Line> = sim.rec[s].lines[&key]
+                    .iter()
+                    .filter(|l| l.contains("says"))
+                    .cloned()
+                    .collect();
+                assert_eq!(seen, chat, "{context}: {s}/{key}");
+            }
         }
     }
 

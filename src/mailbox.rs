@@ -25,6 +25,8 @@ pub enum Reply {
         channel: ChannelName,
         /// What happened.
         outcome: JoinOutcome,
+        /// The home asks the session to move to its shard.
+        come_home: bool,
     },
     /// Members of the session's channel (`None`: the session is on no channel by the time the home
     /// answered).
@@ -54,8 +56,9 @@ pub struct Mailbox {
     kick: Cell<Option<Kick>>,
     /// The waker of the session's task, refreshed whenever it waits.
     waker: RefCell<Option<Waker>>,
-    /// False until the user logs in: only such sessions are subject to the login timeout.
-    logged_in: Cell<bool>,
+    /// Where the session is in its life: only sessions not yet logged in are subject to the login
+    /// timeout, and one that moved here writes no line until the older ones come.
+    stage: Cell<Stage>,
     /// Chat lines waiting to be written, at most `--queue-limit`. Not preallocated.
     queue: RefCell<VecDeque<Line>>,
     /// Lines dropped since the session last caught up.
@@ -66,6 +69,21 @@ pub struct Mailbox {
     ready: Cell<Ready>,
 }
 
+/// A session's stage, as its mailbox needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Not logged in yet.
+    LoggingIn,
+    /// Logged in, here.
+    LoggedIn,
+    /// Moved here and waiting for the lines its old shard held: its queue fills but is not
+    /// written, so those older lines go out first.
+    Arriving,
+    /// Moved to another shard: what is left here is a mailbox that holds lines for it until its
+    /// channel's home says the new session has its place.
+    Departed,
+}
+
 impl Mailbox {
     /// An empty mailbox for session `id`, whose socket is taken to be ready both ways until a call
     /// says otherwise.
@@ -74,12 +92,69 @@ impl Mailbox {
             id,
             kick: Cell::new(None),
             waker: RefCell::new(None),
-            logged_in: Cell::new(false),
+            stage: Cell::new(Stage::LoggingIn),
             queue: RefCell::new(VecDeque::new()),
             dropped: Cell::new(0),
             replies: RefCell::new(VecDeque::new()),
             ready: Cell::new(Ready::BOTH),
         }
+    }
+
+    /// The mailbox of a logged-in session that moves here from another shard: its lines are held
+    /// until [`Mailbox::take_forwarded`] brings the older ones.
+    pub(crate) fn arriving(id: SessionId) -> Mailbox {
+        let mailbox = Mailbox::new(id);
+        mailbox.stage.set(Stage::Arriving);
+        mailbox
+    }
+
+    /// Whether the session has moved to another shard.
+    pub fn has_departed(&self) -> bool {
+        self.stage.get() == Stage::Departed
+    }
+
+    pub(crate) fn set_departed(&self) {
+        self.stage.set(Stage::Departed);
+        // Its task has ended: lines left here wake nobody.
+        self.waker.borrow_mut().take();
+    }
+
+    /// Whether the session waits for lines from the shard it moved from.
+    pub fn is_held(&self) -> bool {
+        self.stage.get() == Stage::Arriving
+    }
+
+    /// Puts `lines`, held for this session at the shard it came from, ahead of those queued here,
+    /// and lets the queue be written. The queue keeps the bound it had while held (see
+    /// [`held_limit`]): the oldest lines stay, and what does not fit is counted as dropped.
+    pub(crate) fn take_forwarded(&self, lines: Vec<Line>, dropped: u32, limit: usize) {
+        let mut queue = self.queue.borrow_mut();
+        let mut dropped = dropped;
+        if !lines.is_empty() {
+            let newer = std::mem::take(&mut *queue);
+            let mut all: VecDeque<Line> = lines.into();
+            all.extend(newer);
+            let bound = held_limit(limit);
+            if all.len() > bound {
+                let over = all.len() - bound;
+                all.truncate(bound);
+                dropped = dropped.saturating_add(u32::try_from(over).unwrap_or(u32::MAX));
+            }
+            *queue = all;
+        }
+        drop(queue);
+        self.dropped.set(self.dropped.get().saturating_add(dropped));
+        if self.stage.get() == Stage::Arriving {
+            self.stage.set(Stage::LoggedIn);
+        }
+        self.wake();
+    }
+
+    /// Takes what a session that moved away left here: its queued lines, oldest first, and how
+    /// many it dropped.
+    pub(crate) fn take_left_behind(&self) -> (Vec<Line>, u32) {
+        let lines = std::mem::take(&mut *self.queue.borrow_mut()).into();
+        (lines, self.dropped.replace(0))
     }
 
     /// What the shard asked of this session, if anything.
@@ -109,28 +184,30 @@ impl Mailbox {
 
     /// Marks the session as logged in, which exempts it from the login timeout.
     pub fn set_logged_in(&self) {
-        self.logged_in.set(true);
+        if self.stage.get() == Stage::LoggingIn {
+            self.stage.set(Stage::LoggedIn);
+        }
     }
 
     /// Whether the user has logged in.
     pub(crate) fn is_logged_in(&self) -> bool {
-        self.logged_in.get()
+        self.stage.get() != Stage::LoggingIn
     }
 
     /// Whether chat lines (or a dropped-lines notice) wait to be written.
     pub fn has_lines(&self) -> bool {
-        !self.queue.borrow().is_empty() || self.dropped.get() > 0
+        !self.is_held() && (!self.queue.borrow().is_empty() || self.dropped.get() > 0)
     }
 
     /// Whether the queue is so full that its lines must go out now rather than wait for the pacer.
     pub fn is_urgent(&self, limit: usize) -> bool {
-        self.queue.borrow().len() >= urgent_at(limit)
+        !self.is_held() && self.queue.borrow().len() >= urgent_at(limit)
     }
 
     /// Takes every queued chat line and the number dropped since the last call.
     pub fn take_lines(&self) -> Option<(Vec<Line>, u32)> {
         let mut queue = self.queue.borrow_mut();
-        if queue.is_empty() && self.dropped.get() == 0 {
+        if self.is_held() || (queue.is_empty() && self.dropped.get() == 0) {
             return None;
         }
         // Taking the whole queue leaves the session holding no queue memory while idle.
@@ -150,7 +227,12 @@ impl Mailbox {
 
     pub(crate) fn push_line(&self, line: &Line, limit: usize) -> bool {
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= limit {
+        let bound = if self.is_held() {
+            held_limit(limit)
+        } else {
+            limit
+        };
+        if queue.len() >= bound {
             self.dropped.set(self.dropped.get().saturating_add(1));
             return false;
         }
@@ -195,9 +277,83 @@ impl Mailbox {
     }
 }
 
+/// Lines a session that has just moved may have queued while it waits for the ones its old shard
+/// held: twice the queue limit. It cannot write meanwhile through no fault of its reader, so a burst
+/// of up to twice the limit in that moment (about one ring round trip) loses nothing; once it may
+/// write, lines past the limit are refused as usual until it has caught up.
+pub(crate) fn held_limit(limit: usize) -> usize {
+    limit.saturating_mul(2)
+}
+
 /// Queued lines at which a session writes at once instead of waiting for the pacer: half the queue
 /// limit. A reader that keeps up then never loses a line to pacing, however fast a channel is
 /// flooded (a paste of hundreds of lines arrives between two ticks).
 pub(crate) fn urgent_at(limit: usize) -> usize {
     (limit / 2).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shard_proto::ShardId;
+
+    fn id() -> SessionId {
+        SessionId {
+            shard: ShardId(1),
+            key: 7,
+        }
+    }
+
+    fn lines(range: std::ops::Range<usize>) -> Vec<Line> {
+        range.map(|n| Line::from(format!("line {n}"))).collect()
+    }
+
+    #[test]
+    fn a_session_that_moved_writes_the_lines_left_behind_first() {
+        let mailbox = Mailbox::arriving(id());
+        assert!(mailbox.is_logged_in());
+        for line in lines(3..5) {
+            assert!(mailbox.push_line(&line, 100));
+        }
+        // Held: nothing to write yet, however full.
+        assert!(mailbox.is_held());
+        assert!(!mailbox.has_lines());
+        assert!(mailbox.take_lines().is_none());
+        mailbox.take_forwarded(lines(0..3), 2, 100);
+        assert!(!mailbox.is_held());
+        let (taken, dropped) = mailbox.take_lines().unwrap();
+        assert_eq!(taken, lines(0..5));
+        assert_eq!(dropped, 2);
+    }
+
+    #[test]
+    fn a_held_queue_takes_twice_the_limit_and_keeps_the_oldest() {
+        let mailbox = Mailbox::arriving(id());
+        // While held, a burst of twice the limit fits; one more line is dropped.
+        for line in lines(8..24) {
+            assert!(mailbox.push_line(&line, 8));
+        }
+        assert!(!mailbox.push_line(&lines(24..25)[0], 8));
+        // The 8 lines left behind come first; the bound keeps the oldest 16 of all 24.
+        mailbox.take_forwarded(lines(0..8), 0, 8);
+        let (taken, dropped) = mailbox.take_lines().unwrap();
+        assert_eq!(taken, lines(0..16));
+        assert_eq!(dropped, 9);
+        // Caught up and no longer held: the usual limit again.
+        for line in lines(0..8) {
+            assert!(mailbox.push_line(&line, 8));
+        }
+        assert!(!mailbox.push_line(&lines(8..9)[0], 8));
+    }
+
+    #[test]
+    fn a_mailbox_left_behind_gives_up_what_it_holds() {
+        let mailbox = Mailbox::new(id());
+        mailbox.set_logged_in();
+        mailbox.set_departed();
+        assert!(mailbox.has_departed());
+        assert!(mailbox.push_line(&lines(0..1)[0], 1));
+        assert!(!mailbox.push_line(&lines(1..2)[0], 1));
+        assert_eq!(mailbox.take_left_behind(), (lines(0..1), 1));
+    }
 }

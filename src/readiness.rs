@@ -173,6 +173,23 @@ impl Readiness {
         Ok(())
     }
 
+    /// Takes a socket out of the set while it stays open (it moves to another shard's set).
+    pub fn remove(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        // SAFETY: both descriptors are valid for the call; DEL ignores the event pointer.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Waits until some socket in the set may be ready. Wake-ups can be spurious; then `drain` finds
     /// nothing. Call `drain` between two waits: a set that stays ready ends every wait at once.
     pub async fn wait(&self) -> io::Result<()> {

@@ -9,9 +9,15 @@
 //! The shard reaches a session only through its [`Mailbox`](crate::mailbox::Mailbox): it sets a [`Kick`] and wakes the task,
 //! which notices on its next poll. Every wait in here (for input, for the worker pool) also watches for a
 //! kick, so shutdown and the login timeout are never held up by a slow bcrypt or a silent peer.
+//!
+//! A session that joins a small channel homed on another shard moves there (see
+//! [`shard_proto::ToHome::Move`]): its task ends here between two commands, and what it is made of
+//! (socket, terminal, unsent output, user) travels as an [`Arrival`] to a new task on the home's
+//! shard, which goes on with the next command. The user sees nothing of it.
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -23,7 +29,7 @@ use tracing::debug;
 
 use std::sync::Arc;
 
-use shard_proto::{ChannelName, JoinOutcome};
+use shard_proto::{ChannelName, JoinOutcome, Traveller};
 
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
@@ -65,6 +71,18 @@ enum Stop {
     Quit,
     /// Too many wrong passwords.
     TooManyFailures,
+    /// The session goes on at its channel's home shard.
+    MoveHome,
+}
+
+/// A logged-in session on its way to another shard: everything its new task needs. Dropping it
+/// closes the connection.
+pub struct Arrival {
+    socket: Socket,
+    term: Terminal,
+    /// Output not yet sent, already telnet-escaped.
+    out: Vec<u8>,
+    user: User,
 }
 
 /// One connection and everything it needs.
@@ -102,6 +120,35 @@ impl Session {
         }
     }
 
+    /// A session that moved here from another shard, under `registration` (its mailbox is already
+    /// in this shard's table). Its task is [`Session::run_arrived`].
+    pub fn arrived(
+        arrival: Arrival,
+        shard: Rc<Shard>,
+        registration: Registration,
+        pass: Pass,
+    ) -> (Session, User) {
+        let Arrival {
+            socket,
+            term,
+            out,
+            user,
+        } = arrival;
+        let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
+        let session = Session {
+            socket,
+            shard,
+            registration,
+            term,
+            out,
+            written: 0,
+            pace: PaceState::default(),
+            _connection: connection,
+            _pass: pass,
+        };
+        (session, user)
+    }
+
     /// The key the shard knows this session by (and its socket's readiness token).
     pub fn key(&self) -> u64 {
         self.registration.mailbox().id.key
@@ -120,11 +167,58 @@ impl Session {
     pub fn run(self) -> impl Future<Output = ()> {
         let mut session = self;
         async move {
-            let outcome = session.serve().await;
+            let mut user = None;
+            let outcome = session.serve(&mut user).await;
+            match (outcome, user) {
+                (Err(Stop::MoveHome), Some(user)) => session.move_home(user),
+                (outcome, _) => {
+                    debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
+                    // Boxed: needed once, at the end, so the task does not reserve room for it
+                    // all its life.
+                    Box::pin(session.close(outcome)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves a session that moved here (see [`Session::arrived`]) until it ends, or moves again.
+    pub fn run_arrived(self, user: User) -> impl Future<Output = ()> {
+        let mut session = self;
+        async move {
+            let outcome = session.chat_logged_in(&user).await;
+            if let Err(Stop::MoveHome) = outcome {
+                return session.move_home(user);
+            }
             debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
-            // Boxed: needed once, at the end, so the task does not reserve room for it all its life.
             Box::pin(session.close(outcome)).await;
         }
+    }
+
+    /// Hands the connection to its channel's home shard. Its socket leaves this shard's readiness
+    /// set first, so nothing here touches it again.
+    fn move_home(self, user: User) {
+        let Session {
+            socket,
+            shard,
+            registration,
+            term,
+            mut out,
+            written,
+            ..
+        } = self;
+        if let Err(err) = shard.readiness.remove(socket.as_fd()) {
+            // Still watched here, it would be read by two shards: end it instead.
+            debug!(session = %registration.mailbox().id, error = %err, "cannot move; closing");
+            return;
+        }
+        out.drain(..written);
+        let arrival = Arrival {
+            socket,
+            term,
+            out,
+            user,
+        };
+        shard.depart(registration, Traveller(Box::new(arrival)));
     }
 
     /// Says why the session ends (if there is anything to say), sends it within a grace period, and
@@ -137,7 +231,7 @@ impl Session {
                 Some("Login timed out. Connect again when you are ready.")
             }
             Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
-            Err(Stop::Closed) => None,
+            Err(Stop::Closed | Stop::MoveHome) => None,
         };
         if let Some(text) = last_words {
             self.term.print(&[text], &mut self.out);
@@ -156,20 +250,26 @@ impl Session {
         let _ = self.socket.shutdown_write();
     }
 
-    async fn serve(&mut self) -> Result<(), Stop> {
+    /// The whole dialogue. The user who logged in is left in `user`, for a session that moves on.
+    async fn serve(&mut self, user: &mut Option<User>) -> Result<(), Stop> {
         self.term.start(&mut self.out);
         self.say("Welcome to ringtalk. Type ^D to exit.");
         self.say("");
         // Boxed: the login dialogue's state is large and needed once, so the idle task does not
         // carry room for it.
-        let user = Box::pin(self.login()).await?;
+        let logged_in = user.insert(Box::pin(self.login()).await?);
         self.registration.mailbox().set_logged_in();
+        self.chat_logged_in(logged_in).await
+    }
+
+    /// Commands of a logged-in user, counted as one while they last.
+    async fn chat_logged_in(&mut self, user: &User) -> Result<(), Stop> {
         let _logged_in = GaugeGuard::new(
             self.shard.stats.clone(),
             self.shard.id.index(),
             Gauge::LoggedIn,
         );
-        self.chat(&user).await
+        self.chat(user).await
     }
 
     /// The login dialogue, with wtelnet's prompts. Returns the logged-in user.
@@ -419,11 +519,25 @@ impl Session {
             self.say("You are already joining a channel; wait for the answer.");
             return Ok(());
         }
-        if let Reply::Joined { channel, outcome } =
-            self.reply(|r| matches!(r, Reply::Joined { .. })).await?
+        if let Reply::Joined {
+            channel,
+            outcome,
+            come_home,
+        } = self.reply(|r| matches!(r, Reply::Joined { .. })).await?
         {
             match outcome {
-                JoinOutcome::Joined(_) => self.say(&format!("You have joined #{channel}")),
+                JoinOutcome::Joined(_) => {
+                    self.say(&format!("You have joined #{channel}"));
+                    // A session that has just moved here waits for the lines it left behind
+                    // before it may move again, so none can be left behind twice.
+                    let mailbox = self.registration.mailbox();
+                    if come_home
+                        && !mailbox.is_held()
+                        && self.shard.chat(|hub, _| hub.may_depart(key))
+                    {
+                        return Err(Stop::MoveHome);
+                    }
+                }
                 JoinOutcome::Full => self.say("Request to join channel denied: Channel is full"),
                 JoinOutcome::NoSuchChannel => self.say(&format!(
                     "Channel #{asked} does not exist. Use /create {asked} to make it."

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use shard_proto::{ChannelId, ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember};
+use shard_proto::{
+    ChannelId, ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember, Traveller,
+};
 
 use crate::accounts::Accounts;
 use crate::chanlog::ChannelLog;
@@ -70,6 +72,9 @@ pub struct Shard {
     listener_ready: Cell<bool>,
     /// The accept loop's waker, while it waits for connections.
     acceptor: RefCell<Option<Waker>>,
+    /// Sessions that have moved here and have a mailbox but no task yet; the inbox task starts
+    /// them right after the message that brought them.
+    arrivals: RefCell<Vec<(Rc<Mailbox>, Traveller)>>,
 }
 
 /// Messages for one other shard; its pump task moves them into the ring.
@@ -152,7 +157,7 @@ impl Outbox {
 pub(crate) struct ShardOutputs<'a> {
     shard: &'a Shard,
     stats: &'a ShardStats,
-    sessions: &'a HashMap<u64, Rc<Mailbox>>,
+    sessions: &'a mut HashMap<u64, Rc<Mailbox>>,
 }
 
 impl Outputs for ShardOutputs<'_> {
@@ -193,9 +198,41 @@ impl Outputs for ShardOutputs<'_> {
         self.stats.lines.fetch_add(1, Relaxed);
         self.shard.chanlog.append(channel.key(), line);
     }
+
+    fn adopt(&mut self, traveller: Traveller) -> u64 {
+        // The mailbox is in the table before the hub hands out the key, so no line for the new
+        // session can miss it; its task starts once the hub is done (see `Shard::take_arrivals`).
+        let key = self.shard.new_key();
+        let mailbox = Rc::new(Mailbox::arriving(SessionId {
+            shard: self.shard.id,
+            key,
+        }));
+        if self.shard.shutting_down.get() {
+            mailbox.kick_with(Kick::Shutdown);
+        }
+        self.sessions.insert(key, mailbox.clone());
+        self.shard.arrivals.borrow_mut().push((mailbox, traveller));
+        key
+    }
+
+    fn release(&mut self, session: u64) -> (Vec<Line>, u32) {
+        match self.sessions.remove(&session) {
+            Some(mailbox) => mailbox.take_left_behind(),
+            None => (Vec::new(), 0),
+        }
+    }
+
+    fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32) {
+        if let Some(mailbox) = self.sessions.get(&session) {
+            let limit = self.shard.config.queue_limit as usize;
+            mailbox.take_forwarded(lines, dropped, limit);
+        }
+    }
 }
 
-/// Removes a session from its shard's table when the session ends, however it ends.
+/// Removes a session from its shard's table when the session ends, however it ends, unless it
+/// moved to another shard: then its mailbox stays in the table, holding the lines that still
+/// arrive for it, until its channel's home says it has taken its place (see [`Shard::depart`]).
 pub struct Registration {
     shard: Rc<Shard>,
     mailbox: Rc<Mailbox>,
@@ -210,6 +247,9 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if self.mailbox.has_departed() {
+            return;
+        }
         let key = self.mailbox.id.key;
         self.shard.sessions.borrow_mut().remove(&key);
         self.shard.chat(|hub, out| hub.session_ended(key, out));
@@ -229,7 +269,7 @@ impl Shard {
         channels: Vec<ChannelName>,
         readiness: Readiness,
     ) -> Shard {
-        let mut hub = Hub::new(id, shards, config.channel_capacity);
+        let mut hub = Hub::new(id, shards, config.channel_capacity, config.colocate_up_to);
         for name in channels {
             hub.open(name);
         }
@@ -254,13 +294,19 @@ impl Shard {
             readiness,
             listener_ready: Cell::new(true),
             acceptor: RefCell::new(None),
+            arrivals: RefCell::new(Vec::new()),
         }
+    }
+
+    fn new_key(&self) -> u64 {
+        let key = self.next_key.get();
+        self.next_key.set(key + 1);
+        key
     }
 
     /// Adds a session to the table; it leaves the table when the returned registration is dropped.
     pub fn register(self: &Rc<Self>, now: Instant) -> Registration {
-        let key = self.next_key.get();
-        self.next_key.set(key + 1);
+        let key = self.new_key();
         let handle = Rc::new(Mailbox::new(SessionId {
             shard: self.id,
             key,
@@ -276,6 +322,36 @@ impl Shard {
             shard: self.clone(),
             mailbox: handle,
         }
+    }
+
+    /// Sessions that moved here since the last call, each with the mailbox the hub already fills
+    /// and the registration that will take it out of the table when it ends.
+    pub(crate) fn take_arrivals(self: &Rc<Self>) -> Vec<(Registration, Traveller)> {
+        let arrivals = std::mem::take(&mut *self.arrivals.borrow_mut());
+        arrivals
+            .into_iter()
+            .map(|(mailbox, traveller)| {
+                let registration = Registration {
+                    shard: self.clone(),
+                    mailbox,
+                };
+                (registration, traveller)
+            })
+            .collect()
+    }
+
+    /// Whether sessions have moved here and wait for their tasks.
+    pub(crate) fn has_arrivals(&self) -> bool {
+        !self.arrivals.borrow().is_empty()
+    }
+
+    /// Sends a session to its channel's home as `traveller`. Its mailbox stays in the table, and
+    /// its registration no longer removes it: the home's answer does ([`Outputs::release`]).
+    pub(crate) fn depart(&self, registration: Registration, traveller: Traveller) {
+        let key = registration.mailbox.id.key;
+        registration.mailbox.set_departed();
+        drop(registration);
+        self.chat(|hub, out| hub.depart(key, traveller, out));
     }
 
     /// Passes a readiness report to whoever owns the socket: the accept loop or a session. Reports
@@ -326,12 +402,12 @@ impl Shard {
     /// Runs a chat action on this shard's hub, with the shard as its outputs; returns what `f` returns.
     /// Never awaits, so no borrow outlives it.
     pub(crate) fn chat<R>(&self, f: impl FnOnce(&mut Hub, &mut ShardOutputs<'_>) -> R) -> R {
-        let sessions = self.sessions.borrow();
+        let mut sessions = self.sessions.borrow_mut();
         let stats = self.stats.shard(self.id.index());
         let mut out = ShardOutputs {
             shard: self,
             stats,
-            sessions: &sessions,
+            sessions: &mut sessions,
         };
         let mut hub = self.hub.borrow_mut();
         let result = f(&mut hub, &mut out);

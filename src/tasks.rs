@@ -28,7 +28,7 @@ use crate::listener::{self, LogLimiter};
 use crate::mailbox::{urgent_at, SHUTDOWN_GRACE};
 use crate::mesh::{Doorbell, RingRx, RingTx, Waiter};
 use crate::readiness::Readiness;
-use crate::session::Session;
+use crate::session::{Arrival, Session};
 use crate::shard::{Shard, LISTENER_TOKEN};
 use crate::socket::Socket;
 use crate::stats::Stats;
@@ -104,6 +104,7 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
     };
     let router = glommio::spawn_local(route_readiness(shard.clone()));
 
+    let gate = Gate::new();
     let room = Rc::new(RoomWaiters::default());
     let mut ring_tasks = Vec::new();
     for (dest, tx) in ring_out {
@@ -114,10 +115,14 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
             room.clone(),
         )));
     }
-    let inbox_task =
-        glommio::spawn_local(inbox(shard.clone(), ring_in, waiter.clone(), room.clone()));
+    let inbox_task = glommio::spawn_local(inbox(
+        shard.clone(),
+        ring_in,
+        waiter.clone(),
+        room.clone(),
+        gate.clone(),
+    ));
 
-    let gate = Gate::new();
     let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
     let pacer = {
         let shard = shard.clone();
@@ -241,17 +246,27 @@ fn drain_batch(queue_limit: usize, shards: usize) -> u32 {
 /// Handles every message arriving from the other shards, a batch from each ring in turn, and
 /// wakes the pumps that wait for room. When every ring is empty it arms the shard's doorbell, looks
 /// once more (for messages, and for room a pump waits for), and waits for the bell. It never awaits a
-/// send: whatever handling produces for other shards goes to their outboxes.
-async fn inbox(shard: Rc<Shard>, rings: Vec<RingRx>, waiter: Rc<Waiter>, room: Rc<RoomWaiters>) {
+/// send: whatever handling produces for other shards goes to their outboxes. A session that a
+/// message brought (one moving here) gets its task before the next message is handled.
+async fn inbox(
+    shard: Rc<Shard>,
+    rings: Vec<RingRx>,
+    waiter: Rc<Waiter>,
+    room: Rc<RoomWaiters>,
+    gate: Gate,
+) {
     let batch = drain_batch(shard.config.queue_limit as usize, shard.shards());
     let mut error_log = LogLimiter::new(Duration::from_secs(1));
-    let round = |shard: &Shard| {
+    let round = |shard: &Rc<Shard>| {
         let mut handled = 0;
         for ring in &rings {
             let mut taken = 0;
             while taken < batch {
                 let Some(msg) = ring.pop() else { break };
                 shard.chat(|hub, out| hub.handle(msg, out));
+                if shard.has_arrivals() {
+                    start_arrivals(shard, &gate);
+                }
                 taken += 1;
             }
             if taken > 0 {
@@ -375,6 +390,31 @@ fn start_session(socket: Socket, shard: &Rc<Shard>, gate: &Gate) -> std::io::Res
     shard.readiness.add(session.socket().as_fd(), key)?;
     glommio::spawn_local(session.run()).detach();
     Ok(())
+}
+
+/// Starts a task for every session that has moved here. One that cannot run here (the shard is
+/// closing, or its socket cannot be watched) ends at once: its registration takes it out of its
+/// channel, and its connection closes.
+fn start_arrivals(shard: &Rc<Shard>, gate: &Gate) {
+    for (registration, traveller) in shard.take_arrivals() {
+        let Ok(arrival) = traveller.0.downcast::<Arrival>() else {
+            warn!(
+                shard = shard.id.0,
+                "a traveller that is not a session was dropped"
+            );
+            continue;
+        };
+        let Ok(pass) = gate.enter() else {
+            continue; // shutting down
+        };
+        let key = registration.mailbox().id.key;
+        let (session, user) = Session::arrived(*arrival, shard.clone(), registration, pass);
+        if let Err(err) = shard.readiness.add(session.socket().as_fd(), key) {
+            warn!(shard = shard.id.0, error = %err, "cannot watch a connection that moved here, so it is closed");
+            continue;
+        }
+        glommio::spawn_local(session.run_arrived(user)).detach();
+    }
 }
 
 /// Closes connections that have not logged in by their deadline. Deadlines are checked once a second,

@@ -189,7 +189,11 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, bool> {
 fn members_on_both_shards_see_one_order_which_the_log_keeps() {
     const LINES: usize = 12;
     const AT_LEAST: usize = 8;
-    let server = start_server_with(SHARDS, |c| c.channel_capacity = 0);
+    // Members stay on the shard that accepted them, so lines cross between shards.
+    let server = start_server_with(SHARDS, |c| {
+        c.channel_capacity = 0;
+        c.colocate_up_to = 0;
+    });
     // One channel homed on each shard; each gets members on both shards.
     let channels = [
         homed_on(0, "Order", 1).remove(0),
@@ -1233,4 +1237,135 @@ fn rings_of_two_slots_carry_a_burst_across_shards_in_order() {
         );
     }
     assert_eq!(server.stats().total().dropped, 0);
+}
+
+/// Members whose connections are on the other shard move to their channel's home when they join
+/// (docs/ARCHITECTURE.md, "A session that moves home"). Here each joins while a talker's lines are on
+/// their way, so lines reach its old shard after it left: every member still sees one unbroken
+/// run of the channel's lines, in the log's order, up to the last one. Afterwards every member is on
+/// the home's shard, and what a moved member types (even half a line typed before the move) works.
+#[test]
+fn members_moving_to_their_channels_home_lose_no_line_and_keep_the_order() {
+    const JOINERS: usize = 12;
+    const BURST: usize = 6;
+    let server = start_server_with(SHARDS, |c| c.channel_capacity = 0);
+    let channel = homed_on(0, "home", 1).remove(0);
+    let mut talker = user(&server, "talker");
+    create(&mut talker, "talker", &channel);
+
+    // Joiners from both shards, at least a few from the shard that is not the channel's home.
+    let mut joiners = Vec::new();
+    let mut away = 0;
+    for n in 0.. {
+        if joiners.len() >= JOINERS && away >= 4 {
+            break;
+        }
+        assert!(n < 64, "64 connections gave {away} on shard 1");
+        let (mut c, shard) = server.connect_on_shard();
+        let name = format!("mover{n}");
+        c.create_account(&name, PASSWORD);
+        away += usize::from(shard == 1);
+        joiners.push((c, name));
+    }
+
+    // Each join goes out with lines right behind it, so the move races the talker's lines.
+    let mut said = 0;
+    for (c, _) in &mut joiners {
+        c.send_line(&format!("/join {channel}"));
+        for _ in 0..BURST {
+            talker.send_line(&format!("line {said}"));
+            said += 1;
+        }
+    }
+    // Every join is in the channel's order before the last line, which each joiner must then see.
+    for (c, _) in &mut joiners {
+        c.expect(&format!("You have joined #{channel}\r\n"));
+    }
+    talker.send_line("last");
+    for (c, _) in &mut joiners {
+        c.expect("talker says, \"last\"\r\n");
+    }
+    let log = log_lines(&server, &channel);
+    let log_chat: Vec<String> = log.iter().filter(|l| is_chat(l)).cloned().collect();
+    assert_eq!(log_chat.len(), said + 1, "{log:?}");
+    for (c, name) in &joiners {
+        let seen = lines_where(c.text(), is_channel_line);
+        assert!(
+            is_contiguous_in(&seen, &log),
+            "{name} saw {seen:?}, the log has {log:?}"
+        );
+        let chat = lines_where(c.text(), is_chat);
+        assert!(
+            log_chat.ends_with(&chat),
+            "{name} missed lines: saw {chat:?}, the log has {log_chat:?}"
+        );
+    }
+
+    // Every member ends up on the home's shard, counted once. (A joiner may have seen the last
+    // line before its session left the other shard, so the counters are polled.)
+    let everyone = joiners.len() as u64 + 1;
+    wait_until(
+        || {
+            let s = server.stats();
+            s.shards[0].members == everyone
+                && s.shards[1].members == 0
+                && s.shards[1].connections == 0
+                && s.connections() == everyone
+                && s.logged_in() == everyone
+        },
+        "every member on the channel's home shard",
+    );
+
+    // A moved member talks, asks who is on, and moves on to a channel homed on the other shard.
+    let (mut mover, name) = joiners.pop().unwrap();
+    mover.send_line("after the move");
+    talker.expect(&format!("{name} says, \"after the move\"\r\n"));
+    mover.expect(&format!("{name} says, \"after the move\"\r\n"));
+    mover.send_line("/who");
+    mover.expect("On this channel: ");
+    let who = mover.expect("\r\n");
+    let names: Vec<&str> = who.trim_end().split(", ").collect();
+    assert_eq!(names.len(), joiners.len() + 2, "{who:?}");
+    assert!(
+        names.contains(&name.as_str()) && names.contains(&"talker"),
+        "{who:?}"
+    );
+    let elsewhere = homed_on(1, "away", 1).remove(0);
+    create(&mut talker, "talker", &elsewhere);
+    mover.send_line(&format!("/join {elsewhere}"));
+    mover.expect(&format!("You have joined #{elsewhere}\r\n"));
+    mover.expect(&on(&name, &elsewhere));
+    talker.send_line("over here");
+    mover.expect("talker says, \"over here\"\r\n");
+    let stats = server.stats();
+    assert_eq!(stats.shards[1].members, 2, "{stats:?}");
+}
+
+/// A terminal in character mode moves in the middle of typing: what it typed before the move is
+/// finished after it and reaches the channel whole.
+#[test]
+fn a_terminal_moves_home_with_its_half_typed_line() {
+    let server = start_server_with(SHARDS, |c| c.channel_capacity = 0);
+    let channel = homed_on(0, "typing", 1).remove(0);
+    let mut talker = user(&server, "listener");
+    create(&mut talker, "listener", &channel);
+    // Terminals until one lands on shard 1, away from the channel's home.
+    let mut n = 0;
+    let (mut term, name) = loop {
+        assert!(n < 64, "64 terminals all landed on shard 0");
+        let name = format!("typist{n}");
+        n += 1;
+        let before = server.stats();
+        let mut c = server.connect(Kind::Xterm);
+        c.create_account(&name, PASSWORD);
+        if server.stats().shards[1].accepted > before.shards[1].accepted {
+            break (c, name);
+        }
+    };
+    term.send(format!("/join {channel}\r\nhalf").as_bytes());
+    term.expect(&format!("You have joined #{channel}"));
+    term.send(b"-typed\r\n");
+    talker.expect(&format!("{name} says, \"half-typed\"\r\n"));
+    let stats = server.stats();
+    assert_eq!(stats.shards[1].members, 0, "{stats:?}");
 }

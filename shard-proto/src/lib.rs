@@ -14,7 +14,7 @@ mod channel_name;
 mod messages;
 
 pub use channel_name::{home_of, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS};
-pub use messages::{JoinOutcome, ListEntry, ShardMsg, ToHome, ToMember};
+pub use messages::{JoinOutcome, ListEntry, ShardMsg, ToHome, ToMember, Traveller};
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,13 +5,36 @@
 //! shards travel one FIFO ring, so they arrive in the order sent; a message for the sender's own shard
 //! never enters a ring and is handled in the order it was made. Every delivery is one message per
 //! destination shard, whatever the number of members there.
+//!
+//! # A session that moves home
+//!
+//! A member whose connection is on another shard than its channel's home costs every line two ring
+//! crossings (to the home, and back to its shard), and each crossing wakes an executor. So a session
+//! that joins a small channel moves to the home's shard, in three messages that lose nothing and
+//! keep the channel's order: [`ToHome::Move`] carries the session (its socket and state) to the home,
+//! which puts the new session in the old one's place in the channel; [`ToMember::Moved`] tells the
+//! old shard, after every line the home sent it for the old session, to stop holding lines for it;
+//! [`ToHome::Forward`] brings those held lines to the new session, which writes them before any it
+//! got at the home.
 
+use std::any::Any;
+use std::fmt;
 use std::sync::Arc;
 
 use crate::{ChannelId, ChannelName, Line, SessionId};
 
+/// A session on its way to another shard: whatever the server needs to take it up again there (its
+/// socket, its terminal, its user), opaque to this crate. Dropping it closes the connection.
+pub struct Traveller(pub Box<dyn Any + Send>);
+
+impl fmt::Debug for Traveller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Traveller")
+    }
+}
+
 /// From a session's shard to a channel's home shard.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum ToHome {
     /// Join a channel by name. With `create`, the home first creates the channel if it does not know it;
     /// the sender asks for that only after the database has recorded the channel as new. Answered by
@@ -68,6 +91,27 @@ pub enum ToHome {
         /// Who asks.
         session: SessionId,
     },
+    /// A member of `channel` moves to the home's shard (see the module doc). The home takes the
+    /// session up under a new id on its own shard, puts that id in the old one's place (no line
+    /// is announced: to the others nobody came or went), and answers [`ToMember::Moved`].
+    Move {
+        /// The channel, homed on the receiving shard.
+        channel: ChannelId,
+        /// The session as it was known until now.
+        session: SessionId,
+        /// The session itself.
+        traveller: Traveller,
+    },
+    /// The lines the old shard held for a session that moved (sent on [`ToMember::Moved`]), for the
+    /// new session: they are older than any it got at its new shard.
+    Forward {
+        /// The session at its new shard.
+        session: SessionId,
+        /// The lines, oldest first.
+        lines: Vec<Line>,
+        /// Lines dropped before these, not yet told to the user.
+        dropped: u32,
+    },
 }
 
 /// From a channel's home shard to a member's shard.
@@ -85,6 +129,10 @@ pub enum ToMember {
         channel: ChannelName,
         /// What happened.
         outcome: JoinOutcome,
+        /// The home asks the session to move to the home's shard ([`ToHome::Move`]): it has just
+        /// joined, from another shard, a channel small enough that its members are best served
+        /// where the channel lives.
+        come_home: bool,
     },
     /// A line for every local member of a channel, in the channel's order.
     Deliver {
@@ -116,6 +164,17 @@ pub enum ToMember {
         /// The channels homed on the answering shard.
         channels: Vec<ListEntry>,
     },
+    /// The answer to [`ToHome::Move`]: the session `from` is now `to` in `channel`, and this
+    /// message comes after every line the home sent here for `from`. The receiving shard stops
+    /// holding lines for `from` and sends what it held to `to` as [`ToHome::Forward`].
+    Moved {
+        /// The channel.
+        channel: ChannelId,
+        /// The session as this shard knew it.
+        from: SessionId,
+        /// The same session at the home's shard.
+        to: SessionId,
+    },
 }
 
 /// How a join ended.
@@ -139,7 +198,7 @@ pub struct ListEntry {
 }
 
 /// Anything that crosses a ring.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum ShardMsg {
     /// To a channel's home.
     ToHome(ToHome),
