@@ -14,10 +14,12 @@
 //!
 //! The home's [`Channel`] is the truth: it decides joins and orders lines. Each member shard keeps a
 //! mirror (channel → its local member sessions) so that a delivery carries only the channel and the
-//! line. The mirror changes only when a [`ToMember::Joined`] arrives (add) or when a local session
-//! leaves (remove, at once, then [`ToHome::Leave`]). Deliveries travel the same FIFO ring as the
-//! `Joined` answers, so the mirror always matches what the home had when it sent each delivery, except
-//! that a leaving session stops receiving a little early — never late.
+//! line. The mirror changes only when a [`ToMember::Joined`] arrives (add), when a local session
+//! leaves (remove, at once, then [`ToHome::Leave`]), and when a member moves to its channel's home
+//! (added at the home when [`ToHome::Move`] arrives; removed from the old shard when
+//! [`ToMember::Moved`] does, after every line the home sent there for it). Deliveries travel the
+//! same FIFO ring as the `Joined` answers, so the mirror always matches what the home had when it
+//! sent each delivery, except that a leaving session stops receiving a little early — never late.
 //!
 //! A session is in at most one channel and has at most one join on its way: a join or exit asked for
 //! while one is in flight is refused here (a session handles one command at a time, so this is a

@@ -3,13 +3,15 @@
 //! # The shape
 //!
 //! One glommio executor (a *shard*) runs pinned to each allowed CPU. Every shard opens its own listening
-//! socket on the same port (SO_REUSEPORT), so the kernel spreads connections over shards and a
-//! connection lives its whole life on the shard that accepted it: its socket, its telnet state, its line
-//! editor and its session all belong to that one thread, with no locks.
+//! socket on the same port (SO_REUSEPORT), so the kernel spreads connections over shards. A connection
+//! belongs to one shard at a time: its socket, its telnet state, its line editor and its session all
+//! belong to that one thread, with no locks.
 //!
 //! A chat channel lives on its *home* shard, chosen by a stable hash of its name. The home orders the
 //! channel's lines, logs them, and sends each line once to every shard that has members, over lock-free
-//! SPSC rings; that shard puts it in each local member's bounded queue.
+//! SPSC rings; that shard puts it in each local member's bounded queue. A session that joins a small
+//! channel homed elsewhere moves to the home's shard (see [`shard_proto::ToHome::Move`]), so a small
+//! channel's lines cross no ring at all.
 //!
 //! Work that blocks (SQLite, bcrypt) never runs on a shard: it goes to a pool of plain threads through a
 //! bounded queue, and a full queue answers "busy" at once instead of making anyone wait.
