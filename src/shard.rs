@@ -232,7 +232,7 @@ impl Outputs for ShardOutputs<'_> {
 
 /// Removes a session from its shard's table when the session ends, however it ends, unless it
 /// moved to another shard: then its mailbox stays in the table, holding the lines that still
-/// arrive for it, until its channel's home says it has taken its place (see [`Shard::depart`]).
+/// arrive for it, until its channel's home says it has taken its place (see `Shard::depart`).
 pub struct Registration {
     shard: Rc<Shard>,
     mailbox: Rc<Mailbox>,
