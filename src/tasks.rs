@@ -1,10 +1,11 @@
 //! The tasks of one shard's executor, and how a shard starts and stops.
 //!
-//! Above the sessions: this is what accepts a connection and starts its session, moves messages
-//! between the shard's outboxes and the rings to other shards, routes socket readiness to sessions,
-//! closes connections that do not log in in time, and at the end tells every session to go. Which
-//! task awaits what is the graph in docs/ARCHITECTURE.md; none of them awaits a send into a ring
-//! but the pump, which receives from no ring.
+//! Above the sessions: this is what accepts a connection and starts its session (or takes up one
+//! that moved here from another shard), moves messages between the shard's outboxes and the rings
+//! to other shards, routes socket readiness to sessions, closes connections that do not log in in
+//! time, and at the end tells every session to go. Which task awaits what is the graph in
+//! docs/ARCHITECTURE.md; none of them awaits a send into a ring but the pump, which receives from
+//! no ring.
 
 use std::cell::RefCell;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
