@@ -85,6 +85,17 @@ pub struct Arrival {
     user: User,
 }
 
+impl Arrival {
+    /// Turns away a session that arrived at a shard that is shutting down: it is told so, as far as
+    /// its socket takes at once, and its connection is closed.
+    pub fn turn_away(mut self) {
+        self.term
+            .print(&["Server is shutting down."], &mut self.out);
+        let _ = self.socket.send(&self.out);
+        let _ = self.socket.shutdown_write();
+    }
+}
+
 /// One connection and everything it needs.
 pub struct Session {
     socket: Socket,

@@ -406,7 +406,8 @@ fn start_arrivals(shard: &Rc<Shard>, gate: &Gate) {
             continue;
         };
         let Ok(pass) = gate.enter() else {
-            continue; // shutting down
+            arrival.turn_away();
+            continue;
         };
         let key = registration.mailbox().id.key;
         let (session, user) = Session::arrived(*arrival, shard.clone(), registration, pass);

@@ -1369,3 +1369,34 @@ fn a_terminal_moves_home_with_its_half_typed_line() {
     let stats = server.stats();
     assert_eq!(stats.shards[1].members, 0, "{stats:?}");
 }
+
+/// Shutdown while users keep creating and switching channels homed on either shard, so members
+/// move home all the time: every one of them is told the server is shutting down and disconnected,
+/// and the server stops. (Which sessions are between shards at that instant is up to timing; a
+/// session that arrives at a shard whose sessions have all gone is told the same before it closes.)
+#[test]
+fn a_shutdown_while_members_move_home_tells_everyone_and_stops() {
+    const CLIENTS: usize = 60;
+    let server = start_server_with(SHARDS, |c| c.channel_capacity = 0);
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = user(&server, &format!("leaver{i}"));
+        // Channels of its own, homed on both shards, so every switch is a join from elsewhere.
+        let mut burst = String::new();
+        for (k, ch) in homed_on(i % 2, &format!("sd{i}x"), 8)
+            .into_iter()
+            .chain(homed_on(1 - i % 2, &format!("sd{i}y"), 8))
+            .enumerate()
+        {
+            burst.push_str(&format!("/create {ch}\r\nsaid {k}\r\n"));
+        }
+        c.send(burst.as_bytes());
+        clients.push(c);
+    }
+    server.shutdown_trigger().trigger();
+    for c in &mut clients {
+        c.expect("Server is shutting down.\r\n");
+        c.expect_closed();
+    }
+    server.wait();
+}

@@ -106,15 +106,27 @@ fn connections_past_the_file_limit_wait_and_are_served_as_others_leave() {
         .collect();
     // The server accepts until it runs out of descriptors, and says so.
     server.wait_for_log("out of file descriptors");
-    // Each client, in turn, is greeted and leaves; the ones the server could not accept at first are
-    // accepted once earlier ones have gone.
-    for (i, client) in clients.iter_mut().enumerate() {
-        let greeting = client.expect("Username: ");
-        assert!(
-            greeting.contains("Welcome to ringtalk."),
-            "client {i}: {greeting:?}"
-        );
-        client.shutdown_write();
-        client.expect_closed();
+    // Each client, as soon as it is greeted, leaves; the ones the server could not accept at first
+    // are accepted once others have gone. Each shard has a backlog of its own, so which waiting
+    // client a freed descriptor goes to is not the order they connected in: every client waits on
+    // a thread of its own. (Waiting for them one by one, in connect order, could wait forever for
+    // one in the other shard's backlog while the clients holding the descriptors waited their turn.)
+    let threads: Vec<_> = clients
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut client)| {
+            std::thread::spawn(move || {
+                let greeting = client.expect("Username: ");
+                assert!(
+                    greeting.contains("Welcome to ringtalk."),
+                    "client {i}: {greeting:?}"
+                );
+                client.shutdown_write();
+                client.expect_closed();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client was not served");
     }
 }
