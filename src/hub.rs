@@ -1110,6 +1110,44 @@ mod tests {
         assert_eq!(outcomes[2], JoinOutcome::Full);
     }
 
+    /// The home asks a joiner to move only when it comes from another shard and the channel,
+    /// counting it, has at most `colocate_up_to` members; never when that is 0.
+    #[test]
+    fn only_joiners_from_elsewhere_into_small_channels_are_asked_to_come_home() {
+        let come_home = |sim: &Sim, s: usize, key: u64| match sim.rec[s].replies[&key].last() {
+            Some(Reply::Joined {
+                outcome: JoinOutcome::Joined(_),
+                come_home,
+                ..
+            }) => *come_home,
+            other => panic!("unexpected {other:?}"),
+        };
+        for limit in [0, 1, 3] {
+            let mut sim = Sim::new(2, 0, 5);
+            for hub in &mut sim.hubs {
+                hub.colocate_up_to = limit;
+            }
+            let home = shard_proto::home_of(&name("small"), 2).index();
+            let away = 1 - home;
+            // The first joiner is on the home's shard: it is home already.
+            let local = sim.connect(home);
+            assert!(sim.join(home, local, "small", true));
+            sim.drain();
+            assert!(!come_home(&sim, home, local), "limit {limit}");
+            // Joiners from the other shard: asked while the channel, with them, fits the limit.
+            for members in 2..=5u32 {
+                let key = sim.connect(away);
+                assert!(sim.join(away, key, "small", false));
+                sim.drain();
+                assert_eq!(
+                    come_home(&sim, away, key),
+                    limit != 0 && members <= limit,
+                    "limit {limit}, member {members}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn joining_an_unknown_channel_without_create_is_refused() {
         let mut sim = Sim::new(2, 0, 3);
