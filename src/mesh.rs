@@ -371,6 +371,13 @@ mod tests {
         assert!(tx.push(msg(9)).is_ok());
     }
 
+    /// docs/ARCHITECTURE.md's table of what the mesh costs counts 80-byte slots: a message kind
+    /// that grows `ShardMsg` grows every ring.
+    #[test]
+    fn a_ring_slot_stays_as_small_as_documented() {
+        assert!(SLOT_BYTES <= 80, "{SLOT_BYTES} bytes a slot");
+    }
+
     #[test]
     fn rings_shrink_as_shards_grow_and_stay_within_bounds() {
         assert_eq!(ring_capacity(1), RING_CAPACITY);
