@@ -10,8 +10,8 @@
 //! A chat channel lives on its *home* shard, chosen by a stable hash of its name. The home orders the
 //! channel's lines, logs them, and sends each line once to every shard that has members, over lock-free
 //! SPSC rings; that shard puts it in each local member's bounded queue. A session that joins a small
-//! channel homed elsewhere moves to the home's shard (see [`shard_proto::ToHome::Move`]), so a small
-//! channel's lines cross no ring at all.
+//! channel homed elsewhere moves to the home's shard (see [`shard_proto::ToHome::Move`]), so the lines
+//! of a small channel whose members have all come home cross no ring at all.
 //!
 //! Work that blocks (SQLite, bcrypt) never runs on a shard: it goes to a pool of plain threads through a
 //! bounded queue, and a full queue answers "busy" at once instead of making anyone wait.

@@ -1,5 +1,6 @@
 //! Listening sockets: one per shard, all on the same port through SO_REUSEPORT, so the kernel spreads
-//! connections over the shards and no shard hands sockets to another.
+//! connections over the shards and no shard has to hand out the connections it accepts. (A session
+//! may later move to its channel's home shard: see `shard_proto::ToHome::Move`.)
 //!
 //! We build the sockets ourselves instead of calling glommio's `TcpListener::bind`, which hard-codes a
 //! backlog of 1,024: in a connection storm that backlog overflows and clients wait seconds for SYN

@@ -79,6 +79,9 @@ enum Stage {
     /// Moved here and waiting for the lines its old shard held: its queue fills but is not
     /// written, so those older lines go out first.
     Arriving,
+    /// Moved here and given the lines its old shard held, not yet written: its queue may hold
+    /// more than the limit (see [`held_limit`]) until its next write.
+    CatchingUp,
     /// Moved to another shard: what is left here is a mailbox that holds lines for it until its
     /// channel's home says the new session has its place.
     Departed,
@@ -125,29 +128,32 @@ impl Mailbox {
     }
 
     /// Puts `lines`, held for this session at the shard it came from, ahead of those queued here,
-    /// and lets the queue be written. The queue keeps the bound it had while held (see
-    /// [`held_limit`]): the oldest lines stay, and what does not fit is counted as dropped.
-    pub(crate) fn take_forwarded(&self, lines: Vec<Line>, dropped: u32, limit: usize) {
+    /// and lets the queue be written. Each part was bounded by [`held_limit`] where it waited, so
+    /// the queue holds at most twice that until the session's next write, and lines that arrive
+    /// meanwhile are still taken up to [`held_limit`]. Returns how many lines did not fit (none,
+    /// unless the parts broke their bounds), counted as dropped.
+    pub(crate) fn take_forwarded(&self, lines: Vec<Line>, dropped: u32, limit: usize) -> u32 {
         let mut queue = self.queue.borrow_mut();
-        let mut dropped = dropped;
+        let mut over = 0;
         if !lines.is_empty() {
             let newer = std::mem::take(&mut *queue);
             let mut all: VecDeque<Line> = lines.into();
             all.extend(newer);
-            let bound = held_limit(limit);
+            let bound = held_limit(limit).saturating_mul(2);
             if all.len() > bound {
-                let over = all.len() - bound;
+                over = u32::try_from(all.len() - bound).unwrap_or(u32::MAX);
                 all.truncate(bound);
-                dropped = dropped.saturating_add(u32::try_from(over).unwrap_or(u32::MAX));
             }
             *queue = all;
         }
         drop(queue);
+        let dropped = dropped.saturating_add(over);
         self.dropped.set(self.dropped.get().saturating_add(dropped));
         if self.stage.get() == Stage::Arriving {
-            self.stage.set(Stage::LoggedIn);
+            self.stage.set(Stage::CatchingUp);
         }
         self.wake();
+        over
     }
 
     /// Takes what a session that moved away left here: its queued lines, oldest first, and how
@@ -212,6 +218,9 @@ impl Mailbox {
         }
         // Taking the whole queue leaves the session holding no queue memory while idle.
         let lines: Vec<Line> = std::mem::take(&mut *queue).into();
+        if self.stage.get() == Stage::CatchingUp {
+            self.stage.set(Stage::LoggedIn);
+        }
         Some((lines, self.dropped.replace(0)))
     }
 
@@ -227,10 +236,10 @@ impl Mailbox {
 
     pub(crate) fn push_line(&self, line: &Line, limit: usize) -> bool {
         let mut queue = self.queue.borrow_mut();
-        let bound = if self.is_held() {
-            held_limit(limit)
-        } else {
-            limit
+        // A session on its way between shards cannot be written to through no fault of its reader.
+        let bound = match self.stage.get() {
+            Stage::Arriving | Stage::CatchingUp | Stage::Departed => held_limit(limit),
+            Stage::LoggingIn | Stage::LoggedIn => limit,
         };
         if queue.len() >= bound {
             self.dropped.set(self.dropped.get().saturating_add(1));
@@ -277,10 +286,11 @@ impl Mailbox {
     }
 }
 
-/// Lines a session that has just moved may have queued while it waits for the ones its old shard
-/// held: twice the queue limit. It cannot write meanwhile through no fault of its reader, so a burst
-/// of up to twice the limit in that moment (about one ring round trip) loses nothing; once it may
-/// write, lines past the limit are refused as usual until it has caught up.
+/// Lines a moving session may have queued at each end of its move: at the shard it left, until the
+/// channel's home has taken its place, and at its new shard, until the lines left behind arrive and
+/// it writes them. Twice the queue limit: it cannot be written to meanwhile through no fault of its
+/// reader, so a burst of up to twice the limit at each end loses nothing; past that, lines are
+/// dropped and told as for any reader. Once it has written, the usual limit applies again.
 pub(crate) fn held_limit(limit: usize) -> usize {
     limit.saturating_mul(2)
 }
@@ -327,23 +337,49 @@ mod tests {
     }
 
     #[test]
-    fn a_held_queue_takes_twice_the_limit_and_keeps_the_oldest() {
-        let mailbox = Mailbox::arriving(id());
-        // While held, a burst of twice the limit fits; one more line is dropped.
-        for line in lines(8..24) {
-            assert!(mailbox.push_line(&line, 8));
+    fn a_moving_queue_takes_twice_the_limit_at_each_end_and_loses_none_of_it() {
+        // At the shard it left: twice the limit, then drops.
+        let left = Mailbox::new(id());
+        left.set_logged_in();
+        left.set_departed();
+        for line in lines(0..16) {
+            assert!(left.push_line(&line, 8));
         }
-        assert!(!mailbox.push_line(&lines(24..25)[0], 8));
-        // The 8 lines left behind come first; the bound keeps the oldest 16 of all 24.
-        mailbox.take_forwarded(lines(0..8), 0, 8);
-        let (taken, dropped) = mailbox.take_lines().unwrap();
-        assert_eq!(taken, lines(0..16));
-        assert_eq!(dropped, 9);
-        // Caught up and no longer held: the usual limit again.
+        assert!(!left.push_line(&lines(16..17)[0], 8));
+        let (behind, dropped_behind) = left.take_left_behind();
+        assert_eq!((behind.len(), dropped_behind), (16, 1));
+        // At the new shard, while held: twice the limit too.
+        let arrived = Mailbox::arriving(id());
+        for line in lines(16..32) {
+            assert!(arrived.push_line(&line, 8));
+        }
+        assert!(!arrived.push_line(&lines(32..33)[0], 8));
+        // Both parts, oldest first, nothing cut; the drops are told.
+        assert_eq!(arrived.take_forwarded(behind, dropped_behind, 8), 0);
+        // Until it writes, lines still arriving are taken while the queue is under twice the limit
+        // (here it is over, so this one is dropped and told).
+        assert!(!arrived.push_line(&lines(33..34)[0], 8));
+        let (taken, dropped) = arrived.take_lines().unwrap();
+        assert_eq!(taken, lines(0..32));
+        assert_eq!(dropped, 3);
+        // Caught up: the usual limit again.
         for line in lines(0..8) {
+            assert!(arrived.push_line(&line, 8));
+        }
+        assert!(!arrived.push_line(&lines(8..9)[0], 8));
+    }
+
+    #[test]
+    fn lines_arriving_just_after_the_lines_left_behind_are_not_refused_at_the_limit() {
+        let mailbox = Mailbox::arriving(id());
+        for line in lines(5..10) {
             assert!(mailbox.push_line(&line, 8));
         }
-        assert!(!mailbox.push_line(&lines(8..9)[0], 8));
+        mailbox.take_forwarded(lines(0..5), 0, 8);
+        // 10 queued, over the limit of 8, but the session has not had its turn to write yet.
+        assert!(mailbox.push_line(&lines(10..11)[0], 8));
+        let (taken, dropped) = mailbox.take_lines().unwrap();
+        assert_eq!((taken, dropped), (lines(0..11), 0));
     }
 
     #[test]
@@ -353,7 +389,8 @@ mod tests {
         mailbox.set_departed();
         assert!(mailbox.has_departed());
         assert!(mailbox.push_line(&lines(0..1)[0], 1));
-        assert!(!mailbox.push_line(&lines(1..2)[0], 1));
-        assert_eq!(mailbox.take_left_behind(), (lines(0..1), 1));
+        assert!(mailbox.push_line(&lines(1..2)[0], 1));
+        assert!(!mailbox.push_line(&lines(2..3)[0], 1));
+        assert_eq!(mailbox.take_left_behind(), (lines(0..2), 1));
     }
 }

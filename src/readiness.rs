@@ -5,8 +5,9 @@
 //! glommio's `TcpStream` keeps an io_uring poll armed for every socket that waits for input, and each
 //! armed poll is a heap object of 496 bytes; the stream itself is 120 bytes more. A chat server's
 //! users are idle nearly all the time, so at tens of thousands of users those two were a third of the
-//! server's memory. Here a shard registers each socket once, when it is accepted, in one epoll set,
-//! and an idle socket costs the kernel's epoll entry and nothing in the process.
+//! server's memory. Here a shard registers each socket once, when it is accepted (or when its
+//! session moves in from another shard, which first takes it out of its own set), in one epoll
+//! set, and an idle socket costs the kernel's epoll entry and nothing in the process.
 //!
 //! # How a shard hears of it without blocking
 //!

@@ -75,9 +75,14 @@ enum Stop {
     MoveHome,
 }
 
-/// A logged-in session on its way to another shard: everything its new task needs. Dropping it
-/// closes the connection.
-pub struct Arrival {
+/// A logged-in session on its way to another shard: everything its new task needs. One that is
+/// dropped before a shard takes it up (the shard it goes to is closing, or the server has stopped
+/// with it still in a ring) tells its user the server is shutting down, as far as its socket takes
+/// at once, and closes the connection.
+pub struct Arrival(Option<Parts>);
+
+/// What an [`Arrival`] carries.
+struct Parts {
     socket: Socket,
     term: Terminal,
     /// Output not yet sent, already telnet-escaped.
@@ -85,14 +90,15 @@ pub struct Arrival {
     user: User,
 }
 
-impl Arrival {
-    /// Turns away a session that arrived at a shard that is shutting down: it is told so, as far as
-    /// its socket takes at once, and its connection is closed.
-    pub fn turn_away(mut self) {
-        self.term
-            .print(&["Server is shutting down."], &mut self.out);
-        let _ = self.socket.send(&self.out);
-        let _ = self.socket.shutdown_write();
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if let Some(mut parts) = self.0.take() {
+            parts
+                .term
+                .print(&["Server is shutting down."], &mut parts.out);
+            let _ = parts.socket.send(&parts.out);
+            let _ = parts.socket.shutdown_write();
+        }
     }
 }
 
@@ -134,17 +140,17 @@ impl Session {
     /// A session that moved here from another shard, under `registration` (its mailbox is already
     /// in this shard's table). Its task is [`Session::run_arrived`].
     pub fn arrived(
-        arrival: Arrival,
+        mut arrival: Arrival,
         shard: Rc<Shard>,
         registration: Registration,
         pass: Pass,
     ) -> (Session, User) {
-        let Arrival {
+        let Parts {
             socket,
             term,
             out,
             user,
-        } = arrival;
+        } = arrival.0.take().expect("an arrival is taken up once");
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         let session = Session {
             socket,
@@ -223,12 +229,12 @@ impl Session {
             return;
         }
         out.drain(..written);
-        let arrival = Arrival {
+        let arrival = Arrival(Some(Parts {
             socket,
             term,
             out,
             user,
-        };
+        }));
         shard.depart(registration, Traveller(Box::new(arrival)));
     }
 
@@ -539,14 +545,13 @@ impl Session {
             match outcome {
                 JoinOutcome::Joined(_) => {
                     self.say(&format!("You have joined #{channel}"));
-                    // A session that has just moved here waits for the lines it left behind
-                    // before it may move again, so none can be left behind twice.
-                    let mailbox = self.registration.mailbox();
-                    if come_home
-                        && !mailbox.is_held()
-                        && self.shard.chat(|hub, _| hub.may_depart(key))
-                    {
-                        return Err(Stop::MoveHome);
+                    if come_home {
+                        // A session that has just moved here first waits for the lines it left
+                        // behind (one ring round trip), so none can be left behind twice.
+                        self.until_caught_up().await?;
+                        if self.shard.chat(|hub, _| hub.may_depart(key)) {
+                            return Err(Stop::MoveHome);
+                        }
                     }
                 }
                 JoinOutcome::Full => self.say("Request to join channel denied: Channel is full"),
@@ -587,6 +592,22 @@ impl Session {
                 debug!(session = %self.registration.mailbox().id, ?reply, "unexpected answer dropped");
             }
             Poll::Pending
+        })
+        .await
+    }
+
+    /// Ready once the session no longer waits for lines from the shard it moved from, while output
+    /// keeps flowing.
+    async fn until_caught_up(&mut self) -> Result<(), Stop> {
+        poll_fn(|cx| {
+            if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
+                return Poll::Ready(Err(stop));
+            }
+            if self.registration.mailbox().is_held() {
+                Poll::Pending // the lines' arrival wakes the session
+            } else {
+                Poll::Ready(Ok(()))
+            }
         })
         .await
     }

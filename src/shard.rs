@@ -225,7 +225,8 @@ impl Outputs for ShardOutputs<'_> {
     fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32) {
         if let Some(mailbox) = self.sessions.get(&session) {
             let limit = self.shard.config.queue_limit as usize;
-            mailbox.take_forwarded(lines, dropped, limit);
+            let cut = mailbox.take_forwarded(lines, dropped, limit);
+            self.stats.dropped.fetch_add(u64::from(cut), Relaxed);
         }
     }
 }
@@ -416,9 +417,14 @@ impl Shard {
         result
     }
 
-    /// Number of sessions in the table.
+    /// Sessions on this shard (not counting the mailboxes of sessions that have moved away and
+    /// whose channel's home has not yet answered).
     pub fn session_count(&self) -> usize {
-        self.sessions.borrow().len()
+        self.sessions
+            .borrow()
+            .values()
+            .filter(|m| !m.has_departed())
+            .count()
     }
 
     /// Runs `f` over the shard's read buffer. The buffer must not be held across an await, which the

@@ -1400,3 +1400,60 @@ fn a_shutdown_while_members_move_home_tells_everyone_and_stops() {
     }
     server.wait();
 }
+
+/// A member that has just moved and joins another channel before the lines it left behind have
+/// come waits for them, then moves on to the new channel's home. Three shards, so the answer to the
+/// second join (from a third shard) can overtake the lines left behind: both joins go in one write
+/// from a user on shard 2, to channels homed on shards 0 and 1.
+#[test]
+fn a_member_joining_again_right_after_a_move_still_moves_home() {
+    const THREE: usize = 3;
+    let server = start_server_with(THREE, |c| c.channel_capacity = 0);
+    let homed = |shard: usize| {
+        (0..)
+            .map(|i| format!("hop{i}"))
+            .find(|n| home_of(&ChannelName::new(n).unwrap(), THREE).index() == shard)
+            .unwrap()
+    };
+    let (here, there) = (homed(0), homed(1));
+    let mut owner = user(&server, "hopowner");
+    create(&mut owner, "hopowner", &here);
+    create(&mut owner, "hopowner", &there);
+    let mut rounds = 0;
+    for n in 0.. {
+        if rounds == 30 {
+            break;
+        }
+        assert!(
+            n < 1000,
+            "only {rounds} of 1000 connections landed on shard 2"
+        );
+        let (mut c, shard) = server.connect_on_shard();
+        if shard != 2 {
+            continue;
+        }
+        rounds += 1;
+        let name = format!("hopper{n}");
+        c.create_account(&name, PASSWORD);
+        c.send(format!("/join {here}\r\n/join {there}\r\n").as_bytes());
+        c.expect(&format!("You have joined #{here}\r\n"));
+        c.expect(&format!("You have joined #{there}\r\n"));
+        c.expect(&on(&name, &there));
+        // The owner (on #there now) and the hopper: both on #there's home shard in the end.
+        wait_until(
+            || {
+                let s = server.stats();
+                s.shards[1].members == 2 && s.shards[0].members == 0 && s.shards[2].members == 0
+            },
+            "the hopper on #there's home shard",
+        );
+        owner.send_line(&format!("round {n}"));
+        c.expect(&format!("hopowner says, \"round {n}\"\r\n"));
+        c.send_line("/quit");
+        c.expect_closed();
+        wait_until(
+            || server.stats().total().members == 1,
+            "the hopper gone from #there",
+        );
+    }
+}
