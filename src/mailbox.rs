@@ -128,27 +128,29 @@ impl Mailbox {
     }
 
     /// Puts `lines`, held for this session at the shard it came from, ahead of those queued here,
-    /// and lets the queue be written. Each part was bounded by [`held_limit`] where it waited, so
-    /// the queue holds at most twice that until the session's next write, and lines that arrive
-    /// meanwhile are still taken up to [`held_limit`]. Returns how many lines did not fit (none,
-    /// unless the parts broke their bounds), counted as dropped.
+    /// and lets the queue be written; lines dropped there (`dropped`) are told by a notice right
+    /// after them, where the gap is. Each part was bounded by [`held_limit`] where it waited, so
+    /// the queue holds at most twice that (and the notice) until the session's next write, and
+    /// lines that arrive meanwhile are still taken up to [`held_limit`]. Returns how many lines did
+    /// not fit (none, unless the parts broke their bounds), counted as dropped.
     pub(crate) fn take_forwarded(&self, lines: Vec<Line>, dropped: u32, limit: usize) -> u32 {
         let mut queue = self.queue.borrow_mut();
+        let forwarded = lines.len();
+        let newer = std::mem::take(&mut *queue);
+        let mut all: VecDeque<Line> = lines.into();
+        all.extend(newer);
+        let bound = held_limit(limit).saturating_mul(2);
         let mut over = 0;
-        if !lines.is_empty() {
-            let newer = std::mem::take(&mut *queue);
-            let mut all: VecDeque<Line> = lines.into();
-            all.extend(newer);
-            let bound = held_limit(limit).saturating_mul(2);
-            if all.len() > bound {
-                over = u32::try_from(all.len() - bound).unwrap_or(u32::MAX);
-                all.truncate(bound);
-            }
-            *queue = all;
+        if all.len() > bound {
+            over = u32::try_from(all.len() - bound).unwrap_or(u32::MAX);
+            all.truncate(bound);
         }
+        if dropped > 0 {
+            all.insert(forwarded.min(all.len()), drop_notice(dropped).into());
+        }
+        *queue = all;
         drop(queue);
-        let dropped = dropped.saturating_add(over);
-        self.dropped.set(self.dropped.get().saturating_add(dropped));
+        self.dropped.set(self.dropped.get().saturating_add(over));
         if self.stage.get() == Stage::Arriving {
             self.stage.set(Stage::CatchingUp);
         }
@@ -286,6 +288,11 @@ impl Mailbox {
     }
 }
 
+/// What a reader is told where lines meant for it were dropped.
+pub(crate) fn drop_notice(count: u32) -> String {
+    format!("[{count} messages dropped]")
+}
+
 /// Lines a moving session may have queued at each end of its move: at the shard it left, until the
 /// channel's home has taken its place, and at its new shard, until the lines left behind arrive and
 /// it writes them. Twice the queue limit: it cannot be written to meanwhile through no fault of its
@@ -331,9 +338,14 @@ mod tests {
         assert!(mailbox.take_lines().is_none());
         mailbox.take_forwarded(lines(0..3), 2, 100);
         assert!(!mailbox.is_held());
+        // The lines dropped at the old shard are told where they were lost: after the lines that
+        // waited there, before those that came here.
         let (taken, dropped) = mailbox.take_lines().unwrap();
-        assert_eq!(taken, lines(0..5));
-        assert_eq!(dropped, 2);
+        let mut expected = lines(0..3);
+        expected.push(drop_notice(2).into());
+        expected.extend(lines(3..5));
+        assert_eq!(taken, expected);
+        assert_eq!(dropped, 0);
     }
 
     #[test]
@@ -360,8 +372,11 @@ mod tests {
         // (here it is over, so this one is dropped and told).
         assert!(!arrived.push_line(&lines(33..34)[0], 8));
         let (taken, dropped) = arrived.take_lines().unwrap();
-        assert_eq!(taken, lines(0..32));
-        assert_eq!(dropped, 3);
+        let mut expected = lines(0..16);
+        expected.push(drop_notice(1).into());
+        expected.extend(lines(16..32));
+        assert_eq!(taken, expected);
+        assert_eq!(dropped, 2);
         // Caught up: the usual limit again.
         for line in lines(0..8) {
             assert!(arrived.push_line(&line, 8));

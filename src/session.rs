@@ -34,7 +34,7 @@ use shard_proto::{ChannelName, JoinOutcome, Traveller};
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
 use crate::line::FinishedLine;
-use crate::mailbox::{Kick, Reply, SHUTDOWN_GRACE};
+use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
 use crate::pacing::PaceState;
 use crate::readiness::Ready;
 use crate::shard::{Registration, Shard};
@@ -715,7 +715,7 @@ impl Session {
                     let mut text: Vec<&str> = lines.iter().map(|l| &**l).collect();
                     let notice;
                     if dropped > 0 {
-                        notice = format!("[{dropped} messages dropped]");
+                        notice = drop_notice(dropped);
                         text.push(&notice);
                     }
                     self.term.print(&text, &mut self.out);
