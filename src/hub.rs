@@ -71,6 +71,9 @@ pub trait Outputs {
     fn release(&mut self, session: u64) -> (Vec<Line>, u32);
     /// Put the lines a session held at its old shard ahead of those it got here, and let it write.
     fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32);
+    /// Deliveries of `channel` for shard `dest` that this shard dropped (its queue to `dest` was
+    /// full) and has not yet told `dest` of.
+    fn dropped_on_the_way(&self, dest: ShardId, channel: ChannelId) -> u32;
 }
 
 /// One shard's chat state.
@@ -330,6 +333,12 @@ impl Hub {
                         let name = ch.name.clone();
                         self.local.entry(channel).or_default().push(key);
                         self.session_channel.insert(key, (channel, name));
+                        // Lines dropped on their way to its old shard are told there after the
+                        // `Moved` below, when it is no longer listed: it hears of them here.
+                        let missed = out.dropped_on_the_way(session.shard, channel);
+                        if missed > 0 {
+                            out.lost(key, missed);
+                        }
                     }
                 }
                 let msg = ToMember::Moved {
@@ -568,6 +577,9 @@ mod tests {
         arrived: Vec<((usize, u64), u64)>,
         /// The next key for a session that moves here (each shard has its own range).
         next_key: u64,
+        /// Deliveries this shard dropped for another, not yet told there (see
+        /// [`Outputs::dropped_on_the_way`]); set by tests.
+        on_the_way: HashMap<(ShardId, ChannelId), u32>,
     }
 
     /// A session on its way in the sim: who it was and what it had seen.
@@ -611,6 +623,9 @@ mod tests {
         }
         fn release(&mut self, session: u64) -> (Vec<Line>, u32) {
             (self.lines.remove(&session).unwrap_or_default(), 0)
+        }
+        fn dropped_on_the_way(&self, dest: ShardId, channel: ChannelId) -> u32 {
+            self.on_the_way.get(&(dest, channel)).copied().unwrap_or(0)
         }
         fn forwarded(&mut self, session: u64, lines: Vec<Line>, _dropped: u32) {
             let Some(meanwhile) = self.held.remove(&session) else {
@@ -1506,6 +1521,34 @@ mod tests {
                 Some("[3 messages dropped]")
             );
         }
+    }
+
+    /// Regression: deliveries dropped on their way to a member's shard are told there once the
+    /// queue drains, which can be after the member moved home and left that shard's list; the
+    /// member hears of them at the home instead, after the lines it got before the gap.
+    #[test]
+    fn a_member_moving_home_hears_of_lines_dropped_on_their_way_to_its_old_shard() {
+        let mut sim = Sim::new(2, 0, 21);
+        let home = shard_proto::home_of(&name("gap"), 2).index();
+        let away = 1 - home;
+        let owner = sim.connect(home);
+        assert!(sim.join(home, owner, "gap", true));
+        let mover = sim.connect(away);
+        assert!(sim.join(away, mover, "gap", false));
+        sim.drain();
+        let channel = sim.hubs[home].homed[0].id;
+        sim.rec[home]
+            .on_the_way
+            .insert((ShardId(away as u16), channel), 3);
+        assert!(sim.depart(away, mover));
+        sim.drain_checked("moving");
+        let (_, moved) = sim.moves.pop().expect("the member moved");
+        let seen = &sim.rec[moved.0].lines[&moved.1];
+        assert_eq!(
+            seen.last().map(|l| &**l),
+            Some("[3 messages dropped]"),
+            "{seen:?}"
+        );
     }
 
     #[test]

@@ -222,6 +222,15 @@ impl Outputs for ShardOutputs<'_> {
         }
     }
 
+    fn dropped_on_the_way(&self, dest: ShardId, channel: ChannelId) -> u32 {
+        let lost = self.shard.outboxes[dest.index()].lost.borrow();
+        // Nearly always empty: no hashing unless something was lost.
+        if lost.is_empty() {
+            return 0;
+        }
+        lost.get(&channel).copied().unwrap_or(0)
+    }
+
     fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32) {
         if let Some(mailbox) = self.sessions.get(&session) {
             let limit = self.shard.config.queue_limit as usize;
