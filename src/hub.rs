@@ -97,9 +97,6 @@ pub struct Hub {
     session_channel: HashMap<u64, (ChannelId, ChannelName)>,
     /// Local sessions with a join on its way, and the channel each asked for.
     joining: HashMap<u64, ChannelName>,
-    /// Sessions in `session_channel` that have moved away and are held here only until their
-    /// channel's home answers; not counted as members here, since the home counts them now.
-    departed: usize,
 }
 
 impl Hub {
@@ -116,7 +113,6 @@ impl Hub {
             local: HashMap::new(),
             session_channel: HashMap::new(),
             joining: HashMap::new(),
-            departed: 0,
         }
     }
 
@@ -149,7 +145,7 @@ impl Hub {
 
     /// Local sessions that are in a channel (not counting those that have moved away).
     pub fn local_members(&self) -> usize {
-        self.session_channel.len() - self.departed
+        self.session_channel.len()
     }
 
     /// The channel a local session is in.
@@ -173,10 +169,11 @@ impl Hub {
     }
 
     /// A local session leaves for its channel's home, as `traveller` (see
-    /// [`shard_proto::ToHome::Move`]). It stays in the channel's local members, so its lines keep
-    /// going into its queue here, until the home answers that the new session has its place. If it
-    /// may not move (see [`Hub::may_depart`], which the caller checks first) the traveller is
-    /// dropped, closing the connection, and the session ends here.
+    /// [`shard_proto::ToHome::Move`]). It is no longer one of this shard's members, but stays in
+    /// the channel's mirror, so its lines keep going into its queue here until the home answers
+    /// that the new session has its place. If it may not move (see [`Hub::may_depart`], which the
+    /// caller checks in the same step) the traveller is dropped, closing the connection, and the
+    /// session ends here.
     pub fn depart(&mut self, session: u64, traveller: Traveller, out: &mut impl Outputs) {
         if !self.may_depart(session) {
             drop(traveller);
@@ -184,10 +181,9 @@ impl Hub {
             self.session_ended(session, out);
             return;
         }
-        let Some(&(channel, _)) = self.session_channel.get(&session) else {
+        let Some((channel, _)) = self.session_channel.remove(&session) else {
             return;
         };
-        self.departed += 1;
         let msg = ToHome::Move {
             channel,
             session: self.session_id(session),
@@ -516,9 +512,6 @@ impl Hub {
             }
             ToMember::Moved { channel, from, to } => {
                 // Every line the home sent for `from` is here by now: hand over what it holds.
-                if self.session_channel.remove(&from.key).is_some() {
-                    self.departed -= 1;
-                }
                 self.unmirror(channel, from.key);
                 let (lines, dropped) = out.release(from.key);
                 let msg = ToHome::Forward {
@@ -864,7 +857,7 @@ mod tests {
         ///    one the home has.
         /// 3. A member the home counts is either a member as its own shard sees it, or a message
         ///    that settles it is already on its way: the answer to its join (live sessions only),
-        ///    or its leave or cancel. For a session that has ended it is always the latter, so the
+        ///    its leave or cancel, or its move. For a session that has ended it is always the latter, so the
         ///    home is right one ring trip after a session ends.
         /// 4. Every join a live session waits for has exactly one message about it in flight (the
         ///    join, or its answer), and every join, who and list it made is answered or on its way.
@@ -878,20 +871,14 @@ mod tests {
                 let hub = &self.hubs[s];
                 assert!(
                     moving
-                        || (!hub.session_channel.contains_key(&key)
-                            && hub.local.values().all(|keys| !keys.contains(&key))
+                        || (hub.local.values().all(|keys| !keys.contains(&key))
                             && !self.rec[s].lines.contains_key(&key)),
                     "{context}: {s}/{key} moved away and is still held on its old shard"
                 );
-                assert!(!hub.joining.contains_key(&key), "{context}: {s}/{key}");
-            }
-            for (s, hub) in self.hubs.iter().enumerate() {
-                let held_here = self
-                    .departed
-                    .iter()
-                    .filter(|&&(d, key)| d == s && hub.session_channel.contains_key(&key))
-                    .count();
-                assert_eq!(hub.departed, held_here, "{context}: shard {s} miscounts");
+                assert!(
+                    !hub.session_channel.contains_key(&key) && !hub.joining.contains_key(&key),
+                    "{context}: {s}/{key} moved away and is still a member of its old shard"
+                );
             }
             for (s, rec) in self.rec.iter().enumerate() {
                 for &key in rec.held.keys() {
@@ -916,8 +903,17 @@ mod tests {
                 );
             }
             for (s, hub) in self.hubs.iter().enumerate() {
+                // The mirror holds this shard's members, and the sessions that moved away until
+                // the home's `Moved` comes (those are members here no longer).
                 let mirrored: usize = hub.local.values().map(Vec::len).sum();
-                assert_eq!(mirrored, hub.session_channel.len(), "{context}: shard {s}");
+                let moving_away = self.departed.iter().filter(|&&(d, key)| {
+                    d == s && hub.local.values().any(|keys| keys.contains(&key))
+                });
+                assert_eq!(
+                    mirrored,
+                    hub.session_channel.len() + moving_away.count(),
+                    "{context}: shard {s}"
+                );
                 for (&key, (id, name)) in &hub.session_channel {
                     assert!(
                         hub.local.get(id).is_some_and(|keys| keys.contains(&key)),
@@ -925,12 +921,8 @@ mod tests {
                     );
                     let ch = &self.hubs[id.home.index()].homed[id.index as usize];
                     assert_eq!(ch.name.key(), name.key(), "{context}");
-                    // A session that moved is held here until the home's answer arrives.
-                    let replaced = self.ring(id.home.index(), s).any(|m| {
-                        matches!(m, ShardMsg::ToMember(ToMember::Moved { from, .. }) if *from == sid(s, key))
-                    });
                     assert!(
-                        ch.contains(sid(s, key)) || replaced,
+                        ch.contains(sid(s, key)),
                         "{context}: {s}/{key} thinks it is on #{name}, whose home disagrees"
                     );
                 }
@@ -953,6 +945,10 @@ mod tests {
                             ShardMsg::ToHome(ToHome::Cancel { channel, session }) => {
                                 channel.key() == ch.name.key() && *session == member
                             }
+                            // It moved away: the home swaps it for its new self.
+                            ShardMsg::ToHome(ToHome::Move {
+                                channel, session, ..
+                            }) => *channel == ch.id && *session == member,
                             _ => false,
                         });
                         let answering = self.is_live(s, key)
