@@ -325,6 +325,18 @@ mod tests {
         range.map(|n| Line::from(format!("line {n}"))).collect()
     }
 
+    /// `before`, a notice of `dropped` lines, then `after`: what a reader sees across a gap.
+    fn gap(
+        before: std::ops::Range<usize>,
+        dropped: u32,
+        after: std::ops::Range<usize>,
+    ) -> Vec<Line> {
+        let mut all = lines(before);
+        all.push(drop_notice(dropped).into());
+        all.extend(lines(after));
+        all
+    }
+
     #[test]
     fn a_session_that_moved_writes_the_lines_left_behind_first() {
         let mailbox = Mailbox::arriving(id());
@@ -341,10 +353,7 @@ mod tests {
         // The lines dropped at the old shard are told where they were lost: after the lines that
         // waited there, before those that came here.
         let (taken, dropped) = mailbox.take_lines().unwrap();
-        let mut expected = lines(0..3);
-        expected.push(drop_notice(2).into());
-        expected.extend(lines(3..5));
-        assert_eq!(taken, expected);
+        assert_eq!(taken, gap(0..3, 2, 3..5));
         assert_eq!(dropped, 0);
     }
 
@@ -372,10 +381,7 @@ mod tests {
         // (here it is over, so this one is dropped and told).
         assert!(!arrived.push_line(&lines(33..34)[0], 8));
         let (taken, dropped) = arrived.take_lines().unwrap();
-        let mut expected = lines(0..16);
-        expected.push(drop_notice(1).into());
-        expected.extend(lines(16..32));
-        assert_eq!(taken, expected);
+        assert_eq!(taken, gap(0..16, 1, 16..32));
         assert_eq!(dropped, 2);
         // Caught up: the usual limit again.
         for line in lines(0..8) {

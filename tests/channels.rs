@@ -1393,12 +1393,7 @@ fn a_shutdown_while_members_move_home_tells_everyone_and_stops() {
         c.send(burst.as_bytes());
         clients.push(c);
     }
-    server.shutdown_trigger().trigger();
-    for c in &mut clients {
-        c.expect("Server is shutting down.\r\n");
-        c.expect_closed();
-    }
-    server.wait();
+    server.shut_down_telling(&mut clients);
 }
 
 /// A member that has just moved and joins another channel before the lines it left behind have

@@ -460,12 +460,7 @@ fn shutdown_tells_every_session_and_closes_it() {
     assert_eq!(server.stats().logged_in(), 10);
     assert_eq!(server.stats().connections(), 20);
 
-    server.shutdown_trigger().trigger();
-    for c in &mut clients {
-        c.expect("Server is shutting down.\r\n");
-        c.expect_closed();
-    }
-    server.wait();
+    server.shut_down_telling(&mut clients);
 }
 
 #[test]

@@ -81,6 +81,17 @@ impl TestServer {
         self.server().shutdown_trigger()
     }
 
+    /// Stops the server and checks that every one of `clients` is told so and disconnected, and
+    /// that the server stops within [`DEADLINE`].
+    pub fn shut_down_telling(self, clients: &mut [Client]) {
+        self.shutdown_trigger().trigger();
+        for c in clients {
+            c.expect("Server is shutting down.\r\n");
+            c.expect_closed();
+        }
+        self.wait();
+    }
+
     /// Waits until the server has stopped (after a trigger); fails the test if that takes longer
     /// than [`DEADLINE`].
     pub fn wait(mut self) {
