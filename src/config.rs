@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::defences::address::ExemptArg;
+use crate::defences::rate::Rate;
+
 /// Lowest and highest bcrypt cost accepted by `--bcrypt-cost`.
 pub const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=16;
 
@@ -28,6 +31,10 @@ pub const MAX_LOGIN_TIMEOUT_S: u64 = 86_400;
 /// Most lines one connection may have waiting: at 16 bytes a line held, a reader that never reads
 /// holds about 1 MiB of queue at this limit, plus the lines themselves.
 pub const MAX_QUEUE_LIMIT: u32 = 65_536;
+
+/// Most lines for `--flood-burst`, `--flood-rate` and `--flood-queue`: a held line may take 512
+/// bytes, so a flooding session holds at most about 0.5 MB.
+pub const MAX_FLOOD: u32 = 1000;
 
 /// How ringtalk runs: where it listens, how many shards, where it keeps its data.
 #[derive(Clone, Debug, Parser)]
@@ -98,6 +105,39 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub colocate_up_to: u32,
 
+    /// Networks whose connections skip every per-address limit and flood control (repeatable;
+    /// `none` clears the list). Default: loopback, so load tests from this machine are not limited.
+    #[arg(long, value_name = "CIDR", default_values = ["127.0.0.0/8", "::1"])]
+    pub exempt: Vec<ExemptArg>,
+
+    /// Most connections open at once from one address (IPv4) or /64 (IPv6); 0: no limit.
+    #[arg(long, default_value_t = 16)]
+    pub max_conns_per_ip: u32,
+
+    /// Most connections from one address (or /64) that have not logged in yet; 0: no limit.
+    #[arg(long, default_value_t = 4)]
+    pub max_unauth_per_ip: u32,
+
+    /// Most new connections from one address (or /64) per period, as N/SECS, or `off`.
+    #[arg(long, value_name = "N/SECS", default_value = "32/600")]
+    pub conn_rate: Rate,
+
+    /// Most new accounts created from one address (or /64) per period, as N/SECS, or `off`.
+    #[arg(long, value_name = "N/SECS", default_value = "2/600")]
+    pub signup_rate: Rate,
+
+    /// Lines a user may send at once before flood control holds them back (1..=1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=MAX_FLOOD as i64))]
+    pub flood_burst: u32,
+
+    /// Lines a second a user may send after the burst (0: no flood control; at most 1000).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=MAX_FLOOD as i64))]
+    pub flood_rate: u32,
+
+    /// Lines that wait for flood control before further lines are dropped (0..=1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=MAX_FLOOD as i64))]
+    pub flood_queue: u32,
+
     /// Slots in each ring between two shards, instead of the number sized for the shard count (not a
     /// flag: tests set it to fill rings on purpose).
     #[arg(skip)]
@@ -139,6 +179,13 @@ mod tests {
         assert_eq!(c.queue_limit, 100);
         assert_eq!(c.write_interval_us, 1000);
         assert_eq!(c.colocate_up_to, 64);
+        let exempt: Vec<String> = c.exempt.iter().map(|e| e.0.unwrap().to_string()).collect();
+        assert_eq!(exempt, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(c.max_conns_per_ip, 16);
+        assert_eq!(c.max_unauth_per_ip, 4);
+        assert_eq!(c.conn_rate.to_string(), "32/600");
+        assert_eq!(c.signup_rate.to_string(), "2/600");
+        assert_eq!((c.flood_burst, c.flood_rate, c.flood_queue), (5, 2, 20));
     }
 
     #[test]
@@ -169,6 +216,13 @@ mod tests {
             ("--queue-limit", "65536", "65537"),
             ("--write-interval-us", "100000", "100001"),
             ("--bcrypt-cost", "16", "17"),
+            ("--flood-burst", "1", "0"),
+            ("--flood-burst", "1000", "1001"),
+            ("--flood-rate", "1000", "1001"),
+            ("--flood-queue", "1000", "1001"),
+            ("--conn-rate", "1/604800", "1/604801"),
+            ("--signup-rate", "1000000/1", "1000001/1"),
+            ("--exempt", "10.0.0.0/8", "10.0.0.1/8"),
         ];
         for &(flag, edge, past) in cases {
             assert!(parses(&[flag, edge]), "{flag} {edge} refused");

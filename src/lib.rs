@@ -49,6 +49,7 @@ pub mod chanlog;
 pub mod channel;
 pub mod cmd;
 pub mod config;
+pub mod defences;
 pub mod hub;
 pub mod limits;
 pub mod line;

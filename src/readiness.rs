@@ -316,7 +316,7 @@ mod tests {
 
     fn connected(listener: &TcpListener) -> (Socket, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let socket = Socket::accept(listener.as_fd()).unwrap();
+        let (socket, _) = Socket::accept(listener.as_fd()).unwrap();
         (socket, client)
     }
 

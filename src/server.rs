@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::accounts::{Accounts, OpenError};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
 use crate::config::Config;
+use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
 use crate::readiness::Readiness;
@@ -223,6 +224,7 @@ impl Server {
             }
         };
 
+        let defences = Defences::new(&config);
         let config = Arc::new(config);
         let stats = Stats::new(shard_count);
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
@@ -240,6 +242,7 @@ impl Server {
                 config: config.clone(),
                 accounts: accounts.clone(),
                 stats: stats.clone(),
+                defences: defences.clone(),
                 shutdown: shutdown_rx,
                 shards: shard_count,
                 ring_out: std::mem::take(&mut ring_out[index]),
@@ -474,6 +477,11 @@ fn spawn_heartbeat(
                     .map(|s| format!("{}/{}", s.connections, s.logged_in))
                     .collect();
                 let (now_total, last_total) = (snap.total(), last.total());
+                // Each defence's hits since the last heartbeat, named: "conn_cap=3 flood=120".
+                let limits: Vec<String> = Limit::ALL
+                    .iter()
+                    .map(|&l| format!("{}={}", l.name(), now_total.hits(l) - last_total.hits(l)))
+                    .collect();
                 info!(
                     connections = now_total.connections,
                     logged_in = now_total.logged_in,
@@ -486,6 +494,7 @@ fn spawn_heartbeat(
                     dropped = now_total.dropped - last_total.dropped,
                     ring_dropped = now_total.ring_dropped - last_total.ring_dropped,
                     log_dropped = chanlog.dropped(),
+                    limits = %limits.join(" "),
                     worker_queue = accounts.queue_depth(),
                     rss_mb = limits::rss_bytes().unwrap_or(0) as f64 / 1e6,
                     "heartbeat"

@@ -33,6 +33,8 @@ use shard_proto::{ChannelName, JoinOutcome, Traveller};
 
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
+use crate::defences::flood::{flood_notice, Flood};
+use crate::defences::{in_time, Limit, Ticket};
 use crate::line::FinishedLine;
 use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
 use crate::pacing::PaceState;
@@ -56,6 +58,9 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Bytes a write may need beyond its lines: erasing the prompt row and drawing the prompt and a
 /// half-typed line again (character mode), or the drop notice.
 const REDRAW_ROOM: usize = 128;
+
+/// Reads a session makes in a row while it holds back a flood before it lets other tasks run.
+const READS_PER_TURN: usize = 8;
 
 /// How long a closing session waits for its last words to be sent.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -88,6 +93,16 @@ struct Parts {
     /// Output not yet sent, already telnet-escaped.
     out: Vec<u8>,
     user: User,
+    limits: Option<Box<Limits>>,
+}
+
+/// What a connection from an address that is not exempt carries: its place in its address's
+/// counts, and its flood bucket with the lines held back by it. Boxed in the session, so an exempt
+/// connection (every load-test client) pays one pointer for it.
+#[derive(Debug)]
+struct Limits {
+    ticket: Ticket,
+    flood: Flood<Input>,
 }
 
 impl Drop for Arrival {
@@ -114,17 +129,33 @@ pub struct Session {
     written: usize,
     /// This connection's write budget with the shard's [`Pacer`](crate::pacing::Pacer).
     pace: PaceState,
+    /// Per-address counts and flood control; `None` for an exempt address.
+    limits: Option<Box<Limits>>,
     _connection: GaugeGuard,
     /// Keeps the shard's shutdown gate open until this session is gone.
     _pass: Pass,
 }
 
 impl Session {
-    /// A session for a freshly accepted connection.
-    pub fn new(socket: Socket, shard: Rc<Shard>, now: Instant, pass: Pass) -> Session {
+    /// A session for a freshly accepted connection, holding `ticket`, its place in its address's
+    /// counts (`None` for an exempt address, which no per-address limit or flood control applies to).
+    pub fn new(
+        socket: Socket,
+        shard: Rc<Shard>,
+        now: Instant,
+        pass: Pass,
+        ticket: Option<Ticket>,
+    ) -> Session {
         let registration = shard.register(now);
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
+        let limits = ticket.map(|ticket| {
+            Box::new(Limits {
+                ticket,
+                flood: Flood::new(shard.defences.flood, now),
+            })
+        });
         Session {
+            limits,
             socket,
             shard,
             registration,
@@ -150,6 +181,7 @@ impl Session {
             term,
             out,
             user,
+            limits,
         } = arrival.0.take().expect("an arrival is taken up once");
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         let session = Session {
@@ -160,6 +192,7 @@ impl Session {
             out,
             written: 0,
             pace: PaceState::default(),
+            limits,
             _connection: connection,
             _pass: pass,
         };
@@ -221,6 +254,7 @@ impl Session {
             term,
             mut out,
             written,
+            limits,
             ..
         } = self;
         if let Err(err) = shard.readiness.remove(socket.as_fd()) {
@@ -234,6 +268,7 @@ impl Session {
             term,
             out,
             user,
+            limits,
         }));
         shard.depart(registration, Traveller(Box::new(arrival)));
     }
@@ -276,6 +311,9 @@ impl Session {
         // carry room for it.
         let logged_in = user.insert(Box::pin(self.login()).await?);
         self.registration.mailbox().set_logged_in();
+        if let Some(limits) = self.limits.as_deref_mut() {
+            limits.ticket.logged_in();
+        }
         self.chat_logged_in(logged_in).await
     }
 
@@ -311,13 +349,33 @@ impl Session {
                 }
             };
             if exists {
+                if self.login_throttled() {
+                    continue;
+                }
                 let password = self.ask("Password: ", true).await?;
+                // Other connections from this address may have failed while this one typed.
+                if self.login_throttled() {
+                    continue;
+                }
+                if let Some(secs) = self.shard.defences.account_wait(name) {
+                    let ip = self.ticket().map(Ticket::ip);
+                    self.shard.note_limit(Limit::AccountSlowed, ip);
+                    let wait = Duration::from_secs(secs.into());
+                    self.say(&format!(
+                        "Too many failed logins for this account recently; your password will be checked {}.",
+                        in_time(wait)
+                    ));
+                    self.send_ready().await?;
+                    self.wait(glommio::timer::sleep(wait)).await?;
+                }
                 match self.wait(accounts.login(name, &password)).await? {
                     Ok(Login::Ok(user)) => {
+                        self.shard.defences.login_succeeded(self.ticket(), name);
                         self.say("You are logged in. Use /help for help with commands.");
                         return Ok(user);
                     }
                     Ok(Login::WrongPassword) => {
+                        self.shard.defences.login_failed(self.ticket(), name);
                         failures += 1;
                         self.say("Incorrect password.");
                         if failures >= MAX_PASSWORD_FAILURES {
@@ -336,6 +394,13 @@ impl Session {
                 )
                 .await?;
             if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+                continue;
+            }
+            if let Some(wait) = self
+                .ticket()
+                .and_then(|t| self.shard.defences.signup_wait(t))
+            {
+                self.signup_refused(wait);
                 continue;
             }
             if let Some(user) = self.create_account(name).await? {
@@ -357,6 +422,11 @@ impl Session {
             if repeat != password {
                 self.say("Confirmation password did not match. Please try again.");
                 continue;
+            }
+            // Counted when the account is asked for, so racing connections cannot all pass.
+            if let Some(Err(wait)) = self.ticket().map(|t| self.shard.defences.take_signup(t)) {
+                self.signup_refused(wait);
+                return Ok(None);
             }
             let accounts = self.shard.accounts.clone();
             return match self.wait(accounts.create_user(name, &password)).await? {
@@ -392,7 +462,7 @@ impl Session {
             };
             self.term.show_prompt(&prompt, &mut self.out);
             self.send_ready().await?;
-            let line = match self.next_input().await? {
+            let line = match self.next_chat_input().await? {
                 Input::EndOfInput => return Err(Stop::Quit),
                 Input::Line(line) => line,
             };
@@ -608,6 +678,108 @@ impl Session {
             } else {
                 Poll::Ready(Ok(()))
             }
+        })
+        .await
+    }
+
+    /// The connection's place in its address's counts (`None`: an exempt address).
+    fn ticket(&self) -> Option<&Ticket> {
+        self.limits.as_deref().map(|l| &l.ticket)
+    }
+
+    /// Whether failed logins from this connection's address hold its next attempt back; if so, the
+    /// user is told for how long.
+    fn login_throttled(&mut self) -> bool {
+        let Some(ticket) = self.ticket() else {
+            return false;
+        };
+        let Some(secs) = self.shard.defences.login_wait(ticket) else {
+            return false;
+        };
+        let ip = ticket.ip();
+        self.shard.note_limit(Limit::LoginThrottle, Some(ip));
+        self.say(&format!(
+            "Too many failed logins from your address; try again {}.",
+            in_time(Duration::from_secs(secs.into()))
+        ));
+        true
+    }
+
+    /// Tells the user that their address has made its accounts for now.
+    fn signup_refused(&mut self, wait: Duration) {
+        let ip = self.ticket().map(Ticket::ip);
+        self.shard.note_limit(Limit::SignupRate, ip);
+        self.say(&format!(
+            "Too many new accounts from your address; try again {}.",
+            in_time(wait)
+        ));
+    }
+
+    /// The next line (or ^D) of a logged-in user, at the pace flood control allows; a session from
+    /// an exempt address has none. Lines over the bucket wait in order while input goes on being
+    /// read (so echo goes on, and a hold that overflows is seen), and the user hears how many were
+    /// dropped before the next line is taken.
+    async fn next_chat_input(&mut self) -> Result<Input, Stop> {
+        loop {
+            let Some(limits) = self.limits.as_deref_mut() else {
+                return self.next_input().await;
+            };
+            let dropped = limits.flood.take_dropped();
+            if dropped > 0 {
+                self.say(&flood_notice(dropped));
+                continue;
+            }
+            if limits.flood.is_holding() {
+                match limits.flood.admit(Instant::now()) {
+                    Ok(()) => return Ok(limits.flood.next_held().expect("lines are held")),
+                    Err(wait) => {
+                        self.hold_input_for(wait).await?;
+                        continue;
+                    }
+                }
+            }
+            let input = self.next_input().await?;
+            let Some(limits) = self.limits.as_deref_mut() else {
+                return Ok(input);
+            };
+            if limits.flood.admit(Instant::now()).is_ok() {
+                return Ok(input);
+            }
+            if !limits.flood.hold(input) {
+                let ip = limits.ticket.ip();
+                self.shard.note_limit(Limit::Flood, Some(ip));
+            }
+        }
+    }
+
+    /// Reads and decodes input for `wait`, holding each line it finishes for flood control, or
+    /// dropping it (counted) when the hold is full, while output keeps flowing. Yields after a few
+    /// reads in a row, so a client that sends without pause cannot keep its shard to itself.
+    async fn hold_input_for(&mut self, wait: Duration) -> Result<(), Stop> {
+        let mut timer = pin!(glommio::timer::Timer::new(wait));
+        poll_fn(|cx| {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            for _ in 0..READS_PER_TURN {
+                while let Some(input) = self.term.next_input(&mut self.out) {
+                    let limits = self
+                        .limits
+                        .as_deref_mut()
+                        .expect("only limited input is held");
+                    if !limits.flood.hold(input) {
+                        let ip = limits.ticket.ip();
+                        self.shard.note_limit(Limit::Flood, Some(ip));
+                    }
+                }
+                match self.poll_io(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(stop)) => return Poll::Ready(Err(stop)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
         })
         .await
     }

@@ -8,11 +8,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use tracing::info;
 
 use shard_proto::{
     ChannelId, ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember, Traveller,
@@ -21,11 +24,13 @@ use shard_proto::{
 use crate::accounts::Accounts;
 use crate::chanlog::ChannelLog;
 use crate::config::Config;
+use crate::defences::{Defences, Limit};
 use crate::hub::{Hub, Outputs};
+use crate::listener::LogLimiter;
 use crate::mailbox::{Kick, Mailbox, Reply};
 use crate::pacing::Pacer;
 use crate::readiness::{Readiness, Ready};
-use crate::stats::{ShardStats, Stats};
+use crate::stats::{ShardStats, Stats, LIMITS};
 
 /// The readiness token of the shard's listening socket; sessions' keys start at 1.
 pub(crate) const LISTENER_TOKEN: u64 = 0;
@@ -51,6 +56,10 @@ pub struct Shard {
     pub accounts: Accounts,
     /// Counters, shared with readers on other threads.
     pub stats: Arc<Stats>,
+    /// Per-address limits and flood settings, shared by every shard.
+    pub defences: Arc<Defences>,
+    /// One log line a second at most for each kind of limit hit.
+    limit_logs: RefCell<[LogLimiter; LIMITS]>,
     sessions: RefCell<HashMap<u64, Rc<Mailbox>>>,
     next_key: Cell<u64>,
     /// Sessions in the order they connected, with their login deadlines; since the timeout is the same
@@ -275,6 +284,7 @@ impl Shard {
         config: Arc<Config>,
         accounts: Accounts,
         stats: Arc<Stats>,
+        defences: Arc<Defences>,
         chanlog: ChannelLog,
         channels: Vec<ChannelName>,
         readiness: Readiness,
@@ -296,6 +306,10 @@ impl Shard {
             config,
             accounts,
             stats,
+            defences,
+            limit_logs: RefCell::new(std::array::from_fn(|_| {
+                LogLimiter::new(std::time::Duration::from_secs(1))
+            })),
             sessions: RefCell::new(HashMap::new()),
             next_key: Cell::new(1),
             login_deadlines: RefCell::new(VecDeque::new()),
@@ -460,6 +474,16 @@ impl Shard {
             }
         }
         expired
+    }
+
+    /// Counts a hit of `limit` by a connection from `ip` (`None`: an exempt address), and logs it
+    /// unless that kind was logged less than a second ago.
+    pub fn note_limit(&self, limit: Limit, ip: Option<IpAddr>) {
+        self.stats.shard(self.id.index()).hit(limit);
+        if let Some(held) = self.limit_logs.borrow_mut()[limit.index()].allow(Instant::now()) {
+            let address = ip.map_or_else(|| "exempt".to_string(), |ip| ip.to_string());
+            info!(shard = self.id.0, limit = limit.name(), %address, repeats = held, "limit hit");
+        }
     }
 
     /// Asks every session to say goodbye and close.

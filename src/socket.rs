@@ -6,6 +6,7 @@
 //! is the caller's business; this module only wraps the system calls.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// One accepted TCP connection, non-blocking. Closed when dropped.
@@ -15,26 +16,28 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Takes the next connection waiting on `listener`, already non-blocking and close-on-exec.
-    /// `WouldBlock` when none is waiting. Options such as `TCP_NODELAY` come from the listener.
-    pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Socket> {
-        let fd = retrying(|| {
-            // SAFETY: a plain system call; null address pointers ask for no peer address.
-            let fd = unsafe {
-                libc::accept4(
-                    listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            fd as isize
-        })?;
+    /// Takes the next connection waiting on `listener`, already non-blocking and close-on-exec,
+    /// with the address it came from (`None` for a peer that is not IP, which a TCP listener never
+    /// has). `WouldBlock` when none is waiting. Options such as `TCP_NODELAY` come from the listener.
+    pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(Socket, Option<SocketAddr>)> {
+        // SAFETY: `try_init` hands us a zeroed storage and its length to fill, which accept4 does.
+        let (fd, peer) = unsafe {
+            socket2::SockAddr::try_init(|storage, len| {
+                retrying(|| {
+                    libc::accept4(
+                        listener.as_raw_fd(),
+                        storage.cast(),
+                        len,
+                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    ) as isize
+                })
+            })
+        }?;
         // A descriptor came back, so it fits a `RawFd`.
         let fd = RawFd::try_from(fd).map_err(io::Error::other)?;
         // SAFETY: accept4 returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Socket { fd })
+        Ok((Socket { fd }, peer.as_socket()))
     }
 
     /// Reads what the kernel has, up to `buf.len()` bytes. `Ok(0)` is the end of the stream.
@@ -125,7 +128,9 @@ mod tests {
         );
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         wait_for(listener.as_fd(), libc::POLLIN);
-        let socket = Socket::accept(listener.as_fd()).unwrap();
+        let (socket, peer) = Socket::accept(listener.as_fd()).unwrap();
+        // The peer is the client's end, as the limits per address need it.
+        assert_eq!(peer, Some(client.local_addr().unwrap()));
         (socket, client, listener)
     }
 

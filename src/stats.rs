@@ -7,6 +7,11 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::defences::Limit;
+
+/// Kinds of limit counted (see [`Limit::ALL`]).
+pub const LIMITS: usize = Limit::ALL.len();
+
 /// One shard's counters.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -28,6 +33,15 @@ pub struct ShardStats {
     pub dropped: AtomicU64,
     /// Messages to other shards dropped because the outbox to that shard was full, since start.
     pub ring_dropped: AtomicU64,
+    /// Times each defence held something back since start, indexed by [`Limit::index`].
+    pub limit_hits: [AtomicU64; LIMITS],
+}
+
+impl ShardStats {
+    /// Counts one hit of `limit`.
+    pub fn hit(&self, limit: Limit) {
+        self.limit_hits[limit.index()].fetch_add(1, Relaxed);
+    }
 }
 
 /// Every shard's counters, indexed by shard.
@@ -57,6 +71,15 @@ pub struct ShardSnapshot {
     pub dropped: u64,
     /// Messages dropped for full outboxes to other shards since start.
     pub ring_dropped: u64,
+    /// Hits of each defence since start, indexed by [`Limit::index`].
+    pub limit_hits: [u64; LIMITS],
+}
+
+impl ShardSnapshot {
+    /// Hits of `limit` since start.
+    pub fn hits(&self, limit: Limit) -> u64 {
+        self.limit_hits[limit.index()]
+    }
 }
 
 /// A copy of every shard's counters.
@@ -96,6 +119,7 @@ impl Snapshot {
                 deliveries: t.deliveries + s.deliveries,
                 dropped: t.dropped + s.dropped,
                 ring_dropped: t.ring_dropped + s.ring_dropped,
+                limit_hits: std::array::from_fn(|i| t.limit_hits[i] + s.limit_hits[i]),
             })
     }
 }
@@ -129,6 +153,7 @@ impl Stats {
                     deliveries: s.deliveries.load(Relaxed),
                     dropped: s.dropped.load(Relaxed),
                     ring_dropped: s.ring_dropped.load(Relaxed),
+                    limit_hits: std::array::from_fn(|i| s.limit_hits[i].load(Relaxed)),
                 })
                 .collect(),
         }
@@ -148,7 +173,9 @@ pub enum Gauge {
 #[derive(Debug)]
 pub struct GaugeGuard {
     stats: Arc<Stats>,
-    shard: usize,
+    /// A `u16`, not a `usize`: every session holds a guard (its task another once logged in), and
+    /// shards are at most 256.
+    shard: u16,
     gauge: Gauge,
 }
 
@@ -157,7 +184,7 @@ impl GaugeGuard {
     pub fn new(stats: Arc<Stats>, shard: usize, gauge: Gauge) -> GaugeGuard {
         let guard = GaugeGuard {
             stats,
-            shard,
+            shard: u16::try_from(shard).expect("shards are at most 256"),
             gauge,
         };
         guard.counter().fetch_add(1, Relaxed);
@@ -165,7 +192,7 @@ impl GaugeGuard {
     }
 
     fn counter(&self) -> &AtomicU64 {
-        let s = self.stats.shard(self.shard);
+        let s = self.stats.shard(usize::from(self.shard));
         match self.gauge {
             Gauge::Connections => &s.connections,
             Gauge::LoggedIn => &s.logged_in,
@@ -211,6 +238,7 @@ mod tests {
             deliveries: 7 * n,
             dropped: 8 * n,
             ring_dropped: 9 * n,
+            limit_hits: std::array::from_fn(|i| (10 + i as u64) * n),
         };
         let snap = Snapshot {
             shards: vec![shard(1), shard(10)],

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::accounts::Accounts;
 use crate::chanlog::ChannelLog;
 use crate::config::Config;
+use crate::defences::{Admission, Defences, Refusal, Ticket};
 use crate::listener::{self, LogLimiter};
 use crate::mailbox::{urgent_at, SHUTDOWN_GRACE};
 use crate::mesh::{Doorbell, RingRx, RingTx, Waiter};
@@ -52,6 +53,8 @@ pub struct ShardStart {
     pub accounts: Accounts,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// Per-address limits, shared by every shard.
+    pub defences: Arc<Defences>,
     /// Resolved once the shard should stop.
     pub shutdown: oneshot::Receiver<()>,
     /// Number of shards.
@@ -78,6 +81,7 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         config,
         accounts,
         stats,
+        defences,
         mut shutdown,
         shards,
         ring_out,
@@ -89,7 +93,7 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
     let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
     let shard = Rc::new(Shard::new(
-        id, shards, config, accounts, stats, chanlog, channels, readiness,
+        id, shards, config, accounts, stats, defences, chanlog, channels, readiness,
     ));
     if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
@@ -339,10 +343,24 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
     loop {
         poll_fn(|cx| shard.poll_listener(cx)).await;
         match Socket::accept(listener.as_fd()) {
-            Ok(socket) => {
+            Ok((socket, peer)) => {
                 let counters = shard.stats.shard(shard.id.index());
                 counters.accepted.fetch_add(1, Relaxed);
-                if let Err(err) = start_session(socket, shard, gate) {
+                // A TCP peer always has an IP address; one without is treated as exempt.
+                let ticket = match peer.map(|p| (p.ip(), shard.defences.admit(p.ip()))) {
+                    None | Some((_, Admission::Exempt)) => None,
+                    Some((_, Admission::Admitted(ticket))) => Some(ticket),
+                    Some((ip, Admission::Refused(why))) => {
+                        shard.note_limit(why.limit(), Some(ip));
+                        refuse(shard, socket, why);
+                        in_a_row += 1;
+                        if in_a_row % ACCEPT_BATCH == 0 {
+                            futures_lite::future::yield_now().await;
+                        }
+                        continue;
+                    }
+                };
+                if let Err(err) = start_session(socket, shard, gate, ticket) {
                     if let Some(held) = unwatched_log.allow(Instant::now()) {
                         warn!(shard = shard.id.0, error = %err, repeats = held,
                               "cannot watch a new connection, so it is closed (is fs.epoll.max_user_watches too low?)");
@@ -376,16 +394,39 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
     }
 }
 
-/// Starts a session for a new connection. An error means the shard could not watch the socket (the
+/// Reads a refused connection's first bytes, writes it the one line that says why, and closes it.
+/// Never waits: a fresh socket's send buffer is empty, so the line fits. The input is read first
+/// because closing a socket with unread input resets the connection, and the reset can overtake
+/// the line; a client that keeps sending after that is reset, which is all it asked for.
+fn refuse(shard: &Shard, socket: Socket, why: Refusal) {
+    shard.with_scratch(|buf| {
+        for _ in 0..4 {
+            if !matches!(socket.recv(buf), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    });
+    let line = format!("{}\r\n", why.message());
+    let _ = socket.send(line.as_bytes());
+    let _ = socket.shutdown_write();
+}
+
+/// Starts a session for a new connection, holding `ticket` (its place in its address's counts;
+/// `None` for an exempt address). An error means the shard could not watch the socket (the
 /// kernel's epoll limits); the connection is then closed unanswered.
-fn start_session(socket: Socket, shard: &Rc<Shard>, gate: &Gate) -> std::io::Result<()> {
+fn start_session(
+    socket: Socket,
+    shard: &Rc<Shard>,
+    gate: &Gate,
+    ticket: Option<Ticket>,
+) -> std::io::Result<()> {
     // Socket options come from the listener (see `listener::open`): nothing to set per connection.
     // The session holds its own pass through the gate. `Gate::spawn` would wrap the session's future
     // in another that owns a second copy of it, doubling every session task (~1 kB each).
     let Ok(pass) = gate.enter() else {
         return Ok(()); // shutting down
     };
-    let session = Session::new(socket, shard.clone(), Instant::now(), pass);
+    let session = Session::new(socket, shard.clone(), Instant::now(), pass, ticket);
     let key = session.key();
     // Watched only once the session is in the table, so no report can miss it.
     shard.readiness.add(session.socket().as_fd(), key)?;

@@ -708,6 +708,24 @@ impl Client {
         Client::over(stream, kind, true)
     }
 
+    /// Connects from source address `from` (any address in 127.0.0.0/8 works on Linux loopback),
+    /// so tests of the per-address limits can be several addresses; answers negotiation as `kind`.
+    pub fn connect_from(addr: SocketAddr, from: &str, kind: Kind) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .expect("creating a socket");
+        let from: SocketAddr = SocketAddr::new(from.parse().expect("a source address"), 0);
+        socket
+            .bind(&from.into())
+            .expect("binding the source address");
+        socket
+            .connect(&addr.into())
+            .expect("connecting to the server");
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).expect("setting TCP_NODELAY");
+        Client::over(stream, kind, true)
+    }
+
     /// Reads until `done` holds for all the text received so far; `what` names the wait in the
     /// failure message. Does not move the [`Client::expect`] position.
     pub fn read_until(&mut self, what: &str, mut done: impl FnMut(&[u8]) -> bool) {
