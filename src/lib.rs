@@ -38,6 +38,9 @@
 //!   line editor and redraw).
 //! - [`cmd`]: what a typed line means.
 //! - [`accounts`] over [`workers`]: users and channels in SQLite, bcrypt hashes, on worker threads.
+//! - [`defences`]: what keeps one client from holding everyone up: per-address limits shared by every
+//!   shard without a lock, login and sign-up throttles, flood control between [`line`](mod@line) and
+//!   [`cmd`].
 //! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
