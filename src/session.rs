@@ -353,8 +353,9 @@ impl Session {
                     continue;
                 }
                 let password = self.ask("Password: ", true).await?;
-                // Other connections from this address may have failed while this one typed.
-                if self.login_throttled() {
+                // Other connections from this address may have failed while this one typed; and
+                // this attempt counts as a failure from now until it succeeds.
+                if !self.begin_login() {
                     continue;
                 }
                 if let Some(secs) = self.shard.defences.account_wait(name) {
@@ -375,15 +376,21 @@ impl Session {
                         return Ok(user);
                     }
                     Ok(Login::WrongPassword) => {
-                        self.shard.defences.login_failed(self.ticket(), name);
+                        self.shard.defences.login_failed(name);
                         failures += 1;
                         self.say("Incorrect password.");
                         if failures >= MAX_PASSWORD_FAILURES {
                             return Err(Stop::TooManyFailures);
                         }
                     }
-                    Ok(Login::NoSuchUser) => self.say("That username does not exist."),
-                    Err(e) => self.say_account_error(&e),
+                    Ok(Login::NoSuchUser) => {
+                        self.login_unanswered();
+                        self.say("That username does not exist.");
+                    }
+                    Err(e) => {
+                        self.login_unanswered();
+                        self.say_account_error(&e);
+                    }
                 }
                 continue;
             }
@@ -697,12 +704,39 @@ impl Session {
             return false;
         };
         let ip = ticket.ip();
+        self.throttled(ip, secs);
+        true
+    }
+
+    /// Starts a password check against the address's failed logins (see
+    /// [`Defences::begin_login`](crate::defences::Defences::begin_login)); if they hold it back,
+    /// tells the user for how long and returns false. Exempt addresses always may.
+    fn begin_login(&mut self) -> bool {
+        let Some(ticket) = self.ticket() else {
+            return true;
+        };
+        let Err(secs) = self.shard.defences.begin_login(ticket) else {
+            return true;
+        };
+        let ip = ticket.ip();
+        self.throttled(ip, secs);
+        false
+    }
+
+    /// Gives back the address's count of an attempt that got no answer.
+    fn login_unanswered(&self) {
+        if let Some(ticket) = self.ticket() {
+            self.shard.defences.login_unanswered(ticket);
+        }
+    }
+
+    /// Tells the user that failed logins from their address hold them back for `secs`.
+    fn throttled(&mut self, ip: std::net::IpAddr, secs: u32) {
         self.shard.note_limit(Limit::LoginThrottle, Some(ip));
         self.say(&format!(
             "Too many failed logins from your address; try again {}.",
             in_time(Duration::from_secs(secs.into()))
         ));
-        true
     }
 
     /// Tells the user that their address has made its accounts for now.

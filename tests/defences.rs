@@ -148,6 +148,32 @@ fn failed_logins_hold_back_their_address_without_asking_for_a_password() {
     owner.login("victim", "right-pass");
 }
 
+/// Regression: a failure was counted only once its hash had been checked, so guesses sent at
+/// the same moment from several connections all passed the throttle and all cost a hash.
+#[test]
+fn guesses_racing_from_one_address_are_counted_as_they_start() {
+    // A hash slow enough that all four guesses are in flight together.
+    let server = limited(|c| c.bcrypt_cost = 10);
+    make_account(&server, "127.0.0.14", "racer", "right-pass");
+    let mut guessers: Vec<Client> = (0..4).map(|_| greeted(&server, "127.0.0.15")).collect();
+    for guesser in &mut guessers {
+        guesser.send_line("racer");
+        guesser.expect("Password: ");
+    }
+    for guesser in &mut guessers {
+        guesser.send_line("wrong");
+    }
+    let heard: Vec<usize> = guessers
+        .iter_mut()
+        .map(|g| {
+            g.expect_any(&["Incorrect password.", "Too many failed logins"])
+                .0
+        })
+        .collect();
+    assert_eq!(heard.iter().filter(|&&h| h == 0).count(), 3, "{heard:?}");
+    assert_eq!(hits(&server, Limit::LoginThrottle), 1);
+}
+
 #[test]
 fn a_successful_login_forgets_its_addresses_failures() {
     let server = limited(|_| {});

@@ -260,13 +260,23 @@ impl Defences {
         ACCOUNT_BACKOFF.wait(self.account_slot(name), self.now_s())
     }
 
-    /// Records a wrong password for `name`, from `ticket`'s address (`None`: an exempt one).
-    pub fn login_failed(&self, ticket: Option<&Ticket>, name: &str) {
-        let now = self.now_s();
-        if let Some(ticket) = ticket {
-            ADDRESS_BACKOFF.fail(&self.addresses[ticket.slot()].failures, now);
-        }
-        ACCOUNT_BACKOFF.fail(self.account_slot(name), now);
+    /// Starts a password check from `ticket`'s address: refused with the seconds left if its
+    /// failures hold it back, otherwise counted as a failure until [`Defences::login_succeeded`]
+    /// says otherwise (so guesses in flight at once cannot all pass; see [`Backoff::attempt`]).
+    pub fn begin_login(&self, ticket: &Ticket) -> Result<(), u32> {
+        ADDRESS_BACKOFF.attempt(&self.addresses[ticket.slot()].failures, self.now_s())
+    }
+
+    /// Gives back an attempt started with [`Defences::begin_login`] that got no answer (the
+    /// server was busy, or the account went away meanwhile).
+    pub fn login_unanswered(&self, ticket: &Ticket) {
+        ADDRESS_BACKOFF.forget_one(&self.addresses[ticket.slot()].failures);
+    }
+
+    /// Records a wrong password for account `name`, whatever the address (the address's own count
+    /// was taken when the attempt began).
+    pub fn login_failed(&self, name: &str) {
+        ACCOUNT_BACKOFF.fail(self.account_slot(name), self.now_s());
     }
 
     /// Records a successful login to `name`: its failures, and its address's, are forgotten.
@@ -487,15 +497,19 @@ mod tests {
         let d = defences(&["--exempt", "none"]);
         let t = admitted(d.admit(ip("192.0.2.9")));
         for _ in 0..2 {
-            d.login_failed(Some(&t), "Alice");
+            assert!(d.begin_login(&t).is_ok());
+            d.login_failed("Alice");
         }
         assert_eq!(d.login_wait(&t), None);
-        d.login_failed(Some(&t), "alice");
+        assert!(d.begin_login(&t).is_ok());
+        // Counted as it began, before its answer.
         assert_eq!(d.login_wait(&t), Some(ADDRESS_BACKOFF.first_delay_s));
+        assert_eq!(d.begin_login(&t), Err(ADDRESS_BACKOFF.first_delay_s));
+        d.login_failed("alice");
         // The account is not slowed yet (3 < 5), but counts every address's failures, in any case.
         assert_eq!(d.account_wait("ALICE"), None);
-        d.login_failed(None, "alice");
-        d.login_failed(None, "alice");
+        d.login_failed("alice");
+        d.login_failed("alice");
         assert_eq!(d.account_wait("alice"), Some(ACCOUNT_BACKOFF.first_delay_s));
         assert_eq!(d.account_wait("bob"), None);
         d.login_succeeded(Some(&t), "alice");

@@ -166,7 +166,11 @@ impl Backoff {
 
     /// Seconds an attempt at `now_s` must still wait, if any.
     pub fn wait(&self, cell: &AtomicU64, now_s: u32) -> Option<u32> {
-        let (time, count) = Self::unpack(cell.load(Relaxed));
+        self.wait_in(cell.load(Relaxed), now_s)
+    }
+
+    fn wait_in(&self, word: u64, now_s: u32) -> Option<u32> {
+        let (time, count) = Self::unpack(word);
         if count < self.threshold || now_s.saturating_sub(time) >= self.quiet_s {
             return None;
         }
@@ -174,22 +178,48 @@ impl Backoff {
         (until > now_s).then(|| until - now_s)
     }
 
+    /// The state after one more failure at `now_s`.
+    fn failed(&self, word: u64, now_s: u32) -> u64 {
+        let (time, count) = Self::unpack(word);
+        let since = now_s.saturating_sub(time);
+        let (time, count) = if count == 0
+            || since >= self.quiet_s
+            || (count < self.threshold && since > self.window_s)
+        {
+            (now_s, 1)
+        } else if count + 1 < self.threshold {
+            (time, count + 1)
+        } else {
+            (now_s, count.saturating_add(1))
+        };
+        Self::pack(time, count)
+    }
+
     /// Records a failure at `now_s`.
     pub fn fail(&self, cell: &AtomicU64, now_s: u32) {
+        let _ = cell.fetch_update(Relaxed, Relaxed, |word| Some(self.failed(word, now_s)));
+    }
+
+    /// Starts an attempt at `now_s`: refused with the seconds left if the failures so far hold it
+    /// back; otherwise counted as a failure at once, in the same step, so that attempts racing
+    /// each other (several connections guessing at the same moment) cannot all pass before the
+    /// first of them fails. A success then [`clear`](Backoff::clear)s it; an attempt that never
+    /// got an answer is given back with [`Backoff::forget_one`].
+    pub fn attempt(&self, cell: &AtomicU64, now_s: u32) -> Result<(), u32> {
+        let mut refused = None;
+        let _ = cell.fetch_update(Relaxed, Relaxed, |word| {
+            refused = self.wait_in(word, now_s);
+            refused.is_none().then(|| self.failed(word, now_s))
+        });
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Takes back one failure counted by [`Backoff::attempt`] for an attempt that never got an
+    /// answer (the server was busy).
+    pub fn forget_one(&self, cell: &AtomicU64) {
         let _ = cell.fetch_update(Relaxed, Relaxed, |word| {
             let (time, count) = Self::unpack(word);
-            let since = now_s.saturating_sub(time);
-            let next = if count == 0
-                || since >= self.quiet_s
-                || (count < self.threshold && since > self.window_s)
-            {
-                (now_s, 1)
-            } else if count + 1 < self.threshold {
-                (time, count + 1)
-            } else {
-                (now_s, count.saturating_add(1))
-            };
-            Some(Self::pack(next.0, next.1))
+            Some(Self::pack(time, count.saturating_sub(1)))
         });
     }
 
@@ -278,6 +308,26 @@ mod tests {
             B.fail(&cell, t);
         }
         assert_eq!(B.wait(&cell, t), Some(900));
+    }
+
+    #[test]
+    fn racing_attempts_are_counted_as_they_start() {
+        let cell = AtomicU64::new(0);
+        // Three start before any has failed; the fourth is already held back.
+        for _ in 0..3 {
+            assert_eq!(B.attempt(&cell, 10), Ok(()));
+        }
+        assert_eq!(B.attempt(&cell, 10), Err(30));
+        // One of them succeeds: everything is forgotten.
+        B.clear(&cell);
+        assert_eq!(B.attempt(&cell, 11), Ok(()));
+        assert_eq!(B.attempt(&cell, 11), Ok(()));
+        // An attempt that got no answer is given back.
+        B.forget_one(&cell);
+        assert_eq!(B.attempt(&cell, 12), Ok(()));
+        assert_eq!(B.wait(&cell, 12), None);
+        assert_eq!(B.attempt(&cell, 12), Ok(()));
+        assert_eq!(B.wait(&cell, 12), Some(30));
     }
 
     #[test]
