@@ -40,6 +40,12 @@ pub enum Cmd {
     Slowreaders,
     /// Every client drops at once and reconnects: seconds until the server's counts are right again.
     Churn,
+    /// One address floods connections, guesses a password and pastes while 1,000 users, each on an
+    /// address of its own, chat (server: --exempt none): their latency and logins with and without.
+    Abuse,
+    /// ceiling for 10 minutes while 5% of users leave and come back every minute: RSS per minute,
+    /// the server's counts at the end, errors.
+    Soak,
     /// Several scenarios in a row (--scenarios seed,storm:5000,churn; `:N` sets that one's users).
     Suite {
         #[arg(
@@ -49,7 +55,7 @@ pub enum Cmd {
         )]
         scenarios: Vec<String>,
     },
-    /// Every scenario but ceiling, at default sizes (same as `suite`).
+    /// Every scenario but ceiling, abuse and soak, at default sizes (same as `suite`).
     All,
     /// CI check: seed, storm and churn at ~200 users for a few seconds each; fails only on protocol
     /// errors (or when no client could log in at all).
@@ -144,9 +150,30 @@ pub struct Opts {
     /// Logins: clients logging in and out in a loop, in all.
     #[arg(long, global = true, default_value_t = 32)]
     pub login_concurrency: u32,
-    /// Logins: seconds of chat before the logins start (the baseline).
-    #[arg(long, global = true, default_value_t = 5.0)]
-    pub baseline: f64,
+    /// Logins: seconds of chat before the logins start (default 5); abuse: before the attack (30).
+    #[arg(long, global = true)]
+    pub baseline: Option<f64>,
+    /// Abuse: the attacker's connection attempts.
+    #[arg(long, global = true, default_value_t = 19_000)]
+    pub attack_conns: u32,
+    /// Abuse: the attacker's wrong passwords.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    pub guesses: u32,
+    /// Abuse: lines of the attacker's paste.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub paste_lines: u32,
+    /// Abuse: users (each on an address of its own, not chatting) whose logins are timed, in turn.
+    #[arg(long, global = true, default_value_t = 20)]
+    pub login_probes: u32,
+    /// Abuse: timed logins per second, over all the login probes.
+    #[arg(long, global = true, default_value_t = 1.5)]
+    pub login_rate: f64,
+    /// Soak: seconds between rounds of leaving and coming back (and between RSS samples).
+    #[arg(long, global = true, default_value_t = 60.0)]
+    pub period: f64,
+    /// Soak: fraction of the users that leave and come back in each period.
+    #[arg(long, global = true, default_value_t = 0.05)]
+    pub leave_fraction: f64,
     /// Ceiling: fraction of the server's user limit left free.
     #[arg(long, global = true, default_value_t = 0.02)]
     pub margin: f64,

@@ -63,6 +63,10 @@ pub enum Event {
     Delivery { sent_ns: u64, sender: u32 },
     /// The server dropped this many lines for us.
     Dropped(u64),
+    /// Flood control dropped this many of the lines we sent.
+    FloodDropped(u64),
+    /// A line of the abuse scenario's paste.
+    Paste,
     /// Chat text not written by the bench.
     Foreign,
     /// The server is closing the connection.
@@ -96,6 +100,20 @@ pub struct Conn {
 pub fn source_addr(id: u32, sources: u32) -> IpAddr {
     let n = 2 + id % sources.clamp(1, 253);
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n as u8))
+}
+
+/// The source address of client `id` when every client has one of its own (the abuse scenario, where
+/// the server limits each address): 127.1.1.1, 127.1.1.2, ..., 127.1.1.254, 127.1.2.1, ... Never in
+/// 127.0.0.0/24, where the attacker and the rotating sources are, and never a .0 or .255.
+pub fn own_addr(id: u32) -> IpAddr {
+    let (d, rest) = (id % 254, id / 254);
+    let (c, b) = (rest % 254, 1 + rest / 254);
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        b.min(255) as u8,
+        c as u8 + 1,
+        d as u8 + 1,
+    ))
 }
 
 impl Conn {
@@ -207,6 +225,14 @@ impl Conn {
         }
     }
 
+    /// The login question waiting at the end of what was received, if any; taking it clears it, so
+    /// each question is answered once.
+    pub fn take_prompt(&mut self) -> Option<Prompt> {
+        let prompt = ringtalk::login_prompt(&self.lines.tail())?;
+        self.lines.clear_tail();
+        Some(prompt)
+    }
+
     /// Writes whatever is owed to the server.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if self.out.is_empty() {
@@ -269,6 +295,12 @@ impl Conn {
                     LoginLine::Refused(text) => {
                         return Err(ClientError::new(
                             ErrorKind::Protocol,
+                            format!("login: {text}"),
+                        ))
+                    }
+                    LoginLine::Limited(text) => {
+                        return Err(ClientError::new(
+                            ErrorKind::Refused,
                             format!("login: {text}"),
                         ))
                     }
@@ -435,6 +467,7 @@ impl Conn {
             Protocol::Ringtalk => match ringtalk::chat_line(line, &self.name) {
                 ChatLine::Said { text, .. } => text,
                 ChatLine::Dropped(n) => return Event::Dropped(n),
+                ChatLine::FloodDropped(n) => return Event::FloodDropped(n),
                 ChatLine::Closing => return Event::Closing,
                 ChatLine::Complaint(text) => {
                     self.last_complaint = Some(text.to_string());
@@ -459,6 +492,7 @@ impl Conn {
         };
         match ringtalk::parse_chat_text(text) {
             Some((sent_ns, sender)) => Event::Delivery { sent_ns, sender },
+            None if ringtalk::is_paste_text(text) => Event::Paste,
             None => Event::Foreign,
         }
     }
@@ -560,5 +594,22 @@ mod tests {
             source_addr(252, 1000),
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, 254))
         );
+    }
+
+    #[test]
+    fn own_addresses_are_distinct_and_outside_127_0_0() {
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => v4.octets(),
+            IpAddr::V6(_) => panic!("v4 only"),
+        };
+        assert_eq!(v4(own_addr(0)), [127, 1, 1, 1]);
+        assert_eq!(v4(own_addr(253)), [127, 1, 1, 254]);
+        assert_eq!(v4(own_addr(254)), [127, 1, 2, 1]);
+        let mut seen = std::collections::HashSet::new();
+        for id in 0..70_000 {
+            let o = v4(own_addr(id));
+            assert!(o[1] >= 1 && o[2] >= 1 && o[3] >= 1 && o[3] <= 254, "{o:?}");
+            assert!(seen.insert(o), "{id} repeats {o:?}");
+        }
     }
 }

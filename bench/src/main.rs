@@ -6,9 +6,11 @@
 //! - [`worker`]: up to 15,000 clients on one single-threaded runtime.
 //! - [`conn`]: one client's connection in either protocol; [`telnet`], [`lines`], [`ringtalk`] and
 //!   [`irc`] are the sans-IO parsers under it.
+//! - [`attack`]: the abuse scenario's attacker (connection flood, password guesses, paste).
 //! - [`stats`]: histograms (µs) and errors by kind; [`report`]: the table and the JSON.
 //! - [`sys`]: the shared clock, limits, and the server's figures from /proc.
 
+mod attack;
 mod cli;
 mod conn;
 mod fleet;
@@ -60,11 +62,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Bigroom => vec![("bigroom".into(), None)],
         Cmd::Slowreaders => vec![("slowreaders".into(), None)],
         Cmd::Churn => vec![("churn".into(), None)],
+        Cmd::Abuse => vec![("abuse".into(), None)],
+        Cmd::Soak => vec![("soak".into(), None)],
         Cmd::Suite { scenarios } => parse_suite(scenarios)?,
         Cmd::All => parse_suite(
             &scenarios::SCENARIOS
                 .iter()
-                .filter(|s| **s != "ceiling")
+                .filter(|s| !scenarios::NOT_IN_ALL.contains(s))
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )?,

@@ -13,6 +13,51 @@ pub mod prompt {
     pub const REPEAT_PASSWORD: &str = "Repeat password: ";
 }
 
+/// The lines of ringtalk's defences (issue 10), exactly as the server sends them.
+pub mod defence {
+    /// Over `--max-conns-per-ip`: sent, then the connection is closed.
+    pub const TOO_MANY_CONNS: &str = "Too many connections from your address.";
+    /// Over `--max-unauth-per-ip` (connections not yet logged in): sent, then closed.
+    pub const TOO_MANY_UNAUTH: &str =
+        "Too many connections from your address are still logging in; try again later.";
+    /// Over `--conn-rate`: sent, then closed.
+    pub const TOO_MANY_RECENT: &str =
+        "Too many connections from your address recently; try again later.";
+    /// Part of the login throttle's line; the connection stays open, back at `Username: `.
+    pub const LOGIN_THROTTLE: &str = "Too many failed logins";
+    /// Part of the line of the per-account slow-down (which also contains [`LOGIN_THROTTLE`]): the
+    /// password is checked after the wait it names, so the login goes on.
+    pub const ACCOUNT_SLOWED: &str = "your password will be checked";
+    /// Part of the sign-up throttle's line.
+    pub const SIGNUP_THROTTLE: &str = "Too many new accounts";
+}
+
+/// Why the server turned a connection away before any login work (issue 10's per-address limits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-conns-per-ip`.
+    Conns,
+    /// `--max-unauth-per-ip`.
+    Unauth,
+    /// `--conn-rate`.
+    Rate,
+}
+
+/// Reads a connection refusal line (after anything a prompt left on the row); `None` for any other
+/// line.
+pub fn refusal(line: &str) -> Option<Refusal> {
+    let line = line.trim();
+    if line.ends_with(defence::TOO_MANY_UNAUTH) {
+        Some(Refusal::Unauth)
+    } else if line.ends_with(defence::TOO_MANY_RECENT) {
+        Some(Refusal::Rate)
+    } else if line.ends_with(defence::TOO_MANY_CONNS) {
+        Some(Refusal::Conns)
+    } else {
+        None
+    }
+}
+
 /// Which login question a tail of unfinished text is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prompt {
@@ -53,6 +98,9 @@ pub enum LoginLine {
     TimedOut,
     /// A refusal the bench cannot get past (wrong password, bad name, internal error): the text.
     Refused(String),
+    /// A per-address limit or throttle turned the login away (a connection refusal line, the login
+    /// or the sign-up throttle): the text.
+    Limited(String),
     /// Welcome text, blank lines, anything else.
     Other,
 }
@@ -68,6 +116,14 @@ pub fn login_line(line: &str) -> LoginLine {
         LoginLine::Taken
     } else if line.starts_with("Login timed out") {
         LoginLine::TimedOut
+    } else if line.contains(defence::ACCOUNT_SLOWED) {
+        // Slowed, not refused: the answer comes after the wait.
+        LoginLine::Other
+    } else if refusal(line).is_some()
+        || line.contains(defence::LOGIN_THROTTLE)
+        || line.contains(defence::SIGNUP_THROTTLE)
+    {
+        LoginLine::Limited(line.to_string())
     } else if line.starts_with("Incorrect password")
         || line.starts_with("Too many incorrect passwords")
         || line.starts_with("Usernames are ")
@@ -89,6 +145,9 @@ pub enum ChatLine<'a> {
     Said { sender: &'a str, text: &'a str },
     /// `[<N> messages dropped]`: the server's queue for us overflowed.
     Dropped(u64),
+    /// `You are sending too fast; <N> lines were dropped.` (`1 line was dropped.`): flood control
+    /// dropped lines we sent.
+    FloodDropped(u64),
     /// `You have joined #<Channel>`.
     Joined(&'a str),
     /// `Channel #<name> does not exist. ...`
@@ -147,6 +206,16 @@ pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
     {
         return ChatLine::Dropped(n);
     }
+    if let Some(n) = line
+        .strip_prefix("You are sending too fast; ")
+        .and_then(|r| {
+            r.strip_suffix(" lines were dropped.")
+                .or_else(|| r.strip_suffix(" line was dropped."))
+        })
+        .and_then(|n| n.parse().ok())
+    {
+        return ChatLine::FloodDropped(n);
+    }
     if let Some(ch) = line.strip_prefix("You have joined #") {
         return ChatLine::Joined(ch);
     }
@@ -200,6 +269,23 @@ pub fn chat_text(sent_ns: u64, sender: u32, len: usize) -> String {
         text.push('x');
     }
     text
+}
+
+/// Line `n` of the abuse scenario's paste: `paste=<n> ` padded with `x` to `len`. It carries no send
+/// time: the paste is not a latency measurement, only counted where it arrives.
+pub fn paste_text(n: u32, len: usize) -> String {
+    let mut text = format!("paste={n} ");
+    while text.len() < len {
+        text.push('x');
+    }
+    text
+}
+
+/// Whether a chat text is a line of the abuse scenario's paste.
+pub fn is_paste_text(text: &str) -> bool {
+    text.strip_prefix("paste=")
+        .and_then(|r| r.split(' ').next())
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Reads the send time and sender back out of a chat text; `None` for text the bench did not write.
@@ -314,6 +400,82 @@ mod tests {
             ),
             ChatLine::Complaint(_)
         ));
+    }
+
+    #[test]
+    fn defence_lines() {
+        assert_eq!(
+            refusal("Too many connections from your address."),
+            Some(Refusal::Conns)
+        );
+        assert_eq!(
+            refusal(
+                "Too many connections from your address are still logging in; try again later."
+            ),
+            Some(Refusal::Unauth)
+        );
+        assert_eq!(
+            refusal("Too many connections from your address recently; try again later.\r"),
+            Some(Refusal::Rate)
+        );
+        assert_eq!(refusal("Too many connections"), None);
+        assert_eq!(
+            refusal("Username: Too many connections from your address."),
+            Some(Refusal::Conns)
+        );
+        assert!(matches!(
+            login_line("Too many connections from your address."),
+            LoginLine::Limited(_)
+        ));
+        assert!(matches!(
+            login_line("Too many failed logins from your address; try again in 20 seconds."),
+            LoginLine::Limited(_)
+        ));
+        assert!(matches!(
+            login_line("Too many new accounts from your address; try again later."),
+            LoginLine::Limited(_)
+        ));
+        // The third wrong password is still the old refusal.
+        assert!(matches!(
+            login_line("Too many incorrect passwords. Goodbye."),
+            LoginLine::Refused(_)
+        ));
+        assert_eq!(
+            chat_line(
+                "b1 #bc0> You are sending too fast; 9980 lines were dropped.",
+                "b1"
+            ),
+            ChatLine::FloodDropped(9980)
+        );
+        assert_eq!(
+            chat_line("You are sending too fast; 1 line was dropped.", "b1"),
+            ChatLine::FloodDropped(1)
+        );
+        // The per-account slow-down delays the answer; it refuses nothing.
+        assert_eq!(
+            login_line(
+                "Too many failed logins for this account recently; your password will be checked in 4 seconds."
+            ),
+            LoginLine::Other
+        );
+    }
+
+    #[test]
+    fn defence_lines_are_the_servers() {
+        use ringtalk::defences::Refusal as R;
+        assert_eq!(defence::TOO_MANY_CONNS, R::TooMany.message());
+        assert_eq!(defence::TOO_MANY_UNAUTH, R::TooManyLoggingIn.message());
+        assert_eq!(defence::TOO_MANY_RECENT, R::TooFast.message());
+    }
+
+    #[test]
+    fn paste_text_is_told_apart() {
+        let text = paste_text(9_999, 40);
+        assert_eq!(text.len(), 40);
+        assert!(is_paste_text(&text));
+        assert!(!is_paste_text(&chat_text(5, 1, 40)));
+        assert!(!is_paste_text("paste= x"));
+        assert!(!is_paste_text("hello"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Every scenario is one [`Spec`] given to [`Bench::execute`]; what differs afterwards is only how its
 //! figures are read out. Storm and churn decide their own end (everyone logged in; the server's counts
-//! right), firehose stops its ladder once steps keep failing, the rest run for a fixed time.
+//! right), firehose stops its ladder once steps keep failing, soak ends once the server's counts after
+//! its last period are in, the rest run for a fixed time. Abuse adds a worker process of its own for
+//! the attacker ([`crate::attack`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +20,10 @@ use serde_json::{json, Map};
 use crate::cli::Opts;
 use crate::conn::{Conn, LoginInfo, Protocol};
 use crate::fleet::{Fleet, Msg};
-use crate::plan::{Command, Mode, Plan, Report as WorkerMsg, Window, WindowReport, WorkerReport};
+use crate::plan::{
+    AttackPlan, AttackReport, Command, Leave, Mode, Plan, Report as WorkerMsg, Window,
+    WindowReport, WorkerReport,
+};
 use crate::report::{bytes, latency_line, ms, Deliveries, Report, ServerFigures, Setup};
 use crate::stats::{merge_or_warn, Errors, HistWire, Latency};
 use crate::sys::{self, now_ns, ListenCounters, ProcSample};
@@ -33,10 +38,25 @@ pub const SCENARIOS: &[&str] = &[
     "bigroom",
     "slowreaders",
     "churn",
+    "abuse",
+    "soak",
 ];
+
+/// Scenarios `all` leaves out: the ceiling's size, abuse's server flags (`--exempt none`, and
+/// cost-12 accounts), soak's ten minutes.
+pub const NOT_IN_ALL: &[&str] = &["ceiling", "abuse", "soak"];
 
 /// Firehose: a step is held when its p99 is under this.
 const FIREHOSE_P99_US: u64 = 10_000;
+
+/// Abuse: the attacker's one address. The users' own addresses start at 127.1.1.1.
+const ATTACKER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
+/// Abuse: seconds after the attack starts that the flood begins (the guessers connect first).
+const FLOOD_DELAY_S: f64 = 1.0;
+
+/// Abuse: the prefix of its account names, so its cost-12 accounts never mix with the others'.
+const ABUSE_PREFIX: &str = "ba";
 
 /// What the limits allow, found before anything runs.
 #[derive(Clone, Debug, Serialize)]
@@ -73,6 +93,25 @@ struct Spec {
     settle_ms: u64,
     /// Worker processes to use unless `--workers` says otherwise.
     min_workers: u32,
+    /// Login names' prefix (`b`; abuse: `ba`, so its cost-12 accounts are its own).
+    name_prefix: &'static str,
+    /// Every client on an address of its own (abuse).
+    own_addrs: bool,
+    /// Seats of the first channel kept for the abuse paster.
+    reserved_seats: u32,
+    /// Loopers log in one at a time this far apart, over all of them (0: as fast as they can).
+    login_interval_ms: u64,
+    /// Soak: chat clients leave and come back.
+    leave: Option<Leave>,
+    /// Abuse: one more worker process, the attacker.
+    attack: Option<AttackPlan>,
+    /// Setup logins per worker at once, if fewer than `--connect-concurrency`.
+    connect_concurrency: Option<u32>,
+    /// Run the `/list` probe (churn, soak), asking this often.
+    probe_every_ms: Option<u64>,
+    /// Soak: once the windows are over, stop as soon as the probe (and, if the server logs them, a
+    /// heartbeat) has answered after that.
+    end_check: bool,
 }
 
 impl Spec {
@@ -93,6 +132,15 @@ impl Spec {
             targets: Vec::new(),
             settle_ms: 500,
             min_workers: 1,
+            name_prefix: "b",
+            own_addrs: false,
+            reserved_seats: 0,
+            login_interval_ms: 0,
+            leave: None,
+            attack: None,
+            connect_concurrency: None,
+            probe_every_ms: None,
+            end_check: false,
         }
     }
 }
@@ -118,6 +166,14 @@ struct Outcome {
     stopped_after: Option<usize>,
     /// Server cores busy during each window (CPU seconds over wall seconds), when its pid is known.
     window_cores: Vec<Option<f64>>,
+    /// The server's samples at each window's start and end, when its pid is known.
+    window_samples: Vec<[Option<ProcSample>; 2]>,
+    /// The length of `--server-log` at each window's start and end (to read what it gained).
+    window_log: Vec<[Option<u64>; 2]>,
+    /// Soak: the first probe answer asked for after the windows ended: (request time, total).
+    end_probe: Option<(u64, u64)>,
+    /// Soak: the first heartbeat the server logged after the windows ended.
+    end_heartbeat: Option<BTreeMap<String, String>>,
     /// The server's pid and its samples: before setup, after setup, and after the measured phase.
     server: Option<(u32, ProcSample, ProcSample, ProcSample)>,
     /// The server's sample at go, which starts the measured phase (setup ends before a settling
@@ -226,6 +282,8 @@ impl Bench {
             "bigroom" => self.bigroom(users),
             "slowreaders" => self.slowreaders(users),
             "churn" => self.churn(users),
+            "abuse" => self.abuse(users),
+            "soak" => self.soak(users),
             other => bail!("no scenario {other:?}; scenarios: {}", SCENARIOS.join(", ")),
         }
     }
@@ -277,7 +335,9 @@ impl Bench {
         Ok(r)
     }
 
-    fn ceiling(&self, users: Option<u32>) -> anyhow::Result<Report> {
+    /// The ceiling's size: the server's user limit (and where it came from), the users it allows
+    /// after `--margin`, and a note if the limit had to be guessed.
+    fn ceiling_size(&self) -> (u64, u32, Vec<String>) {
         let mut notes = Vec::new();
         let server_max = match self.limits.server_max_users {
             Some(n) => n,
@@ -294,6 +354,11 @@ impl Bench {
             }
         };
         let allowed = (server_max as f64 * (1.0 - self.opts.margin)).floor() as u32;
+        (server_max, allowed, notes)
+    }
+
+    fn ceiling(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        let (server_max, allowed, notes) = self.ceiling_size();
         let users = users.unwrap_or(allowed);
         let mut r = self.seed(Some(users), "ceiling")?;
         r.figure("server_max_users", server_max);
@@ -493,7 +558,7 @@ impl Bench {
     fn logins(&self, users: Option<u32>) -> anyhow::Result<Report> {
         let users = users.unwrap_or(300);
         let secs = self.seconds(20.0);
-        let base = self.opts.baseline.max(0.0);
+        let base = self.opts.baseline.unwrap_or(5.0).max(0.0);
         let think = self.opts.think.unwrap_or(1.0);
         let cost = self.opts.bcrypt_cost;
         let hash_s = measure_bcrypt(cost)?;
@@ -634,6 +699,7 @@ impl Bench {
         let secs = self.seconds(60.0);
         let mut spec = Spec::new("churn", Mode::Churn, users, self.opts.group);
         spec.hold_ms = (secs * 1e3) as u64;
+        spec.probe_every_ms = Some(50);
         let out = self.execute(&spec)?;
         let mut r = self.common(&spec, &out);
         let ready = merge_or_warn(out.reports.iter().map(|w| &w.ready));
@@ -707,6 +773,435 @@ impl Bench {
         Ok(r)
     }
 
+    /// abuse: one address (127.0.0.2) floods connections, guesses a password and pastes, while
+    /// `users` users, each on an address of its own, chat at the seed rate and a few more log in
+    /// and out in turn. A baseline phase without the attacker comes first. The server must run with
+    /// `--exempt none`, or loopback is exempt from every limit measured here.
+    fn abuse(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        if self.opts.protocol != Protocol::Ringtalk {
+            bail!("abuse measures ringtalk's defences: it speaks ringtalk only");
+        }
+        let users = users.unwrap_or(1_000).max(1);
+        let attack_s = self.seconds(60.0);
+        let base = self.opts.baseline.unwrap_or(30.0).max(1.0);
+        let think = self.opts.think.unwrap_or(10.0);
+        let rate = self.opts.login_rate;
+        let probes = if rate > 0.0 {
+            self.opts.login_probes
+        } else {
+            0
+        };
+        let group = self.opts.group;
+        let mut spec = Spec::new("abuse", Mode::Chat, users, group);
+        spec.windows = vec![
+            Self::window("baseline", 0.0, base, 1.0 / think, true),
+            Self::window("attack", base, base + attack_s, 1.0 / think, true),
+        ];
+        spec.grace_ms = self.grace_ms();
+        spec.loopers = probes;
+        spec.login_interval_ms = if rate > 0.0 { (1e3 / rate) as u64 } else { 0 };
+        spec.name_prefix = ABUSE_PREFIX;
+        spec.own_addrs = true;
+        spec.reserved_seats = 1;
+        // Cost-12 logins queue for the server's bcrypt workers whatever the bench does; fewer at
+        // once keeps each within the server's login timeout.
+        spec.connect_concurrency = Some(64);
+        let attack = AttackPlan {
+            src: ATTACKER,
+            start_ms: (base * 1e3) as u64,
+            end_ms: ((base + attack_s) * 1e3) as u64,
+            connections: self.opts.attack_conns,
+            flood_start_ms: ((base + attack_s.min(FLOOD_DELAY_S)) * 1e3) as u64,
+            in_flight: 64,
+            hold_max: 256,
+            guesses: self.opts.guesses,
+            guessers: 4,
+            victim: format!("{ABUSE_PREFIX}victim"),
+            paster: format!("{ABUSE_PREFIX}paster"),
+            paste_channel: "bc0".into(),
+            paste_lines: self.opts.paste_lines,
+        };
+        spec.attack = Some(attack.clone());
+        let out = self.execute(&spec)?;
+        let mut r = self.common(&spec, &out);
+        let a = out
+            .reports
+            .iter()
+            .find_map(|w| w.attack.clone())
+            .unwrap_or_default();
+        r.row(
+            "workload",
+            format!(
+                "{users} users, each on an address of its own from 127.1.1.1, channels of {group}, a \
+                 line every {think} s on average; {probes} more (`{ABUSE_PREFIX}l<id>`) log in and \
+                 /quit in turn, {rate}/s in all, timed from connect to logged in; {base} s baseline, \
+                 then {attack_s} s of attack from {ATTACKER}"
+            ),
+        );
+        // Chat and logins, before and during the attack.
+        let phases: Vec<(Latency, Latency, u64, u64)> = (0..2)
+            .map(|i| {
+                let t = window_totals(&out.reports, i);
+                (
+                    Latency::of(&merge_or_warn(&t.latency_parts)),
+                    Latency::of(&merge_or_warn(&t.login_parts)),
+                    t.logins,
+                    t.login_failed,
+                )
+            })
+            .collect();
+        let (chat_base, login_base, logins_base, failed_base) = phases[0].clone();
+        let (chat_att, login_att, logins_att, failed_att) = phases[1].clone();
+        r.row("chat (baseline)", latency_line(&chat_base));
+        r.row("chat (attack)", latency_line(&chat_att));
+        let change = p99_change_us(&chat_base, &chat_att);
+        r.row(
+            "p99 change",
+            format!(
+                "{} with the attacker (goal: within 1 ms)",
+                signed_ms(change)
+            ),
+        );
+        for (name, lat, n, failed) in [
+            ("logins (baseline)", &login_base, logins_base, failed_base),
+            ("logins (attack)", &login_att, logins_att, failed_att),
+        ] {
+            r.row(
+                name,
+                format!(
+                    "{n} timed logins, {failed} failed; connect to logged in p50 {} p99 {} max {}{}",
+                    ms(lat.p50_us),
+                    ms(lat.p99_us),
+                    ms(lat.max_us),
+                    if name.ends_with("(attack)") {
+                        " (goal: p99 under 0.5 s)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        let refused = r.errors.refused;
+        let others = r.errors.total() - refused;
+        let flood_dropped: u64 = out.reports.iter().map(|w| w.flood_dropped).sum();
+        r.row(
+            "normal users",
+            format!(
+                "{refused} turned away (a per-address limit or throttle, or ECONNREFUSED), {others} \
+                 other errors, {} logins failed while timed; flood control dropped {flood_dropped} of \
+                 their lines (goal: all 0)",
+                failed_base + failed_att
+            ),
+        );
+        let f = &a.flood;
+        r.row(
+            "flood",
+            format!(
+                "{} of {} attempts made: {} let in (at most {} held open at once, {} of them closed \
+                 by the server), refused {} \"too many\", {} \"still logging in\", {} \"recently\"; \
+                 {} closed without a word, {} failed",
+                f.attempts,
+                attack.connections,
+                f.accepted,
+                f.held_peak,
+                f.closed_while_held,
+                f.refused_conns,
+                f.refused_unauth,
+                f.refused_rate,
+                f.closed,
+                f.failed
+            ),
+        );
+        let g = guess_totals(&a);
+        r.row(
+            "guesses",
+            format!(
+                "{} wrong passwords for {}: {} answered \"Incorrect password.\" (a hash each), {} \
+                 throttled, {} without a connection, {} failed, {} not made; {} connections; {} \
+                 slowed for the account first",
+                g.planned,
+                attack.victim,
+                g.answered,
+                g.throttled,
+                g.no_connection,
+                g.failed,
+                g.not_made,
+                g.connections,
+                g.slowed
+            ),
+        );
+        let members = paste_members(group, users);
+        let received: u64 = out.reports.iter().map(|w| w.paste_received).sum();
+        let per_member = received as f64 / members.max(1) as f64;
+        let p = &a.paste;
+        r.row(
+            "paste",
+            match &a.paster_error {
+                Some(e) => format!("none: the paster could not log in or join: {e}"),
+                None => format!(
+                    "{} of {} lines written (the writes took {:.2} s); the channel's {members} other members \
+                     received {per_member:.0} each on average ({received} in all); {} echoed to the \
+                     paster; the server said it dropped {} ({} notices); paster {}",
+                    p.sent,
+                    attack.paste_lines,
+                    p.write_s,
+                    p.echoed,
+                    p.dropped,
+                    p.notices,
+                    if p.disconnected {
+                        "disconnected"
+                    } else {
+                        "still connected"
+                    }
+                ),
+            },
+        );
+        let at = |i: usize, edge: usize| {
+            out.window_samples
+                .get(i)
+                .and_then(|e| e[edge])
+                .map(|s| s.rss_bytes)
+        };
+        let (start, end) = (at(1, 0), at(1, 1));
+        let before = r.server.as_ref().map(|s| s.before.rss_bytes);
+        if let (Some(b), Some(s0), Some(s1)) = (before, start, end) {
+            r.row(
+                "RSS",
+                format!(
+                    "{} before setup, {} when the attack started, {} when it ended: {} during the attack",
+                    bytes(b as f64),
+                    bytes(s0 as f64),
+                    bytes(s1 as f64),
+                    signed_bytes(s1 as i64 - s0 as i64)
+                ),
+            );
+            r.figure("rss_attack_start_bytes", s0);
+            r.figure("rss_attack_end_bytes", s1);
+            r.figure("rss_attack_growth_bytes", s1 as i64 - s0 as i64);
+        }
+        // The server's own count of limit hits: the sum over its heartbeats (each counts the hits
+        // since the one before), in the baseline and from the attack's start to the end of the log.
+        let log = self.opts.server_log.as_deref();
+        let edge = |i: usize, e: usize| out.window_log.get(i).and_then(|w| w[e]);
+        let limits_in = |from: Option<u64>, to: Option<u64>| {
+            let (Some(path), Some(from)) = (log, from) else {
+                return None;
+            };
+            let beats = sys::heartbeats_in(path, from, to);
+            (!beats.is_empty()).then(|| limit_hits(&beats))
+        };
+        let hits_base = limits_in(edge(0, 0), edge(0, 1));
+        let hits_attack = limits_in(edge(1, 0), None);
+        if let (Some(b), Some(a)) = (&hits_base, &hits_attack) {
+            let show = |h: &BTreeMap<String, u64>| {
+                h.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            r.row(
+                "server's counts",
+                format!(
+                    "limit hits in its heartbeats: baseline {}; from the attack on {}",
+                    show(b),
+                    show(a)
+                ),
+            );
+        }
+        if let Some(e) = &a.victim_error {
+            r.notes.push(format!(
+                "the victim's account could not be made sure of: {e}"
+            ));
+        }
+        for s in &a.samples {
+            r.notes.push(format!("attacker: {s}"));
+        }
+        r.notes.push(format!(
+            "the server must run with --exempt none (else loopback skips every limit); accounts \
+             {ABUSE_PREFIX}<id>, {ABUSE_PREFIX}l<id>, {ABUSE_PREFIX}victim and {ABUSE_PREFIX}paster \
+             are made on the first run against a --data-dir and logged in to on later ones"
+        ));
+        r.figure("chat_latency_baseline", &chat_base);
+        r.figure("chat_latency_attack", &chat_att);
+        r.figure("p99_change_us", change);
+        r.figure("login_latency_baseline", &login_base);
+        r.figure("login_latency_attack", &login_att);
+        r.figure("logins_baseline", logins_base);
+        r.figure("logins_attack", logins_att);
+        r.figure("logins_failed", failed_base + failed_att);
+        r.figure("normal_refused", refused);
+        r.figure("normal_other_errors", others);
+        r.figure("normal_flood_dropped", flood_dropped);
+        r.figure("flood", &a.flood);
+        r.figure("guesses", &g);
+        r.figure("paste", &a.paste);
+        r.figure("paste_members", members);
+        r.figure("paste_received", received);
+        r.figure("paste_received_per_member", per_member);
+        r.figure("paster_error", &a.paster_error);
+        r.figure("server_limit_hits_baseline", &hits_base);
+        r.figure("server_limit_hits_attack", &hits_attack);
+        r.figure("attacker", ATTACKER.to_string());
+        r.headline = format!(
+            "p99 {} ({} baseline), logins p99 {}, {refused} refused",
+            ms(chat_att.p99_us),
+            ms(chat_base.p99_us),
+            ms(login_att.p99_us)
+        );
+        Ok(r)
+    }
+
+    /// soak: the ceiling workload for `--seconds` (600) while `--leave-fraction` of the users leave
+    /// and come back in every `--period` (60 s); RSS at each period's end, the server's counts once
+    /// the periods are over.
+    fn soak(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        let (server_max, allowed, notes) = self.ceiling_size();
+        let users = users.unwrap_or(allowed);
+        let period = self.opts.period.max(1.0);
+        let periods = (self.seconds(600.0) / period).round().max(1.0) as u32;
+        let think = self.opts.think.unwrap_or(10.0);
+        let fraction = self.opts.leave_fraction.clamp(0.0, 1.0);
+        let unit = if period == 60.0 { "minute" } else { "period" };
+        let mut spec = Spec::new("soak", Mode::Chat, users, self.opts.group);
+        spec.windows = (0..periods)
+            .map(|p| {
+                let name = format!("{unit} {}", p + 1);
+                Self::window(
+                    &name,
+                    p as f64 * period,
+                    (p + 1) as f64 * period,
+                    1.0 / think,
+                    false,
+                )
+            })
+            .collect();
+        let leave = Leave {
+            fraction,
+            period_ms: (period * 1e3) as u64,
+            periods,
+        };
+        spec.leave = Some(leave);
+        // Room after the periods for a probe answer and, with the server's log, a heartbeat.
+        let wait_ms = if self.opts.server_log.is_some() {
+            12_000
+        } else {
+            3_000
+        };
+        spec.grace_ms = self.grace_ms().max(wait_ms);
+        spec.probe_every_ms = Some(1_000);
+        spec.end_check = true;
+        let out = self.execute(&spec)?;
+        let mut r = self.common(&spec, &out);
+        r.notes.extend(notes);
+        let planned: u64 = (0..users).map(|id| leave.schedule(id).len() as u64).sum();
+        r.row(
+            "workload",
+            format!(
+                "ceiling: {users} users (server takes about {server_max}, {}), channels of {}, a \
+                 line every {think} s on average, for {periods} {unit}s of {period} s; in each, {:.0}% \
+                 of the users leave (half /quit, half drop the connection) and at once connect, log \
+                 in and join again",
+                self.limits.server_max_source,
+                spec.group,
+                fraction * 100.0
+            ),
+        );
+        let mut rss_ends = Vec::new();
+        let mut per = Vec::new();
+        let mut back = 0;
+        let mut failed = 0;
+        let mut return_parts = Vec::new();
+        for (i, w) in spec.windows.iter().enumerate() {
+            let t = window_totals(&out.reports, i);
+            let lat = Latency::of(&merge_or_warn(&t.latency_parts));
+            let ret = Latency::of(&merge_or_warn(&t.login_parts));
+            let rss = out
+                .window_samples
+                .get(i)
+                .and_then(|e| e[1])
+                .map(|s| s.rss_bytes);
+            rss_ends.extend(rss);
+            back += t.logins;
+            failed += t.login_failed;
+            return_parts.extend(t.login_parts.iter().cloned());
+            r.row(
+                &w.name,
+                format!(
+                    "p50 {} p99 {} max {}; {} back ({} failed), back after p99 {}; RSS {}",
+                    ms(lat.p50_us),
+                    ms(lat.p99_us),
+                    ms(lat.max_us),
+                    t.logins,
+                    t.login_failed,
+                    ms(ret.p99_us),
+                    rss.map(|b| bytes(b as f64)).unwrap_or("-".into())
+                ),
+            );
+            per.push(json!({
+                "name": w.name,
+                "latency": lat,
+                "back": t.logins,
+                "failed": t.login_failed,
+                "back_latency": ret,
+                "rss_bytes": rss,
+            }));
+        }
+        let returns = Latency::of(&merge_or_warn(&return_parts));
+        r.row(
+            "left and back",
+            format!(
+                "{back} of {planned} planned came back ({failed} failed); leaving to joined again \
+                 p50 {} p99 {} max {}",
+                ms(returns.p50_us),
+                ms(returns.p99_us),
+                ms(returns.max_us)
+            ),
+        );
+        let growth = growth_per_period(&rss_ends);
+        match growth {
+            Some(g) => r.row(
+                "RSS growth",
+                format!(
+                    "{} per {unit} after the first (least squares over {unit}s 2..{}; goal: flat); \
+                     {} from the end of {unit} 1 to the end",
+                    signed_bytes(g as i64),
+                    rss_ends.len(),
+                    signed_bytes(
+                        *rss_ends.last().unwrap_or(&0) as i64 - *rss_ends.first().unwrap_or(&0) as i64
+                    )
+                ),
+            ),
+            None => r.row(
+                "RSS growth",
+                format!("needs the server's pid and at least 3 {unit}s"),
+            ),
+        }
+        // The server's counts once every user is back: all that held are on their channels, and
+        // connected and logged in with the probe.
+        let held: u32 = out.reports.iter().map(|w| w.held).sum();
+        let counts = end_counts(held as u64, out.end_probe.map(|p| p.1), &out.end_heartbeat);
+        r.row("counts at the end", counts.describe());
+        r.figure("periods", per);
+        r.figure("period_s", period);
+        r.figure("leave_fraction", fraction);
+        r.figure("leaves_planned", planned);
+        r.figure("back", back);
+        r.figure("back_failed", failed);
+        r.figure("back_latency", &returns);
+        r.figure("rss_per_period_bytes", &rss_ends);
+        r.figure("rss_growth_per_period_bytes", growth);
+        r.figure("users_held", held);
+        r.figure("end_counts", &counts);
+        r.figure("server_max_users", server_max);
+        r.headline = format!(
+            "RSS {} per {unit}, counts {}, {} errors",
+            growth.map(|g| signed_bytes(g as i64)).unwrap_or("?".into()),
+            if counts.right() { "right" } else { "NOT right" },
+            r.errors.total()
+        );
+        Ok(r)
+    }
+
     // ---- running ----
 
     /// Plans the workers, runs setup, go and the measured phase, and collects the reports.
@@ -726,7 +1221,7 @@ impl Bench {
             }
         }
         let chunk = spec.users.div_ceil(n);
-        let plans: Vec<Plan> = (0..n)
+        let mut plans: Vec<Plan> = (0..n)
             .map(|w| {
                 let first = (w * chunk).min(spec.users);
                 let end = ((w + 1) * chunk).min(spec.users);
@@ -743,7 +1238,9 @@ impl Bench {
                     password: o.password.clone(),
                     source_addrs: self.limits.source_addrs,
                     timeout_ms: (o.timeout * 1e3) as u64,
-                    connect_concurrency: o.connect_concurrency,
+                    connect_concurrency: spec
+                        .connect_concurrency
+                        .map_or(o.connect_concurrency, |c| c.min(o.connect_concurrency)),
                     message_bytes: o.message_bytes.max(24),
                     windows: spec.windows.clone(),
                     grace_ms: spec.grace_ms,
@@ -754,9 +1251,27 @@ impl Bench {
                     bigroom_interval_ms: spec.bigroom_interval_ms,
                     hold_ms: spec.hold_ms,
                     report_windows: spec.report_windows,
+                    name_prefix: spec.name_prefix.to_string(),
+                    own_addrs: spec.own_addrs,
+                    reserved_seats: spec.reserved_seats,
+                    looper_total: spec.loopers,
+                    login_interval_ms: spec.login_interval_ms,
+                    leave: spec.leave,
+                    attack: None,
                 }
             })
             .collect();
+        // The attacker is a worker process of its own, with no chat clients.
+        if let Some(a) = &spec.attack {
+            let mut plan = plans[0].clone();
+            plan.worker = n;
+            plan.first = spec.users;
+            plan.count = 0;
+            plan.loopers = Vec::new();
+            plan.attack = Some(a.clone());
+            plans.push(plan);
+        }
+        let n = plans.len() as u32;
 
         let pid = self.limits.server_pid;
         let sample = || pid.and_then(|p| sys::proc_sample(p).ok());
@@ -804,23 +1319,28 @@ impl Bench {
 
         let probe_stop = Arc::new(AtomicBool::new(false));
         let mut probe_thread = None;
-        if spec.mode == Mode::Churn {
+        if let Some(every) = spec.probe_every_ms {
             let (ready_tx, ready_rx) = mpsc::channel();
             probe_thread = Some(start_probe(
-                o.addr,
-                o.protocol,
-                o.password.clone(),
-                Duration::from_secs_f64(o.timeout),
+                o,
                 fleet.tx.clone(),
                 probe_stop.clone(),
                 ready_tx,
+                Duration::from_millis(every),
             ));
             match ready_rx.recv_timeout(Duration::from_secs_f64(o.timeout + 5.0)) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("churn: the probe could not log in: {e}"),
-                Err(_) => eprintln!("churn: the probe did not log in in time"),
+                Ok(Err(e)) => eprintln!("{}: the probe could not log in: {e}", spec.name),
+                Err(_) => eprintln!("{}: the probe did not log in in time", spec.name),
             }
         }
+        let log = o.server_log.clone();
+        let log_len = || log.as_deref().and_then(sys::file_len);
+        // Whether the server writes heartbeats (soak waits for one after the windows only if so).
+        let mut heartbeats_seen = log
+            .as_deref()
+            .map(|p| !sys::heartbeats_in(p, 0, None).is_empty())
+            .unwrap_or(false);
 
         let go_ns = now_ns() + spec.settle_ms * 1_000_000;
         fleet.broadcast(&Command::Go { at_ns: go_ns });
@@ -843,8 +1363,15 @@ impl Bench {
         let mut windows: BTreeMap<usize, Vec<WindowReport>> = BTreeMap::new();
         let mut failed_in_a_row = 0;
         let mut at_go = None;
-        // Server CPU at each window's start and end: (time, CPU seconds).
-        let mut window_cpu: Vec<[Option<(u64, f64)>; 2]> = vec![[None; 2]; spec.windows.len()];
+        // The server at each window's start and end: (time, sample); and the log's length then.
+        let mut window_cpu: Vec<[Option<(u64, ProcSample)>; 2]> =
+            vec![[None; 2]; spec.windows.len()];
+        let mut window_log: Vec<[Option<u64>; 2]> = vec![[None; 2]; spec.windows.len()];
+        let windows_end_ns = go_ns + plans[0].windows_end_ms() * 1_000_000;
+        // Soak's end check: the log's length when the windows ended, and what came after.
+        let mut end_log: Option<Option<u64>> = None;
+        let mut end_probe = None;
+        let mut end_heartbeat = None;
         let expected_members = setup.joined as u64;
         let stop = |fleet: &mut Fleet,
                     after: &mut Option<ProcSample>,
@@ -860,16 +1387,33 @@ impl Bench {
         };
         while !fleet.all_finished() {
             let now = now_ns();
-            if pid.is_some() && !stopped {
-                if at_go.is_none() && now >= go_ns {
+            if !stopped {
+                if pid.is_some() && at_go.is_none() && now >= go_ns {
                     at_go = sample();
                 }
-                for (w, cpu) in spec.windows.iter().zip(window_cpu.iter_mut()) {
+                for (i, w) in spec.windows.iter().enumerate() {
                     for (edge, ms) in [w.start_ms, w.end_ms].into_iter().enumerate() {
-                        if cpu[edge].is_none() && now >= go_ns + ms * 1_000_000 {
-                            cpu[edge] = sample().map(|s| (now_ns(), s.cpu_s));
+                        if now >= go_ns + ms * 1_000_000 && window_log[i][edge].is_none() {
+                            window_log[i][edge] = Some(log_len().unwrap_or(0));
+                            window_cpu[i][edge] = sample().map(|s| (now_ns(), s));
                         }
                     }
+                }
+            }
+            if spec.end_check && !stopped && now >= windows_end_ns {
+                let from = *end_log.get_or_insert_with(|| {
+                    heartbeats_seen |= log
+                        .as_deref()
+                        .is_some_and(|p| !sys::heartbeats_in(p, 0, None).is_empty());
+                    log_len()
+                });
+                if end_heartbeat.is_none() && heartbeats_seen {
+                    if let (Some(p), Some(from)) = (log.as_deref(), from) {
+                        end_heartbeat = sys::heartbeats_in(p, from, None).into_iter().next();
+                    }
+                }
+                if end_probe.is_some() && (end_heartbeat.is_some() || !heartbeats_seen) {
+                    stop(&mut fleet, &mut after, &mut end_ns, &mut stopped);
                 }
             }
             if now > give_up {
@@ -939,6 +1483,9 @@ impl Bench {
                 }
                 Msg::Probe(t, Ok(total)) => {
                     probe.push((t, total));
+                    if spec.end_check && end_probe.is_none() && t >= windows_end_ns {
+                        end_probe = Some((t, total));
+                    }
                     if counts_right_ns.is_none()
                         && reached_ns.is_some_and(|r| t >= r)
                         && total == expected_members
@@ -986,12 +1533,23 @@ impl Bench {
             window_cores: window_cpu
                 .iter()
                 .map(|edges| match edges {
-                    [Some((t0, c0)), Some((t1, c1))] if t1 > t0 => {
-                        Some((c1 - c0) / ((t1 - t0) as f64 / 1e9))
+                    [Some((t0, s0)), Some((t1, s1))] if t1 > t0 => {
+                        Some((s1.cpu_s - s0.cpu_s) / ((t1 - t0) as f64 / 1e9))
                     }
                     _ => None,
                 })
                 .collect(),
+            window_samples: window_cpu
+                .iter()
+                .map(|edges| [edges[0].map(|e| e.1), edges[1].map(|e| e.1)])
+                .collect(),
+            window_log: if log.is_some() {
+                window_log
+            } else {
+                Vec::new()
+            },
+            end_probe,
+            end_heartbeat,
             server: match (pid, before, loaded, after) {
                 (Some(p), Some(b), Some(l), Some(a)) => Some((p, b, l, a)),
                 _ => None,
@@ -1148,6 +1706,7 @@ struct Totals {
     dropped: u64,
     late_sends: u64,
     logins: u64,
+    login_failed: u64,
     latency_parts: Vec<HistWire>,
     login_parts: Vec<HistWire>,
 }
@@ -1161,6 +1720,7 @@ fn totals<'a>(parts: impl Iterator<Item = &'a WindowReport>) -> Totals {
         t.dropped += w.dropped;
         t.late_sends += w.late_sends;
         t.logins += w.logins;
+        t.login_failed += w.login_failed;
         t.latency_parts.push(w.latency.clone());
         t.login_parts.push(w.login_latency.clone());
     }
@@ -1176,6 +1736,143 @@ fn pct(a: u64, b: u64) -> f64 {
         0.0
     } else {
         100.0 * a as f64 / b as f64
+    }
+}
+
+/// Abuse: each defence's hits summed over heartbeats (ringtalk's names, from its `Limit`); a
+/// heartbeat counts the hits since the one before.
+fn limit_hits(beats: &[BTreeMap<String, String>]) -> BTreeMap<String, u64> {
+    ringtalk::defences::Limit::ALL
+        .iter()
+        .map(|l| {
+            let n = beats
+                .iter()
+                .filter_map(|b| b.get(l.name()).and_then(|v| v.parse::<u64>().ok()))
+                .sum();
+            (l.name().to_string(), n)
+        })
+        .collect()
+}
+
+/// Abuse: how much the attack moved p99, in µs (positive: slower).
+fn p99_change_us(baseline: &Latency, attack: &Latency) -> i64 {
+    attack.p99_us as i64 - baseline.p99_us as i64
+}
+
+/// A signed duration in µs as a short figure (`+0.12 ms`, `-1.50 ms`).
+fn signed_ms(us: i64) -> String {
+    let sign = if us < 0 { "-" } else { "+" };
+    format!("{sign}{}", ms(us.unsigned_abs()))
+}
+
+/// A signed byte count (`+1.2 MB`, `-300.0 kB`).
+fn signed_bytes(b: i64) -> String {
+    let sign = if b < 0 { "-" } else { "+" };
+    format!("{sign}{}", bytes(b.unsigned_abs() as f64))
+}
+
+/// Abuse: the guesses with `not_made` filled in (those the attacker never got to, also when it was
+/// stopped mid-guess).
+fn guess_totals(a: &AttackReport) -> crate::plan::GuessCounts {
+    let mut g = a.guesses.clone();
+    let ended = g.answered + g.throttled + g.no_connection + g.failed;
+    g.not_made = g.planned.saturating_sub(ended);
+    g
+}
+
+/// Abuse: the chat users on the paste's channel (the first, one seat of which the paster takes).
+fn paste_members(group: u32, users: u32) -> u32 {
+    group.saturating_sub(1).min(users)
+}
+
+/// Soak: RSS growth per period after the first (warm-up) period: the least-squares slope of the
+/// RSS at each period's end, over every period but the first. `None` with fewer than two points.
+fn growth_per_period(rss_ends: &[u64]) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = rss_ends
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, &b)| (i as f64, b as f64))
+        .collect();
+    if pts.len() < 2 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    Some(sxy / sxx)
+}
+
+/// Soak: the server's counts once the periods are over, beside what they should be.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+struct EndCounts {
+    /// Chat clients that ran to the end: each on its channel, connected and logged in.
+    held: u64,
+    /// `/list`'s member total (the probe's first answer after the periods).
+    members_listed: Option<u64>,
+    /// From the server's first heartbeat after the periods (with `--server-log`).
+    connections: Option<u64>,
+    logged_in: Option<u64>,
+    members: Option<u64>,
+}
+
+impl EndCounts {
+    /// Whether every count there is is right: members = held; connections = logged in = held and
+    /// the probe. At least one count is needed.
+    fn right(&self) -> bool {
+        let conns = self.held + 1;
+        self.members_listed.is_some()
+            && self.members_listed == Some(self.held)
+            && self.members.map_or(true, |m| m == self.held)
+            && self.connections.map_or(true, |c| c == conns)
+            && self.logged_in.map_or(true, |l| l == conns)
+    }
+
+    fn describe(&self) -> String {
+        let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        let beat = if self.connections.is_some() {
+            format!(
+                "; heartbeat: connections {}, logged in {}, members {} (want {}, {}, {})",
+                show(self.connections),
+                show(self.logged_in),
+                show(self.members),
+                self.held + 1,
+                self.held + 1,
+                self.held
+            )
+        } else {
+            "; no heartbeat after the end (give --server-log, server with --stats-interval 1..10)"
+                .to_string()
+        };
+        format!(
+            "{}: /list member total {} (want {}, the users held){beat}",
+            if self.right() { "right" } else { "NOT right" },
+            show(self.members_listed),
+            self.held
+        )
+    }
+}
+
+/// Soak: the end counts from the probe's total and the heartbeat's fields.
+fn end_counts(
+    held: u64,
+    members_listed: Option<u64>,
+    heartbeat: &Option<BTreeMap<String, String>>,
+) -> EndCounts {
+    let field = |k: &str| {
+        heartbeat
+            .as_ref()
+            .and_then(|h| h.get(k))
+            .and_then(|v| v.parse().ok())
+    };
+    EndCounts {
+        held,
+        members_listed,
+        connections: field("connections"),
+        logged_in: field("logged_in"),
+        members: field("members"),
     }
 }
 
@@ -1240,17 +1937,17 @@ fn drop_counted_s(probe: &[(u64, u64)], go_ns: u64) -> Option<f64> {
     Some((first.0 - go_ns) as f64 / 1e9)
 }
 
-/// The churn probe: one more client, logged in as `bprobe`, asking for the member totals over and
-/// over; each answer goes to the parent's queue.
+/// The probe of churn and soak: one more client, logged in as `bprobe`, asking for the member totals
+/// `every` so often; each answer goes to the parent's queue.
 fn start_probe(
-    addr: std::net::SocketAddr,
-    protocol: Protocol,
-    password: String,
-    timeout: Duration,
+    opts: &Opts,
     tx: mpsc::Sender<Msg>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
+    every: Duration,
 ) -> std::thread::JoinHandle<()> {
+    let (addr, protocol, password) = (opts.addr, opts.protocol, opts.password.clone());
+    let timeout = Duration::from_secs_f64(opts.timeout);
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1294,7 +1991,7 @@ fn start_probe(
                 if tx.send(Msg::Probe(t, r)).is_err() || failed {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(every).await;
             }
             let _ = conn
                 .quit(tokio::time::Instant::now() + Duration::from_secs(2))
@@ -1320,6 +2017,81 @@ mod tests {
         ];
         assert_eq!(drop_counted_s(&probe, go), Some(0.11));
         assert_eq!(drop_counted_s(&probe[..1], go), None);
+    }
+
+    #[test]
+    fn rss_growth_skips_the_warm_up_period() {
+        // A big first period, then 1 MB a period.
+        let rss = [50_000_000, 60_000_000, 61_000_000, 62_000_000, 63_000_000];
+        let g = growth_per_period(&rss).unwrap();
+        assert!((g - 1_000_000.0).abs() < 1.0, "{g}");
+        // Flat after warm-up, with noise that cancels.
+        let flat = [40_000_000, 50_000_000, 50_100_000, 49_900_000, 50_000_000];
+        assert!(growth_per_period(&flat).unwrap().abs() < 100_000.0);
+        assert_eq!(growth_per_period(&rss[..2]), None);
+        assert_eq!(growth_per_period(&[]), None);
+    }
+
+    #[test]
+    fn soak_counts_are_right_only_when_every_count_agrees() {
+        let mut beat = BTreeMap::new();
+        beat.insert("connections".to_string(), "101".to_string());
+        beat.insert("logged_in".to_string(), "101".to_string());
+        beat.insert("members".to_string(), "100".to_string());
+        let c = end_counts(100, Some(100), &Some(beat.clone()));
+        assert!(c.right(), "{c:?}");
+        assert!(c.describe().starts_with("right"));
+        assert!(end_counts(100, Some(100), &None).right());
+        assert!(!end_counts(100, None, &None).right());
+        assert!(!end_counts(100, Some(101), &None).right());
+        beat.insert("connections".to_string(), "103".to_string());
+        let c = end_counts(100, Some(100), &Some(beat));
+        assert!(!c.right());
+        assert!(c.describe().contains("connections 103"));
+    }
+
+    #[test]
+    fn limit_hits_add_up_over_heartbeats() {
+        let beat = |conn_rate: &str, flood: &str| {
+            let mut b = BTreeMap::new();
+            b.insert("conn_rate".to_string(), conn_rate.to_string());
+            b.insert("flood".to_string(), flood.to_string());
+            b.insert("connections".to_string(), "100".to_string());
+            b
+        };
+        let hits = limit_hits(&[beat("74", "0"), beat("3", "1975")]);
+        assert_eq!(hits["conn_rate"], 77);
+        assert_eq!(hits["flood"], 1975);
+        assert_eq!(hits["conn_cap"], 0);
+        assert!(!hits.contains_key("connections"));
+    }
+
+    #[test]
+    fn abuse_figures() {
+        let mut a = AttackReport::default();
+        a.guesses.planned = 1000;
+        a.guesses.answered = 6;
+        a.guesses.throttled = 900;
+        a.guesses.no_connection = 50;
+        a.guesses.failed = 4;
+        assert_eq!(guess_totals(&a).not_made, 40);
+        a.guesses.throttled = 2000;
+        assert_eq!(guess_totals(&a).not_made, 0);
+        let base = Latency {
+            p99_us: 900,
+            ..Latency::default()
+        };
+        let attack = Latency {
+            p99_us: 1_250,
+            ..Latency::default()
+        };
+        assert_eq!(p99_change_us(&base, &attack), 350);
+        assert_eq!(signed_ms(350), "+0.35 ms");
+        assert_eq!(signed_ms(-1_500), "-1.50 ms");
+        assert_eq!(signed_bytes(-300_000), "-300.0 kB");
+        assert_eq!(paste_members(6, 1000), 5);
+        assert_eq!(paste_members(6, 3), 3);
+        assert_eq!(paste_members(0, 10), 0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What the kernel tells the bench: the shared clock, open-files limits, and the server's figures from
 //! /proc (RSS, CPU seconds, its limits) and the network counters from /proc/net/netstat.
 
-use std::io;
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -124,6 +126,82 @@ pub fn parse_startup_users(log: &str) -> Option<u64> {
     })
 }
 
+/// The fields (`key=value`) of a heartbeat line of ringtalk's log (`... heartbeat connections=12
+/// logged_in=12 ... limits=conn_cap=0 unauth_cap=3 ... rss_mb=20.1`), colour escapes removed and
+/// quotes taken off; a field that lists others (`limits=conn_cap=0 unauth_cap=3`) gives each its
+/// own key. `None` for any other line. Whatever counters the server adds come along.
+pub fn parse_heartbeat(line: &str) -> Option<BTreeMap<String, String>> {
+    let plain = strip_ansi(line);
+    let i = plain.find(" heartbeat")?;
+    let rest = &plain[i + " heartbeat".len()..];
+    let mut fields = BTreeMap::new();
+    let mut words = rest.split(' ');
+    while let Some(word) = words.next() {
+        let Some((k, v)) = word.rsplit_once('=') else {
+            continue;
+        };
+        let k = k.rsplit('=').next().unwrap_or(k);
+        let mut v = v.to_string();
+        // A quoted value may hold spaces (`per_shard="5/5 7/7"`).
+        if v.starts_with('"') && !(v.len() > 1 && v.ends_with('"')) {
+            for more in words.by_ref() {
+                v.push(' ');
+                v.push_str(more);
+                if more.ends_with('"') {
+                    break;
+                }
+            }
+        }
+        fields.insert(k.to_string(), v.trim_matches('"').to_string());
+    }
+    (!fields.is_empty()).then_some(fields)
+}
+
+/// Removes terminal escape sequences (ESC [ ... letter).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The length of a file (a log the bench reads the new part of later); `None` if it cannot be read.
+pub fn file_len(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
+}
+
+/// The heartbeats in bytes `from..to` of a log (`to`: its end), in order.
+pub fn heartbeats_in(path: &Path, from: u64, to: Option<u64>) -> Vec<BTreeMap<String, String>> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut text = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return Vec::new();
+    }
+    let read = match to {
+        Some(to) => f.take(to.saturating_sub(from)).read_to_end(&mut text),
+        None => f.read_to_end(&mut text),
+    };
+    if read.is_err() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(parse_heartbeat)
+        .collect()
+}
+
 /// TcpExt ListenOverflows and ListenDrops from /proc/net/netstat (for the whole network namespace).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ListenCounters {
@@ -235,6 +313,39 @@ mod tests {
             "\x1b[2m...\x1b[0m ringtalk listening on 127.0.0.1:5555 with 2 shards (CPUs [0, 1]); \
                    open-files limit 20000 (hard 20000) allows about 19888 users\n";
         assert_eq!(parse_startup_users(log), Some(19888));
+    }
+
+    #[test]
+    fn heartbeat_fields() {
+        let line = concat!(
+            "\x1b[2m2026-11-30T04:39:39.123Z\x1b[0m \x1b[32m INFO\x1b[0m ",
+            "\x1b[2mringtalk::server\x1b[0m\x1b[2m:\x1b[0m heartbeat ",
+            "\x1b[3mconnections\x1b[0m\x1b[2m=\x1b[0m12 \x1b[3mlogged_in\x1b[0m\x1b[2m=\x1b[0m11 ",
+            "\x1b[3mper_shard\x1b[0m\x1b[2m=\x1b[0m\"5/5 7/6\" members=10 rss_mb=20.1"
+        );
+        let f = parse_heartbeat(line).unwrap();
+        assert_eq!(f["connections"], "12");
+        assert_eq!(f["logged_in"], "11");
+        assert_eq!(f["per_shard"], "5/5 7/6");
+        assert_eq!(f["members"], "10");
+        assert_eq!(f["rss_mb"], "20.1");
+        assert_eq!(
+            parse_heartbeat("INFO ringtalk: listening on 127.0.0.1:5555"),
+            None
+        );
+        // As ringtalk writes it: per_shard and limits are lists with spaces.
+        let plain = "2026-11-30T05:08:09.593071Z  INFO ringtalk::server: heartbeat connections=3 \
+                     logged_in=3 per_shard=2/2 1/1 channels=11 limits=conn_cap=0 unauth_cap=4 \
+                     conn_rate=74 login_throttle=2 flood=1975 worker_queue=0 rss_mb=13.8";
+        let f = parse_heartbeat(plain).unwrap();
+        assert_eq!(f["connections"], "3");
+        assert_eq!(f["per_shard"], "2/2");
+        assert_eq!(f["conn_cap"], "0");
+        assert_eq!(f["unauth_cap"], "4");
+        assert_eq!(f["conn_rate"], "74");
+        assert_eq!(f["flood"], "1975");
+        assert_eq!(f["worker_queue"], "0");
+        assert!(!f.contains_key("limits"));
     }
 
     #[test]

@@ -20,9 +20,10 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 use tokio::time::{sleep_until, timeout_at, Duration, Instant};
 
-use crate::conn::{source_addr, Conn, Event, LoginInfo};
+use crate::attack::Attack;
+use crate::conn::{Conn, Event, LoginInfo};
 use crate::plan::{
-    Command, Fanout, Mode, Plan, Report, SetupReport, Window, WindowReport, WorkerReport,
+    Command, Fanout, LeaveAt, Mode, Plan, Report, SetupReport, Window, WindowReport, WorkerReport,
 };
 use crate::stats::{new_hist, record, ClientError, ErrorKind, Errors, HistWire};
 use crate::sys::{instant_at, now_ns};
@@ -53,6 +54,7 @@ struct WindowAcc {
     latency: Histogram<u64>,
     logins: u64,
     login_latency: Histogram<u64>,
+    login_failed: u64,
 }
 
 impl WindowAcc {
@@ -66,6 +68,7 @@ impl WindowAcc {
             latency: new_hist(),
             logins: 0,
             login_latency: new_hist(),
+            login_failed: 0,
         }
     }
 
@@ -79,6 +82,7 @@ impl WindowAcc {
             latency: HistWire::encode(&self.latency),
             logins: self.logins,
             login_latency: HistWire::encode(&self.login_latency),
+            login_failed: self.login_failed,
         }
     }
 }
@@ -100,6 +104,8 @@ struct Acc {
     foreign: u64,
     complaints: u64,
     fanout: HashMap<u64, (u64, u64)>,
+    paste_received: u64,
+    flood_dropped: u64,
 }
 
 impl Acc {
@@ -123,6 +129,8 @@ struct Ctx {
     started: Instant,
     /// The send schedule's timer, precise to the microsecond (see [`crate::timer`]).
     timer: Rc<Timer>,
+    /// The attacker, if this worker is it (abuse).
+    attack: Option<Rc<Attack>>,
 }
 
 impl Ctx {
@@ -226,6 +234,8 @@ impl Ctx {
                     acc.windows[w].dropped += n;
                 }
             }
+            Event::FloodDropped(n) => acc.flood_dropped += n,
+            Event::Paste => acc.paste_received += 1,
             Event::Foreign => acc.foreign += 1,
             Event::Complaint => {
                 acc.complaints += 1;
@@ -269,7 +279,7 @@ async fn open(
 ) -> Result<Conn, ClientError> {
     let plan = &ctx.plan;
     let deadline = Instant::now() + ctx.timeout();
-    let src = source_addr(id, plan.source_addrs);
+    let src = plan.source(id);
     let connect = Conn::connect(
         plan.addr,
         Some(src),
@@ -314,7 +324,7 @@ async fn chat_client(ctx: Rc<Ctx>, id: u32) {
         open(
             &ctx,
             id,
-            Plan::name(id),
+            ctx.plan.name(id),
             Some(&channel),
             rcvbuf,
             &mut progress,
@@ -334,7 +344,7 @@ async fn chat_client(ctx: Rc<Ctx>, id: u32) {
         return;
     };
     let result = match ctx.plan.mode {
-        Mode::Chat => chat(&ctx, &mut conn, id, &channel, slow, go).await,
+        Mode::Chat => chat(&ctx, conn, id, &channel, slow, go).await,
         Mode::Bigroom => bigroom(&ctx, &mut conn, id, &channel, go).await,
         Mode::Churn => churn(&ctx, conn, id, &channel, go).await,
         Mode::Storm => unreachable!("storm clients connect at go"),
@@ -375,16 +385,23 @@ async fn drain(ctx: &Ctx, conn: &mut Conn) -> Result<(), ClientError> {
     conn.flush().await
 }
 
-/// Chats on the windows' schedule until the last window and the grace are over, or stop.
+/// Chats on the windows' schedule until the last window and the grace are over, or stop. With a
+/// leave schedule (soak), leaves and comes back at its times.
 async fn chat(
     ctx: &Ctx,
-    conn: &mut Conn,
+    mut conn: Conn,
     id: u32,
     channel: &str,
     slow: bool,
     go: u64,
 ) -> Result<(), ClientError> {
     let plan = &ctx.plan;
+    let leaves: Vec<LeaveAt> = plan.leave.map(|l| l.schedule(id)).unwrap_or_default();
+    let mut leaves = leaves.into_iter();
+    let mut next_leave = leaves.next();
+    let leave_at = |l: Option<LeaveAt>| instant_at(go + l.map_or(0, |l| l.at_ms) * 1_000_000);
+    let leave = sleep_until(leave_at(next_leave));
+    tokio::pin!(leave);
     let stop_at = instant_at(go + (plan.windows_end_ms() + plan.grace_ms) * 1_000_000);
     let mut rng = SmallRng::seed_from_u64(go ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let expected = plan.expected_readers(id);
@@ -404,7 +421,7 @@ async fn chat(
         tokio::select! {
             r = conn.fill(), if !slow => {
                 r?;
-                drain(ctx, conn).await?;
+                drain(ctx, &mut conn).await?;
             }
             _ = &mut send, if next.is_some() => {
                 // Each line is its own write at its scheduled time. Only lines already overdue when
@@ -443,11 +460,75 @@ async fn chat(
                     send.reset(go + (at * 1e9) as u64);
                 }
             }
+            _ = &mut leave, if next_leave.is_some() => {
+                let quit = next_leave.is_some_and(|l| l.quit);
+                conn = come_back(ctx, conn, id, channel, quit, go).await?;
+                // Lines that fell due while away were never typed: skip them.
+                let now = now_ns();
+                while let Some(at) = next {
+                    if go + (at * 1e9) as u64 >= now {
+                        break;
+                    }
+                    next = next_send(at, &plan.windows, &mut rng);
+                }
+                if let Some(at) = next {
+                    send.reset(go + (at * 1e9) as u64);
+                }
+                next_leave = leaves.next();
+                leave.as_mut().reset(leave_at(next_leave));
+            }
             _ = &mut stop => break,
             _ = &mut stopped => break,
         }
     }
     Ok(())
+}
+
+/// Soak: leaves (`/quit`, or dropping the connection), then at once connects again, logs in and
+/// joins `channel` again. The return counts as a login of the window it ends in, timed from leaving.
+async fn come_back(
+    ctx: &Ctx,
+    mut conn: Conn,
+    id: u32,
+    channel: &str,
+    quit: bool,
+    go: u64,
+) -> Result<Conn, ClientError> {
+    let t0 = now_ns();
+    if quit {
+        // Lines still coming in before the close are not counted: this user is leaving.
+        while conn.next_line().is_some() {}
+        conn.quit(Instant::now() + ctx.timeout()).await?;
+    } else {
+        drop(conn);
+    }
+    let mut progress = Opened::default();
+    let opened = open(
+        ctx,
+        id,
+        ctx.plan.name(id),
+        Some(channel),
+        None,
+        &mut progress,
+    )
+    .await;
+    let done = now_ns();
+    let mut acc = ctx.acc.borrow_mut();
+    acc.busy += progress.login.busy as u64;
+    acc.full_retries += progress.full as u64;
+    if let Some(w) = ctx.window_of(done.saturating_sub(go)) {
+        let w = &mut acc.windows[w];
+        if opened.is_ok() {
+            w.logins += 1;
+            record(&mut w.login_latency, (done - t0) / 1000);
+        } else {
+            w.login_failed += 1;
+        }
+    }
+    if opened.is_ok() {
+        acc.rejoined += 1;
+    }
+    opened
 }
 
 /// Bigroom: client 0 sends the lines; everyone reads until the lines and the grace are over.
@@ -499,7 +580,15 @@ async fn bigroom(
 async fn churn(ctx: &Ctx, conn: Conn, id: u32, channel: &str, go: u64) -> Result<(), ClientError> {
     drop(conn);
     let mut progress = Opened::default();
-    let opened = open(ctx, id, Plan::name(id), Some(channel), None, &mut progress).await;
+    let opened = open(
+        ctx,
+        id,
+        ctx.plan.name(id),
+        Some(channel),
+        None,
+        &mut progress,
+    )
+    .await;
     {
         let mut acc = ctx.acc.borrow_mut();
         acc.busy += progress.login.busy as u64;
@@ -538,7 +627,7 @@ async fn storm_client(ctx: Rc<Ctx>, id: u32) {
         return;
     };
     let mut progress = Opened::default();
-    let opened = open(&ctx, id, Plan::name(id), None, None, &mut progress).await;
+    let opened = open(&ctx, id, ctx.plan.name(id), None, None, &mut progress).await;
     {
         let mut acc = ctx.acc.borrow_mut();
         acc.busy += progress.login.busy as u64;
@@ -562,10 +651,11 @@ async fn storm_client(ctx: Rc<Ctx>, id: u32) {
     }
 }
 
-/// A login looper: creates its account during setup, then logs in and out as fast as the server
-/// lets it during the windows marked `logins`.
+/// A login looper: creates its account during setup, then logs in and out during the windows marked
+/// `logins`: as fast as the server lets it, or (with `login_interval_ms`) at its turns of a schedule
+/// that all loopers share, one login every `login_interval_ms`.
 async fn looper(ctx: Rc<Ctx>, lid: u32) {
-    let name = format!("bl{lid}");
+    let name = ctx.plan.looper_name(lid);
     // Looper ids sit after the chat clients' for the choice of source address.
     let src_id = ctx.plan.total + lid;
     let mut progress = Opened::default();
@@ -592,11 +682,25 @@ async fn looper(ctx: Rc<Ctx>, lid: u32) {
         .filter(|w| w.logins)
         .cloned()
         .collect();
+    let interval = ctx.plan.login_interval_ms * 1_000_000;
+    let every = interval * ctx.plan.looper_total.max(1) as u64;
     for w in windows {
         let start = go + w.start_ms * 1_000_000;
         let end = go + w.end_ms * 1_000_000;
+        // Paced: this looper's turns are start + (lid + k * loopers) * interval.
+        let mut turn = start + lid as u64 * interval;
         sleep_until(instant_at(start)).await;
         while now_ns() < end && ctx.go_ns().is_some() {
+            if interval > 0 {
+                if turn >= end {
+                    break;
+                }
+                sleep_until(instant_at(turn)).await;
+                turn += every;
+                if ctx.go_ns().is_none() {
+                    break;
+                }
+            }
             let t0 = now_ns();
             let mut progress = Opened::default();
             let attempt = open(&ctx, src_id, name.clone(), None, None, &mut progress).await;
@@ -613,10 +717,30 @@ async fn looper(ctx: Rc<Ctx>, lid: u32) {
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
+                if let Some(i) = ctx.window_of(now_ns() - go) {
+                    ctx.acc.borrow_mut().windows[i].login_failed += 1;
+                }
                 ctx.run_error(&e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if interval == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
+    }
+}
+
+/// The attacker (abuse): its setup counts as one client's; then the attack, until it is over or the
+/// worker is stopped.
+async fn attacker(ctx: Rc<Ctx>, attack: Rc<Attack>) {
+    let paster = attack.setup().await;
+    ctx.setup_finished();
+    let Some(go) = ctx.wait_go().await else {
+        return;
+    };
+    let mut phase = ctx.phase.clone();
+    tokio::select! {
+        _ = attack.run(paster, go) => {}
+        _ = phase.wait_for(|p| *p == Phase::Stop) => {}
     }
 }
 
@@ -661,10 +785,12 @@ async fn run(plan: Plan, nofile: u64) {
         let _ = cmd_tx.send(Command::Stop);
     });
 
+    let attack = Attack::of(&plan);
     let setup_clients = match plan.mode {
         Mode::Storm => 0,
         _ => plan.count,
-    } + plan.loopers.len() as u32;
+    } + plan.loopers.len() as u32
+        + attack.is_some() as u32;
     let windows = plan.windows.iter().map(|_| WindowAcc::new()).collect();
     let ctx = Rc::new(Ctx {
         setup_permits: Semaphore::new(plan.connect_concurrency.max(1) as usize),
@@ -693,6 +819,8 @@ async fn run(plan: Plan, nofile: u64) {
             foreign: 0,
             complaints: 0,
             fanout: HashMap::new(),
+            paste_received: 0,
+            flood_dropped: 0,
         }),
         started: Instant::now(),
         timer: match Timer::new() {
@@ -703,6 +831,7 @@ async fn run(plan: Plan, nofile: u64) {
             }
         },
         plan,
+        attack,
     });
     tokio::task::spawn_local(ctx.timer.clone().drive());
 
@@ -716,6 +845,9 @@ async fn run(plan: Plan, nofile: u64) {
     }
     for &lid in &ctx.plan.loopers {
         tasks.push(tokio::task::spawn_local(looper(ctx.clone(), lid)));
+    }
+    if let Some(a) = ctx.attack.clone() {
+        tasks.push(tokio::task::spawn_local(attacker(ctx.clone(), a)));
     }
     let (all_done_tx, mut all_done) = tokio::sync::oneshot::channel::<()>();
     tokio::task::spawn_local(async move {
@@ -829,6 +961,9 @@ async fn run(plan: Plan, nofile: u64) {
         foreign: acc.foreign,
         complaints: acc.complaints,
         fanout,
+        paste_received: acc.paste_received,
+        flood_dropped: acc.flood_dropped,
+        attack: ctx.attack.as_ref().map(|a| a.counts.borrow().clone()),
     })));
 }
 
