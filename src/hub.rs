@@ -8,7 +8,9 @@
 //! shard is handled at once, never queued.
 //!
 //! Because nothing here touches a socket, a ring or a clock, tests step several hubs over in-memory
-//! queues in any interleaving and check ordering and membership exactly (see `tests` below).
+//! queues in any interleaving and check ordering and membership exactly (see `tests` below; and
+//! `tests/hub_sim`, which the property tests and the `hub_messages` fuzz target drive with any
+//! operations, and with messages a buggy peer could send, which must never panic a hub).
 //!
 //! # Membership, in two places
 //!
@@ -156,6 +158,15 @@ impl Hub {
     /// Whether a local session has a join on its way.
     pub fn is_joining(&self, session: u64) -> bool {
         self.joining.contains_key(&session)
+    }
+
+    /// Whether the channel `channel`, homed here, counts `session` (on any shard) as a member: the
+    /// home's side of what [`Hub::channel_of`] says on the member's shard, for checks that the two
+    /// agree (the fuzz target and the property tests).
+    pub fn has_member(&self, channel: &ChannelName, session: SessionId) -> bool {
+        self.by_key
+            .get(channel.key())
+            .is_some_and(|&index| self.homed[index as usize].contains(session))
     }
 
     /// Whether a local session may move to its channel's home: it is in a channel homed on another
@@ -309,9 +320,11 @@ impl Hub {
     fn route(&mut self, dest: ShardId, msg: ShardMsg, out: &mut impl Outputs) {
         if dest == self.id {
             self.handle(msg, out);
-        } else {
+        } else if dest.index() < self.shards {
             out.to_shard(dest, msg);
         }
+        // Otherwise `dest` came from an id no shard made (only a peer's bug makes one): the
+        // message is dropped here, where the shard would index its rings out of bounds.
     }
 
     fn at_home(&mut self, msg: ToHome, out: &mut impl Outputs) {
@@ -357,7 +370,11 @@ impl Hub {
             } => {
                 let index = match self.by_key.get(channel.key()) {
                     Some(&index) => Some(index),
-                    None if create => Some(self.open(channel.clone()).index),
+                    // Only the channel's home may create it: a join that reached another shard
+                    // (a peer's bug) would make a second channel of that name.
+                    None if create && shard_proto::home_of(&channel, self.shards) == self.id => {
+                        Some(self.open(channel.clone()).index)
+                    }
                     None => None,
                 };
                 let Some(index) = index else {
@@ -1545,6 +1562,59 @@ mod tests {
             Some("[3 messages dropped]"),
             "{seen:?}"
         );
+    }
+
+    /// Regression: an answer for a session on a shard that does not exist (an id no shard made,
+    /// from a peer's bug) went to `Outputs::to_shard`, and the shard indexed its rings with it
+    /// and panicked. Found by the `hub_messages` harness (`tests/hub_sim`); now it is dropped.
+    #[test]
+    fn an_answer_for_a_session_on_a_shard_that_does_not_exist_is_dropped() {
+        let mut sim = Sim::new(2, 0, 1);
+        let stranger = sid(7, 1);
+        let ch = ["x0", "x1", "x2", "x3"]
+            .into_iter()
+            .find(|n| shard_proto::home_of(&name(n), 2).index() == 0)
+            .unwrap();
+        let msgs = [
+            ToHome::List { session: stranger },
+            ToHome::Join {
+                channel: name(ch),
+                session: stranger,
+                user: "mallory".into(),
+                create: true,
+            },
+        ];
+        for msg in msgs {
+            sim.with_hub(0, |h, r| h.handle(ShardMsg::ToHome(msg), r));
+        }
+        assert!(sim.all_rings().next().is_none());
+        assert_eq!(sim.hubs[0].homed_members(), 0);
+    }
+
+    /// Regression: a join with `create` that reached a shard other than its channel's home (a
+    /// peer's bug) made that shard open the channel, which `Hub::open` asserts never happens
+    /// (a second channel of the same name, on the wrong shard). Found by the `hub_messages`
+    /// harness (`tests/hub_sim`); now the join is refused as if the channel did not exist.
+    #[test]
+    fn a_join_that_reaches_a_shard_other_than_the_home_creates_nothing() {
+        let mut sim = Sim::new(2, 0, 1);
+        let ch = ["x0", "x1", "x2", "x3"]
+            .into_iter()
+            .find(|n| shard_proto::home_of(&name(n), 2).index() == 1)
+            .unwrap();
+        let key = sim.connect(0);
+        assert!(sim.join(0, key, ch, true));
+        // The join, on its way to shard 1, reaches shard 0 instead.
+        let join = sim.rings[0][1].pop_front().unwrap();
+        sim.with_hub(0, |h, r| h.handle(join, r));
+        assert_eq!(sim.hubs[0].homed_channels(), 0);
+        assert!(matches!(
+            sim.rec[0].replies[&key][..],
+            [Reply::Joined {
+                outcome: JoinOutcome::NoSuchChannel,
+                ..
+            }]
+        ));
     }
 
     #[test]

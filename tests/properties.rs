@@ -1,8 +1,11 @@
-//! Properties over the entry points that take bytes or text from users, checked on many generated
-//! inputs (proptest, at a case count CI can afford): whatever arrives, nothing panics, and what
-//! comes out keeps its promises. Typed text never carries a control character (so no terminal
-//! escape reaches other users), a finished line fits its limit, a chat line is one line, and a
-//! channel name that is accepted names a log file inside the log directory.
+//! Properties over the entry points that take bytes or text from users, and over the hubs that
+//! pass messages between shards, checked on many generated inputs (proptest, at a case count CI
+//! can afford): whatever arrives, nothing panics, and what comes out keeps its promises. Typed text
+//! never carries a control character (so no terminal escape reaches other users), a finished line
+//! fits its limit, a chat line is one line, and a channel name that is accepted names a log file
+//! inside the log directory. Hubs stepped through any operations in any interleaving keep
+//! membership, answers and every member's lines right, and no message a peer could send, however
+//! wrong, panics one (the harness, `hub_sim`, is the `hub_messages` fuzz target's too).
 
 use std::path::{Component, Path};
 
@@ -12,6 +15,8 @@ use ringtalk::cmd::{self, Command};
 use ringtalk::line::MAX_LINE_BYTES;
 use ringtalk::terminal::{Input, Terminal};
 use shard_proto::ChannelName;
+
+mod hub_sim;
 
 /// Bytes a hostile or confused client might send: anything, with the interesting bytes (IAC,
 /// ESC, CR, LF, NUL, DEL, backspace, ^D, ^U, high bytes) over-represented, in chunks as reads
@@ -25,6 +30,11 @@ fn chunks() -> impl Strategy<Value = Vec<Vec<u8>>> {
         ]),
     ];
     prop::collection::vec(prop::collection::vec(byte, 0..64), 0..24)
+}
+
+/// Operations for the hubs, one a byte (see `hub_sim`), after a first byte that sets them up.
+fn hub_ops() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..400)
 }
 
 proptest! {
@@ -88,5 +98,17 @@ proptest! {
                 }
             }
         }
+    }
+
+    #[test]
+    fn hubs_kept_to_the_protocol_keep_every_invariant(setup in any::<u8>(), ops in hub_ops()) {
+        // The top bit of the first byte clear: the input keeps to the protocol.
+        hub_sim::run(&[&[setup & 0x7F][..], &ops].concat());
+    }
+
+    #[test]
+    fn no_message_a_peer_could_send_panics_a_hub(setup in any::<u8>(), ops in hub_ops()) {
+        // The top bit set: the input may forge, repeat, reorder, misroute and lose messages.
+        hub_sim::run(&[&[setup | 0x80][..], &ops].concat());
     }
 }
