@@ -34,7 +34,7 @@ use shard_proto::{ChannelName, JoinOutcome, Traveller};
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd::{self, Command};
 use crate::defences::flood::{flood_notice, Flood};
-use crate::defences::{in_time, Limit, Ticket};
+use crate::defences::{in_time, Checking, Limit, LoginStart, Ticket};
 use crate::line::FinishedLine;
 use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
 use crate::pacing::PaceState;
@@ -58,6 +58,19 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Bytes a write may need beyond its lines: erasing the prompt row and drawing the prompt and a
 /// half-typed line again (character mode), or the drop notice.
 const REDRAW_ROOM: usize = 128;
+
+/// How often a login waits to ask again for its address's turn to have a password checked.
+const TURN_RETRY: Duration = Duration::from_millis(50);
+
+/// A login's turn to have its password checked (see [`Session::take_turn`]).
+enum Turn {
+    /// An exempt address: no turns.
+    Exempt,
+    /// The address's turn, held for its drop, which gives it back.
+    Mine(#[allow(dead_code)] Checking),
+    /// Failed logins hold the address back; the user has been told.
+    Refused,
+}
 
 /// Reads a session makes in a row while it holds back a flood before it lets other tasks run.
 const READS_PER_TURN: usize = 8;
@@ -353,11 +366,6 @@ impl Session {
                     continue;
                 }
                 let password = self.ask("Password: ", true).await?;
-                // Other connections from this address may have failed while this one typed; and
-                // this attempt counts as a failure from now until it succeeds.
-                if !self.begin_login() {
-                    continue;
-                }
                 if let Some(secs) = self.shard.defences.account_wait(name) {
                     let ip = self.ticket().map(Ticket::ip);
                     self.shard.note_limit(Limit::AccountSlowed, ip);
@@ -369,6 +377,11 @@ impl Session {
                     self.send_ready().await?;
                     self.wait(glommio::timer::sleep(wait)).await?;
                 }
+                // Held until the answer is recorded: the address's one check at a time.
+                let _turn = match self.take_turn().await? {
+                    Turn::Refused => continue,
+                    turn => turn,
+                };
                 match self.wait(accounts.login(name, &password)).await? {
                     Ok(Login::Ok(user)) => {
                         self.shard.defences.login_succeeded(self.ticket(), name);
@@ -708,19 +721,29 @@ impl Session {
         true
     }
 
-    /// Starts a password check against the address's failed logins (see
-    /// [`Defences::begin_login`](crate::defences::Defences::begin_login)); if they hold it back,
-    /// tells the user for how long and returns false. Exempt addresses always may.
-    fn begin_login(&mut self) -> bool {
-        let Some(ticket) = self.ticket() else {
-            return true;
-        };
-        let Err(secs) = self.shard.defences.begin_login(ticket) else {
-            return true;
-        };
-        let ip = ticket.ip();
-        self.throttled(ip, secs);
-        false
+    /// Waits for this address's turn to have a password checked (see [`Checking`]), unless its
+    /// failed logins hold it back: then the user is told for how long. Other connections from the
+    /// address may have failed while this one typed, so this is asked again here, and the check
+    /// counts as a failure from now until it succeeds.
+    ///
+    /// The turn is asked for again every [`TURN_RETRY`] rather than handed over: the check this
+    /// waits for belongs to a session on any shard, which has no way to wake this one. It costs
+    /// one look a retry, for at most `--max-unauth-per-ip` connections of one address.
+    async fn take_turn(&mut self) -> Result<Turn, Stop> {
+        loop {
+            let Some(ticket) = self.ticket() else {
+                return Ok(Turn::Exempt);
+            };
+            let ip = ticket.ip();
+            match self.shard.defences.begin_login(ticket) {
+                LoginStart::Check(checking) => return Ok(Turn::Mine(checking)),
+                LoginStart::Throttled(secs) => {
+                    self.throttled(ip, secs);
+                    return Ok(Turn::Refused);
+                }
+                LoginStart::Busy => self.wait(glommio::timer::sleep(TURN_RETRY)).await?,
+            }
+        }
     }
 
     /// Gives back the address's count of an attempt that got no answer.

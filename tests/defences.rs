@@ -175,6 +175,30 @@ fn guesses_racing_from_one_address_are_counted_as_they_start() {
 }
 
 #[test]
+fn logins_at_once_from_one_address_take_turns_and_all_get_in() {
+    // Users behind one address (a household, an office) log in at the same moment: their
+    // passwords are checked one at a time, and none is turned away for it.
+    let server = limited(|c| c.bcrypt_cost = 10);
+    make_account(&server, "127.0.0.16", "one", "secret-1");
+    make_account(&server, "127.0.0.16", "two", "secret-2");
+    let mut users: Vec<(Client, &str, &str)> = [("one", "secret-1"), ("two", "secret-2")]
+        .into_iter()
+        .map(|(name, password)| (greeted(&server, "127.0.0.17"), name, password))
+        .collect();
+    for (client, name, _) in &mut users {
+        client.send_line(name);
+        client.expect("Password: ");
+    }
+    for (client, _, password) in &mut users {
+        client.send_line(password);
+    }
+    for (client, name, _) in &mut users {
+        client.expect(&prompt(name));
+    }
+    assert_eq!(hits(&server, Limit::LoginThrottle), 0);
+}
+
+#[test]
 fn a_successful_login_forgets_its_addresses_failures() {
     let server = limited(|_| {});
     make_account(&server, "127.0.0.9", "resetter", "right-pass");

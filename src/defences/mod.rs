@@ -34,7 +34,7 @@ use rate::{Backoff, Rate};
 
 use crate::config::Config;
 
-/// Slots in the per-address table (a power of two). 32 bytes each, allocated zeroed, so only the
+/// Slots in the per-address table (a power of two). 40 bytes each, allocated zeroed, so only the
 /// pages of slots in use take memory.
 const ADDRESS_SLOTS: usize = 1 << 16;
 
@@ -169,6 +169,8 @@ struct Slot {
     signups: AtomicU64,
     /// Failed logins ([`ADDRESS_BACKOFF`] state).
     failures: AtomicU64,
+    /// Passwords from this address being checked now: at most one (see [`Checking`]).
+    checking: AtomicU32,
 }
 
 /// The defences of one server: its settings and the shared counts.
@@ -260,11 +262,26 @@ impl Defences {
         ACCOUNT_BACKOFF.wait(self.account_slot(name), self.now_s())
     }
 
-    /// Starts a password check from `ticket`'s address: refused with the seconds left if its
-    /// failures hold it back, otherwise counted as a failure until [`Defences::login_succeeded`]
-    /// says otherwise (so guesses in flight at once cannot all pass; see [`Backoff::attempt`]).
-    pub fn begin_login(&self, ticket: &Ticket) -> Result<(), u32> {
-        ADDRESS_BACKOFF.attempt(&self.addresses[ticket.slot()].failures, self.now_s())
+    /// Starts a password check from `ticket`'s address, if its failed logins do not hold it back
+    /// and no other password from it is being checked. A check that starts is counted as a
+    /// failure until [`Defences::login_succeeded`] says otherwise (see [`Backoff::attempt`]).
+    pub fn begin_login(self: &Arc<Self>, ticket: &Ticket) -> LoginStart {
+        let slot = &self.addresses[ticket.slot()];
+        let now = self.now_s();
+        if let Some(secs) = ADDRESS_BACKOFF.wait(&slot.failures, now) {
+            return LoginStart::Throttled(secs);
+        }
+        if !take_one(&slot.checking, 1) {
+            return LoginStart::Busy;
+        }
+        let checking = Checking {
+            defences: self.clone(),
+            slot: ticket.slot,
+        };
+        match ADDRESS_BACKOFF.attempt(&slot.failures, now) {
+            Ok(()) => LoginStart::Check(checking),
+            Err(secs) => LoginStart::Throttled(secs),
+        }
     }
 
     /// Gives back an attempt started with [`Defences::begin_login`] that got no answer (the
@@ -317,6 +334,34 @@ impl Defences {
     /// Whole seconds since start, plus one (a backoff's time of 0 means "none").
     fn now_s(&self) -> u32 {
         u32::try_from(self.start.elapsed().as_secs() + 1).unwrap_or(u32::MAX)
+    }
+}
+
+/// What [`Defences::begin_login`] says of a password about to be checked.
+#[derive(Debug)]
+pub enum LoginStart {
+    /// Check it now; the address's turn lasts while this is held.
+    Check(Checking),
+    /// Failed logins from the address hold it back for this many more seconds.
+    Throttled(u32),
+    /// Another password from the address is being checked: ask again shortly.
+    Busy,
+}
+
+/// An address's turn to have a password checked. One at a time per address, so one address
+/// never has more than one bcrypt hash running however many connections it guesses from, and the
+/// other worker threads stay free for everyone else. Given back when dropped.
+#[derive(Debug)]
+pub struct Checking {
+    defences: Arc<Defences>,
+    slot: u32,
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        self.defences.addresses[self.slot as usize]
+            .checking
+            .fetch_sub(1, Relaxed);
     }
 }
 
@@ -497,14 +542,24 @@ mod tests {
         let d = defences(&["--exempt", "none"]);
         let t = admitted(d.admit(ip("192.0.2.9")));
         for _ in 0..2 {
-            assert!(d.begin_login(&t).is_ok());
+            let LoginStart::Check(turn) = d.begin_login(&t) else {
+                panic!("refused")
+            };
+            // One check at a time per address.
+            assert!(matches!(d.begin_login(&t), LoginStart::Busy));
             d.login_failed("Alice");
+            drop(turn);
         }
         assert_eq!(d.login_wait(&t), None);
-        assert!(d.begin_login(&t).is_ok());
+        let third = d.begin_login(&t);
+        assert!(matches!(third, LoginStart::Check(_)));
+        drop(third);
         // Counted as it began, before its answer.
         assert_eq!(d.login_wait(&t), Some(ADDRESS_BACKOFF.first_delay_s));
-        assert_eq!(d.begin_login(&t), Err(ADDRESS_BACKOFF.first_delay_s));
+        assert!(matches!(
+            d.begin_login(&t),
+            LoginStart::Throttled(s) if s == ADDRESS_BACKOFF.first_delay_s
+        ));
         d.login_failed("alice");
         // The account is not slowed yet (3 < 5), but counts every address's failures, in any case.
         assert_eq!(d.account_wait("ALICE"), None);
@@ -545,6 +600,6 @@ mod tests {
         let d = defences(&[]);
         assert_eq!(d.addresses.len(), ADDRESS_SLOTS);
         assert!(d.addresses.iter().all(|s| s.conns.load(Relaxed) == 0));
-        assert!(std::mem::size_of::<Slot>() <= 32);
+        assert!(std::mem::size_of::<Slot>() <= 40);
     }
 }
