@@ -239,11 +239,33 @@ impl Drop for Db {
     }
 }
 
+/// Threads that check the passwords of suspect attempts (see [`Accounts::login`]).
+pub const SUSPECT_THREADS: usize = 1;
+
+/// The nice value of those threads: the lowest priority there is, which any process may take.
+const SUSPECT_NICE: libc::c_int = 19;
+
+/// Gives the calling thread the lowest CPU priority. A failure is only logged: the thread then
+/// runs at the normal priority, and is still the only one for suspect attempts.
+fn lower_this_threads_priority() {
+    // SAFETY: plain system calls; `gettid` has no preconditions, and `setpriority` on this
+    // thread's own id changes only this thread.
+    let done = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, SUSPECT_NICE)
+    };
+    if done != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the priority of the thread for suspect logins");
+    }
+}
+
 /// The shared, cloneable handle to accounts and channels. `Send + Sync`; clone one per shard.
 #[derive(Clone)]
 pub struct Accounts {
     /// The pool whose threads each own a [`Db`].
     workers: Workers<Db>,
+    /// [`SUSPECT_THREADS`] more, at the lowest priority, for suspect password checks.
+    suspect: Workers<Db>,
     /// The bcrypt cost for new hashes (existing hashes carry their own).
     cost: u32,
 }
@@ -279,16 +301,26 @@ impl Accounts {
         // Threads set up one at a time: switching to WAL and creating the schema need the
         // write lock, and taking turns is simpler than leaning on the busy timeout.
         let turns = Arc::new(Mutex::new(()));
-        let (workers, guard) = Workers::start(threads, queue_capacity, move || {
-            let _turn = turns.lock().unwrap_or_else(PoisonError::into_inner);
-            Db::open(&path, Arc::clone(&turns))
-        })?;
+        let opener = |lowered: bool| {
+            let (path, turns) = (path.clone(), Arc::clone(&turns));
+            move || {
+                if lowered {
+                    lower_this_threads_priority();
+                }
+                let _turn = turns.lock().unwrap_or_else(PoisonError::into_inner);
+                Db::open(&path, Arc::clone(&turns))
+            }
+        };
+        let (workers, guard) = Workers::start(threads, queue_capacity, opener(false))?;
+        let (suspect, suspect_guard) =
+            Workers::start(SUSPECT_THREADS, queue_capacity, opener(true))?;
         Ok((
             Accounts {
                 workers,
+                suspect,
                 cost: bcrypt_cost,
             },
-            guard,
+            guard.and(suspect_guard),
         ))
     }
 
@@ -301,15 +333,24 @@ impl Accounts {
         self.run(move |db| Ok(db.find_user(&name)?.is_some()))
     }
 
-    /// Checks a password. The bcrypt verification runs on a worker thread.
+    /// Checks a password. The bcrypt verification runs on a worker thread; for a `suspect`
+    /// attempt (from an address whose last login failed), on the one low-priority thread kept for
+    /// those, so that however many addresses guess, they never keep the other workers from
+    /// everyone else's logins, nor the CPU from anything else.
     pub fn login(
         &self,
         name: &str,
         password: &str,
+        suspect: bool,
     ) -> impl Future<Output = Result<Login, AccountError>> + Send + 'static {
         let name = name.to_owned();
         let password = password.to_owned();
-        self.run(move |db| {
+        let pool = if suspect {
+            &self.suspect
+        } else {
+            &self.workers
+        };
+        Self::run_on(pool, move |db| {
             let Some((user, hash)) = db.find_user(&name)? else {
                 return Ok(Login::NoSuchUser);
             };
@@ -370,7 +411,7 @@ impl Accounts {
 
     /// Jobs waiting for a worker thread, for load reporting.
     pub fn queue_depth(&self) -> usize {
-        self.workers.queue_depth()
+        self.workers.queue_depth() + self.suspect.queue_depth()
     }
 
     /// Submits `job` now (so `Busy` is decided at call time) and returns a future of its result
@@ -380,7 +421,19 @@ impl Accounts {
         T: Send + 'static,
         F: FnOnce(&mut Db) -> Result<T, AccountError> + Send + 'static,
     {
-        let submitted = self.workers.submit(job);
+        Self::run_on(&self.workers, job)
+    }
+
+    /// [`Accounts::run`] on a given pool.
+    fn run_on<T, F>(
+        pool: &Workers<Db>,
+        job: F,
+    ) -> impl Future<Output = Result<T, AccountError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, AccountError> + Send + 'static,
+    {
+        let submitted = pool.submit(job);
         async move { submitted?.await? }
     }
 }
@@ -601,7 +654,7 @@ mod tests {
             let name = format!("long{i}");
             let user = created(block_on(accounts.create_user(&name, password)).unwrap());
             assert_eq!(
-                block_on(accounts.login(&name, password)).unwrap(),
+                block_on(accounts.login(&name, password, false)).unwrap(),
                 Login::Ok(user)
             );
             // One byte less is another password, not a prefix that also logs in.
@@ -611,7 +664,7 @@ mod tests {
                 s
             };
             assert_eq!(
-                block_on(accounts.login(&name, &shorter)).unwrap(),
+                block_on(accounts.login(&name, &shorter, false)).unwrap(),
                 Login::WrongPassword
             );
         }
@@ -666,9 +719,44 @@ mod tests {
         assert_eq!(alice.name, "alice");
         assert!(block_on(accounts.user_exists("alice")).unwrap());
         assert_eq!(
-            block_on(accounts.login("alice", "secret1")).unwrap(),
+            block_on(accounts.login("alice", "secret1", false)).unwrap(),
+            Login::Ok(alice.clone())
+        );
+        // A suspect attempt is checked the same, on the thread kept for those.
+        assert_eq!(
+            block_on(accounts.login("alice", "secret1", true)).unwrap(),
             Login::Ok(alice)
         );
+        assert_eq!(
+            block_on(accounts.login("alice", "wrong-1", true)).unwrap(),
+            Login::WrongPassword
+        );
+    }
+
+    /// The thread for suspect attempts runs at the lowest priority, so its hashes take only CPU
+    /// that nothing else wants.
+    #[test]
+    fn suspect_attempts_run_on_a_thread_of_the_lowest_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 1);
+        let nice = block_on(Accounts::run_on(&accounts.suspect, |_| {
+            // SAFETY: plain system calls about the calling thread.
+            Ok(unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::getpriority(libc::PRIO_PROCESS, tid)
+            })
+        }))
+        .unwrap();
+        assert_eq!(nice, SUSPECT_NICE);
+        let normal = block_on(Accounts::run_on(&accounts.workers, |_| {
+            // SAFETY: as above.
+            Ok(unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::getpriority(libc::PRIO_PROCESS, tid)
+            })
+        }))
+        .unwrap();
+        assert!(normal < SUSPECT_NICE);
     }
 
     #[test]
@@ -677,18 +765,21 @@ mod tests {
         let (accounts, _guard) = open(dir.path(), 1);
         created(block_on(accounts.create_user("bob", "hunter22")).unwrap());
         assert_eq!(
-            block_on(accounts.login("bob", "hunter23")).unwrap(),
+            block_on(accounts.login("bob", "hunter23", false)).unwrap(),
             Login::WrongPassword
         );
         assert_eq!(
-            block_on(accounts.login("bob", &"h".repeat(200))).unwrap(),
+            block_on(accounts.login("bob", &"h".repeat(200), false)).unwrap(),
             Login::WrongPassword
         );
         assert_eq!(
-            block_on(accounts.login("carol", "hunter22")).unwrap(),
+            block_on(accounts.login("carol", "hunter22", false)).unwrap(),
             Login::NoSuchUser
         );
-        assert_eq!(block_on(accounts.login("", "")).unwrap(), Login::NoSuchUser);
+        assert_eq!(
+            block_on(accounts.login("", "", false)).unwrap(),
+            Login::NoSuchUser
+        );
     }
 
     #[test]
@@ -716,7 +807,7 @@ mod tests {
             Created::NameTaken
         );
         assert!(block_on(accounts.user_exists("aLiCe")).unwrap());
-        match block_on(accounts.login("ALICE", "secret1")).unwrap() {
+        match block_on(accounts.login("ALICE", "secret1", false)).unwrap() {
             Login::Ok(user) => {
                 assert_eq!(user, alice);
                 assert_eq!(user.name, "Alice");
@@ -824,7 +915,7 @@ mod tests {
 
         let (reopened, _guard) = open(&data_dir, 2);
         assert_eq!(
-            block_on(reopened.login("erin", "secret1")).unwrap(),
+            block_on(reopened.login("erin", "secret1", false)).unwrap(),
             Login::Ok(erin)
         );
         assert_eq!(block_on(reopened.list_channels()).unwrap(), ["home"]);
@@ -870,7 +961,7 @@ mod tests {
         let (accounts, _guard) = open(dir.path(), 1);
         assert_send_sync(&accounts);
         let name = String::from("x");
-        let pending = accounts.login(&name, "y");
+        let pending = accounts.login(&name, "y", false);
         drop(name);
         assert_send_static(&pending);
         assert_eq!(block_on(pending).unwrap(), Login::NoSuchUser);

@@ -341,7 +341,8 @@ impl Server {
         Ok(Server {
             addr,
             shard_cpus,
-            worker_threads: workers,
+            // The thread for suspect logins holds a database connection too.
+            worker_threads: workers + crate::accounts::SUSPECT_THREADS,
             file_limit,
             stats,
             trigger,

@@ -66,8 +66,8 @@ const TURN_RETRY: Duration = Duration::from_millis(50);
 enum Turn {
     /// An exempt address: no turns.
     Exempt,
-    /// The address's turn, held for its drop, which gives it back.
-    Mine(#[allow(dead_code)] Checking),
+    /// The address's turn, given back when this is dropped.
+    Mine(Checking),
     /// Failed logins hold the address back; the user has been told.
     Refused,
 }
@@ -378,11 +378,12 @@ impl Session {
                     self.wait(glommio::timer::sleep(wait)).await?;
                 }
                 // Held until the answer is recorded: the address's one check at a time.
-                let _turn = match self.take_turn().await? {
+                let turn = match self.take_turn().await? {
                     Turn::Refused => continue,
                     turn => turn,
                 };
-                match self.wait(accounts.login(name, &password)).await? {
+                let suspect = matches!(&turn, Turn::Mine(c) if c.is_suspect());
+                match self.wait(accounts.login(name, &password, suspect)).await? {
                     Ok(Login::Ok(user)) => {
                         self.shard.defences.login_succeeded(self.ticket(), name);
                         self.say("You are logged in. Use /help for help with commands.");

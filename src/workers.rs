@@ -148,6 +148,7 @@ impl<S: 'static> Workers<S> {
         let mut guard = WorkersGuard {
             stop: Some(workers.stopper()),
             threads: Vec::with_capacity(threads),
+            others: Vec::new(),
         };
 
         let make_state = Arc::new(make_state);
@@ -323,6 +324,8 @@ pub struct WorkersGuard {
     stop: Option<Box<dyn FnOnce(usize) + Send + Sync>>,
     /// The worker threads, joined at shutdown.
     threads: Vec<JoinHandle<()>>,
+    /// Other pools stopped with this one, after it (see [`WorkersGuard::and`]).
+    others: Vec<WorkersGuard>,
 }
 
 impl fmt::Debug for WorkersGuard {
@@ -340,6 +343,12 @@ impl WorkersGuard {
         self.stop_and_join();
     }
 
+    /// One guard for this pool and `other`: shutting it down stops this pool, then `other`.
+    pub fn and(mut self, other: WorkersGuard) -> WorkersGuard {
+        self.others.push(other);
+        self
+    }
+
     /// The shared body of [`WorkersGuard::shutdown`] and `Drop`.
     fn stop_and_join(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -349,6 +358,9 @@ impl WorkersGuard {
             // A worker catches every job's panic, so a join error would mean a panic while
             // dropping its state; there is nothing left to clean up for it.
             let _ = handle.join();
+        }
+        for mut other in self.others.drain(..) {
+            other.stop_and_join();
         }
     }
 }

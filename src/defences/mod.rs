@@ -274,12 +274,16 @@ impl Defences {
         if !take_one(&slot.checking, 1) {
             return LoginStart::Busy;
         }
-        let checking = Checking {
+        let mut checking = Checking {
             defences: self.clone(),
             slot: ticket.slot,
+            suspect: false,
         };
         match ADDRESS_BACKOFF.attempt(&slot.failures, now) {
-            Ok(()) => LoginStart::Check(checking),
+            Ok(before) => {
+                checking.suspect = before > 0;
+                LoginStart::Check(checking)
+            }
             Err(secs) => LoginStart::Throttled(secs),
         }
     }
@@ -355,6 +359,15 @@ pub enum LoginStart {
 pub struct Checking {
     defences: Arc<Defences>,
     slot: u32,
+    suspect: bool,
+}
+
+impl Checking {
+    /// Whether the address failed a login lately (and has not logged in since): its password is
+    /// then checked on the low-priority thread (see [`Accounts::login`](crate::accounts::Accounts::login)).
+    pub fn is_suspect(&self) -> bool {
+        self.suspect
+    }
 }
 
 impl Drop for Checking {
@@ -541,10 +554,12 @@ mod tests {
     fn login_failures_throttle_the_address_and_slow_the_account() {
         let d = defences(&["--exempt", "none"]);
         let t = admitted(d.admit(ip("192.0.2.9")));
-        for _ in 0..2 {
+        for n in 0..2 {
             let LoginStart::Check(turn) = d.begin_login(&t) else {
                 panic!("refused")
             };
+            // The first attempt of a run is not suspect; those after a failure are.
+            assert_eq!(turn.is_suspect(), n > 0);
             // One check at a time per address.
             assert!(matches!(d.begin_login(&t), LoginStart::Busy));
             d.login_failed("Alice");
@@ -552,7 +567,7 @@ mod tests {
         }
         assert_eq!(d.login_wait(&t), None);
         let third = d.begin_login(&t);
-        assert!(matches!(third, LoginStart::Check(_)));
+        assert!(matches!(&third, LoginStart::Check(c) if c.is_suspect()));
         drop(third);
         // Counted as it began, before its answer.
         assert_eq!(d.login_wait(&t), Some(ADDRESS_BACKOFF.first_delay_s));

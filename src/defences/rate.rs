@@ -204,14 +204,17 @@ impl Backoff {
     /// back; otherwise counted as a failure at once, in the same step, so that attempts racing
     /// each other (several connections guessing at the same moment) cannot all pass before the
     /// first of them fails. A success then [`clear`](Backoff::clear)s it; an attempt that never
-    /// got an answer is given back with [`Backoff::forget_one`].
-    pub fn attempt(&self, cell: &AtomicU64, now_s: u32) -> Result<(), u32> {
+    /// got an answer is given back with [`Backoff::forget_one`]. Returns the failures counted
+    /// before this one (none after a quiet spell).
+    pub fn attempt(&self, cell: &AtomicU64, now_s: u32) -> Result<u32, u32> {
         let mut refused = None;
-        let _ = cell.fetch_update(Relaxed, Relaxed, |word| {
+        match cell.fetch_update(Relaxed, Relaxed, |word| {
             refused = self.wait_in(word, now_s);
             refused.is_none().then(|| self.failed(word, now_s))
-        });
-        refused.map_or(Ok(()), Err)
+        }) {
+            Ok(before) => Ok(Self::unpack(self.failed(before, now_s)).1 - 1),
+            Err(_) => Err(refused.unwrap_or(0)),
+        }
     }
 
     /// Takes back one failure counted by [`Backoff::attempt`] for an attempt that never got an
@@ -314,20 +317,22 @@ mod tests {
     fn racing_attempts_are_counted_as_they_start() {
         let cell = AtomicU64::new(0);
         // Three start before any has failed; the fourth is already held back.
-        for _ in 0..3 {
-            assert_eq!(B.attempt(&cell, 10), Ok(()));
+        for before in 0..3 {
+            assert_eq!(B.attempt(&cell, 10), Ok(before));
         }
         assert_eq!(B.attempt(&cell, 10), Err(30));
         // One of them succeeds: everything is forgotten.
         B.clear(&cell);
-        assert_eq!(B.attempt(&cell, 11), Ok(()));
-        assert_eq!(B.attempt(&cell, 11), Ok(()));
+        assert_eq!(B.attempt(&cell, 11), Ok(0));
+        assert_eq!(B.attempt(&cell, 11), Ok(1));
         // An attempt that got no answer is given back.
         B.forget_one(&cell);
-        assert_eq!(B.attempt(&cell, 12), Ok(()));
+        assert_eq!(B.attempt(&cell, 12), Ok(1));
         assert_eq!(B.wait(&cell, 12), None);
-        assert_eq!(B.attempt(&cell, 12), Ok(()));
+        assert_eq!(B.attempt(&cell, 12), Ok(2));
         assert_eq!(B.wait(&cell, 12), Some(30));
+        // After a quiet hour the count starts again.
+        assert_eq!(B.attempt(&cell, 12 + 3600), Ok(0));
     }
 
     #[test]
