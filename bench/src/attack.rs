@@ -459,23 +459,31 @@ impl Attack {
 
     // ---- the paste ----
 
+    /// Reads what the paster's connection gets until `deadline`. False if the server closed it
+    /// (counted as the paster disconnected).
+    async fn read_paste_until(&self, conn: &mut Conn, deadline: Instant) -> bool {
+        loop {
+            tokio::select! {
+                r = conn.fill() => {
+                    if r.is_err() {
+                        self.counts.borrow_mut().paste.disconnected = true;
+                        return false;
+                    }
+                    self.read_paste(conn);
+                }
+                _ = sleep_until(deadline) => return true,
+            }
+        }
+    }
+
     /// Writes the paste when the attack starts, then reads until the attack and the grace are over.
     async fn paste(self: Rc<Self>, mut conn: Conn, go: u64) {
         let p = &self.plan;
         let start = instant_at(go + p.start_ms * 1_000_000);
         let end = instant_at(go + (p.end_ms + self.grace_ms) * 1_000_000);
         // Until the attack starts, read what the channel says, as any member would.
-        loop {
-            tokio::select! {
-                r = conn.fill() => {
-                    if r.is_err() {
-                        self.counts.borrow_mut().paste.disconnected = true;
-                        return;
-                    }
-                    self.read_paste(&mut conn);
-                }
-                _ = sleep_until(start) => break,
-            }
+        if !self.read_paste_until(&mut conn, start).await {
+            return;
         }
         let t0 = now_ns();
         let mut n = 0;
@@ -519,18 +527,7 @@ impl Attack {
             }
         }
         self.counts.borrow_mut().paste.write_s = (now_ns() - t0) as f64 / 1e9;
-        loop {
-            tokio::select! {
-                r = conn.fill() => {
-                    if r.is_err() {
-                        self.counts.borrow_mut().paste.disconnected = true;
-                        return;
-                    }
-                    self.read_paste(&mut conn);
-                }
-                _ = sleep_until(end) => break,
-            }
-        }
+        self.read_paste_until(&mut conn, end).await;
         let _ = conn.quit(Instant::now() + Duration::from_secs(2)).await;
     }
 

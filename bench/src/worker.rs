@@ -502,16 +502,7 @@ async fn come_back(
     } else {
         drop(conn);
     }
-    let mut progress = Opened::default();
-    let opened = open(
-        ctx,
-        id,
-        ctx.plan.name(id),
-        Some(channel),
-        None,
-        &mut progress,
-    )
-    .await;
+    let (opened, progress) = reopen(ctx, id, channel).await;
     let done = now_ns();
     let mut acc = ctx.acc.borrow_mut();
     acc.busy += progress.login.busy as u64;
@@ -576,9 +567,8 @@ async fn bigroom(
     Ok(())
 }
 
-/// Churn: drop the connection at go (no `/quit`), reconnect at once, log in, join; then hold.
-async fn churn(ctx: &Ctx, conn: Conn, id: u32, channel: &str, go: u64) -> Result<(), ClientError> {
-    drop(conn);
+/// Connects user `id` again, logs in and joins `channel`; with what the attempt went through.
+async fn reopen(ctx: &Ctx, id: u32, channel: &str) -> (Result<Conn, ClientError>, Opened) {
     let mut progress = Opened::default();
     let opened = open(
         ctx,
@@ -589,6 +579,13 @@ async fn churn(ctx: &Ctx, conn: Conn, id: u32, channel: &str, go: u64) -> Result
         &mut progress,
     )
     .await;
+    (opened, progress)
+}
+
+/// Churn: drop the connection at go (no `/quit`), reconnect at once, log in, join; then hold.
+async fn churn(ctx: &Ctx, conn: Conn, id: u32, channel: &str, go: u64) -> Result<(), ClientError> {
+    drop(conn);
+    let (opened, progress) = reopen(ctx, id, channel).await;
     {
         let mut acc = ctx.acc.borrow_mut();
         acc.busy += progress.login.busy as u64;

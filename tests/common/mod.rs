@@ -694,12 +694,23 @@ impl Client {
     /// Connects with the client's kernel receive buffer set to `bytes` before the handshake, so
     /// the window the server sees is small from the start; answers negotiation as `kind`.
     pub fn connect_with_recv_buffer(addr: SocketAddr, kind: Kind, bytes: usize) -> Client {
+        Client::connect_prepared(addr, kind, |socket| {
+            socket
+                .set_recv_buffer_size(bytes)
+                .expect("setting SO_RCVBUF")
+        })
+    }
+
+    /// Connects a socket that `prepare` has set up first; answers negotiation as `kind`.
+    fn connect_prepared(
+        addr: SocketAddr,
+        kind: Kind,
+        prepare: impl FnOnce(&socket2::Socket),
+    ) -> Client {
         use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .expect("creating a socket");
-        socket
-            .set_recv_buffer_size(bytes)
-            .expect("setting SO_RCVBUF");
+        prepare(&socket);
         socket
             .connect(&addr.into())
             .expect("connecting to the server");
@@ -711,19 +722,12 @@ impl Client {
     /// Connects from source address `from` (any address in 127.0.0.0/8 works on Linux loopback),
     /// so tests of the per-address limits can be several addresses; answers negotiation as `kind`.
     pub fn connect_from(addr: SocketAddr, from: &str, kind: Kind) -> Client {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .expect("creating a socket");
-        let from: SocketAddr = SocketAddr::new(from.parse().expect("a source address"), 0);
-        socket
-            .bind(&from.into())
-            .expect("binding the source address");
-        socket
-            .connect(&addr.into())
-            .expect("connecting to the server");
-        let stream: TcpStream = socket.into();
-        stream.set_nodelay(true).expect("setting TCP_NODELAY");
-        Client::over(stream, kind, true)
+        let from = SocketAddr::new(from.parse().expect("a source address"), 0);
+        Client::connect_prepared(addr, kind, |socket| {
+            socket
+                .bind(&from.into())
+                .expect("binding the source address")
+        })
     }
 
     /// Reads until `done` holds for all the text received so far; `what` names the wait in the
