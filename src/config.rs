@@ -138,10 +138,28 @@ pub struct Config {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=MAX_FLOOD as i64))]
     pub flood_queue: u32,
 
+    /// Join a cluster of ringtalk nodes through the NATS server at this URL (e.g.
+    /// `nats://127.0.0.1:4222`); off by default. Nodes of one cluster may share a listening port.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster (default: host name and process id); at most 64 printable
+    /// characters, no spaces.
+    #[arg(long, value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
     /// Slots in each ring between two shards, instead of the number sized for the shard count (not a
     /// flag: tests set it to fill rings on purpose).
     #[arg(skip)]
     pub ring_slots: Option<usize>,
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    if crate::cluster::membership::valid_node_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a node name is 1 to 64 printable characters, no spaces".to_string())
+    }
 }
 
 impl Config {
@@ -223,6 +241,7 @@ mod tests {
             ("--conn-rate", "1/604800", "1/604801"),
             ("--signup-rate", "1000000/1", "1000001/1"),
             ("--exempt", "10.0.0.0/8", "10.0.0.1/8"),
+            ("--node-name", "host-1234", "has space"),
         ];
         for &(flag, edge, past) in cases {
             assert!(parses(&[flag, edge]), "{flag} {edge} refused");

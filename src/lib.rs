@@ -41,6 +41,7 @@
 //! - [`defences`]: what keeps one client from holding everyone up: per-address limits shared by every
 //!   shard without a lock, login and sign-up throttles, flood control between [`line`](mod@line) and
 //!   [`cmd`].
+//! - [`cluster`]: several nodes over NATS (unfinished: the bridge thread, membership and placement).
 //! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
@@ -50,6 +51,7 @@
 pub mod accounts;
 pub mod chanlog;
 pub mod channel;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod defences;

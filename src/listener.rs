@@ -15,9 +15,16 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 /// Opens `count` listening sockets on `addr`, all on the same port. Returns their raw descriptors (each is
-/// handed to one shard, which adopts it inside its executor) and the address actually bound.
-pub fn open(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<(Vec<RawFd>, SocketAddr)> {
-    if addr.port() != 0 {
+/// handed to one shard, which adopts it inside its executor) and the address actually bound. A port
+/// that another process listens on is refused unless `shared` (nodes of one cluster on one machine
+/// share their port).
+pub fn open(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+    shared: bool,
+) -> io::Result<(Vec<RawFd>, SocketAddr)> {
+    if addr.port() != 0 && !shared {
         ensure_port_free(addr)?;
     }
     let mut fds = Vec::with_capacity(count);
@@ -126,7 +133,7 @@ mod tests {
 
     #[test]
     fn port_zero_resolves_to_one_shared_port() {
-        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 3, 128).unwrap();
+        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 3, 128, false).unwrap();
         assert_ne!(addr.port(), 0);
         for fd in fds {
             // SAFETY: `open` returned owned, open descriptors.
@@ -139,14 +146,20 @@ mod tests {
     #[test]
     fn a_port_in_use_without_reuseport_is_an_error() {
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let err = open(plain.local_addr().unwrap(), 1, 128).unwrap_err();
+        let err = open(plain.local_addr().unwrap(), 1, 128, false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
     fn a_second_server_on_the_same_port_is_refused() {
-        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 2, 128).unwrap();
-        let err = open(addr, 2, 128).unwrap_err();
+        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 2, 128, false).unwrap();
+        let err = open(addr, 2, 128, false).unwrap_err();
+        // Nodes of one cluster share it.
+        let (shared, _) = open(addr, 1, 128, true).unwrap();
+        for fd in shared {
+            // SAFETY: `open` returned owned, open descriptors.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         for fd in fds {
             // SAFETY: `open` returned owned, open descriptors.
@@ -156,7 +169,7 @@ mod tests {
 
     #[test]
     fn accepted_sockets_inherit_the_listeners_options() {
-        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        let (fds, addr) = open("127.0.0.1:0".parse().unwrap(), 1, 16, false).unwrap();
         // SAFETY: `open` returned an owned, open descriptor.
         let listener = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
         // Non-blocking, so a shard's accept never waits.

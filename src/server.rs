@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::accounts::{Accounts, OpenError};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
+use crate::cluster::{Cluster, ClusterView, ClusterWatch};
 use crate::config::Config;
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
@@ -120,6 +121,8 @@ pub struct Server {
     chanlog: ChannelLog,
     chanlog_guard: LogWriterGuard,
     heartbeat: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
+    /// The bridge to the other nodes, in cluster mode.
+    cluster: Option<Cluster>,
 }
 
 /// Sends the shard's failure to [`Server::start`] if the shard's future is dropped without running,
@@ -162,11 +165,16 @@ impl Server {
         }
         let shard_cpus: Vec<usize> = (0..shard_count).map(|i| cpus[i % cpus.len()]).collect();
 
-        let (fds, addr) = crate::listener::open(config.listen, shard_count, config.backlog)
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let (fds, addr) = crate::listener::open(
+            config.listen,
+            shard_count,
+            config.backlog,
+            config.cluster.is_some(),
+        )
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         // Owned until handed to a shard, so an early return closes them.
         // SAFETY: `listener::open` returned fresh descriptors that nothing else owns.
         let mut fds: Vec<Option<OwnedFd>> = fds
@@ -330,12 +338,29 @@ impl Server {
             return Err(err);
         }
 
+        let cluster = config.cluster.as_deref().and_then(|url| {
+            let node = config
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::cluster::default_node_name);
+            match Cluster::start(url, &node) {
+                Ok(cluster) => {
+                    info!(%url, %node, "cluster: this node joins");
+                    Some(cluster)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cluster: cannot start the bridge thread; this node runs alone");
+                    None
+                }
+            }
+        });
         let heartbeat = (config.stats_interval > 0).then(|| {
             spawn_heartbeat(
                 Duration::from_secs(config.stats_interval),
                 stats.clone(),
                 accounts.clone(),
                 chanlog.clone(),
+                cluster.as_ref().map(Cluster::watch),
             )
         });
         Ok(Server {
@@ -351,6 +376,7 @@ impl Server {
             chanlog,
             chanlog_guard,
             heartbeat,
+            cluster,
         })
     }
 
@@ -373,6 +399,11 @@ impl Server {
     pub fn users_allowed(&self) -> u64 {
         self.file_limit
             .users_allowed(self.shard_cpus.len(), self.worker_threads)
+    }
+
+    /// The cluster as this node's bridge sees it (`None` when not in cluster mode).
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        self.cluster.as_ref().map(Cluster::view)
     }
 
     /// The counters of every shard now.
@@ -412,6 +443,9 @@ impl Server {
         if let Some((stop, thread)) = self.heartbeat {
             drop(stop);
             let _ = thread.join();
+        }
+        if let Some(cluster) = self.cluster {
+            cluster.stop();
         }
         self.chanlog_guard.shutdown();
         self.workers.shutdown();
@@ -459,6 +493,7 @@ fn spawn_heartbeat(
     stats: Arc<Stats>,
     accounts: Accounts,
     chanlog: ChannelLog,
+    cluster: Option<ClusterWatch>,
 ) -> (crossbeam_channel::Sender<()>, JoinHandle<()>) {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
@@ -496,6 +531,14 @@ fn spawn_heartbeat(
                     ring_dropped = now_total.ring_dropped - last_total.ring_dropped,
                     log_dropped = chanlog.dropped(),
                     limits = %limits.join(" "),
+                    cluster = %cluster.as_ref().map_or_else(|| "off".to_string(), |c| {
+                        let view = c.view();
+                        format!(
+                            "{} nodes, NATS {}",
+                            view.nodes.len(),
+                            if view.connected { "connected" } else { "away" }
+                        )
+                    }),
                     worker_queue = accounts.queue_depth(),
                     rss_mb = limits::rss_bytes().unwrap_or(0) as f64 / 1e6,
                     "heartbeat"

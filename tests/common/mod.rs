@@ -66,6 +66,11 @@ pub fn start_server_with(shards: usize, adjust: impl FnOnce(&mut Config)) -> Tes
 }
 
 impl TestServer {
+    /// The cluster as this node's bridge sees it (`None` when not in cluster mode).
+    pub fn cluster_view(&self) -> Option<ringtalk::cluster::ClusterView> {
+        self.server.as_ref().expect("server running").cluster_view()
+    }
+
     /// The address the shards accept on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
