@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A local ringtalk cluster: one nats-server with JetStream in a temporary directory and N nodes that
+# share one listening port. Prints how to connect; ^C stops everything and removes the directory.
+#
+#   scripts/cluster.sh          # 2 nodes on 127.0.0.1:5555, NATS on 127.0.0.1:4222
+#   PORT=6000 NATS_PORT=4300 scripts/cluster.sh 3
+#
+# Unfinished (issue 11): the nodes find each other (their heartbeat says `cluster=N nodes`), but
+# each still keeps its own accounts and channels, so users on different nodes do not meet yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+nodes=${1:-2}
+port=${PORT:-5555}
+nats_port=${NATS_PORT:-4222}
+cost=${BCRYPT_COST:-12}
+# Debian installs nats-server in /usr/sbin, which a user's PATH may lack.
+export PATH="$PATH:/usr/sbin"
+if ! command -v nats-server >/dev/null; then
+    echo "cluster.sh needs nats-server (Debian: apt-get install nats-server)" >&2
+    exit 1
+fi
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -q -p ringtalk
+
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
+pids+=($!)
+deadline=$((SECONDS + 10))
+until (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "nats-server did not start:" >&2
+        cat "$dir/nats.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+for i in $(seq 1 "$nodes"); do
+    ./target/release/ringtalk --listen "127.0.0.1:$port" --data-dir "$dir/node$i" \
+        --bcrypt-cost "$cost" --cluster "nats://127.0.0.1:$nats_port" --node-name "node$i" \
+        --stats-interval 5 2>"$dir/node$i.log" &
+    pids+=($!)
+done
+
+echo "$nodes nodes on 127.0.0.1:$port, NATS on 127.0.0.1:$nats_port; logs in $dir"
+echo "connect with: telnet 127.0.0.1 $port      (^C here stops the cluster)"
+wait
