@@ -803,10 +803,19 @@ impl Session {
             if limits.flood.admit(Instant::now()).is_ok() {
                 return Ok(input);
             }
-            if !limits.flood.hold(input) {
-                let ip = limits.ticket.ip();
-                self.shard.note_limit(Limit::Flood, Some(ip));
-            }
+            self.hold(input);
+        }
+    }
+
+    /// Holds a line for flood control, or counts it dropped when the hold is full.
+    fn hold(&mut self, input: Input) {
+        let limits = self
+            .limits
+            .as_deref_mut()
+            .expect("only limited input is held");
+        if !limits.flood.hold(input) {
+            let ip = limits.ticket.ip();
+            self.shard.note_limit(Limit::Flood, Some(ip));
         }
     }
 
@@ -821,14 +830,7 @@ impl Session {
             }
             for _ in 0..READS_PER_TURN {
                 while let Some(input) = self.term.next_input(&mut self.out) {
-                    let limits = self
-                        .limits
-                        .as_deref_mut()
-                        .expect("only limited input is held");
-                    if !limits.flood.hold(input) {
-                        let ip = limits.ticket.ip();
-                        self.shard.note_limit(Limit::Flood, Some(ip));
-                    }
+                    self.hold(input);
                 }
                 match self.poll_io(cx) {
                     Poll::Ready(Ok(())) => {}

@@ -7,8 +7,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{start_server_with, wait_until, Client, Kind, TestServer, DEADLINE};
@@ -37,11 +39,11 @@ impl Nats {
                 .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
                 .arg(dir.path())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
         };
         let spawned = spawn("nats-server").or_else(|_| spawn("/usr/sbin/nats-server"));
-        let child = match spawned {
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) if std::env::var_os("RINGTALK_REQUIRE_NATS").is_none() => {
                 eprintln!("skipped: cannot run nats-server ({e}); apt-get install nats-server");
@@ -49,14 +51,20 @@ impl Nats {
             }
             Err(e) => panic!("RINGTALK_REQUIRE_NATS is set but nats-server cannot run: {e}"),
         };
+        // Ready when its log says so; the log is read to its end, so the pipe never fills.
+        let log = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in log.lines().map_while(Result::ok) {
+                if line.contains("Server is ready") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
         let nats = Nats { child, port, dir };
-        // Ready once it accepts connections.
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        ready_rx
+            .recv_timeout(DEADLINE)
+            .expect("nats-server did not say it is ready");
         Some(nats)
     }
 

@@ -29,6 +29,11 @@ fn greeted(server: &TestServer, from: &str) -> Client {
     client
 }
 
+/// What a connection from `from` is sent before the server closes it, refusing it.
+fn refusal(server: &TestServer, from: &str) -> String {
+    Client::connect_from(server.addr(), from, Kind::Raw).expect_closed()
+}
+
 /// Creates an account from a `Username: ` prompt already seen.
 fn sign_up_at_prompt(client: &mut Client, name: &str, password: &str) {
     client.send_line(name);
@@ -88,9 +93,8 @@ fn an_address_past_its_connection_cap_is_told_in_one_line_and_closed() {
 fn connections_not_logged_in_are_capped_apart_and_logging_in_frees_a_place() {
     let server = limited(|c| c.signup_rate = Rate::OFF);
     let mut waiting: Vec<Client> = (0..4).map(|_| greeted(&server, "127.0.0.4")).collect();
-    let mut fifth = Client::connect_from(server.addr(), "127.0.0.4", Kind::Raw);
     assert_eq!(
-        fifth.expect_closed(),
+        refusal(&server, "127.0.0.4"),
         "Too many connections from your address are still logging in; try again later.\r\n"
     );
     assert_eq!(hits(&server, Limit::UnauthCap), 1);
@@ -106,9 +110,8 @@ fn an_address_that_connects_too_often_is_refused_for_a_while() {
     for _ in 0..3 {
         drop(greeted(&server, "127.0.0.5"));
     }
-    let mut fourth = Client::connect_from(server.addr(), "127.0.0.5", Kind::Raw);
     assert_eq!(
-        fourth.expect_closed(),
+        refusal(&server, "127.0.0.5"),
         "Too many connections from your address recently; try again later.\r\n"
     );
     assert_eq!(hits(&server, Limit::ConnRate), 1);
@@ -362,9 +365,8 @@ fn a_session_that_moves_shards_keeps_its_place_in_its_addresss_count() {
     mover.send_line("/who");
     mover.expect("On this channel: mover");
     let second = greeted(&server, "127.0.0.30");
-    let mut third = Client::connect_from(server.addr(), "127.0.0.30", Kind::Raw);
     assert_eq!(
-        third.expect_closed(),
+        refusal(&server, "127.0.0.30"),
         "Too many connections from your address.\r\n"
     );
     // Once it leaves, from the shard it moved to, its place is free.

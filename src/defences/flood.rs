@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::rate::gcra;
+
 /// The flood limits, from `--flood-burst`, `--flood-rate` and `--flood-queue`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FloodLimits {
@@ -27,8 +29,8 @@ impl FloodLimits {
         self.per_second == 0
     }
 
-    fn interval(&self) -> Duration {
-        Duration::from_secs(1) / self.per_second.max(1)
+    fn interval_ns(&self) -> u64 {
+        1_000_000_000 / u64::from(self.per_second.max(1))
     }
 }
 
@@ -36,8 +38,10 @@ impl FloodLimits {
 #[derive(Debug)]
 pub struct Flood<T> {
     limits: FloodLimits,
-    /// When the bucket would be empty again if no line came (the GCRA arrival time).
-    next: Instant,
+    /// Times are nanoseconds since this instant.
+    start: Instant,
+    /// The bucket's GCRA arrival time (see [`gcra`]).
+    tat_ns: u64,
     /// Lines waiting for the bucket, oldest first, at most `limits.queue`.
     held: VecDeque<T>,
     /// Lines dropped since the user was last told.
@@ -49,7 +53,8 @@ impl<T> Flood<T> {
     pub fn new(limits: FloodLimits, now: Instant) -> Flood<T> {
         Flood {
             limits,
-            next: now,
+            start: now,
+            tat_ns: 0,
             held: VecDeque::new(),
             dropped: 0,
         }
@@ -60,14 +65,11 @@ impl<T> Flood<T> {
         if self.limits.is_off() {
             return Ok(());
         }
-        let interval = self.limits.interval();
-        let tolerance = interval * self.limits.burst.saturating_sub(1);
-        let base = self.next.max(now);
-        let ahead = base - now;
-        if ahead > tolerance {
-            return Err(ahead - tolerance);
-        }
-        self.next = base + interval;
+        let interval = self.limits.interval_ns();
+        let tolerance = interval * u64::from(self.limits.burst.saturating_sub(1));
+        let now_ns = now.saturating_duration_since(self.start).as_nanos() as u64;
+        self.tat_ns =
+            gcra(self.tat_ns, now_ns, interval, tolerance).map_err(Duration::from_nanos)?;
         Ok(())
     }
 

@@ -611,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tables_start_empty_and_untouched() {
+    fn the_tables_start_empty() {
         let d = defences(&[]);
         assert_eq!(d.addresses.len(), ADDRESS_SLOTS);
         assert!(d.addresses.iter().all(|s| s.conns.load(Relaxed) == 0));

@@ -61,12 +61,9 @@ impl Rate {
         }
         let mut tat = cell.load(Relaxed);
         loop {
-            let base = tat.max(now_ns);
-            let ahead = base - now_ns;
-            if ahead > self.tolerance_ns() {
-                return Err(Duration::from_nanos(ahead - self.tolerance_ns()));
-            }
-            match cell.compare_exchange_weak(tat, base + self.interval_ns(), Relaxed, Relaxed) {
+            let next = gcra(tat, now_ns, self.interval_ns(), self.tolerance_ns())
+                .map_err(Duration::from_nanos)?;
+            match cell.compare_exchange_weak(tat, next, Relaxed, Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(seen) => tat = seen,
             }
@@ -78,11 +75,28 @@ impl Rate {
         if self.is_off() {
             return Ok(());
         }
-        let ahead = cell.load(Relaxed).max(now_ns) - now_ns;
-        match ahead.checked_sub(self.tolerance_ns()) {
-            Some(wait) if wait > 0 => Err(Duration::from_nanos(wait)),
-            _ => Ok(()),
-        }
+        gcra(
+            cell.load(Relaxed),
+            now_ns,
+            self.interval_ns(),
+            self.tolerance_ns(),
+        )
+        .map(drop)
+        .map_err(Duration::from_nanos)
+    }
+}
+
+/// One step of the GCRA: given the arrival time `tat` so far, an event at `now` is allowed while
+/// `tat` is at most `tolerance` ahead of it, and then pushes `tat` one `interval` on (the new `tat`
+/// is returned); otherwise the error is how long until it would be allowed. All in one unit of
+/// time, whatever the caller counts in.
+pub fn gcra(tat: u64, now: u64, interval: u64, tolerance: u64) -> Result<u64, u64> {
+    let base = tat.max(now);
+    let ahead = base - now;
+    if ahead > tolerance {
+        Err(ahead - tolerance)
+    } else {
+        Ok(base + interval)
     }
 }
 
