@@ -1,4 +1,5 @@
-//! Registered users and persistent channels, in SQLite, with bcrypt password hashes.
+//! Registered users and persistent channels, in SQLite (in a cluster: NATS key-value buckets),
+//! with bcrypt password hashes.
 //!
 //! # Why it looks like this
 //!
@@ -24,6 +25,16 @@
 //!
 //! Closing the connections (when the [`WorkersGuard`] shuts the pool down) checkpoints the WAL,
 //! one connection at a time, and truncates it.
+//!
+//! # In a cluster
+//!
+//! Nodes of a cluster must share their accounts and channels, and a node's SQLite file is its
+//! own. So [`Accounts::open_with_store`] takes a [`Store`] (NATS JetStream key-value buckets; see
+//! [`crate::cluster::store`]), and each worker's `Db` then reads and writes users and channels
+//! there instead, with the same outcomes: the bucket's `create` picks the one winner of a race,
+//! across nodes. bcrypt still runs here, on the workers, before anything is stored. While NATS
+//! is away a request fails after the store's timeout (5 s), so no worker is held longer than
+//! that. The SQLite file is still opened, and stays without users or channels.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,6 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use shard_proto::ChannelName;
 
+use crate::cluster::store::Store;
 use crate::workers::{JobError, StartError, SubmitError, Workers, WorkersGuard};
 
 /// The name of the database file inside the data directory.
@@ -214,6 +226,8 @@ struct Db {
     conn: Connection,
     /// Shared by every worker's `Db`: setup and the closing checkpoint take turns on it.
     turns: Arc<Mutex<()>>,
+    /// In a cluster, where users and channels live instead of `conn`.
+    store: Option<Store>,
 }
 
 impl Drop for Db {
@@ -290,6 +304,18 @@ impl Accounts {
         threads: usize,
         queue_capacity: usize,
     ) -> Result<(Self, WorkersGuard), OpenError> {
+        Self::open_with_store(data_dir, bcrypt_cost, threads, queue_capacity, None)
+    }
+
+    /// [`Accounts::open`], keeping users and channels in `store` when there is one (cluster
+    /// mode) instead of the SQLite file. Shut the returned guard down before the store's.
+    pub fn open_with_store(
+        data_dir: &Path,
+        bcrypt_cost: u32,
+        threads: usize,
+        queue_capacity: usize,
+        store: Option<Store>,
+    ) -> Result<(Self, WorkersGuard), OpenError> {
         if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&bcrypt_cost) {
             return Err(OpenError::BcryptCost(bcrypt_cost));
         }
@@ -302,13 +328,13 @@ impl Accounts {
         // write lock, and taking turns is simpler than leaning on the busy timeout.
         let turns = Arc::new(Mutex::new(()));
         let opener = |lowered: bool| {
-            let (path, turns) = (path.clone(), Arc::clone(&turns));
+            let (path, turns, store) = (path.clone(), Arc::clone(&turns), store.clone());
             move || {
                 if lowered {
                     lower_this_threads_priority();
                 }
                 let _turn = turns.lock().unwrap_or_else(PoisonError::into_inner);
-                Db::open(&path, Arc::clone(&turns))
+                Db::open(&path, Arc::clone(&turns), store.clone())
             }
         };
         let (workers, guard) = Workers::start(threads, queue_capacity, opener(false))?;
@@ -402,6 +428,15 @@ impl Accounts {
         self.run(move |db| db.create_channel(&channel, owner))
     }
 
+    /// The stored channel of this name (ignoring case), as it was created.
+    pub fn find_channel(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<Option<ChannelName>, AccountError>> + Send + 'static {
+        let channel = channel.clone();
+        self.run(move |db| db.find_channel(&channel))
+    }
+
     /// Every stored channel's display name, oldest first.
     pub fn list_channels(
         &self,
@@ -440,7 +475,11 @@ impl Accounts {
 
 impl Db {
     /// Opens the database and prepares it; runs on a worker thread.
-    fn open(path: &Path, turns: Arc<Mutex<()>>) -> Result<Db, rusqlite::Error> {
+    fn open(
+        path: &Path,
+        turns: Arc<Mutex<()>>,
+        store: Option<Store>,
+    ) -> Result<Db, rusqlite::Error> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String =
@@ -454,11 +493,14 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Db { conn, turns })
+        Ok(Db { conn, turns, store })
     }
 
     /// The user with this name (ASCII case ignored) and their password hash.
     fn find_user(&mut self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+        if let Some(store) = &self.store {
+            return store.find_user(name);
+        }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, name, password_hash FROM user WHERE name = ?1")?;
@@ -482,12 +524,15 @@ impl Db {
         password: &str,
         cost: u32,
     ) -> Result<Created, AccountError> {
-        // Skip the expensive hash when the name is visibly taken; the UNIQUE constraint still
-        // decides races.
+        // Skip the expensive hash when the name is visibly taken; the UNIQUE constraint (or the
+        // store's create) still decides races.
         if self.find_user(name)?.is_some() {
             return Ok(Created::NameTaken);
         }
         let hash = bcrypt::non_truncating_hash(password.as_bytes(), cost)?;
+        if let Some(store) = &self.store {
+            return store.create_user(name, &hash);
+        }
         let inserted = self
             .conn
             .prepare_cached(
@@ -505,6 +550,9 @@ impl Db {
     }
 
     fn create_channel(&mut self, channel: &ChannelName, owner: i64) -> Result<bool, AccountError> {
+        if let Some(store) = &self.store {
+            return store.create_channel(channel, owner);
+        }
         let changed = self
             .conn
             .prepare_cached(
@@ -520,7 +568,22 @@ impl Db {
         Ok(changed == 1)
     }
 
+    fn find_channel(&mut self, channel: &ChannelName) -> Result<Option<ChannelName>, AccountError> {
+        if let Some(store) = &self.store {
+            return store.find_channel(channel);
+        }
+        let name: Option<String> = self
+            .conn
+            .prepare_cached("SELECT name FROM channel WHERE key = ?1")?
+            .query_row([&**channel.key()], |row| row.get(0))
+            .optional()?;
+        Ok(name.and_then(|name| ChannelName::new(&name).ok()))
+    }
+
     fn list_channels(&mut self) -> Result<Vec<String>, AccountError> {
+        if let Some(store) = &self.store {
+            return store.list_channels();
+        }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT name FROM channel ORDER BY id")?;
@@ -542,7 +605,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -853,7 +916,7 @@ mod tests {
     #[test]
     fn only_unique_violations_count_as_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join(DB_FILE), Arc::default()).unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE), Arc::default(), None).unwrap();
         let insert = "INSERT INTO user (name, password_hash, created_at) VALUES (?1, 'x', 0)";
         db.conn.execute(insert, ["Zed"]).unwrap();
         let duplicate = db.conn.execute(insert, ["zED"]).unwrap_err();

@@ -3,6 +3,10 @@
 //!
 //! Members are grouped by shard because that is how lines travel: the home sends one delivery per shard
 //! that has members, never one per member, and the member's shard puts the line in each local queue.
+//!
+//! In a cluster the same record also stands on nodes that are not the channel's home: there it
+//! relays for that node's members ([`Role::Replica`]), and at the home it also counts the members of
+//! other nodes, grouped by node, since the home publishes each line once for all of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +24,56 @@ pub struct Channel {
     capacity: u32,
     /// Members by shard: session key → user name.
     members: Vec<HashMap<u64, Arc<str>>>,
-    /// Total members, kept so capacity checks and counts cost nothing.
+    /// Members on other nodes of a cluster (this node being the home): node → token → user name.
+    remote: HashMap<Arc<str>, HashMap<u64, Arc<str>>>,
+    /// Total members, local and remote, kept so capacity checks and counts cost nothing.
     len: u32,
+    /// Whether this node orders the channel or relays for it.
+    pub role: Role,
+}
+
+/// This node's part in a channel.
+#[derive(Debug)]
+pub enum Role {
+    /// This node puts the channel's lines in order (always, outside a cluster). In a cluster,
+    /// `epoch` is when it became the home and `seq` counts the events it has published since.
+    Home {
+        /// When this node became the home (ms since the Unix epoch; 0 outside a cluster).
+        epoch: u64,
+        /// Events published in this epoch.
+        seq: u64,
+    },
+    /// Another node is the home: this record keeps this node's members and relays for them.
+    Replica(Box<Replica>),
+}
+
+/// A channel as seen from a node that is not its home.
+#[derive(Debug)]
+pub struct Replica {
+    /// The home node.
+    pub node: Arc<str>,
+    /// The home's epoch and the next sequence number expected from it; `None` until the first
+    /// event (and again after this node stopped listening).
+    pub synced: Option<(u64, u64)>,
+    /// This node's number for each local member, by which the home knows it.
+    pub tokens: HashMap<SessionId, u64>,
+    /// Joins asked of the home and not yet answered: token → (session, user, created here).
+    pub pending: HashMap<u64, (SessionId, Arc<str>, bool)>,
+    /// Whether this node listens to the channel's events.
+    pub subscribed: bool,
+}
+
+impl Replica {
+    /// A replica for the channel homed on `node`, with no members yet.
+    pub fn new(node: Arc<str>) -> Replica {
+        Replica {
+            node,
+            synced: None,
+            tokens: HashMap::new(),
+            pending: HashMap::new(),
+            subscribed: false,
+        }
+    }
 }
 
 impl Channel {
@@ -32,8 +84,75 @@ impl Channel {
             name,
             capacity,
             members: (0..shards).map(|_| HashMap::new()).collect(),
+            remote: HashMap::new(),
             len: 0,
+            role: Role::Home { epoch: 0, seq: 0 },
         }
+    }
+
+    /// Members on this node alone.
+    pub fn local_len(&self) -> u32 {
+        self.len - self.remote.values().map(|m| m.len() as u32).sum::<u32>()
+    }
+
+    /// Whether members of other nodes are in (this node being the home).
+    pub fn has_remote(&self) -> bool {
+        !self.remote.is_empty()
+    }
+
+    /// Whether member `token` of `node` is in.
+    pub fn contains_remote(&self, node: &str, token: u64) -> bool {
+        self.remote
+            .get(node)
+            .is_some_and(|m| m.contains_key(&token))
+    }
+
+    /// Adds member `token` of `node`; false if it was one already.
+    pub fn add_remote(&mut self, node: &Arc<str>, token: u64, user: Arc<str>) -> bool {
+        let members = self.remote.entry(node.clone()).or_default();
+        if members.insert(token, user).is_some() {
+            return false;
+        }
+        self.len += 1;
+        true
+    }
+
+    /// Removes member `token` of `node`, returning its user name.
+    pub fn remove_remote(&mut self, node: &str, token: u64) -> Option<Arc<str>> {
+        let members = self.remote.get_mut(node)?;
+        let user = members.remove(&token)?;
+        if members.is_empty() {
+            self.remote.remove(node);
+        }
+        self.len -= 1;
+        Some(user)
+    }
+
+    /// Removes every member of the nodes `keep` refuses, returning their user names.
+    pub fn remove_nodes(&mut self, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut gone = Vec::new();
+        self.remote.retain(|node, members| {
+            if keep(node) {
+                return true;
+            }
+            gone.extend(members.drain().map(|(_, user)| user));
+            false
+        });
+        self.len -= gone.len() as u32;
+        gone
+    }
+
+    /// This node's members: (session, user name).
+    pub fn local_members(&self) -> impl Iterator<Item = (SessionId, &Arc<str>)> + '_ {
+        self.members.iter().enumerate().flat_map(|(shard, m)| {
+            m.iter().map(move |(&key, user)| {
+                let session = SessionId {
+                    shard: ShardId(shard as u16),
+                    key,
+                };
+                (session, user)
+            })
+        })
     }
 
     /// Members now.
@@ -104,6 +223,7 @@ impl Channel {
         let mut names: Vec<Arc<str>> = self
             .members
             .iter()
+            .chain(self.remote.values())
             .flat_map(|m| m.values().cloned())
             .collect();
         // Usernames are ASCII (see `accounts::validate_username`), so ASCII case folding, byte by

@@ -18,7 +18,9 @@ use tracing::{info, warn};
 
 use crate::accounts::{Accounts, OpenError};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
-use crate::cluster::{Cluster, ClusterView, ClusterWatch};
+use crate::cluster::link::ShardLink;
+use crate::cluster::store::{Store, StoreGuard};
+use crate::cluster::{BridgeStart, Cluster, ClusterView, ClusterWatch};
 use crate::config::Config;
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
@@ -37,6 +39,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Log lines that may wait for the log writer before new ones are dropped (and counted).
 const LOG_QUEUE: usize = 1 << 14;
+
+/// How long a node of a cluster waits at start for NATS and the other nodes before it takes
+/// users anyway (it then serves its own users alone until NATS is there).
+const CLUSTER_WAIT: Duration = Duration::from_secs(4);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,9 @@ pub enum StartError {
     /// The channels could not be read from the database.
     #[error("cannot read the channels from the database: {0}")]
     Channels(String),
+    /// The cluster's store of accounts and channels could not start (a bad NATS URL).
+    #[error("cannot use the cluster's store: {0}")]
+    Store(String),
     /// The channel log directory could not be used.
     #[error("cannot write channel logs in {dir}: {source}")]
     Logs {
@@ -123,6 +132,8 @@ pub struct Server {
     heartbeat: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
     /// The bridge to the other nodes, in cluster mode.
     cluster: Option<Cluster>,
+    /// The thread that keeps accounts and channels in NATS, in cluster mode.
+    store: Option<StoreGuard>,
 }
 
 /// Sends the shard's failure to [`Server::start`] if the shard's future is dropped without running,
@@ -186,15 +197,28 @@ impl Server {
             .workers
             .unwrap_or(cpus.len())
             .clamp(1, crate::config::MAX_WORKERS);
-        let (accounts, workers_guard) = Accounts::open(
+        // In a cluster, accounts and channels are the cluster's, in NATS key-value buckets.
+        let (store, store_guard) = match config.cluster.as_deref().map(Store::start) {
+            Some(Ok((store, guard))) => (Some(store), Some(guard)),
+            Some(Err(e)) => return Err(StartError::Store(e.to_string())),
+            None => (None, None),
+        };
+        let (accounts, workers_guard) = Accounts::open_with_store(
             &config.data_dir,
             config.bcrypt_cost,
             workers,
             config.worker_queue,
+            store,
         )?;
 
         let channels = match futures::executor::block_on(accounts.list_channels()) {
             Ok(names) => names,
+            // A node of a cluster that cannot reach NATS yet starts with no channels: it learns
+            // each one when it is made, or when a node that knows it asks for it.
+            Err(e) if store_guard.is_some() => {
+                warn!(error = %e, "cluster: cannot read the channels yet; starting without them");
+                Vec::new()
+            }
             Err(e) => {
                 workers_guard.shutdown();
                 return Err(StartError::Channels(format!("{e:?}")));
@@ -232,6 +256,38 @@ impl Server {
             }
         };
 
+        // In a cluster the bridge starts before the shards, and the node listens to the others
+        // for a moment before it takes users (see `cluster::SETTLE`).
+        let mut cluster_links: Vec<Option<(ShardLink, Arc<str>)>> =
+            (0..shard_count).map(|_| None).collect();
+        let cluster = config.cluster.as_deref().and_then(|url| {
+            let node = config
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::cluster::default_node_name);
+            let (ends, to_shards, from_shards) = crate::cluster::link::links(&doorbells);
+            let start = BridgeStart {
+                url: url.to_string(),
+                node: node.clone(),
+                to_shards,
+                from_shards,
+            };
+            match Cluster::start(start, CLUSTER_WAIT) {
+                Ok(cluster) => {
+                    info!(%url, %node, "cluster: this node joins");
+                    let name: Arc<str> = node.into();
+                    for (slot, end) in cluster_links.iter_mut().zip(ends) {
+                        *slot = Some((end, name.clone()));
+                    }
+                    Some(cluster)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cluster: cannot start the bridge thread; this node runs alone");
+                    None
+                }
+            }
+        });
+
         let defences = Defences::new(&config);
         let config = Arc::new(config);
         let stats = Stats::new(shard_count);
@@ -258,6 +314,7 @@ impl Server {
                 doorbell: doorbells[index].clone(),
                 chanlog: chanlog.clone(),
                 channels: std::mem::take(&mut homed[index]),
+                cluster: cluster_links[index].take(),
             };
             let guard = ReadyGuard {
                 tx: ready_tx.clone(),
@@ -338,22 +395,6 @@ impl Server {
             return Err(err);
         }
 
-        let cluster = config.cluster.as_deref().and_then(|url| {
-            let node = config
-                .node_name
-                .clone()
-                .unwrap_or_else(crate::cluster::default_node_name);
-            match Cluster::start(url, &node) {
-                Ok(cluster) => {
-                    info!(%url, %node, "cluster: this node joins");
-                    Some(cluster)
-                }
-                Err(e) => {
-                    warn!(error = %e, "cluster: cannot start the bridge thread; this node runs alone");
-                    None
-                }
-            }
-        });
         let heartbeat = (config.stats_interval > 0).then(|| {
             spawn_heartbeat(
                 Duration::from_secs(config.stats_interval),
@@ -377,6 +418,7 @@ impl Server {
             chanlog_guard,
             heartbeat,
             cluster,
+            store: store_guard,
         })
     }
 
@@ -449,6 +491,10 @@ impl Server {
         }
         self.chanlog_guard.shutdown();
         self.workers.shutdown();
+        // After the workers, which are its callers.
+        if let Some(store) = self.store {
+            store.shutdown();
+        }
         info!("ringtalk stopped");
     }
 }
@@ -533,8 +579,9 @@ fn spawn_heartbeat(
                     limits = %limits.join(" "),
                     cluster = %cluster.as_ref().map_or_else(|| "off".to_string(), |c| {
                         let view = c.view();
+                        let (sent, received, dropped) = c.traffic();
                         format!(
-                            "{} nodes, NATS {}",
+                            "{} nodes, NATS {}, sent {sent} received {received} dropped {dropped}",
                             view.nodes.len(),
                             if view.connected { "connected" } else { "away" }
                         )

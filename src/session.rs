@@ -646,8 +646,23 @@ impl Session {
                     }
                 }
                 JoinOutcome::Full => self.say("Request to join channel denied: Channel is full"),
+                JoinOutcome::NoSuchChannel if self.shard.cluster.is_some() && !create => {
+                    // Another node may have made it a moment ago, before this node heard of
+                    // it: the cluster's store has the last word.
+                    let accounts = self.shard.accounts.clone();
+                    match self.wait(accounts.find_channel(&asked)).await? {
+                        Ok(Some(stored)) => return Box::pin(self.enter_channel(name, stored, true)).await,
+                        Ok(None) => self.say(&format!(
+                            "Channel #{asked} does not exist. Use /create {asked} to make it."
+                        )),
+                        Err(e) => self.say_account_error(&e),
+                    }
+                }
                 JoinOutcome::NoSuchChannel => self.say(&format!(
                     "Channel #{asked} does not exist. Use /create {asked} to make it."
+                )),
+                JoinOutcome::Unavailable => self.say(&format!(
+                    "Channel #{asked} is served by another node, which cannot be reached now; try again in a moment."
                 )),
             }
         }

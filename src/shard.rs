@@ -23,6 +23,8 @@ use shard_proto::{
 
 use crate::accounts::Accounts;
 use crate::chanlog::ChannelLog;
+use crate::cluster::link::ShardLink;
+use crate::cluster::wire::ClusterOut;
 use crate::config::Config;
 use crate::defences::{Defences, Limit};
 use crate::hub::{Hub, Outputs};
@@ -84,6 +86,8 @@ pub struct Shard {
     /// Sessions that have moved here and have a mailbox but no task yet; the inbox task starts
     /// them right after the message that brought them.
     arrivals: RefCell<Vec<(Rc<Mailbox>, Traveller)>>,
+    /// This shard's end of the queues to the node's bridge, in a cluster.
+    pub(crate) cluster: Option<ShardLink>,
 }
 
 /// Messages for one other shard; its pump task moves them into the ring.
@@ -240,6 +244,12 @@ impl Outputs for ShardOutputs<'_> {
         lost.get(&channel).copied().unwrap_or(0)
     }
 
+    fn to_cluster(&mut self, msg: ClusterOut) {
+        if let Some(link) = &self.shard.cluster {
+            link.send(msg);
+        }
+    }
+
     fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32) {
         if let Some(mailbox) = self.sessions.get(&session) {
             let limit = self.shard.config.queue_limit as usize;
@@ -288,8 +298,13 @@ impl Shard {
         chanlog: ChannelLog,
         channels: Vec<ChannelName>,
         readiness: Readiness,
+        cluster: Option<(ShardLink, Arc<str>)>,
     ) -> Shard {
         let mut hub = Hub::new(id, shards, config.channel_capacity, config.colocate_up_to);
+        let cluster = cluster.map(|(link, node)| {
+            hub.join_cluster(node, crate::cluster::now_ms());
+            link
+        });
         for name in channels {
             hub.open(name);
         }
@@ -319,6 +334,7 @@ impl Shard {
             listener_ready: Cell::new(true),
             acceptor: RefCell::new(None),
             arrivals: RefCell::new(Vec::new()),
+            cluster,
         }
     }
 

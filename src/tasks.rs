@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::accounts::Accounts;
 use crate::chanlog::ChannelLog;
+use crate::cluster::link::ShardLink;
 use crate::config::Config;
 use crate::defences::{Admission, Defences, Refusal, Ticket};
 use crate::listener::{self, LogLimiter};
@@ -69,6 +70,8 @@ pub struct ShardStart {
     pub chanlog: ChannelLog,
     /// The channels homed on this shard.
     pub channels: Vec<ChannelName>,
+    /// In a cluster: this shard's end of the queues to the bridge, and the node's name.
+    pub cluster: Option<(ShardLink, Arc<str>)>,
 }
 
 /// The body of a shard's executor: start its tasks, accept until told to stop, then close every
@@ -89,11 +92,12 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         doorbell,
         chanlog,
         channels,
+        cluster,
     } = start;
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
     let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
     let shard = Rc::new(Shard::new(
-        id, shards, config, accounts, stats, defences, chanlog, channels, readiness,
+        id, shards, config, accounts, stats, defences, chanlog, channels, readiness, cluster,
     ));
     if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
@@ -276,6 +280,16 @@ async fn inbox(
             }
             if taken > 0 {
                 ring.after_pops();
+            }
+            handled += taken;
+        }
+        // What the bridge brings from other nodes, in the same turns as the rings.
+        if let Some(link) = &shard.cluster {
+            let mut taken = 0;
+            while taken < batch {
+                let Some(msg) = link.try_recv() else { break };
+                shard.chat(|hub, out| hub.from_cluster(msg, out));
+                taken += 1;
             }
             handled += taken;
         }

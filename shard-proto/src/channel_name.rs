@@ -106,11 +106,17 @@ impl fmt::Debug for ChannelName {
 /// number of shards. The function is fixed here for good: the same name has the same home on every
 /// run and machine with the same shard count.
 pub fn home_of(name: &ChannelName, shards: usize) -> ShardId {
+    home_of_key(name.key(), shards)
+}
+
+/// [`home_of`] for a channel known only by its key ([`ChannelName::key`]), as a message from
+/// another node names it.
+pub fn home_of_key(key: &str, shards: usize) -> ShardId {
     assert!(
         shards > 0 && shards <= usize::from(u16::MAX),
         "shard count out of range"
     );
-    let hash = name.key().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     ShardId((hash % shards as u64) as u16)

@@ -13,7 +13,9 @@ use std::sync::Arc;
 mod channel_name;
 mod messages;
 
-pub use channel_name::{home_of, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS};
+pub use channel_name::{
+    home_of, home_of_key, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS,
+};
 pub use messages::{JoinOutcome, ListEntry, ShardMsg, ToHome, ToMember, Traveller};
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.

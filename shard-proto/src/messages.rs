@@ -186,6 +186,8 @@ pub enum JoinOutcome {
     Full,
     /// No channel has that name.
     NoSuchChannel,
+    /// The channel's home is another node of the cluster, which cannot be reached now.
+    Unavailable,
 }
 
 /// One channel in a [`ToMember::List`] answer.

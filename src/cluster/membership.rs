@@ -58,6 +58,14 @@ impl Membership {
         gone
     }
 
+    /// Counts every known node as heard at `now`: after NATS was away, when nobody could be heard,
+    /// each gets the full timeout to be heard again.
+    pub fn heard_all_again(&mut self, now: Instant) {
+        for at in self.last_heard.values_mut() {
+            *at = now;
+        }
+    }
+
     /// The live nodes, in name order.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
         self.last_heard.keys().map(String::as_str)

@@ -2,31 +2,39 @@
 //!
 //! No maintained NATS client runs without tokio, so each node runs one *bridge* thread: a
 //! current-thread tokio runtime with the `async-nats` client, the same shape as the SQLite and
-//! bcrypt workers. No shard waits on it. What it does so far:
+//! bcrypt workers. No shard waits on it: shards and bridge meet in the queues of [`link`]. The
+//! bridge
 //!
-//! - it connects, and reconnects by itself when the NATS server goes and comes back (the log says
-//!   so, and [`ClusterView::connected`] follows);
-//! - it announces this node once a second and keeps the [`membership`] of live nodes (a node not
-//!   heard from for 3 s is gone);
-//! - [`placement`] says which node is a channel's home (rendezvous hashing over the live nodes).
+//! - connects, and reconnects by itself when the NATS server goes and comes back (the log says
+//!   so, and every shard is told, so members hear that cross-node chat is interrupted);
+//! - announces this node once a second and keeps the [`membership`] of live nodes (a node not
+//!   heard from for 3 s is gone), telling every shard when it changes; [`placement`] then says
+//!   which node is each channel's home;
+//! - carries what the shards' hubs say to other nodes ([`wire`]): requests to a channel's home,
+//!   the home's events on the channel's subject (subscribed only while this node has members
+//!   there), answers, and the list of channels, which it gathers from every node.
 //!
-//! Lines, accounts and channels do not cross nodes yet: each node still serves its own users and
-//! channels alone (docs/ARCHITECTURE.md, "Cluster", says what is built and what is not).
+//! What each shard does with it is in `hub::cluster`.
 
+pub mod link;
 pub mod membership;
 pub mod placement;
+pub mod store;
+pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use link::{FromShards, ToShards, Traffic};
 use membership::{Membership, ANNOUNCE_EVERY};
+use wire::{ClusterIn, ClusterOut, ListItem};
 
-/// The subject every node announces itself on.
-pub const NODES_SUBJECT: &str = "ringtalk.nodes";
+pub use wire::NODES_SUBJECT;
 
 /// What the rest of the server (the heartbeat, tests) may read of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,46 +45,82 @@ pub struct ClusterView {
     pub nodes: Vec<String>,
 }
 
-/// Reads the bridge's [`ClusterView`] from any thread.
+/// Reads the bridge's [`ClusterView`] and traffic from any thread.
 #[derive(Clone, Debug)]
-pub struct ClusterWatch(Arc<Mutex<ClusterView>>);
+pub struct ClusterWatch {
+    view: Arc<Mutex<ClusterView>>,
+    traffic: Arc<Traffic>,
+}
 
 impl ClusterWatch {
     /// The cluster as the bridge sees it now.
     pub fn view(&self) -> ClusterView {
-        self.0
+        self.view
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Messages sent to and received from other nodes, and lines dropped on the way.
+    pub fn traffic(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.traffic;
+        (
+            t.sent.load(Relaxed),
+            t.received.load(Relaxed),
+            t.dropped.load(Relaxed),
+        )
     }
 }
 
 /// The bridge thread and what it shares.
 #[derive(Debug)]
 pub struct Cluster {
-    view: Arc<Mutex<ClusterView>>,
+    watch: ClusterWatch,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// How long a starting node waits to hear the others before it takes users: a node that thinks
+/// itself alone would take every channel's home for a moment.
+pub const SETTLE: Duration = Duration::from_millis(1500);
+
+/// What the bridge is given to start.
+pub struct BridgeStart {
+    /// The NATS server's URL.
+    pub url: String,
+    /// This node's name.
+    pub node: String,
+    /// The ways to the shards.
+    pub to_shards: ToShards,
+    /// What the shards send.
+    pub from_shards: FromShards,
+}
+
 impl Cluster {
-    /// Starts the bridge thread for node `node` of the cluster at `url`. Returns at once: the
-    /// connection is made (and remade) in the background.
-    pub fn start(url: &str, node: &str) -> std::io::Result<Cluster> {
+    /// Starts the bridge thread. Returns once the node has been connected for [`SETTLE`] (so it
+    /// has heard the other nodes), or after `wait` if NATS is not there: the connection is made
+    /// (and remade) in the background.
+    pub fn start(start: BridgeStart, wait: Duration) -> std::io::Result<Cluster> {
         let view = Arc::new(Mutex::new(ClusterView {
             connected: false,
-            nodes: vec![node.to_string()],
+            nodes: vec![start.node.clone()],
         }));
+        let watch = ClusterWatch {
+            view: view.clone(),
+            traffic: start.to_shards.traffic().clone(),
+        };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (settled_tx, settled_rx) = std::sync::mpsc::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (url, node, shared) = (url.to_string(), node.to_string(), view.clone());
         let thread = std::thread::Builder::new()
             .name("ringtalk-bridge".into())
-            .spawn(move || runtime.block_on(bridge(url, node, shared, stop_rx)))?;
+            .spawn(move || runtime.block_on(bridge(start, view, stop_rx, settled_tx)))?;
+        let _ = settled_rx.recv_timeout(wait);
         Ok(Cluster {
-            view,
+            watch,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -84,12 +128,12 @@ impl Cluster {
 
     /// The cluster as the bridge sees it now.
     pub fn view(&self) -> ClusterView {
-        self.watch().view()
+        self.watch.view()
     }
 
     /// A handle that reads the view from any thread (the heartbeat's).
     pub fn watch(&self) -> ClusterWatch {
-        ClusterWatch(self.view.clone())
+        self.watch.clone()
     }
 
     /// Stops the bridge and waits for its thread.
@@ -113,33 +157,60 @@ impl Drop for Cluster {
     }
 }
 
-/// The bridge: keeps the connection, announces this node, follows the others.
+/// Milliseconds since the Unix epoch: a new home's epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long the bridge waits for one publish to be taken by the client, and for other nodes to
+/// answer a list request.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A list request from another node being gathered from this node's shards.
+struct Gathering {
+    reply: async_nats::Subject,
+    waiting: usize,
+    channels: Vec<ListItem>,
+}
+
+/// The bridge: keeps the connection, announces this node, follows the others, and carries the
+/// shards' messages both ways.
 async fn bridge(
-    url: String,
-    node: String,
+    start: BridgeStart,
     view: Arc<Mutex<ClusterView>>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
+    settled: std::sync::mpsc::Sender<()>,
 ) {
-    let events = view.clone();
+    let BridgeStart {
+        url,
+        node,
+        to_shards,
+        mut from_shards,
+    } = start;
+    let (link_tx, mut link_rx) = tokio::sync::mpsc::unbounded_channel();
     let connecting = async_nats::ConnectOptions::new()
         .name(&node)
         .retry_on_initial_connect()
         .event_callback(move |event| {
-            let view = events.clone();
+            let link_tx = link_tx.clone();
             async move {
-                let connected = match event {
-                    async_nats::Event::Connected => true,
-                    async_nats::Event::Disconnected => false,
-                    _ => return,
-                };
-                if connected {
-                    info!("cluster: connected to NATS");
-                } else {
-                    warn!("cluster: lost NATS; reconnecting");
+                match event {
+                    async_nats::Event::Connected => {
+                        let _ = link_tx.send(true);
+                    }
+                    async_nats::Event::Disconnected => {
+                        let _ = link_tx.send(false);
+                    }
+                    async_nats::Event::SlowConsumer(sid) => {
+                        warn!(
+                            sid,
+                            "cluster: NATS dropped messages for this node (too slow)"
+                        );
+                    }
+                    _ => {}
                 }
-                view.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .connected = connected;
             }
         })
         .connect(url.as_str())
@@ -151,26 +222,63 @@ async fn bridge(
             return;
         }
     };
-    let mut announcements = match client.subscribe(NODES_SUBJECT).await {
-        Ok(sub) => sub,
-        Err(e) => {
-            warn!(error = %e, "cluster: cannot subscribe; this node runs alone");
-            return;
-        }
+    let subscribed = async {
+        Ok::<_, async_nats::SubscribeError>((
+            client.subscribe(NODES_SUBJECT).await?,
+            client.subscribe(wire::CREATED_SUBJECT).await?,
+            client
+                .subscribe(format!("ringtalk.home.{}.>", wire::hex(&node)))
+                .await?,
+            client
+                .subscribe(format!("ringtalk.node.{}.>", wire::hex(&node)))
+                .await?,
+            client.subscribe(wire::list_subject(&node)).await?,
+        ))
     };
+    let (mut announcements, mut created, mut home_inbox, mut node_inbox, mut list_requests) =
+        match subscribed.await {
+            Ok(subs) => subs,
+            Err(e) => {
+                warn!(error = %e, "cluster: cannot subscribe; this node runs alone");
+                return;
+            }
+        };
+    let shards = to_shards.len();
+    let traffic = to_shards.traffic().clone();
     let mut membership = Membership::new(&node, Instant::now());
+    let mut connected = false;
+    let mut connected_since: Option<Instant> = None;
+    let mut settled = Some(settled);
+    let mut told: Option<(Vec<String>, bool)> = None;
+    let mut channel_subs: HashMap<Arc<str>, tokio::task::AbortHandle> = HashMap::new();
+    let mut gatherings: HashMap<u64, Gathering> = HashMap::new();
+    let mut next_gathering = 0u64;
     let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(up) = link_rx.recv() => {
+                if up {
+                    info!("cluster: connected to NATS");
+                    // Nobody was heard while NATS was away; that is NATS's silence, not theirs.
+                    membership.heard_all_again(Instant::now());
+                    connected_since = Some(Instant::now());
+                } else {
+                    warn!("cluster: lost NATS; reconnecting (cross-node chat is interrupted)");
+                    connected_since = None;
+                }
+                connected = up;
+            }
             _ = tick.tick() => {
-                // Queued by the client while NATS is away, and sent when it is back; never
-                // waited on for longer than a tick, so a stop is never held up by it.
                 let announce = client.publish(NODES_SUBJECT, node.clone().into());
                 let _ = tokio::time::timeout(ANNOUNCE_EVERY, announce).await;
-                for gone in membership.expire(&node, Instant::now()) {
-                    info!(node = %gone, "cluster: node gone");
+                // While NATS is away nobody is heard, and nobody is taken for gone.
+                if connected {
+                    for gone in membership.expire(&node, Instant::now()) {
+                        info!(node = %gone, "cluster: node gone");
+                    }
                 }
+                to_shards.send_all(|| ClusterIn::Tick);
             }
             msg = announcements.next() => {
                 let Some(msg) = msg else { break };
@@ -180,12 +288,212 @@ async fn bridge(
                     }
                 }
             }
+            msg = created.next() => {
+                let Some(msg) = msg else { break };
+                if let Ok(name) = std::str::from_utf8(&msg.payload) {
+                    if let Ok(channel) = shard_proto::ChannelName::new(name) {
+                        let shard = shard_proto::home_of(&channel, shards).index();
+                        to_shards.send(shard, ClusterIn::Created(name.to_string()));
+                    }
+                }
+            }
+            msg = home_inbox.next() => {
+                let Some(msg) = msg else { break };
+                match serde_json::from_slice::<wire::ToHomeNode>(&msg.payload) {
+                    Ok(req) => match shard_proto::ChannelName::new(&req.channel) {
+                        Ok(channel) => {
+                            let shard = shard_proto::home_of(&channel, shards).index();
+                            to_shards.send(shard, ClusterIn::AtHome(req));
+                        }
+                        Err(_) => debug!("cluster: a request for a channel with an invalid name"),
+                    },
+                    Err(e) => debug!(error = %e, "cluster: an unreadable request"),
+                }
+            }
+            msg = node_inbox.next() => {
+                let Some(msg) = msg else { break };
+                let shard = msg.subject.rsplit('.').next().and_then(|s| s.parse::<usize>().ok());
+                match (shard, serde_json::from_slice::<wire::NodeMsg>(&msg.payload)) {
+                    (Some(shard), Ok(answer)) => to_shards.send(shard, ClusterIn::AtNode(answer)),
+                    _ => debug!("cluster: an unreadable answer"),
+                }
+            }
+            msg = list_requests.next() => {
+                let Some(msg) = msg else { break };
+                let Some(reply) = msg.reply else { continue };
+                let id = next_gathering;
+                next_gathering += 1;
+                gatherings.insert(id, Gathering { reply, waiting: shards, channels: Vec::new() });
+                to_shards.send_all(|| ClusterIn::ListRequest { id });
+            }
+            msg = from_shards.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    ClusterOut::Subscribe(key) => {
+                        if channel_subs.contains_key(&key) {
+                            continue;
+                        }
+                        match client.subscribe(wire::channel_subject(&key)).await {
+                            Ok(sub) => {
+                                let task = tokio::spawn(hear_channel(sub, key.clone(), to_shards.clone()));
+                                channel_subs.insert(key, task.abort_handle());
+                            }
+                            Err(e) => warn!(error = %e, "cluster: cannot listen to a channel"),
+                        }
+                    }
+                    ClusterOut::Unsubscribe(key) => {
+                        if let Some(task) = channel_subs.remove(&key) {
+                            // Dropping the subscriber with its task unsubscribes.
+                            task.abort();
+                        }
+                    }
+                    ClusterOut::ListPart { id, channels } => {
+                        let Some(g) = gatherings.get_mut(&id) else { continue };
+                        g.channels.extend(channels);
+                        g.waiting -= 1;
+                        if g.waiting == 0 {
+                            let g = gatherings.remove(&id).expect("looked up above");
+                            let payload = serde_json::to_vec(&g.channels).unwrap_or_default();
+                            send(&client, &traffic, connected, g.reply, payload, false).await;
+                        }
+                    }
+                    ClusterOut::List { session } => {
+                        let others: Vec<String> = membership
+                            .nodes()
+                            .filter(|n| *n != node)
+                            .map(str::to_string)
+                            .collect();
+                        let asking = ask_for_lists(client.clone(), others, connected);
+                        let to_shards = to_shards.clone();
+                        tokio::spawn(async move {
+                            let channels = crate::hub::list_entries(asking.await);
+                            let answer = ClusterIn::ListAnswer { session: session.key, channels };
+                            to_shards.send(session.shard.index(), answer);
+                        });
+                    }
+                    other => {
+                        let droppable = other.droppable();
+                        if let Some((subject, payload)) = encode(other) {
+                            send(&client, &traffic, connected, subject.into(), payload, droppable).await;
+                        }
+                    }
+                }
+            }
         }
-        view.lock().unwrap_or_else(PoisonError::into_inner).nodes =
-            membership.nodes().map(str::to_string).collect();
+        let nodes: Vec<String> = membership.nodes().map(str::to_string).collect();
+        let now = (nodes.clone(), connected);
+        if told.as_ref() != Some(&now) {
+            let shared: Arc<[Arc<str>]> = nodes.iter().map(|n| Arc::from(n.as_str())).collect();
+            to_shards.send_all(|| ClusterIn::Nodes {
+                nodes: shared.clone(),
+                connected,
+                epoch: now_ms(),
+            });
+            *view.lock().unwrap_or_else(PoisonError::into_inner) = ClusterView { connected, nodes };
+            told = Some(now);
+        }
+        if connected_since.is_some_and(|at| at.elapsed() >= SETTLE) {
+            if let Some(settled) = settled.take() {
+                let _ = settled.send(());
+            }
+        }
+    }
+    for (_, task) in channel_subs {
+        task.abort();
     }
     // What is queued goes out if NATS is there; if it is away, the flush would wait for it.
     let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
+}
+
+/// Hands every event heard on one channel's subject to the shard that keeps the channel.
+async fn hear_channel(mut sub: async_nats::Subscriber, key: Arc<str>, to_shards: ToShards) {
+    let shard = shard_proto::home_of_key(&key, to_shards.len()).index();
+    while let Some(msg) = sub.next().await {
+        match serde_json::from_slice::<wire::Event>(&msg.payload) {
+            Ok(event) => to_shards.send(shard, ClusterIn::Event(event)),
+            Err(e) => debug!(error = %e, "cluster: an unreadable event"),
+        }
+    }
+}
+
+/// Asks each of `nodes` for its channels, all at once, and gives what came within
+/// [`SEND_TIMEOUT`].
+async fn ask_for_lists(
+    client: async_nats::Client,
+    nodes: Vec<String>,
+    connected: bool,
+) -> Vec<ListItem> {
+    if !connected {
+        return Vec::new();
+    }
+    let asks = nodes.into_iter().map(|node| {
+        let client = client.clone();
+        async move {
+            let asked = client.request(wire::list_subject(&node), Vec::new().into());
+            match tokio::time::timeout(SEND_TIMEOUT, asked).await {
+                Ok(Ok(msg)) => {
+                    serde_json::from_slice::<Vec<ListItem>>(&msg.payload).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            }
+        }
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The subject and bytes of a message for another node.
+fn encode(msg: ClusterOut) -> Option<(String, Vec<u8>)> {
+    let encoded = match msg {
+        ClusterOut::ToHome { node, key, msg } => {
+            (wire::home_subject(&node, &key), serde_json::to_vec(&msg))
+        }
+        ClusterOut::Publish { key, event } => {
+            (wire::channel_subject(&key), serde_json::to_vec(&event))
+        }
+        ClusterOut::ToNode { node, shard, msg } => {
+            (wire::node_subject(&node, shard), serde_json::to_vec(&msg))
+        }
+        ClusterOut::Created(name) => (wire::CREATED_SUBJECT.to_string(), Ok(name.into_bytes())),
+        _ => return None,
+    };
+    match encoded {
+        (subject, Ok(bytes)) => Some((subject, bytes)),
+        (_, Err(e)) => {
+            warn!(error = %e, "cluster: cannot encode a message");
+            None
+        }
+    }
+}
+
+/// Publishes, unless NATS is away (then a line is counted dropped; anything else is put right
+/// when NATS is back, by the members' rejoin and the joins asked again).
+async fn send(
+    client: &async_nats::Client,
+    traffic: &Traffic,
+    connected: bool,
+    subject: async_nats::Subject,
+    payload: Vec<u8>,
+    droppable: bool,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !connected {
+        if droppable {
+            traffic.dropped.fetch_add(1, Relaxed);
+        }
+        return;
+    }
+    match tokio::time::timeout(SEND_TIMEOUT, client.publish(subject, payload.into())).await {
+        Ok(Ok(())) => {
+            traffic.sent.fetch_add(1, Relaxed);
+        }
+        _ => {
+            traffic.dropped.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// How long a stopping node waits to send what it has queued for NATS.

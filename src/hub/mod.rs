@@ -48,8 +48,13 @@ use shard_proto::{
     ToMember, Traveller,
 };
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Role};
+use crate::cluster::wire::{ClusterOut, EventKind};
 use crate::mailbox::Reply;
+
+mod cluster;
+
+pub use cluster::{list_entries, NodeState};
 
 /// Where a hub's decisions go. The shard implements it over rings, session queues and the log writer;
 /// tests implement it over vectors.
@@ -76,6 +81,9 @@ pub trait Outputs {
     /// Deliveries of `channel` for shard `dest` that this shard dropped (its queue to `dest` was
     /// full) and has not yet told `dest` of.
     fn dropped_on_the_way(&self, dest: ShardId, channel: ChannelId) -> u32;
+    /// Hand a message to this node's bridge to the cluster. Only a hub that has joined a cluster
+    /// ([`Hub::join_cluster`]) makes any; outside a cluster there is nowhere for them to go.
+    fn to_cluster(&mut self, _msg: ClusterOut) {}
 }
 
 /// One shard's chat state.
@@ -99,6 +107,8 @@ pub struct Hub {
     session_channel: HashMap<u64, (ChannelId, ChannelName)>,
     /// Local sessions with a join on its way, and the channel each asked for.
     joining: HashMap<u64, ChannelName>,
+    /// This node's place in a cluster (`None`: a node on its own).
+    cluster: Option<NodeState>,
 }
 
 impl Hub {
@@ -115,6 +125,7 @@ impl Hub {
             local: HashMap::new(),
             session_channel: HashMap::new(),
             joining: HashMap::new(),
+            cluster: None,
         }
     }
 
@@ -130,14 +141,19 @@ impl Hub {
             index,
         };
         self.by_key.insert(name.key().clone(), index);
-        self.homed
-            .push(Channel::new(id, name, self.capacity, self.shards));
+        let role = self.role_for(name.key());
+        let mut channel = Channel::new(id, name, self.capacity, self.shards);
+        channel.role = role;
+        self.homed.push(channel);
         id
     }
 
-    /// Channels homed here.
+    /// Channels homed here (in a cluster: those this node is the home of).
     pub fn homed_channels(&self) -> usize {
-        self.homed.len()
+        self.homed
+            .iter()
+            .filter(|c| matches!(c.role, Role::Home { .. }))
+            .count()
     }
 
     /// Members of all channels homed here.
@@ -291,13 +307,19 @@ impl Hub {
         true
     }
 
-    /// A local session asks for every channel: one [`Reply::List`] comes from each shard.
+    /// A local session asks for every channel: one [`Reply::List`] comes from each shard, and in
+    /// a cluster one more with the other nodes' channels; returns how many.
     pub fn list(&mut self, session: u64, out: &mut impl Outputs) -> usize {
         for shard in 0..self.shards {
             let msg = ToHome::List {
                 session: self.session_id(session),
             };
             self.route(ShardId(shard as u16), ShardMsg::ToHome(msg), out);
+        }
+        if self.cluster.is_some() {
+            let session = self.session_id(session);
+            out.to_cluster(ClusterOut::List { session });
+            return self.shards + 1;
         }
         self.shards
     }
@@ -339,6 +361,11 @@ impl Hub {
                 if let Some(ch) = self.homed_mut(channel) {
                     if let Some(user) = ch.remove(session) {
                         ch.add(to, user);
+                        if let Role::Replica(replica) = &mut ch.role {
+                            if let Some(token) = replica.tokens.remove(&session) {
+                                replica.tokens.insert(to, token);
+                            }
+                        }
                         let name = ch.name.clone();
                         self.local.entry(channel).or_default().push(key);
                         self.session_channel.insert(key, (channel, name));
@@ -373,6 +400,7 @@ impl Hub {
                     // Only the channel's home may create it: a join that reached another shard
                     // (a peer's bug) would make a second channel of that name.
                     None if create && shard_proto::home_of(&channel, self.shards) == self.id => {
+                        self.announce_created(&channel, out);
                         Some(self.open(channel.clone()).index)
                     }
                     None => None,
@@ -387,6 +415,9 @@ impl Hub {
                     return self.route(session.shard, ShardMsg::ToMember(msg), out);
                 };
                 let ch = &mut self.homed[index as usize];
+                if matches!(ch.role, Role::Replica(_)) && !ch.contains(session) {
+                    return self.ask_home_to_join(index, session, user, create, out);
+                }
                 let mut come_home = false;
                 let outcome = if ch.contains(session) {
                     JoinOutcome::Joined(ch.id)
@@ -424,18 +455,24 @@ impl Hub {
                 session,
                 line,
             } => {
-                if self
-                    .homed_mut(channel)
-                    .is_some_and(|ch| ch.contains(session))
-                {
+                let Some(ch) = self.homed_mut(channel).filter(|ch| ch.contains(session)) else {
+                    return;
+                };
+                if matches!(ch.role, Role::Replica(_)) {
+                    self.post_to_home(channel.index, session, line, out);
+                } else {
                     self.order(channel.index, line, out);
                 }
             }
             ToHome::Who { channel, session } => {
-                let names = self
-                    .homed_mut(channel)
-                    .filter(|ch| ch.contains(session))
-                    .map(|ch| ch.names());
+                let member = self.homed_mut(channel).filter(|ch| ch.contains(session));
+                if member
+                    .as_ref()
+                    .is_some_and(|ch| matches!(ch.role, Role::Replica(_)))
+                {
+                    return self.ask_home_who(channel.index, session, out);
+                }
+                let names = member.map(|ch| ch.names());
                 let msg = ToMember::Who { session, names };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
@@ -443,6 +480,7 @@ impl Hub {
                 let channels = self
                     .homed
                     .iter()
+                    .filter(|ch| matches!(ch.role, Role::Home { .. }))
                     .map(|ch| ListEntry {
                         name: ch.name.clone(),
                         members: ch.len(),
@@ -457,6 +495,9 @@ impl Hub {
     /// Takes a session out of a channel homed here, telling the members left; nothing if it is not in.
     fn remove_member(&mut self, index: u32, session: SessionId, out: &mut impl Outputs) {
         let ch = &mut self.homed[index as usize];
+        if matches!(ch.role, Role::Replica(_)) {
+            return self.leave_at_home(index, session, out);
+        }
         if let Some(user) = ch.remove(session) {
             let line: Line = format!("{user} has left #{}", ch.name).into();
             self.order(index, line, out);
@@ -470,11 +511,20 @@ impl Hub {
         self.homed.get_mut(id.index as usize)
     }
 
-    /// Gives a line its place in the channel's order: log it, then one delivery per member shard.
+    /// Gives a line its place in the channel's order: log it, then one delivery per member shard
+    /// and, in a cluster, one publication for the members of every other node.
     fn order(&mut self, index: u32, line: Line, out: &mut impl Outputs) {
         let ch = &self.homed[index as usize];
         out.log(&ch.name, &line);
-        let id = ch.id;
+        if ch.has_remote() {
+            self.publish(index, EventKind::Line(line.clone()), out);
+        }
+        self.fan_out(index, line, out);
+    }
+
+    /// One delivery of `line` to each shard with local members of the channel.
+    fn fan_out(&mut self, index: u32, line: Line, out: &mut impl Outputs) {
+        let id = self.homed[index as usize].id;
         for shard in 0..self.shards {
             let shard = ShardId(shard as u16);
             if self.homed[index as usize].has_members_on(shard) {

@@ -1,0 +1,366 @@
+//! What nodes say to each other over NATS, the subjects they say it on, and what a shard's hub
+//! and the bridge hand each other.
+//!
+//! A channel's home node is the only publisher on the channel's subject, so every node hears its
+//! events in one order (NATS keeps each publisher's order); each event carries the home's epoch
+//! (when it became the home) and a sequence number, so a node that misses some (NATS is
+//! at-most-once) sees a gap and tells its members instead of reordering or hiding it. Everything
+//! else a node says goes to one node: to the home's inbox (joins, leaves, lines, who), or to one
+//! shard of the asking node (answers).
+//!
+//! Messages are JSON: a line costs one small encode at its home and one decode per node with
+//! members, never one per member, and a node of another version fails to decode loudly rather
+//! than misreading. Names and node names are hex-encoded in subjects, where `.`, `*` and `>` mean
+//! something.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use shard_proto::{ListEntry, SessionId};
+
+/// Where every node announces itself once a second.
+pub const NODES_SUBJECT: &str = "ringtalk.nodes";
+/// Where a node says it made a channel, so every node knows it (payload: the display name).
+pub const CREATED_SUBJECT: &str = "ringtalk.created";
+
+/// Lower-case hex of `s`'s UTF-8 bytes: a subject token whatever `s` holds.
+pub fn hex(s: &str) -> String {
+    use std::fmt::Write;
+    s.bytes()
+        .fold(String::with_capacity(s.len() * 2), |mut h, b| {
+            let _ = write!(h, "{b:02x}");
+            h
+        })
+}
+
+/// The inverse of [`hex`]; `None` for anything [`hex`] did not make.
+pub fn unhex(h: &str) -> Option<String> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The subject a channel's home publishes its [`Event`]s on.
+pub fn channel_subject(key: &str) -> String {
+    format!("ringtalk.chan.{}", hex(key))
+}
+
+/// The inbox of node `node`'s record of channel `key`: requests to the home, and the home's
+/// [`HomeMsg::Forgotten`] to a node with members (the channel rides in the subject so the
+/// receiving bridge knows the shard).
+pub fn home_subject(node: &str, key: &str) -> String {
+    format!("ringtalk.home.{}.{}", hex(node), hex(key))
+}
+
+/// The inbox of one shard of node `node`, for answers.
+pub fn node_subject(node: &str, shard: u16) -> String {
+    format!("ringtalk.node.{}.{shard}", hex(node))
+}
+
+/// Where node `node` answers requests for the channels homed on it.
+pub fn list_subject(node: &str) -> String {
+    format!("ringtalk.list.{}", hex(node))
+}
+
+/// A request to a channel's home node, from a node with members (or would-be members) there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToHomeNode {
+    /// The channel's display name.
+    pub channel: String,
+    /// The node asking.
+    pub from: Arc<str>,
+    /// What it asks.
+    pub msg: HomeMsg,
+}
+
+/// What a node asks of a channel's home. A member is known there by (node, token): the token is
+/// the member's node's own number for it, which stays the same when the session moves between
+/// that node's shards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HomeMsg {
+    /// Let this user in (answered by an [`EventKind::Answer`] on the channel's subject). Asked
+    /// again, with the same token, until answered: a member already in is answered again, with no
+    /// second "has joined".
+    Join {
+        /// The member's number at its node.
+        token: u64,
+        /// Its user name.
+        user: Arc<str>,
+        /// The asking node has just created the channel.
+        create: bool,
+    },
+    /// This member has left (or its join was cancelled).
+    Leave {
+        /// The member's number at its node.
+        token: u64,
+    },
+    /// A line from this member.
+    Post {
+        /// The member's number at its node.
+        token: u64,
+        /// The line as members will see it.
+        line: Arc<str>,
+    },
+    /// Who is on the channel, for this member's session; answered by [`NodeMsg::Who`].
+    Who {
+        /// The member's number at its node.
+        token: u64,
+        /// The session asking, at the asking node.
+        session: (u16, u64),
+    },
+    /// These members of the asking node are in the channel: sent to a node that has just become
+    /// the home, after NATS comes back, and when the home says [`HomeMsg::Forgotten`]. Nobody is
+    /// announced.
+    Rejoin {
+        /// (token, user name) of each.
+        members: Vec<(u64, Arc<str>)>,
+    },
+    /// The other way: sent by the home (as `from`) to a node that spoke for a member it does not
+    /// know (the home restarted, or took that node for gone). The node answers with
+    /// [`HomeMsg::Rejoin`].
+    Forgotten,
+}
+
+/// What a channel's home publishes on the channel's subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The channel's display name.
+    pub channel: String,
+    /// The node publishing (the home, as it believes).
+    pub home: Arc<str>,
+    /// When that node became the channel's home (ms since the epoch): a new home, or the same node
+    /// restarted, starts new numbers.
+    pub epoch: u64,
+    /// Counts up from 1 within an epoch, one per event.
+    pub seq: u64,
+    /// What happened.
+    pub what: EventKind,
+}
+
+/// One event of a channel, in the channel's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A line for every member.
+    Line(Arc<str>),
+    /// The answer to a [`HomeMsg::Join`] from `node`.
+    Answer {
+        /// The asking node.
+        node: Arc<str>,
+        /// The member's number there.
+        token: u64,
+        /// What happened.
+        outcome: Outcome,
+    },
+}
+
+/// How a join from another node ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The member is in.
+    Joined,
+    /// The channel is at its capacity.
+    Full,
+    /// The home knows no such channel.
+    NoSuchChannel,
+}
+
+/// An answer to one shard of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeMsg {
+    /// The answer to [`HomeMsg::Who`]: member names, or `None` if the asker is no member.
+    Who {
+        /// The session that asked.
+        session: u64,
+        /// The names, sorted.
+        names: Option<Vec<Arc<str>>>,
+    },
+}
+
+/// One channel in an answer to a list request: display name and members.
+pub type ListItem = (String, u32);
+
+/// What a hub asks its node's bridge to do.
+#[derive(Debug)]
+pub enum ClusterOut {
+    /// Send to a channel's home node.
+    ToHome {
+        /// The home node.
+        node: Arc<str>,
+        /// The channel's key, for the subject.
+        key: Arc<str>,
+        /// The request.
+        msg: ToHomeNode,
+    },
+    /// Publish an event on the channel's subject (from its home only).
+    Publish {
+        /// The channel's key, for the subject.
+        key: Arc<str>,
+        /// The event.
+        event: Event,
+    },
+    /// Answer one shard of a node.
+    ToNode {
+        /// The node.
+        node: Arc<str>,
+        /// Its shard.
+        shard: u16,
+        /// The answer.
+        msg: NodeMsg,
+    },
+    /// Start hearing a channel's events (this node has members or would-be members there).
+    Subscribe(Arc<str>),
+    /// Stop hearing them.
+    Unsubscribe(Arc<str>),
+    /// Tell every node of a channel just made (its display name).
+    Created(String),
+    /// One shard's part of the answer to [`ClusterIn::ListRequest`].
+    ListPart {
+        /// The request.
+        id: u64,
+        /// The channels homed on this node at that shard.
+        channels: Vec<ListItem>,
+    },
+    /// Ask every other node for its channels, for this session: answered by
+    /// [`ClusterIn::ListAnswer`] (after at most a second, with what came).
+    List {
+        /// Who asks.
+        session: SessionId,
+    },
+}
+
+impl ClusterOut {
+    /// Whether the bridge may drop it when its queue is long: lines only (their loss shows as a
+    /// gap), never what changes who is where.
+    pub fn droppable(&self) -> bool {
+        matches!(
+            self,
+            ClusterOut::ToHome {
+                msg: ToHomeNode {
+                    msg: HomeMsg::Post { .. },
+                    ..
+                },
+                ..
+            } | ClusterOut::Publish {
+                event: Event {
+                    what: EventKind::Line(_),
+                    ..
+                },
+                ..
+            }
+        )
+    }
+}
+
+/// What the bridge hands a shard's hub.
+#[derive(Debug)]
+pub enum ClusterIn {
+    /// A request for a channel homed (in this node) on this shard.
+    AtHome(ToHomeNode),
+    /// An event of a channel whose record is on this shard.
+    Event(Event),
+    /// An answer for a session of this shard.
+    AtNode(NodeMsg),
+    /// Another node made this channel (display name).
+    Created(String),
+    /// The live nodes (this one included, in name order) and whether NATS is reachable; sent when
+    /// either changes.
+    Nodes {
+        /// The live nodes.
+        nodes: Arc<[Arc<str>]>,
+        /// NATS is connected.
+        connected: bool,
+        /// Now, in ms since the Unix epoch: the epoch of a channel that becomes homed here.
+        epoch: u64,
+    },
+    /// Another node asks for this node's channels: answer with [`ClusterOut::ListPart`].
+    ListRequest {
+        /// The request, to name in the answer.
+        id: u64,
+    },
+    /// The other nodes' channels, for this session's list.
+    ListAnswer {
+        /// Who asked.
+        session: u64,
+        /// The channels.
+        channels: Vec<ListEntry>,
+    },
+    /// Once a second: joins still unanswered are asked again.
+    Tick,
+}
+
+impl ClusterIn {
+    /// Whether the bridge may drop it when the shard is behind: lines only.
+    pub fn droppable(&self) -> bool {
+        matches!(
+            self,
+            ClusterIn::AtHome(ToHomeNode {
+                msg: HomeMsg::Post { .. },
+                ..
+            }) | ClusterIn::Event(Event {
+                what: EventKind::Line(_),
+                ..
+            })
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_anything_and_refuses_what_it_did_not_make() {
+        for s in ["lobby", "Ärger", "a.b*c>d", "", "日本語"] {
+            let h = hex(s);
+            assert!(h.bytes().all(|b| b.is_ascii_hexdigit()), "{h}");
+            assert_eq!(unhex(&h).as_deref(), Some(s));
+        }
+        for bad in ["0", "zz", "ff", "c3"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn messages_survive_the_wire_and_only_lines_are_droppable() {
+        let msg = ToHomeNode {
+            channel: "Lobby".into(),
+            from: "node-a".into(),
+            msg: HomeMsg::Post {
+                token: 7,
+                line: "alice says, \"hi\"".into(),
+            },
+        };
+        let bytes = serde_json::to_vec(&msg).unwrap();
+        assert_eq!(serde_json::from_slice::<ToHomeNode>(&bytes).unwrap(), msg);
+        assert!(ClusterIn::AtHome(msg.clone()).droppable());
+        let join = ToHomeNode {
+            msg: HomeMsg::Join {
+                token: 1,
+                user: "bob".into(),
+                create: false,
+            },
+            ..msg
+        };
+        assert!(!ClusterIn::AtHome(join).droppable());
+        let event = Event {
+            channel: "Lobby".into(),
+            home: "node-b".into(),
+            epoch: 1,
+            seq: 2,
+            what: EventKind::Answer {
+                node: "node-a".into(),
+                token: 1,
+                outcome: Outcome::Full,
+            },
+        };
+        let bytes = serde_json::to_vec(&event).unwrap();
+        assert_eq!(serde_json::from_slice::<Event>(&bytes).unwrap(), event);
+        assert!(!ClusterIn::Event(event).droppable());
+        assert!(serde_json::from_slice::<Event>(b"{\"channel\":1}").is_err());
+    }
+}

@@ -1,0 +1,1028 @@
+//! A hub's part in a cluster of nodes: the channels this node is the home of take members from
+//! other nodes and publish their order once for all of them; the channels homed elsewhere keep a
+//! record here (a replica) that relays this node's members to the home and the home's events to
+//! them.
+//!
+//! Within a node nothing changes: a channel's record lives on the shard `home_of` names, every
+//! local member's request goes there, and deliveries go out from there to the members' shards, so
+//! a replica is, to the rest of the node, a home whose order comes from elsewhere.
+//!
+//! Which node is the home follows [`placement::home_node`] over the live nodes the bridge reports.
+//! When that changes (a node came, went, or was killed), each record takes its new role in one
+//! step: a new home starts a new epoch and admits the members that other nodes re-announce; a
+//! replica re-announces its members to the new home; members hear one line saying the channel
+//! moved. While NATS is away, channels homed here go on for their local members, replicas refuse
+//! new joins, and members are told when cross-node chat stops and starts again.
+
+use std::sync::Arc;
+
+use shard_proto::{
+    ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg, ToMember,
+};
+
+use super::{Hub, Outputs};
+use crate::channel::{Replica, Role};
+use crate::cluster::placement;
+use crate::cluster::wire::{
+    ClusterIn, ClusterOut, Event, EventKind, HomeMsg, NodeMsg, Outcome, ToHomeNode,
+};
+use crate::mailbox::Reply;
+
+/// A node's place in the cluster, as its hubs know it.
+#[derive(Debug)]
+pub struct NodeState {
+    /// This node's name.
+    me: Arc<str>,
+    /// The live nodes, this one included, as the bridge last said.
+    nodes: Arc<[Arc<str>]>,
+    /// NATS is reachable.
+    connected: bool,
+    /// The epoch a channel that becomes homed here starts (the time of the last view, in ms).
+    epoch: u64,
+    /// The next token for a member of a replica.
+    next_token: u64,
+}
+
+impl Hub {
+    /// Makes this hub part of node `me` of a cluster, which it believes alone until the bridge
+    /// says otherwise; `epoch_ms` is now, in ms since the Unix epoch. Call before opening channels.
+    pub fn join_cluster(&mut self, me: Arc<str>, epoch_ms: u64) {
+        self.cluster = Some(NodeState {
+            nodes: Arc::from(vec![me.clone()]),
+            me,
+            connected: false,
+            epoch: epoch_ms,
+            next_token: 1,
+        });
+    }
+
+    /// The role a new record of channel `key` takes: home unless the cluster places it elsewhere.
+    pub(super) fn role_for(&self, key: &str) -> Role {
+        let Some(c) = &self.cluster else {
+            return Role::Home { epoch: 0, seq: 0 };
+        };
+        match placement::home_node(key, c.nodes.iter().map(|n| &**n)) {
+            Some(node) if node != &*c.me => Role::Replica(Box::new(Replica::new(node.into()))),
+            _ => Role::Home {
+                epoch: c.epoch,
+                seq: 0,
+            },
+        }
+    }
+
+    /// Handles what the bridge brings.
+    pub fn from_cluster(&mut self, msg: ClusterIn, out: &mut impl Outputs) {
+        if self.cluster.is_none() {
+            return;
+        }
+        match msg {
+            ClusterIn::AtHome(msg) => self.at_home_node(msg, out),
+            ClusterIn::Event(event) => self.heard(event, out),
+            ClusterIn::AtNode(NodeMsg::Who { session, names }) => {
+                out.reply(session, Reply::Who(names))
+            }
+            ClusterIn::Created(name) => {
+                if let Ok(name) = ChannelName::new(&name) {
+                    if shard_proto::home_of(&name, self.shards) == self.id {
+                        self.open(name);
+                    }
+                }
+            }
+            ClusterIn::Nodes {
+                nodes,
+                connected,
+                epoch,
+            } => {
+                if let Some(c) = &mut self.cluster {
+                    c.epoch = epoch;
+                }
+                self.view_changed(nodes, connected, out)
+            }
+            ClusterIn::ListRequest { id } => {
+                let channels = self
+                    .homed
+                    .iter()
+                    .filter(|ch| matches!(ch.role, Role::Home { .. }))
+                    .map(|ch| (ch.name.as_str().to_string(), ch.len()))
+                    .collect();
+                out.to_cluster(ClusterOut::ListPart { id, channels });
+            }
+            ClusterIn::ListAnswer { session, channels } => {
+                out.reply(session, Reply::List(channels))
+            }
+            ClusterIn::Tick => {
+                for index in 0..self.homed.len() as u32 {
+                    self.ask_again(index, out);
+                }
+            }
+        }
+    }
+
+    /// Tells every other node of a channel just made here, so that each keeps a record of it.
+    pub(super) fn announce_created(&mut self, name: &ChannelName, out: &mut impl Outputs) {
+        if self.cluster.is_some() {
+            out.to_cluster(ClusterOut::Created(name.as_str().to_string()));
+        }
+    }
+
+    /// The epoch for a record that becomes the home now.
+    fn now_epoch(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |c| c.epoch)
+    }
+
+    /// Sends `msg` about channel `index` to its home node (a replica's).
+    fn send_to_home(&mut self, index: u32, msg: HomeMsg, out: &mut impl Outputs) {
+        let Some(c) = &self.cluster else { return };
+        let ch = &self.homed[index as usize];
+        let Role::Replica(replica) = &ch.role else {
+            return;
+        };
+        out.to_cluster(ClusterOut::ToHome {
+            node: replica.node.clone(),
+            key: ch.name.key().clone(),
+            msg: ToHomeNode {
+                channel: ch.name.as_str().to_string(),
+                from: c.me.clone(),
+                msg,
+            },
+        });
+    }
+
+    /// Publishes an event of channel `index`, homed here, on its subject.
+    pub(super) fn publish(&mut self, index: u32, what: EventKind, out: &mut impl Outputs) {
+        let Some(c) = &self.cluster else { return };
+        let ch = &mut self.homed[index as usize];
+        let Role::Home { epoch, seq } = &mut ch.role else {
+            return;
+        };
+        *seq += 1;
+        let event = Event {
+            channel: ch.name.as_str().to_string(),
+            home: c.me.clone(),
+            epoch: *epoch,
+            seq: *seq,
+            what,
+        };
+        out.to_cluster(ClusterOut::Publish {
+            key: ch.name.key().clone(),
+            event,
+        });
+    }
+
+    /// Listens to channel `index`'s events while this node has members or joins there, and not
+    /// otherwise.
+    fn listen_as_needed(&mut self, index: u32, out: &mut impl Outputs) {
+        let ch = &mut self.homed[index as usize];
+        let wanted = ch.local_len() > 0;
+        let Role::Replica(replica) = &mut ch.role else {
+            return;
+        };
+        let wanted = wanted || !replica.pending.is_empty();
+        if wanted == replica.subscribed {
+            return;
+        }
+        replica.subscribed = wanted;
+        let key = ch.name.key().clone();
+        if wanted {
+            out.to_cluster(ClusterOut::Subscribe(key));
+        } else {
+            // Numbers heard before are no guide to those heard after listening again.
+            replica.synced = None;
+            out.to_cluster(ClusterOut::Unsubscribe(key));
+        }
+    }
+
+    /// A local session asks to join channel `index`, homed on another node: the home is asked,
+    /// and answers on the channel's subject.
+    pub(super) fn ask_home_to_join(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        user: Arc<str>,
+        create: bool,
+        out: &mut impl Outputs,
+    ) {
+        let Some(c) = &mut self.cluster else { return };
+        if !c.connected {
+            return self.answer_join(index, session, JoinOutcome::Unavailable, out);
+        }
+        let token = c.next_token;
+        c.next_token += 1;
+        if let Role::Replica(replica) = &mut self.homed[index as usize].role {
+            replica
+                .pending
+                .insert(token, (session, user.clone(), create));
+        }
+        self.listen_as_needed(index, out);
+        let msg = HomeMsg::Join {
+            token,
+            user,
+            create,
+        };
+        self.send_to_home(index, msg, out);
+    }
+
+    /// Answers a local session's join of channel `index`.
+    fn answer_join(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        outcome: JoinOutcome,
+        out: &mut impl Outputs,
+    ) {
+        let ch = &self.homed[index as usize];
+        let come_home = matches!(outcome, JoinOutcome::Joined(_))
+            && session.shard != self.id
+            && ch.local_len() <= self.colocate_up_to;
+        let msg = ToMember::Joined {
+            session,
+            channel: ch.name.clone(),
+            outcome,
+            come_home,
+        };
+        self.route(session.shard, ShardMsg::ToMember(msg), out);
+    }
+
+    /// A local member leaves channel `index` (homed elsewhere), or its join is cancelled: the home
+    /// is told, and announces it.
+    pub(super) fn leave_at_home(&mut self, index: u32, session: SessionId, out: &mut impl Outputs) {
+        let ch = &mut self.homed[index as usize];
+        let was_member = ch.remove(session).is_some();
+        let Role::Replica(replica) = &mut ch.role else {
+            return;
+        };
+        let mut tokens = Vec::new();
+        if was_member {
+            tokens.extend(replica.tokens.remove(&session));
+        }
+        replica.pending.retain(|&token, (asker, _, _)| {
+            let cancelled = *asker == session;
+            if cancelled {
+                tokens.push(token);
+            }
+            !cancelled
+        });
+        for token in tokens {
+            self.send_to_home(index, HomeMsg::Leave { token }, out);
+        }
+        self.listen_as_needed(index, out);
+    }
+
+    /// A local member's line, for the home to order. While NATS is away it goes nowhere: the
+    /// members were told cross-node chat is interrupted.
+    pub(super) fn post_to_home(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        line: Line,
+        out: &mut impl Outputs,
+    ) {
+        if !self.cluster.as_ref().is_some_and(|c| c.connected) {
+            return;
+        }
+        let Role::Replica(replica) = &self.homed[index as usize].role else {
+            return;
+        };
+        if let Some(&token) = replica.tokens.get(&session) {
+            self.send_to_home(index, HomeMsg::Post { token, line }, out);
+        }
+    }
+
+    /// A local member asks who is on channel `index`: the home knows every node's members. While
+    /// NATS is away, this node's own members are the answer.
+    pub(super) fn ask_home_who(&mut self, index: u32, session: SessionId, out: &mut impl Outputs) {
+        let connected = self.cluster.as_ref().is_some_and(|c| c.connected);
+        let ch = &self.homed[index as usize];
+        if let (true, Role::Replica(replica)) = (connected, &ch.role) {
+            if let Some(&token) = replica.tokens.get(&session) {
+                let session = (session.shard.0, session.key);
+                return self.send_to_home(index, HomeMsg::Who { token, session }, out);
+            }
+        }
+        let msg = ToMember::Who {
+            session,
+            names: Some(ch.names()),
+        };
+        self.route(session.shard, ShardMsg::ToMember(msg), out);
+    }
+
+    /// Joins of channel `index` still unanswered are asked again (their answers may have been
+    /// lost, or their home has changed); the home answers a member it has already let in again.
+    fn ask_again(&mut self, index: u32, out: &mut impl Outputs) {
+        let Role::Replica(replica) = &self.homed[index as usize].role else {
+            return;
+        };
+        let asks: Vec<HomeMsg> = replica
+            .pending
+            .iter()
+            .map(|(&token, (_, user, create))| HomeMsg::Join {
+                token,
+                user: user.clone(),
+                create: *create,
+            })
+            .collect();
+        for msg in asks {
+            self.send_to_home(index, msg, out);
+        }
+    }
+
+    /// Tells the home every local member of channel `index` (a new home, or NATS is back).
+    fn announce_members(&mut self, index: u32, out: &mut impl Outputs) {
+        let Some(c) = &mut self.cluster else { return };
+        let ch = &mut self.homed[index as usize];
+        let local: Vec<(SessionId, Arc<str>)> = ch
+            .local_members()
+            .map(|(session, user)| (session, user.clone()))
+            .collect();
+        let Role::Replica(replica) = &mut ch.role else {
+            return;
+        };
+        let mut members = Vec::new();
+        for (session, user) in local {
+            let token = *replica.tokens.entry(session).or_insert_with(|| {
+                c.next_token += 1;
+                c.next_token - 1
+            });
+            members.push((token, user));
+        }
+        if !members.is_empty() {
+            self.send_to_home(index, HomeMsg::Rejoin { members }, out);
+        }
+    }
+
+    /// A request from another node for a channel this shard keeps.
+    fn at_home_node(&mut self, req: ToHomeNode, out: &mut impl Outputs) {
+        let Ok(name) = ChannelName::new(&req.channel) else {
+            return;
+        };
+        if shard_proto::home_of(&name, self.shards) != self.id {
+            return;
+        }
+        let index = match (self.by_key.get(name.key()), &req.msg) {
+            (Some(&index), _) => index,
+            // The asking node knows the channel (it asks only for those), so it exists: this
+            // node may have missed its creation.
+            (None, HomeMsg::Join { .. } | HomeMsg::Rejoin { .. }) => self.open(name).index,
+            (None, _) => return,
+        };
+        if let HomeMsg::Forgotten = req.msg {
+            // From the home to a node whose member it does not know (it restarted, or took this
+            // node for gone): this node tells it its members again.
+            let from_home = matches!(&self.homed[index as usize].role,
+                Role::Replica(replica) if replica.node == req.from);
+            if from_home {
+                self.announce_members(index, out);
+            }
+            return;
+        }
+        // A node that is not (or no longer) the home ignores what reaches it: the asker asks
+        // the right node once its own view has caught up.
+        if !matches!(self.homed[index as usize].role, Role::Home { .. }) {
+            return;
+        }
+        let from = req.from;
+        match req.msg {
+            HomeMsg::Join { token, user, .. } => {
+                let ch = &self.homed[index as usize];
+                let outcome = if ch.contains_remote(&from, token) {
+                    Outcome::Joined
+                } else if ch.is_full() {
+                    Outcome::Full
+                } else {
+                    let line: Line = format!("{user} has joined #{}", ch.name).into();
+                    self.order(index, line, out);
+                    self.homed[index as usize].add_remote(&from, token, user);
+                    Outcome::Joined
+                };
+                let what = EventKind::Answer {
+                    node: from,
+                    token,
+                    outcome,
+                };
+                self.publish(index, what, out);
+            }
+            HomeMsg::Leave { token } => {
+                let ch = &mut self.homed[index as usize];
+                if let Some(user) = ch.remove_remote(&from, token) {
+                    let line: Line = format!("{user} has left #{}", ch.name).into();
+                    self.order(index, line, out);
+                }
+            }
+            HomeMsg::Post { token, line } => {
+                if self.homed[index as usize].contains_remote(&from, token) {
+                    self.order(index, line, out);
+                } else {
+                    self.forgotten(index, from, out);
+                }
+            }
+            HomeMsg::Who { token, session } => {
+                let ch = &self.homed[index as usize];
+                let names = ch.contains_remote(&from, token).then(|| ch.names());
+                if names.is_none() {
+                    self.forgotten(index, from.clone(), out);
+                }
+                out.to_cluster(ClusterOut::ToNode {
+                    node: from,
+                    shard: session.0,
+                    msg: NodeMsg::Who {
+                        session: session.1,
+                        names,
+                    },
+                });
+            }
+            HomeMsg::Rejoin { members } => {
+                let ch = &mut self.homed[index as usize];
+                for (token, user) in members {
+                    ch.add_remote(&from, token, user);
+                }
+            }
+            HomeMsg::Forgotten => {}
+        }
+    }
+
+    /// Tells node `node` that this home does not know the member it speaks for.
+    fn forgotten(&mut self, index: u32, node: Arc<str>, out: &mut impl Outputs) {
+        let Some(c) = &self.cluster else { return };
+        let ch = &self.homed[index as usize];
+        out.to_cluster(ClusterOut::ToHome {
+            node,
+            key: ch.name.key().clone(),
+            msg: ToHomeNode {
+                channel: ch.name.as_str().to_string(),
+                from: c.me.clone(),
+                msg: HomeMsg::Forgotten,
+            },
+        });
+    }
+
+    /// An event of a channel homed on another node.
+    fn heard(&mut self, event: Event, out: &mut impl Outputs) {
+        let Some(&index) = ChannelName::new(&event.channel)
+            .ok()
+            .and_then(|name| self.by_key.get(name.key()))
+        else {
+            return;
+        };
+        let ch = &mut self.homed[index as usize];
+        let id = ch.id;
+        let Role::Replica(replica) = &mut ch.role else {
+            return;
+        };
+        if replica.node != event.home || !replica.subscribed {
+            return; // a node that is not the home (a view not yet caught up), or a late one
+        }
+        let missed = match replica.synced {
+            Some((epoch, next)) if epoch == event.epoch => {
+                if event.seq < next {
+                    return; // heard already
+                }
+                event.seq - next
+            }
+            // The first event heard, or the first of a new epoch: nothing before it was meant
+            // for this node's members.
+            _ => 0,
+        };
+        replica.synced = Some((event.epoch, event.seq + 1));
+        if missed > 0 {
+            let count = u32::try_from(missed).unwrap_or(u32::MAX);
+            for shard in 0..self.shards {
+                let shard = ShardId(shard as u16);
+                if self.homed[index as usize].has_members_on(shard) {
+                    let msg = ToMember::Lost { channel: id, count };
+                    self.route(shard, ShardMsg::ToMember(msg), out);
+                }
+            }
+            // An answer to a join may have been among them.
+            self.ask_again(index, out);
+        }
+        match event.what {
+            EventKind::Line(line) => self.fan_out(index, line, out),
+            EventKind::Answer {
+                node,
+                token,
+                outcome,
+            } => {
+                if !self.cluster.as_ref().is_some_and(|c| c.me == node) {
+                    return;
+                }
+                let ch = &mut self.homed[index as usize];
+                let Role::Replica(replica) = &mut ch.role else {
+                    return;
+                };
+                let Some((session, user, _)) = replica.pending.remove(&token) else {
+                    // Cancelled: the leave that cancelled it follows the join to the home.
+                    return;
+                };
+                let outcome = match outcome {
+                    Outcome::Joined => {
+                        replica.tokens.insert(session, token);
+                        ch.add(session, user);
+                        JoinOutcome::Joined(id)
+                    }
+                    Outcome::Full => JoinOutcome::Full,
+                    Outcome::NoSuchChannel => JoinOutcome::NoSuchChannel,
+                };
+                self.answer_join(index, session, outcome, out);
+                self.listen_as_needed(index, out);
+            }
+        }
+    }
+
+    /// The bridge's view changed: new live nodes, or NATS went or came back.
+    fn view_changed(&mut self, nodes: Arc<[Arc<str>]>, connected: bool, out: &mut impl Outputs) {
+        let Some(c) = &mut self.cluster else { return };
+        let was_connected = std::mem::replace(&mut c.connected, connected);
+        c.nodes = nodes;
+        let me = c.me.clone();
+        let nodes = c.nodes.clone();
+        for index in 0..self.homed.len() as u32 {
+            let ch = &self.homed[index as usize];
+            let home = placement::home_node(ch.name.key(), nodes.iter().map(|n| &**n))
+                .unwrap_or(&me)
+                .to_string();
+            let moved = match &ch.role {
+                Role::Home { .. } => home != *me,
+                Role::Replica(replica) => *replica.node != home,
+            };
+            if moved {
+                self.rehome(index, &home, out);
+            } else if matches!(ch.role, Role::Home { .. }) {
+                self.drop_gone_members(index, &nodes, out);
+            }
+            let ch = &self.homed[index as usize];
+            let crosses_nodes = ch.has_remote() || matches!(ch.role, Role::Replica(_));
+            if crosses_nodes && ch.local_len() > 0 && was_connected != connected {
+                let notice = if connected {
+                    format!("[Chat with other nodes in #{} is back.]", ch.name)
+                } else {
+                    format!(
+                        "[Chat with other nodes in #{} is interrupted; lines from them will resume when the link is back.]",
+                        ch.name
+                    )
+                };
+                self.fan_out(index, notice.into(), out);
+            }
+            if let Role::Replica(replica) = &mut self.homed[index as usize].role {
+                if !connected && was_connected {
+                    let asked: Vec<SessionId> = replica.pending.drain().map(|(_, p)| p.0).collect();
+                    for session in asked {
+                        self.answer_join(index, session, JoinOutcome::Unavailable, out);
+                    }
+                    self.listen_as_needed(index, out);
+                } else if connected && !was_connected && !moved {
+                    // The home may have taken this node for gone meanwhile.
+                    self.announce_members(index, out);
+                }
+            }
+        }
+    }
+
+    /// Takes away the home's members of nodes that are no longer live, saying so.
+    fn drop_gone_members(&mut self, index: u32, nodes: &[Arc<str>], out: &mut impl Outputs) {
+        let ch = &mut self.homed[index as usize];
+        if !ch.has_remote() {
+            return;
+        }
+        let gone = ch.remove_nodes(|node| nodes.iter().any(|n| &**n == node));
+        for user in gone {
+            let line: Line = format!("{user} has left #{}", self.homed[index as usize].name).into();
+            self.order(index, line, out);
+        }
+    }
+
+    /// Channel `index` has a new home node, `home` (perhaps this one).
+    fn rehome(&mut self, index: u32, home: &str, out: &mut impl Outputs) {
+        let Some(c) = &self.cluster else { return };
+        let me = c.me.clone();
+        let epoch = self.now_epoch();
+        let ch = &mut self.homed[index as usize];
+        let old = std::mem::replace(&mut ch.role, Role::Home { epoch, seq: 0 });
+        let had_members = ch.local_len() > 0;
+        if home == &*me {
+            // Home now: the other nodes' members come back as they hear of it.
+            if let Role::Replica(replica) = old {
+                if replica.subscribed {
+                    out.to_cluster(ClusterOut::Unsubscribe(ch.name.key().clone()));
+                }
+                // Joins that waited for the old home are decided here now.
+                for (_, (session, user, _)) in replica.pending {
+                    self.admit_here(index, session, user, out);
+                }
+            }
+        } else {
+            // Members of other nodes rejoin the new home from their own nodes.
+            ch.remove_nodes(|_| false);
+            let mut replica = Replica::new(home.into());
+            if let Role::Replica(old) = old {
+                replica.tokens = old.tokens;
+                replica.pending = old.pending;
+                // Still listening: the subject is the channel's, whoever publishes on it.
+                replica.subscribed = old.subscribed;
+            }
+            ch.role = Role::Replica(Box::new(replica));
+            self.listen_as_needed(index, out);
+            self.announce_members(index, out);
+            self.ask_again(index, out);
+        }
+        if had_members {
+            let notice = format!(
+                "[#{} moved to another node; lines sent in the last seconds may be lost.]",
+                self.homed[index as usize].name
+            );
+            self.fan_out(index, notice.into(), out);
+        }
+    }
+
+    /// A join that waited for a home which has since become this node: decided here.
+    fn admit_here(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        user: Arc<str>,
+        out: &mut impl Outputs,
+    ) {
+        let ch = &self.homed[index as usize];
+        let outcome = if ch.contains(session) {
+            JoinOutcome::Joined(ch.id)
+        } else if ch.is_full() {
+            JoinOutcome::Full
+        } else {
+            let line: Line = format!("{user} has joined #{}", ch.name).into();
+            self.order(index, line, out);
+            let ch = &mut self.homed[index as usize];
+            ch.add(session, user);
+            JoinOutcome::Joined(ch.id)
+        };
+        self.answer_join(index, session, outcome, out);
+    }
+}
+
+/// Merges the list answers of other nodes: their channels, for one session.
+pub fn list_entries(items: impl IntoIterator<Item = (String, u32)>) -> Vec<ListEntry> {
+    items
+        .into_iter()
+        .filter_map(|(name, members)| {
+            let name = ChannelName::new(&name).ok()?;
+            Some(ListEntry { name, members })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Nodes of one shard each, joined by a NATS stand-in that keeps each publisher's order
+    //! (and can lose a message when told to): no threads, no sockets.
+
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+    use shard_proto::{ChannelId, Traveller};
+
+    /// What one node's hub produced.
+    #[derive(Default)]
+    struct Node {
+        cluster: Vec<ClusterOut>,
+        lines: BTreeMap<u64, Vec<Line>>,
+        replies: BTreeMap<u64, Vec<Reply>>,
+        log: Vec<Line>,
+    }
+
+    impl Outputs for Node {
+        fn to_shard(&mut self, dest: ShardId, _msg: ShardMsg) {
+            panic!("one shard per node: nothing for {dest}");
+        }
+        fn deliver(&mut self, session: u64, line: &Line) {
+            self.lines.entry(session).or_default().push(line.clone());
+        }
+        fn lost(&mut self, session: u64, count: u32) {
+            let notice: Line = format!("[{count} messages dropped]").into();
+            self.lines.entry(session).or_default().push(notice);
+        }
+        fn reply(&mut self, session: u64, reply: Reply) {
+            self.replies.entry(session).or_default().push(reply);
+        }
+        fn log(&mut self, _channel: &ChannelName, line: &Line) {
+            self.log.push(line.clone());
+        }
+        fn adopt(&mut self, _traveller: Traveller) -> u64 {
+            unreachable!("one shard per node")
+        }
+        fn release(&mut self, _session: u64) -> (Vec<Line>, u32) {
+            (Vec::new(), 0)
+        }
+        fn forwarded(&mut self, _session: u64, _lines: Vec<Line>, _dropped: u32) {}
+        fn dropped_on_the_way(&self, _dest: ShardId, _channel: ChannelId) -> u32 {
+            0
+        }
+        fn to_cluster(&mut self, msg: ClusterOut) {
+            self.cluster.push(msg);
+        }
+    }
+
+    struct Cluster {
+        names: Vec<Arc<str>>,
+        hubs: Vec<Hub>,
+        nodes: Vec<Node>,
+        /// Per node: the channel keys it listens to.
+        listening: Vec<BTreeSet<Arc<str>>>,
+        /// Messages in flight, per receiving node, in the order sent.
+        wire: Vec<VecDeque<ClusterIn>>,
+        /// Drop the next published line.
+        lose_next_line: bool,
+    }
+
+    impl Cluster {
+        fn new(names: &[&str]) -> Cluster {
+            let names: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+            let hubs = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let mut hub = Hub::new(ShardId(0), 1, 0, 64);
+                    hub.join_cluster(name.clone(), 1000 + i as u64);
+                    hub
+                })
+                .collect();
+            let n = names.len();
+            let mut c = Cluster {
+                names,
+                hubs,
+                nodes: (0..n).map(|_| Node::default()).collect(),
+                listening: vec![BTreeSet::new(); n],
+                wire: (0..n).map(|_| VecDeque::new()).collect(),
+                lose_next_line: false,
+            };
+            let all = c.names.clone();
+            c.view(&all, true);
+            c
+        }
+
+        fn index(&self, node: &str) -> usize {
+            self.names.iter().position(|n| &**n == node).unwrap()
+        }
+
+        /// Every node in `live` hears that they are the live nodes.
+        fn view(&mut self, live: &[Arc<str>], connected: bool) {
+            let nodes: Arc<[Arc<str>]> = live.to_vec().into();
+            for node in live {
+                let i = self.index(node);
+                let msg = ClusterIn::Nodes {
+                    nodes: nodes.clone(),
+                    connected,
+                    epoch: 5000 + i as u64,
+                };
+                self.hubs[i].from_cluster(msg, &mut self.nodes[i]);
+            }
+            self.settle();
+        }
+
+        /// Moves every message until none is left.
+        fn settle(&mut self) {
+            loop {
+                let mut moved = false;
+                for from in 0..self.hubs.len() {
+                    for msg in std::mem::take(&mut self.nodes[from].cluster) {
+                        moved = true;
+                        self.carry(from, msg);
+                    }
+                }
+                for to in 0..self.hubs.len() {
+                    while let Some(msg) = self.wire[to].pop_front() {
+                        moved = true;
+                        self.hubs[to].from_cluster(msg, &mut self.nodes[to]);
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        fn carry(&mut self, from: usize, msg: ClusterOut) {
+            match msg {
+                ClusterOut::ToHome { node, msg, .. } => {
+                    let to = self.index(&node);
+                    self.wire[to].push_back(ClusterIn::AtHome(msg));
+                }
+                ClusterOut::Publish { key, event } => {
+                    if matches!(event.what, EventKind::Line(_))
+                        && std::mem::take(&mut self.lose_next_line)
+                    {
+                        return;
+                    }
+                    for to in 0..self.hubs.len() {
+                        if to != from && self.listening[to].contains(&key) {
+                            self.wire[to].push_back(ClusterIn::Event(event.clone()));
+                        }
+                    }
+                }
+                ClusterOut::ToNode { node, msg, .. } => {
+                    let to = self.index(&node);
+                    self.wire[to].push_back(ClusterIn::AtNode(msg));
+                }
+                ClusterOut::Subscribe(key) => {
+                    self.listening[from].insert(key);
+                }
+                ClusterOut::Unsubscribe(key) => {
+                    self.listening[from].remove(&key);
+                }
+                ClusterOut::Created(name) => {
+                    for to in 0..self.hubs.len() {
+                        if to != from {
+                            self.wire[to].push_back(ClusterIn::Created(name.clone()));
+                        }
+                    }
+                }
+                ClusterOut::ListPart { .. } | ClusterOut::List { .. } => {}
+            }
+        }
+
+        fn join(&mut self, node: &str, session: u64, user: &str, create: bool) {
+            let i = self.index(node);
+            let name = ChannelName::new("lobby").unwrap();
+            self.hubs[i].join(session, name, user.into(), create, &mut self.nodes[i]);
+            self.settle();
+        }
+
+        fn say(&mut self, node: &str, session: u64, text: &str) {
+            let i = self.index(node);
+            self.hubs[i].post(session, text.into(), &mut self.nodes[i]);
+        }
+
+        fn seen(&self, node: &str, session: u64) -> Vec<String> {
+            let i = self.index(node);
+            self.nodes[i]
+                .lines
+                .get(&session)
+                .map_or(Vec::new(), |l| l.iter().map(|l| l.to_string()).collect())
+        }
+
+        fn joined(&self, node: &str, session: u64) -> Option<JoinOutcome> {
+            let i = self.index(node);
+            self.nodes[i]
+                .replies
+                .get(&session)?
+                .iter()
+                .rev()
+                .find_map(|r| match r {
+                    Reply::Joined { outcome, .. } => Some(*outcome),
+                    _ => None,
+                })
+        }
+    }
+
+    /// The node that is the home of `lobby` among these, and the others.
+    fn home_of_lobby(names: &[&str]) -> String {
+        placement::home_node("lobby", names.iter().copied())
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn members_on_every_node_see_one_order_which_the_home_logs() {
+        let names = ["n1", "n2", "n3"];
+        let home = home_of_lobby(&names);
+        let mut c = Cluster::new(&names);
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != home).collect();
+        // Created away from its home: every node learns it, and the home takes the join.
+        c.join(others[0], 1, "ann", true);
+        assert!(matches!(
+            c.joined(others[0], 1),
+            Some(JoinOutcome::Joined(_))
+        ));
+        c.join(&home, 1, "hal", false);
+        c.join(others[1], 1, "bea", false);
+        for round in 0..5 {
+            c.say(others[0], 1, &format!("ann {round}"));
+            c.say(&home, 1, &format!("hal {round}"));
+            c.say(others[1], 1, &format!("bea {round}"));
+        }
+        c.settle();
+        let log: Vec<String> = c.nodes[c.index(&home)]
+            .log
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(
+            log.iter()
+                .filter(|l| l.contains(' ') && !l.contains("joined"))
+                .count(),
+            15
+        );
+        // Each member sees the log from its own join on, its own lines included, in that order.
+        for (node, user) in [
+            (others[0], "ann"),
+            (home.as_str(), "hal"),
+            (others[1], "bea"),
+        ] {
+            let seen = c.seen(node, 1);
+            let from = log.len() - seen.len();
+            assert_eq!(seen, log[from..], "{user} on {node}");
+            assert!(seen.contains(&format!("{user} 4")));
+        }
+        // Who and the counts are the cluster's.
+        let i = c.index(others[1]);
+        c.hubs[i].who(1, &mut c.nodes[i]);
+        c.settle();
+        let who = c.nodes[i].replies[&1].last().cloned();
+        let Some(Reply::Who(Some(names))) = who else {
+            panic!("{who:?}")
+        };
+        assert_eq!(
+            names.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["ann", "bea", "hal"]
+        );
+    }
+
+    #[test]
+    fn a_lost_line_is_told_where_it_was_lost_and_a_leave_is_announced() {
+        let names = ["n1", "n2"];
+        let home = home_of_lobby(&names);
+        let away = names.iter().copied().find(|n| *n != home).unwrap();
+        let mut c = Cluster::new(&names);
+        c.join(&home, 1, "hal", true);
+        c.join(away, 1, "ann", false);
+        c.say(&home, 1, "one");
+        c.settle();
+        c.lose_next_line = true;
+        c.say(&home, 1, "two");
+        c.say(&home, 1, "three");
+        c.settle();
+        assert_eq!(c.seen(away, 1), ["one", "[1 messages dropped]", "three"]);
+        let i = c.index(away);
+        c.hubs[i].exit(1, &mut c.nodes[i]);
+        c.settle();
+        assert_eq!(c.seen(&home, 1).last().unwrap(), "ann has left #lobby");
+        assert!(
+            c.listening[i].is_empty(),
+            "a node with no members stops listening"
+        );
+    }
+
+    #[test]
+    fn when_the_home_dies_its_channel_moves_and_chat_goes_on_with_a_notice() {
+        let names = ["n1", "n2", "n3"];
+        let home = home_of_lobby(&names);
+        let mut c = Cluster::new(&names);
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != home).collect();
+        c.join(&home, 1, "hal", true);
+        c.join(others[0], 1, "ann", false);
+        c.join(others[1], 1, "bea", false);
+        // The home is killed: the others see it gone.
+        let live: Vec<Arc<str>> = others.iter().map(|n| Arc::from(*n)).collect();
+        c.view(&live, true);
+        let new_home = home_of_lobby(&others);
+        for node in &others {
+            let seen = c.seen(node, 1);
+            assert!(
+                seen.last().unwrap().contains("moved to another node"),
+                "{seen:?}"
+            );
+            assert!(!seen
+                .iter()
+                .any(|l| l.contains("ann has left") || l.contains("bea has left")));
+        }
+        // hal is gone with its node; the new home counts the other two.
+        let i = c.index(&new_home);
+        assert_eq!(c.hubs[i].homed_members(), 2);
+        c.say(others[0], 1, "still here");
+        c.say(others[1], 1, "me too");
+        c.settle();
+        // Both see both lines, in the one order the new home gave them.
+        let tails: Vec<Vec<String>> = others
+            .iter()
+            .map(|node| c.seen(node, 1).split_off(c.seen(node, 1).len() - 2))
+            .collect();
+        assert_eq!(tails[0], tails[1]);
+        let mut sorted = tails[0].clone();
+        sorted.sort();
+        assert_eq!(sorted, ["me too", "still here"]);
+    }
+
+    #[test]
+    fn while_nats_is_away_local_chat_goes_on_remote_joins_wait_and_members_are_told() {
+        let names = ["n1", "n2"];
+        let home = home_of_lobby(&names);
+        let away = names.iter().copied().find(|n| *n != home).unwrap();
+        let mut c = Cluster::new(&names);
+        c.join(&home, 1, "hal", true);
+        c.join(&home, 2, "hex", false);
+        c.join(away, 1, "ann", false);
+        let all: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+        c.view(&all, false);
+        assert!(c.seen(away, 1).last().unwrap().contains("interrupted"));
+        assert!(c.seen(&home, 1).last().unwrap().contains("interrupted"));
+        // The home's own members still talk.
+        c.say(&home, 2, "local");
+        c.settle();
+        assert_eq!(c.seen(&home, 1).last().unwrap(), "local");
+        // A join at the other node is refused for now, with a reason.
+        c.join(away, 2, "amy", false);
+        assert_eq!(c.joined(away, 2), Some(JoinOutcome::Unavailable));
+        c.view(&all, true);
+        assert!(c.seen(away, 1).last().unwrap().contains("is back"));
+        c.say(away, 1, "hello again");
+        c.settle();
+        assert_eq!(c.seen(&home, 1).last().unwrap(), "hello again");
+    }
+}
