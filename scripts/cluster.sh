@@ -5,14 +5,17 @@
 #   scripts/cluster.sh          # 2 nodes on 127.0.0.1:5555, NATS on 127.0.0.1:4222
 #   PORT=6000 NATS_PORT=4300 scripts/cluster.sh 3
 #
-# Unfinished (issue 11): the nodes find each other (their heartbeat says `cluster=N nodes`), but
-# each still keeps its own accounts and channels, so users on different nodes do not meet yet.
+# Users connecting to the port land on any node and meet in one chat. NATS's monitoring page is on
+# NATS_MONITOR (8222): /varz counts the messages the nodes exchange. EXTRA="--channel-capacity 0"
+# passes flags to every node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 nodes=${1:-2}
 port=${PORT:-5555}
 nats_port=${NATS_PORT:-4222}
+nats_monitor=${NATS_MONITOR:-8222}
+extra=${EXTRA:-}
 cost=${BCRYPT_COST:-12}
 # Debian installs nats-server in /usr/sbin, which a user's PATH may lack.
 export PATH="$PATH:/usr/sbin"
@@ -33,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
+nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
 pids+=($!)
 deadline=$((SECONDS + 10))
 until (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null; do
@@ -46,12 +49,13 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null; do
 done
 
 for i in $(seq 1 "$nodes"); do
+    # shellcheck disable=SC2086 # EXTRA is a list of flags
     ./target/release/ringtalk --listen "127.0.0.1:$port" --data-dir "$dir/node$i" \
         --bcrypt-cost "$cost" --cluster "nats://127.0.0.1:$nats_port" --node-name "node$i" \
-        --stats-interval 5 2>"$dir/node$i.log" &
+        --stats-interval 5 $extra 2>"$dir/node$i.log" &
     pids+=($!)
 done
 
-echo "$nodes nodes on 127.0.0.1:$port, NATS on 127.0.0.1:$nats_port; logs in $dir"
+echo "$nodes nodes on 127.0.0.1:$port (pids ${pids[*]:1}), NATS on 127.0.0.1:$nats_port; logs in $dir"
 echo "connect with: telnet 127.0.0.1 $port      (^C here stops the cluster)"
 wait

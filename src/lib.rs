@@ -41,7 +41,8 @@
 //! - [`defences`]: what keeps one client from holding everyone up: per-address limits shared by every
 //!   shard without a lock, login and sign-up throttles, flood control between [`line`](mod@line) and
 //!   [`cmd`].
-//! - [`cluster`]: several nodes over NATS (unfinished: the bridge thread, membership and placement).
+//! - [`cluster`]: several nodes over NATS: the bridge thread, membership, placement, the wire, and
+//!   accounts and channels in JetStream key-value buckets (each shard's part is in `hub::cluster`).
 //! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.

@@ -31,7 +31,7 @@ pub const LINES_TO_SHARD: usize = 65_536;
 pub struct Traffic {
     /// Messages published to NATS.
     pub sent: AtomicU64,
-    /// Messages received from NATS and handed to a shard.
+    /// Messages from other nodes handed to a shard.
     pub received: AtomicU64,
     /// Lines dropped because a queue between the shards and the bridge was full, or NATS away.
     pub dropped: AtomicU64,
@@ -103,7 +103,9 @@ impl ToShards {
             }
             to.lines.fetch_add(1, Relaxed);
         }
-        self.traffic.received.fetch_add(1, Relaxed);
+        if msg.from_another_node() {
+            self.traffic.received.fetch_add(1, Relaxed);
+        }
         if to.tx.send(msg).is_ok() {
             to.doorbell.ring();
         }

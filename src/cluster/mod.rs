@@ -249,7 +249,8 @@ async fn bridge(
     let mut connected = false;
     let mut connected_since: Option<Instant> = None;
     let mut settled = Some(settled);
-    let mut told: Option<(Vec<String>, bool)> = None;
+    // The shards and the view are told when the live nodes or the link change.
+    let mut changed = true;
     let mut channel_subs: HashMap<Arc<str>, tokio::task::AbortHandle> = HashMap::new();
     let mut gatherings: HashMap<u64, Gathering> = HashMap::new();
     let mut next_gathering = 0u64;
@@ -267,6 +268,7 @@ async fn bridge(
                     warn!("cluster: lost NATS; reconnecting (cross-node chat is interrupted)");
                     connected_since = None;
                 }
+                changed |= connected != up;
                 connected = up;
             }
             _ = tick.tick() => {
@@ -276,6 +278,7 @@ async fn bridge(
                 if connected {
                     for gone in membership.expire(&node, Instant::now()) {
                         info!(node = %gone, "cluster: node gone");
+                        changed = true;
                     }
                 }
                 to_shards.send_all(|| ClusterIn::Tick);
@@ -285,6 +288,7 @@ async fn bridge(
                 if let Ok(name) = std::str::from_utf8(&msg.payload) {
                     if membership.heard(name, Instant::now()) {
                         info!(node = %name, "cluster: node joined");
+                        changed = true;
                     }
                 }
             }
@@ -380,9 +384,8 @@ async fn bridge(
                 }
             }
         }
-        let nodes: Vec<String> = membership.nodes().map(str::to_string).collect();
-        let now = (nodes.clone(), connected);
-        if told.as_ref() != Some(&now) {
+        if std::mem::take(&mut changed) {
+            let nodes: Vec<String> = membership.nodes().map(str::to_string).collect();
             let shared: Arc<[Arc<str>]> = nodes.iter().map(|n| Arc::from(n.as_str())).collect();
             to_shards.send_all(|| ClusterIn::Nodes {
                 nodes: shared.clone(),
@@ -390,7 +393,6 @@ async fn bridge(
                 epoch: now_ms(),
             });
             *view.lock().unwrap_or_else(PoisonError::into_inner) = ClusterView { connected, nodes };
-            told = Some(now);
         }
         if connected_since.is_some_and(|at| at.elapsed() >= SETTLE) {
             if let Some(settled) = settled.take() {

@@ -294,6 +294,18 @@ pub enum ClusterIn {
 }
 
 impl ClusterIn {
+    /// Whether another node sent it (rather than the bridge itself).
+    pub fn from_another_node(&self) -> bool {
+        matches!(
+            self,
+            ClusterIn::AtHome(_)
+                | ClusterIn::Event(_)
+                | ClusterIn::AtNode(_)
+                | ClusterIn::Created(_)
+                | ClusterIn::ListAnswer { .. }
+        )
+    }
+
     /// Whether the bridge may drop it when the shard is behind: lines only.
     pub fn droppable(&self) -> bool {
         matches!(

@@ -598,6 +598,11 @@ impl Hub {
         let ch = &mut self.homed[index as usize];
         let old = std::mem::replace(&mut ch.role, Role::Home { epoch, seq: 0 });
         let had_members = ch.local_len() > 0;
+        match (&old, home == &*me) {
+            (Role::Replica(_), true) => self.homes += 1,
+            (Role::Home { .. }, false) => self.homes -= 1,
+            _ => {}
+        }
         if home == &*me {
             // Home now: the other nodes' members come back as they hear of it.
             if let Role::Replica(replica) = old {
@@ -982,9 +987,14 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("ann has left") || l.contains("bea has left")));
         }
-        // hal is gone with its node; the new home counts the other two.
+        // hal is gone with its node; the new home counts the other two, and is the only home.
         let i = c.index(&new_home);
         assert_eq!(c.hubs[i].homed_members(), 2);
+        let homes: Vec<usize> = others
+            .iter()
+            .map(|n| c.hubs[c.index(n)].homed_channels())
+            .collect();
+        assert_eq!(homes.iter().sum::<usize>(), 1, "{homes:?}");
         c.say(others[0], 1, "still here");
         c.say(others[1], 1, "me too");
         c.settle();
@@ -1024,5 +1034,81 @@ mod tests {
         c.say(away, 1, "hello again");
         c.settle();
         assert_eq!(c.seen(&home, 1).last().unwrap(), "hello again");
+    }
+
+    #[test]
+    fn a_home_that_restarted_is_told_the_members_it_forgot_at_their_first_line() {
+        let names = ["n1", "n2"];
+        let home = home_of_lobby(&names);
+        let away = names.iter().copied().find(|n| *n != home).unwrap();
+        let mut c = Cluster::new(&names);
+        c.join(&home, 1, "hal", true);
+        c.join(away, 1, "ann", false);
+        // The home restarts under the same name, faster than anyone noticed it gone: it knows
+        // the channel (from the store) but none of the other node's members.
+        let h = c.index(&home);
+        let mut fresh = Hub::new(ShardId(0), 1, 0, 64);
+        fresh.join_cluster(home.as_str().into(), 9000);
+        fresh.open(ChannelName::new("lobby").unwrap());
+        c.hubs[h] = fresh;
+        c.nodes[h] = Node::default();
+        c.listening[h].clear();
+        let all: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+        let nodes: Arc<[Arc<str>]> = all.into();
+        let msg = ClusterIn::Nodes {
+            nodes,
+            connected: true,
+            epoch: 9000,
+        };
+        c.hubs[h].from_cluster(msg, &mut c.nodes[h]);
+        c.join(&home, 7, "hex", false);
+        // ann's first line is lost, but it makes the home ask; her next one gets through.
+        c.say(away, 1, "anyone?");
+        c.settle();
+        assert_eq!(c.hubs[h].homed_members(), 2, "ann is known again");
+        c.say(away, 1, "hello");
+        c.settle();
+        assert_eq!(c.seen(&home, 7).last().unwrap(), "hello");
+    }
+
+    #[test]
+    fn a_node_that_comes_takes_the_channels_it_wins_and_their_members_follow() {
+        // A third node that wins `lobby` over the first two.
+        let newcomer = (0..)
+            .map(|i| format!("new{i}"))
+            .find(|n| home_of_lobby(&["n1", "n2", n]) == *n)
+            .unwrap();
+        let names = ["n1", "n2", newcomer.as_str()];
+        let mut c = Cluster::new(&names);
+        // Until it comes, the cluster is the first two.
+        let two: Vec<Arc<str>> = ["n1", "n2"].iter().map(|n| Arc::from(*n)).collect();
+        c.view(&two, true);
+        c.join("n1", 1, "ann", true);
+        c.join("n2", 1, "bea", false);
+        c.say("n1", 1, "before");
+        c.settle();
+        assert_eq!(c.seen("n2", 1).last().unwrap(), "before");
+        let all: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+        c.view(&all, true);
+        let n3 = c.index(&newcomer);
+        assert_eq!(c.hubs[n3].homed_channels(), 1);
+        assert_eq!(c.hubs[n3].homed_members(), 2, "both members followed");
+        for node in ["n1", "n2"] {
+            assert_eq!(c.hubs[c.index(node)].homed_channels(), 0);
+            assert!(c
+                .seen(node, 1)
+                .last()
+                .unwrap()
+                .contains("moved to another node"));
+        }
+        c.say("n1", 1, "after");
+        c.settle();
+        assert_eq!(c.seen("n2", 1).last().unwrap(), "after");
+        assert_eq!(c.seen("n1", 1).last().unwrap(), "after");
+        assert_eq!(
+            c.nodes[n3].log.last().unwrap().as_ref(),
+            "after",
+            "the new home logs"
+        );
     }
 }

@@ -109,6 +109,9 @@ pub struct Hub {
     joining: HashMap<u64, ChannelName>,
     /// This node's place in a cluster (`None`: a node on its own).
     cluster: Option<NodeState>,
+    /// Channels in `homed` whose role is [`Role::Home`], kept because the shard reads it after
+    /// every hub call.
+    homes: usize,
 }
 
 impl Hub {
@@ -126,6 +129,7 @@ impl Hub {
             session_channel: HashMap::new(),
             joining: HashMap::new(),
             cluster: None,
+            homes: 0,
         }
     }
 
@@ -142,6 +146,9 @@ impl Hub {
         };
         self.by_key.insert(name.key().clone(), index);
         let role = self.role_for(name.key());
+        if matches!(role, Role::Home { .. }) {
+            self.homes += 1;
+        }
         let mut channel = Channel::new(id, name, self.capacity, self.shards);
         channel.role = role;
         self.homed.push(channel);
@@ -150,10 +157,7 @@ impl Hub {
 
     /// Channels homed here (in a cluster: those this node is the home of).
     pub fn homed_channels(&self) -> usize {
-        self.homed
-            .iter()
-            .filter(|c| matches!(c.role, Role::Home { .. }))
-            .count()
+        self.homes
     }
 
     /// Members of all channels homed here.
