@@ -805,9 +805,11 @@ mod tests {
 
         fn carry(&mut self, from: usize, msg: ClusterOut) {
             match msg {
+                // Nobody is there to read what goes to a node that is not in the cluster.
                 ClusterOut::ToHome { node, msg, .. } => {
-                    let to = self.index(&node);
-                    self.wire[to].push_back(ClusterIn::AtHome(msg));
+                    if let Some(to) = self.names.iter().position(|n| *n == node) {
+                        self.wire[to].push_back(ClusterIn::AtHome(msg));
+                    }
                 }
                 ClusterOut::Publish { key, event } => {
                     if matches!(event.what, EventKind::Line(_))
@@ -822,8 +824,9 @@ mod tests {
                     }
                 }
                 ClusterOut::ToNode { node, msg, .. } => {
-                    let to = self.index(&node);
-                    self.wire[to].push_back(ClusterIn::AtNode(msg));
+                    if let Some(to) = self.names.iter().position(|n| *n == node) {
+                        self.wire[to].push_back(ClusterIn::AtNode(msg));
+                    }
                 }
                 ClusterOut::Subscribe(key) => {
                     self.listening[from].insert(key);
@@ -1110,5 +1113,103 @@ mod tests {
             "after",
             "the new home logs"
         );
+    }
+
+    /// A message another node (buggy, old, or hostile) could send, from a few numbers.
+    fn forged(kind: u8, a: u64, b: u64, node: &str) -> ClusterIn {
+        let from: Arc<str> = node.into();
+        let channel = if a % 3 == 0 { "lobby" } else { "other" }.to_string();
+        let home_msg = |msg| {
+            ClusterIn::AtHome(ToHomeNode {
+                channel: channel.clone(),
+                from: from.clone(),
+                msg,
+            })
+        };
+        match kind % 9 {
+            0 => home_msg(HomeMsg::Join {
+                token: b % 4,
+                user: "mal".into(),
+                create: a % 2 == 0,
+            }),
+            1 => home_msg(HomeMsg::Leave { token: b % 4 }),
+            2 => home_msg(HomeMsg::Post {
+                token: b % 4,
+                line: "forged".into(),
+            }),
+            3 => home_msg(HomeMsg::Who {
+                token: b % 4,
+                session: ((a % 3) as u16, b),
+            }),
+            4 => home_msg(HomeMsg::Rejoin {
+                members: (0..b % 5).map(|t| (t, Arc::from("ghost"))).collect(),
+            }),
+            5 => home_msg(HomeMsg::Forgotten),
+            6 => ClusterIn::Event(Event {
+                channel,
+                home: from,
+                epoch: a % 3,
+                seq: b % 8,
+                what: if b % 2 == 0 {
+                    EventKind::Line("forged".into())
+                } else {
+                    EventKind::Answer {
+                        node: "n1".into(),
+                        token: a % 4,
+                        outcome: Outcome::Joined,
+                    }
+                },
+            }),
+            7 => ClusterIn::AtNode(NodeMsg::Who {
+                session: b,
+                names: None,
+            }),
+            _ => ClusterIn::Created(if a % 2 == 0 { "lobby" } else { "" }.into()),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever other nodes send, in any order, a hub neither panics nor loses count of its
+        /// own members; and the real members still hear one another afterwards.
+        #[test]
+        fn forged_messages_from_other_nodes_never_break_a_hub(
+            ops in proptest::collection::vec((0u8..12, 0u64..1000, 0u64..1000), 1..60)
+        ) {
+            let names = ["n1", "n2"];
+            let home = home_of_lobby(&names);
+            let away = names.iter().copied().find(|n| *n != home).unwrap();
+            let mut c = Cluster::new(&names);
+            c.join(&home, 1, "hal", true);
+            c.join(away, 1, "ann", false);
+            for (kind, a, b) in ops {
+                // From the other real node with even tokens (its real member, ann, is token 1,
+                // so no forgery speaks for her), or from a node that is not in the cluster.
+                let to = (a % 2) as usize;
+                let node = if b % 2 == 0 { names[1 - to] } else { "stranger" };
+                let msg = if kind >= 9 {
+                    // Now and then a view that comes and goes with the stranger in it.
+                    let mut live: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+                    if kind == 10 {
+                        live.push("stranger".into());
+                    }
+                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 11, epoch: a }
+                } else {
+                    forged(kind, a, b, node)
+                };
+                c.hubs[to].from_cluster(msg, &mut c.nodes[to]);
+                c.settle();
+            }
+            // Back to the two real nodes, connected: the real members talk.
+            let live: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+            c.view(&live, true);
+            let i = c.index(away);
+            proptest::prop_assert!(c.hubs[i].channel_of(1).is_some());
+            c.say(away, 1, "still one chat");
+            c.settle();
+            let seen = c.seen(&home, 1);
+            proptest::prop_assert_eq!(seen.last().map(String::as_str), Some("still one chat"));
+        }
     }
 }
