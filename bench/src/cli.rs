@@ -46,6 +46,9 @@ pub enum Cmd {
     /// ceiling for 10 minutes while 5% of users leave and come back every minute: RSS per minute,
     /// the server's counts at the end, errors.
     Soak,
+    /// Kills one node of a cluster (--kill-pid) after a baseline of chat in channels of 6: clients lost
+    /// with it, and for each channel that moved, the time until its survivors' lines flow again.
+    Failover,
     /// Several scenarios in a row (--scenarios seed,storm:5000,churn; `:N` sets that one's users).
     Suite {
         #[arg(
@@ -85,7 +88,7 @@ pub struct Opts {
     #[arg(long, global = true)]
     pub users: Option<u32>,
     /// Length of the scenario's measured phase (firehose: of each step; storm and churn: the most
-    /// it waits); each scenario has its own default.
+    /// it waits; failover: the baseline before the kill); each scenario has its own default.
     #[arg(long, global = true)]
     pub seconds: Option<f64>,
     /// Users per channel.
@@ -97,9 +100,10 @@ pub struct Opts {
     /// Length of each chat line's text.
     #[arg(long, global = true, default_value_t = 40)]
     pub message_bytes: u32,
-    /// The server's pid: RSS and CPU before and after, its open-files limit.
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    /// The server's pid, or a comma-separated list of them (the nodes of a cluster, `101,102,103`):
+    /// RSS and CPU before and after, summed over the processes; the open-files limit of the first.
+    #[arg(long, global = true, value_parser = parse_pids)]
+    pub server_pid: Option<PidList>,
     /// The most users the server takes (ceiling); else read from --server-log or --server-pid.
     #[arg(long, global = true)]
     pub server_max_users: Option<u64>,
@@ -168,6 +172,12 @@ pub struct Opts {
     /// Abuse: timed logins per second, over all the login probes.
     #[arg(long, global = true, default_value_t = 1.5)]
     pub login_rate: f64,
+    /// Failover: the node process to SIGKILL once the baseline (`--seconds`) is over.
+    #[arg(long, global = true)]
+    pub kill_pid: Option<u32>,
+    /// Failover: seconds the run goes on after the kill.
+    #[arg(long, global = true)]
+    pub after: Option<f64>,
     /// Soak: seconds between rounds of leaving and coming back (and between RSS samples).
     #[arg(long, global = true, default_value_t = 60.0)]
     pub period: f64,
@@ -180,4 +190,67 @@ pub struct Opts {
     /// Seconds clients keep reading after the last line was sent.
     #[arg(long, global = true, default_value_t = 2.0)]
     pub grace: f64,
+}
+
+/// The processes of `--server-pid`: one server, or every node of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PidList(pub Vec<u32>);
+
+/// `101` or `101,102,103` (spaces allowed around the commas); every pid once, none zero.
+pub fn parse_pids(s: &str) -> Result<PidList, String> {
+    let mut pids = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let pid: u32 = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not a pid (want e.g. 101 or 101,102,103)"))?;
+        if pid == 0 {
+            return Err("pid 0 is not a process".into());
+        }
+        if pids.contains(&pid) {
+            return Err(format!("pid {pid} is listed twice"));
+        }
+        pids.push(pid);
+    }
+    Ok(PidList(pids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_pids_are_one_or_a_list() {
+        assert_eq!(parse_pids("101"), Ok(PidList(vec![101])));
+        assert_eq!(parse_pids("101,102, 103"), Ok(PidList(vec![101, 102, 103])));
+        assert!(parse_pids("").is_err());
+        assert!(parse_pids("101,").is_err());
+        assert!(parse_pids("101,x").is_err());
+        assert!(parse_pids("0").is_err());
+        assert!(parse_pids("101,101").is_err());
+        assert!(parse_pids("-5").is_err());
+    }
+
+    #[test]
+    fn server_pid_flag_takes_one_pid_or_several() {
+        let one = Cli::try_parse_from(["ringtalk-bench", "seed", "--server-pid", "42"]).unwrap();
+        assert_eq!(one.opts.server_pid, Some(PidList(vec![42])));
+        let three =
+            Cli::try_parse_from(["ringtalk-bench", "--server-pid", "1,2,3", "seed"]).unwrap();
+        assert_eq!(three.opts.server_pid, Some(PidList(vec![1, 2, 3])));
+        let none = Cli::try_parse_from(["ringtalk-bench", "seed"]).unwrap();
+        assert_eq!(none.opts.server_pid, None);
+        let f = Cli::try_parse_from([
+            "ringtalk-bench",
+            "failover",
+            "--kill-pid",
+            "7",
+            "--after",
+            "20",
+        ])
+        .unwrap();
+        assert!(matches!(f.command, Cmd::Failover));
+        assert_eq!(f.opts.kill_pid, Some(7));
+        assert_eq!(f.opts.after, Some(20.0));
+    }
 }

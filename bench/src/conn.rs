@@ -16,7 +16,7 @@ use tokio::time::{sleep, timeout_at, Duration, Instant};
 
 use crate::irc;
 use crate::lines::LineBuf;
-use crate::ringtalk::{self, ChatLine, LoginLine, Prompt};
+use crate::ringtalk::{self, ChatLine, LoginLine, Notice, Prompt};
 use crate::stats::{ClientError, ErrorKind};
 use crate::sys::now_ns;
 use crate::telnet::{Profile, TelnetClient};
@@ -65,6 +65,9 @@ pub enum Event {
     Dropped(u64),
     /// Flood control dropped this many of the lines we sent.
     FloodDropped(u64),
+    /// A cluster's notice about a channel, and the channel's index if it is one of the bench's
+    /// (`bc<k>`).
+    Notice(Notice, Option<u32>),
     /// A line of the abuse scenario's paste.
     Paste,
     /// Chat text not written by the bench.
@@ -468,6 +471,9 @@ impl Conn {
                 ChatLine::Said { text, .. } => text,
                 ChatLine::Dropped(n) => return Event::Dropped(n),
                 ChatLine::FloodDropped(n) => return Event::FloodDropped(n),
+                ChatLine::Cluster(notice, ch) => {
+                    return Event::Notice(notice, crate::plan::channel_index(ch))
+                }
                 ChatLine::Closing => return Event::Closing,
                 ChatLine::Complaint(text) => {
                     self.last_complaint = Some(text.to_string());

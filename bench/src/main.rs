@@ -64,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Churn => vec![("churn".into(), None)],
         Cmd::Abuse => vec![("abuse".into(), None)],
         Cmd::Soak => vec![("soak".into(), None)],
+        Cmd::Failover => vec![("failover".into(), None)],
         Cmd::Suite { scenarios } => parse_suite(scenarios)?,
         Cmd::All => parse_suite(
             &scenarios::SCENARIOS
@@ -83,6 +84,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         match bench.run(name, *users) {
             Ok(r) => {
                 print_report(&r, json);
+                if let Some(why) = r.failure() {
+                    eprintln!("{name}: FAILED: {why}");
+                    failed = true;
+                }
                 reports.push(r);
             }
             Err(e) => {

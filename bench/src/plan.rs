@@ -90,6 +90,23 @@ pub struct Plan {
     pub leave: Option<Leave>,
     /// Abuse: this worker is the attacker.
     pub attack: Option<AttackPlan>,
+    /// Failover: the parent kills a node this long after go; the kill time, go + this, divides
+    /// lines sent before it from lines sent after, and each client counts what its channel went
+    /// through ([`ChannelFailover`]).
+    #[serde(default)]
+    pub kill_at_ms: Option<u64>,
+}
+
+/// The index `k` of a bench channel's name, `bc<k>` as [`Plan::channel`] makes it (the server may
+/// write it in another case); `None` for any other channel.
+pub fn channel_index(name: &str) -> Option<u32> {
+    let k = name
+        .get(2..)
+        .filter(|_| name[..2].eq_ignore_ascii_case("bc"))?;
+    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    k.parse().ok()
 }
 
 /// Soak: in each period a fraction of the chat clients leave and come back.
@@ -210,6 +227,11 @@ impl Plan {
         } else {
             source_addr(id, self.source_addrs)
         }
+    }
+
+    /// The index `k` of chat client `id`'s channel `bc<k>` (`None` for the one big room).
+    pub fn channel_index_of(&self, id: u32) -> Option<u32> {
+        (id + self.reserved_seats).checked_div(self.group)
     }
 
     /// The channel of chat client `id`.
@@ -356,6 +378,88 @@ pub struct WorkerReport {
     pub flood_dropped: u64,
     /// Abuse: what the attacker got through (the attacker's worker only).
     pub attack: Option<AttackReport>,
+    /// A cluster's notices received by this worker's chat clients while chatting.
+    pub notices: Notices,
+    /// Failover: clients whose connection ended with the killed node (closed or reset within
+    /// [`LOST_WINDOW_NS`] of the kill); not counted as errors.
+    pub lost_with_node: u32,
+    /// Failover: per channel with members in this worker, what it went through.
+    pub failover: Vec<ChannelFailover>,
+}
+
+/// Failover: a client whose connection closes or resets this soon after the kill was on the killed
+/// node (SIGKILL closes a process's sockets at once; the clients see it within milliseconds).
+pub const LOST_WINDOW_NS: u64 = 2_000_000_000;
+
+/// A cluster's notices (issue 11), counted wherever chat clients read: never errors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notices {
+    /// `[#<channel> moved to another node; ...]`
+    pub moved: u64,
+    /// `[Chat with other nodes in #<channel> is interrupted; ...]`
+    pub interrupted: u64,
+    /// `[Chat with other nodes in #<channel> is back.]`
+    pub back: u64,
+}
+
+impl Notices {
+    pub fn add(&mut self, o: &Notices) {
+        self.moved += o.moved;
+        self.interrupted += o.interrupted;
+        self.back += o.back;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.moved + self.interrupted + self.back
+    }
+}
+
+/// Failover: one channel `bc<k>` as the members in one worker saw it; the parent merges the
+/// workers' parts ([`ChannelFailover::merge`]). Times are CLOCK_MONOTONIC ns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFailover {
+    pub channel: u32,
+    /// Members that joined at setup.
+    pub joined: u32,
+    /// Members whose connection ended with the killed node.
+    pub lost: u32,
+    /// The first `moved to another node` notice received after the kill, by any member.
+    pub notice_ns: Option<u64>,
+    /// The last such notice (members on different nodes are told at different times).
+    pub last_notice_ns: Option<u64>,
+    /// The first delivery to any member of a line sent (scheduled) at or after the kill.
+    pub first_after_ns: Option<u64>,
+    /// Lines the surviving members sent at or after the kill (members lost with the node do not
+    /// count: what they wrote went nowhere).
+    pub sent_after: u64,
+    /// The send (scheduled) time of the last of those.
+    pub last_said_ns: Option<u64>,
+    /// Deliveries received of lines sent at or after the kill.
+    pub delivered_after: u64,
+}
+
+impl ChannelFailover {
+    /// Adds another worker's part of the same channel.
+    pub fn merge(&mut self, o: &ChannelFailover) {
+        let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let latest = |a: Option<u64>, b: Option<u64>| a.max(b);
+        self.joined += o.joined;
+        self.lost += o.lost;
+        self.notice_ns = earliest(self.notice_ns, o.notice_ns);
+        self.last_notice_ns = latest(self.last_notice_ns, o.last_notice_ns);
+        self.first_after_ns = earliest(self.first_after_ns, o.first_after_ns);
+        self.sent_after += o.sent_after;
+        self.last_said_ns = latest(self.last_said_ns, o.last_said_ns);
+        self.delivered_after += o.delivered_after;
+    }
+
+    /// Members still connected after the kill.
+    pub fn survivors(&self) -> u32 {
+        self.joined.saturating_sub(self.lost)
+    }
 }
 
 /// Abuse: what the attacker tried and what it got. Nothing here is an error of the bench: the
@@ -472,6 +576,7 @@ mod tests {
             login_interval_ms: 0,
             leave: None,
             attack: None,
+            kill_at_ms: None,
         }
     }
 
@@ -487,6 +592,59 @@ mod tests {
         let p = plan(100, 0, 0.0, Protocol::Ringtalk);
         assert_eq!(p.channel(42), "bigroom");
         assert_eq!(p.expected_readers(0), 100);
+    }
+
+    #[test]
+    fn channel_names_read_back_to_their_index() {
+        let p = plan(14, 6, 0.0, Protocol::Ringtalk);
+        for id in 0..14 {
+            assert_eq!(channel_index(&p.channel(id)), p.channel_index_of(id));
+        }
+        assert_eq!(channel_index("BC12"), Some(12));
+        assert_eq!(channel_index("bc"), None);
+        assert_eq!(channel_index("bc1x"), None);
+        assert_eq!(channel_index("bigroom"), None);
+        assert_eq!(channel_index("Lobby"), None);
+        assert_eq!(channel_index("b"), None);
+        assert_eq!(channel_index("bé1"), None);
+        assert_eq!(
+            plan(100, 0, 0.0, Protocol::Ringtalk).channel_index_of(5),
+            None
+        );
+    }
+
+    #[test]
+    fn channel_parts_merge_over_workers() {
+        let mut a = ChannelFailover {
+            channel: 3,
+            joined: 4,
+            lost: 1,
+            notice_ns: Some(50),
+            last_notice_ns: Some(50),
+            first_after_ns: None,
+            sent_after: 2,
+            last_said_ns: Some(70),
+            delivered_after: 0,
+        };
+        let b = ChannelFailover {
+            channel: 3,
+            joined: 2,
+            lost: 1,
+            notice_ns: Some(40),
+            last_notice_ns: Some(45),
+            first_after_ns: Some(90),
+            sent_after: 1,
+            last_said_ns: None,
+            delivered_after: 5,
+        };
+        a.merge(&b);
+        assert_eq!((a.joined, a.lost, a.survivors()), (6, 2, 4));
+        assert_eq!((a.notice_ns, a.last_notice_ns), (Some(40), Some(50)));
+        assert_eq!(a.first_after_ns, Some(90));
+        assert_eq!(
+            (a.sent_after, a.last_said_ns, a.delivered_after),
+            (3, Some(70), 5)
+        );
     }
 
     #[test]

@@ -34,10 +34,16 @@ pub struct Deliveries {
     pub own_lines_counted: bool,
 }
 
-/// The server process, when its pid is known.
+/// The server's processes (one, or every node of a cluster), when their pids are known. Every
+/// figure is the sum over the processes.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServerFigures {
+    /// The first of `pids`.
     pub pid: u32,
+    /// Every process sampled, in the order given.
+    pub pids: Vec<u32>,
+    /// Each process's own samples, in the order of `pids`.
+    pub per_pid: Vec<PidSamples>,
     /// Before any client connected.
     pub before: ProcSample,
     /// After setup: every client connected, logged in and joined.
@@ -53,6 +59,15 @@ pub struct ServerFigures {
     pub cpu_run_s: f64,
     /// cpu_run_s over the measured phase's wall time: 1.0 is one core busy.
     pub cpu_cores_used: f64,
+}
+
+/// One server process's samples.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PidSamples {
+    pub pid: u32,
+    pub before: ProcSample,
+    pub loaded: ProcSample,
+    pub after: ProcSample,
 }
 
 /// One scenario's results.
@@ -86,6 +101,10 @@ pub struct Report {
     /// One figure for the suite's summary line.
     #[serde(skip)]
     pub headline: String,
+    /// Why the run failed, when the scenario itself judges it failed (failover: a channel that
+    /// moved and never carried a line again); the exit status is then 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// Microseconds as a short human figure.
@@ -130,6 +149,11 @@ impl Report {
         self.rows.push((key.to_string(), value.into()));
     }
 
+    /// Why the scenario judged the run failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     pub fn figure(&mut self, key: &str, value: impl Serialize) {
         self.figures.insert(
             key.to_string(),
@@ -140,6 +164,9 @@ impl Report {
     /// The readable block.
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = Vec::new();
+        if let Some(why) = &self.failed {
+            rows.push(("FAILED".into(), why.clone()));
+        }
         let s = &self.setup;
         // Storm has no setup phase; its counts are the storm's own, shown in its rows.
         if s.clients > 0 && self.scenario != "storm" {
@@ -191,8 +218,8 @@ impl Report {
             rows.push((
                 "server".into(),
                 format!(
-                    "pid {}: RSS {} idle, {} loaded ({} per user), {} after ({}{})",
-                    srv.pid,
+                    "{}: RSS {} idle, {} loaded ({} per user), {} after ({}{})",
+                    pid_list(&srv.pids),
                     bytes(srv.before.rss_bytes as f64),
                     bytes(srv.loaded.rss_bytes as f64),
                     bytes(srv.rss_per_user_bytes),
@@ -231,6 +258,20 @@ impl Report {
     }
 }
 
+/// `pid 101`, or `pids 101+102+103 (summed)` for several.
+pub fn pid_list(pids: &[u32]) -> String {
+    match pids {
+        [one] => format!("pid {one}"),
+        many => format!(
+            "pids {} (summed)",
+            many.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("+")
+        ),
+    }
+}
+
 /// The suite's closing summary, one line per scenario.
 pub fn summary(reports: &[Report]) -> String {
     let mut out = format!(
@@ -255,7 +296,10 @@ pub fn summary(reports: &[Report]) -> String {
             p99,
             max,
             r.errors.total(),
-            r.headline
+            match &r.failed {
+                Some(why) => format!("FAILED: {why}; {}", r.headline),
+                None => r.headline.clone(),
+            }
         ));
     }
     out
@@ -273,5 +317,7 @@ mod tests {
         assert_eq!(ms(6_226_000), "6.23 s");
         assert_eq!(bytes(2_500_000.0), "2.5 MB");
         assert_eq!(bytes(9_300.0), "9.3 kB");
+        assert_eq!(pid_list(&[101]), "pid 101");
+        assert_eq!(pid_list(&[101, 102, 103]), "pids 101+102+103 (summed)");
     }
 }

@@ -32,6 +32,30 @@ pub mod defence {
     pub const SIGNUP_THROTTLE: &str = "Too many new accounts";
 }
 
+/// The notices of a ringtalk cluster (issue 11), as its nodes write them to a channel's members.
+pub mod cluster {
+    /// `[#<channel> moved to another node; lines sent in the last seconds may be lost.]`: the
+    /// channel's home node is gone and another took it over.
+    pub const MOVED: &str = " moved to another node";
+    /// `[Chat with other nodes in #<channel> is interrupted; lines from them will resume when the
+    /// link is back.]`: this node lost NATS.
+    pub const LINK_PREFIX: &str = "[Chat with other nodes in #";
+    pub const INTERRUPTED: &str = " is interrupted";
+    /// `[Chat with other nodes in #<channel> is back.]`: NATS again.
+    pub const BACK: &str = " is back.]";
+}
+
+/// Which cluster notice a line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The channel moved to another node.
+    Moved,
+    /// Chat with other nodes is interrupted.
+    Interrupted,
+    /// Chat with other nodes is back.
+    Back,
+}
+
 /// Why the server turned a connection away before any login work (issue 10's per-address limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -168,6 +192,9 @@ pub enum ChatLine<'a> {
     NoChannels,
     /// `Server is shutting down.` or `Goodbye.`: the connection closes next.
     Closing,
+    /// A cluster's notice about a channel (moved, link interrupted, link back): which, and the
+    /// channel's name.
+    Cluster(Notice, &'a str),
     /// A reply that means the bench said something wrong (or the server did).
     Complaint(&'a str),
     /// Others joining or leaving, prompts, blank lines: nothing to act on.
@@ -219,6 +246,9 @@ pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
     if let Some(ch) = line.strip_prefix("You have joined #") {
         return ChatLine::Joined(ch);
     }
+    if let Some(notice) = cluster_notice(line) {
+        return notice;
+    }
     if let Some(rest) = line.strip_prefix("  #") {
         if let Some((ch, n)) = rest.rsplit_once(" (") {
             if let Some(members) = n.strip_suffix(')').and_then(|n| n.parse().ok()) {
@@ -260,6 +290,24 @@ pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
         return ChatLine::Complaint(line);
     }
     ChatLine::Noise
+}
+
+/// A cluster's notice, or `None`.
+fn cluster_notice(line: &str) -> Option<ChatLine<'_>> {
+    if let Some(rest) = line.strip_prefix(cluster::LINK_PREFIX) {
+        // The interrupted notice ends in "... when the link is back.]" too: it goes first.
+        if let Some((ch, _)) = rest.split_once(cluster::INTERRUPTED) {
+            return Some(ChatLine::Cluster(Notice::Interrupted, ch));
+        }
+        let ch = rest.strip_suffix(cluster::BACK)?;
+        return Some(ChatLine::Cluster(Notice::Back, ch));
+    }
+    let rest = line.strip_prefix("[#")?;
+    if !rest.ends_with(']') {
+        return None;
+    }
+    let (ch, _) = rest.split_once(cluster::MOVED)?;
+    Some(ChatLine::Cluster(Notice::Moved, ch))
 }
 
 /// The chat text the bench sends: `t=<CLOCK_MONOTONIC ns> s=<sender id> ` padded with `x` to `len`.
@@ -400,6 +448,45 @@ mod tests {
             ),
             ChatLine::Complaint(_)
         ));
+    }
+
+    #[test]
+    fn cluster_notices() {
+        // As src/hub/cluster.rs writes them, after the prompt a terminal shows.
+        assert_eq!(
+            chat_line(
+                "b1 #bc7> [#bc7 moved to another node; lines sent in the last seconds may be lost.]",
+                "b1"
+            ),
+            ChatLine::Cluster(Notice::Moved, "bc7")
+        );
+        assert_eq!(
+            chat_line(
+                "[Chat with other nodes in #Lobby is interrupted; lines from them will resume when the link is back.]",
+                "b1"
+            ),
+            ChatLine::Cluster(Notice::Interrupted, "Lobby")
+        );
+        assert_eq!(
+            chat_line("[Chat with other nodes in #bc0 is back.]", "b1"),
+            ChatLine::Cluster(Notice::Back, "bc0")
+        );
+        // Chat text that looks like one is still chat; other bracketed lines are noise.
+        assert!(matches!(
+            chat_line(
+                "bob says, \"[#bc7 moved to another node; lines sent in the last seconds may be lost.]\"",
+                "b1"
+            ),
+            ChatLine::Said { .. }
+        ));
+        assert_eq!(
+            chat_line("[#bc7 moved to another node", "b1"),
+            ChatLine::Noise
+        );
+        assert_eq!(
+            chat_line("[5 messages dropped]", "b1"),
+            ChatLine::Dropped(5)
+        );
     }
 
     #[test]

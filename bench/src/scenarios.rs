@@ -21,10 +21,12 @@ use crate::cli::Opts;
 use crate::conn::{Conn, LoginInfo, Protocol};
 use crate::fleet::{Fleet, Msg};
 use crate::plan::{
-    AttackPlan, AttackReport, Command, Leave, Mode, Plan, Report as WorkerMsg, Window,
-    WindowReport, WorkerReport,
+    AttackPlan, AttackReport, ChannelFailover, Command, Leave, Mode, Notices, Plan,
+    Report as WorkerMsg, Window, WindowReport, WorkerReport,
 };
-use crate::report::{bytes, latency_line, ms, Deliveries, Report, ServerFigures, Setup};
+use crate::report::{
+    bytes, latency_line, ms, Deliveries, PidSamples, Report, ServerFigures, Setup,
+};
 use crate::stats::{merge_or_warn, Errors, HistWire, Latency};
 use crate::sys::{self, now_ns, ListenCounters, ProcSample};
 
@@ -40,11 +42,12 @@ pub const SCENARIOS: &[&str] = &[
     "churn",
     "abuse",
     "soak",
+    "failover",
 ];
 
 /// Scenarios `all` leaves out: the ceiling's size, abuse's server flags (`--exempt none`, and
-/// cost-12 accounts), soak's ten minutes.
-pub const NOT_IN_ALL: &[&str] = &["ceiling", "abuse", "soak"];
+/// cost-12 accounts), soak's ten minutes, failover's cluster (and the node it kills).
+pub const NOT_IN_ALL: &[&str] = &["ceiling", "abuse", "soak", "failover"];
 
 /// Firehose: a step is held when its p99 is under this.
 const FIREHOSE_P99_US: u64 = 10_000;
@@ -67,7 +70,11 @@ pub struct Limits {
     pub source_addrs: u32,
     pub ephemeral_ports: Option<(u32, u32)>,
     pub somaxconn: Option<u64>,
+    /// The first of `server_pids` (its open-files limit is the one read).
     pub server_pid: Option<u32>,
+    /// The server's processes (`--server-pid`, or every process listening on a loopback
+    /// `--addr`'s port: several for a cluster's nodes); RSS and CPU are summed over them.
+    pub server_pids: Vec<u32>,
     pub server_max_users: Option<u64>,
     /// Where `server_max_users` came from.
     pub server_max_source: String,
@@ -109,6 +116,8 @@ struct Spec {
     connect_concurrency: Option<u32>,
     /// Run the `/list` probe (churn, soak), asking this often.
     probe_every_ms: Option<u64>,
+    /// Failover: the node the parent kills, and when.
+    kill: Option<Kill>,
     /// Soak: once the windows are over, stop as soon as the probe (and, if the server logs them, a
     /// heartbeat) has answered after that.
     end_check: bool,
@@ -141,8 +150,38 @@ impl Spec {
             connect_concurrency: None,
             probe_every_ms: None,
             end_check: false,
+            kill: None,
         }
     }
+}
+
+/// Failover: SIGKILL to `pid`, `at_ms` after go.
+#[derive(Clone, Copy, Debug)]
+struct Kill {
+    pid: u32,
+    at_ms: u64,
+}
+
+/// Failover: what became of the kill.
+#[derive(Clone, Debug, Default)]
+struct KillOutcome {
+    /// The planned time (go + `at_ms`): the instant the workers divide lines at.
+    planned_ns: u64,
+    /// When `kill(2)` returned; `None` if it was not sent (the run ended first).
+    sent_ns: Option<u64>,
+    /// Why `kill(2)` failed, if it did.
+    error: Option<String>,
+    /// Established connections the node held on the server's port after setup: its clients.
+    node_connections: Option<u64>,
+}
+
+/// The server's processes and their samples: before setup, after setup, and after the measured
+/// phase (each in the order of `pids`).
+struct ServerSamples {
+    pids: Vec<u32>,
+    before: Vec<ProcSample>,
+    loaded: Vec<ProcSample>,
+    after: Vec<ProcSample>,
 }
 
 /// What came back from the workers.
@@ -174,8 +213,10 @@ struct Outcome {
     end_probe: Option<(u64, u64)>,
     /// Soak: the first heartbeat the server logged after the windows ended.
     end_heartbeat: Option<BTreeMap<String, String>>,
-    /// The server's pid and its samples: before setup, after setup, and after the measured phase.
-    server: Option<(u32, ProcSample, ProcSample, ProcSample)>,
+    /// The server's processes and their samples.
+    server: Option<ServerSamples>,
+    /// Failover: the kill.
+    kill: Option<KillOutcome>,
     /// The server's sample at go, which starts the measured phase (setup ends before a settling
     /// pause); `None` if none was taken.
     at_go: Option<ProcSample>,
@@ -192,13 +233,12 @@ impl Bench {
     /// Raises the open-files limit, finds the server's limits, and says what they allow.
     pub fn new(opts: Opts) -> anyhow::Result<Bench> {
         let (soft, hard) = sys::raise_nofile()?;
-        let server_pid = opts.server_pid.or_else(|| {
-            opts.addr
-                .ip()
-                .is_loopback()
-                .then(|| sys::find_listener_pid(opts.addr))
-                .flatten()
-        });
+        let server_pids = match &opts.server_pid {
+            Some(list) => list.0.clone(),
+            None if opts.addr.ip().is_loopback() => sys::find_listener_pids(opts.addr),
+            None => Vec::new(),
+        };
+        let server_pid = server_pids.first().copied();
         let (server_max_users, server_max_source) = if let Some(n) = opts.server_max_users {
             (Some(n), "--server-max-users".to_string())
         } else if let Some(n) = opts
@@ -229,6 +269,7 @@ impl Bench {
             ephemeral_ports: sys::ephemeral_ports(),
             somaxconn: sys::somaxconn(),
             server_pid,
+            server_pids,
             server_max_users,
             server_max_source,
         };
@@ -247,13 +288,17 @@ impl Bench {
                 )
             })
             .unwrap_or_else(|| "ports unknown".into());
+        let pids = if l.server_pids.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", crate::report::pid_list(&l.server_pids))
+        };
         let server = match (l.server_pid, l.server_max_users) {
-            (pid, Some(n)) => format!(
-                "server{}: about {n} users (from {})",
-                pid.map(|p| format!(" pid {p}")).unwrap_or_default(),
+            (_, Some(n)) => format!(
+                "server{pids}: about {n} users (from {})",
                 l.server_max_source
             ),
-            (Some(pid), None) => format!("server pid {pid}: user limit unknown"),
+            (Some(_), None) => format!("server{pids}: user limit unknown"),
             (None, None) => {
                 "server: pid and user limit unknown (give --server-pid or --server-max-users)"
                     .into()
@@ -284,6 +329,7 @@ impl Bench {
             "churn" => self.churn(users),
             "abuse" => self.abuse(users),
             "soak" => self.soak(users),
+            "failover" => self.failover(users),
             other => bail!("no scenario {other:?}; scenarios: {}", SCENARIOS.join(", ")),
         }
     }
@@ -1202,6 +1248,252 @@ impl Bench {
         Ok(r)
     }
 
+    /// failover: `users` users chat in channels of `--group` at the seed rate for a baseline of
+    /// `--seconds`; then the parent sends SIGKILL to `--kill-pid`, one node of a cluster, and the
+    /// run goes on for `--after` seconds. Clients of that node lose their connection (counted as
+    /// lost with the node, not as errors); channels whose home it was move to another node, and
+    /// their survivors are told so. For each, the time from the kill until a line sent after it
+    /// reaches a member again.
+    fn failover(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        let o = &self.opts;
+        if o.protocol != Protocol::Ringtalk {
+            bail!("failover kills a node of a ringtalk cluster: it speaks ringtalk only");
+        }
+        let Some(pid) = o.kill_pid else {
+            bail!("failover needs --kill-pid: the pid of the cluster node to kill");
+        };
+        if !sys::listens_on(pid, o.addr) {
+            bail!(
+                "pid {pid} holds no socket listening on port {} (or is not this user's): not a \
+                 node of the server at {}; refusing to kill it",
+                o.addr.port(),
+                o.addr
+            );
+        }
+        if o.group == 0 {
+            bail!("failover needs channels: --group must be at least 1");
+        }
+        let users = users.unwrap_or(3_000).max(1);
+        let base = self.seconds(10.0);
+        let after = o.after.unwrap_or(15.0).max(0.1);
+        let think = o.think.unwrap_or(10.0);
+        let mut spec = Spec::new("failover", Mode::Chat, users, o.group);
+        spec.windows = vec![
+            Self::window("baseline", 0.0, base, 1.0 / think, false),
+            Self::window("after", base, base + after, 1.0 / think, false),
+        ];
+        spec.grace_ms = self.grace_ms();
+        spec.kill = Some(Kill {
+            pid,
+            at_ms: (base * 1e3) as u64,
+        });
+        let out = self.execute(&spec)?;
+        let mut r = self.common(&spec, &out);
+        let kill = out.kill.clone().unwrap_or_default();
+
+        // The usual figures, over the baseline: every node still up.
+        let before = window_totals(&out.reports, 0);
+        let later = window_totals(&out.reports, 1);
+        let chat_base = Latency::of(&merge_or_warn(&before.latency_parts));
+        let chat_after = Latency::of(&merge_or_warn(&later.latency_parts));
+        r.latency = chat_base.clone();
+        r.deliveries = Some(Deliveries {
+            sent: before.sent,
+            expected: before.expected,
+            delivered: before.delivered,
+            per_second: before.delivered as f64 / base,
+            dropped: before.dropped,
+            late_sends: before.late_sends,
+            own_lines_counted: true,
+        });
+
+        let lost: u32 = out.reports.iter().map(|w| w.lost_with_node).sum();
+        let held: u32 = out.reports.iter().map(|w| w.held).sum();
+        let mut channels: BTreeMap<u32, ChannelFailover> = BTreeMap::new();
+        for part in out.reports.iter().flat_map(|w| &w.failover) {
+            channels
+                .entry(part.channel)
+                .and_modify(|c| c.merge(part))
+                .or_insert_with(|| part.clone());
+        }
+        let channels: Vec<ChannelFailover> = channels.into_values().collect();
+        let f = failover_figures(kill.planned_ns, MOVE_SETTLE_NS, &channels);
+
+        // RSS per user of the nodes sampled: their own clients only.
+        if let Some(srv) = r.server.as_mut() {
+            let theirs = out
+                .setup
+                .connected
+                .saturating_sub(kill.node_connections.map_or(lost, |n| n as u32));
+            srv.rss_per_user_bytes =
+                (srv.loaded.rss_bytes as f64 - srv.before.rss_bytes as f64) / theirs.max(1) as f64;
+        }
+        if self.limits.server_pids.contains(&pid) {
+            r.notes.push(format!(
+                "pid {pid} (killed) is left out of the server figures: they are the other nodes'"
+            ));
+        }
+
+        r.row(
+            "workload",
+            format!(
+                "channels of {}, a {}-byte line every {think} s per user on average; {base} s \
+                 baseline, SIGKILL to pid {pid}, then {after} s",
+                spec.group, o.message_bytes
+            ),
+        );
+        let late_ms = kill
+            .sent_ns
+            .map(|t| t.saturating_sub(kill.planned_ns) as f64 / 1e6);
+        r.row(
+            "kill",
+            match (&kill.error, late_ms) {
+                (Some(e), _) => format!("SIGKILL to pid {pid} failed: {e}"),
+                (None, None) => format!("pid {pid} was not killed: the run ended first"),
+                (None, Some(late)) => format!(
+                    "SIGKILL to pid {pid} at +{base} s ({late:.2} ms after the planned instant); \
+                     it held {} client connections after setup",
+                    kill.node_connections
+                        .map_or("an unknown number of".to_string(), |n| n.to_string())
+                ),
+            },
+        );
+        r.row(
+            "lost with node",
+            format!(
+                "{lost} clients lost their connection at the kill (not errors); {held} others ran \
+                 to the end without an error"
+            ),
+        );
+        if let Some(n) = kill.node_connections.filter(|&n| n != lost as u64) {
+            r.notes.push(format!(
+                "the killed node held {n} connections on the port after setup, but {lost} clients \
+                 were counted lost with it (a client is, when its connection closes or resets \
+                 within {} s of the kill)",
+                crate::plan::LOST_WINDOW_NS / 1_000_000_000
+            ));
+        }
+        r.row("chat (after)", latency_line(&chat_after));
+        r.row(
+            "channels",
+            format!(
+                "{} with members, {} with members left after the kill; {} moved (their survivors \
+                 got the notice): {} carried a line sent after the kill again, {} had no survivor \
+                 speak {} s after the last notice, {} NEVER carried one again",
+                f.channels,
+                f.channels_with_survivors,
+                f.channels_moved,
+                f.channels_recovered,
+                f.channels_unproven,
+                MOVE_SETTLE_NS as f64 / 1e9,
+                f.channels_not_recovered
+            ),
+        );
+        let spread = |s: &Spread| {
+            if s.count == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} channels",
+                    s.p50_ms, s.p99_ms, s.max_ms, s.count
+                )
+            }
+        };
+        r.row(
+            "recovery",
+            format!(
+                "kill to the first delivery of a line sent after it: {}",
+                spread(&f.recovery_ms)
+            ),
+        );
+        r.row(
+            "notice delay",
+            format!(
+                "kill to the first \"moved\" notice: {}",
+                spread(&f.notice_delay_ms)
+            ),
+        );
+        let share = |a: &AfterKill| {
+            format!(
+                "{} of {} ({:.1}%) from {} lines",
+                a.delivered,
+                a.expected,
+                pct(a.delivered, a.expected),
+                a.sent
+            )
+        };
+        r.row(
+            "after the kill",
+            format!(
+                "deliveries of lines the survivors sent after the kill: {}; in channels that \
+                 moved {}; in the others {}; dropped {}",
+                share(&f.after_kill),
+                share(&f.after_kill_moved),
+                share(&f.after_kill_others),
+                later.dropped
+            ),
+        );
+        if f.channels_moved == 0 {
+            r.notes.push(
+                "no channel moved: no survivor got a \"moved to another node\" notice, so no \
+                 recovery was measured (was the killed process a node of this cluster?)"
+                    .into(),
+            );
+        }
+        r.notes.push(format!(
+            "recovery includes waiting for a survivor to speak: with a line every {think} s each, \
+             k survivors say one every {think}/k s on average"
+        ));
+
+        r.figure("think_s", think);
+        r.figure("baseline_s", base);
+        r.figure("after_s", after);
+        r.figure("kill_pid", pid);
+        r.figure("kill_late_ms", late_ms);
+        r.figure("kill_error", &kill.error);
+        r.figure("node_connections", kill.node_connections);
+        r.figure("lost_with_node", lost);
+        r.figure("users_held", held);
+        r.figure("chat_latency_baseline", &chat_base);
+        r.figure("chat_latency_after", &chat_after);
+        r.figure("sent_after_kill", f.after_kill.sent);
+        r.figure("expected_after_kill", f.after_kill.expected);
+        r.figure("delivered_after_kill", f.after_kill.delivered);
+        r.figure("dropped_after_kill", later.dropped);
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&f) {
+            r.figures.extend(map);
+        }
+
+        let mut failures = Vec::new();
+        if let Some(e) = &kill.error {
+            failures.push(format!("SIGKILL to pid {pid} failed: {e}"));
+        } else if kill.sent_ns.is_none() {
+            failures.push(format!("pid {pid} was not killed"));
+        }
+        if f.channels_not_recovered > 0 {
+            let some: Vec<String> = f.not_recovered.iter().map(|k| format!("#bc{k}")).collect();
+            failures.push(format!(
+                "{} channels moved and never carried a line sent after the kill, though survivors \
+                 spoke more than {} s after the last notice (e.g. {})",
+                f.channels_not_recovered,
+                MOVE_SETTLE_NS as f64 / 1e9,
+                some.join(", ")
+            ));
+        }
+        r.headline = if f.channels_moved == 0 {
+            format!("no channel moved; {lost} lost with the node")
+        } else {
+            format!(
+                "{} moved, {} recovered, p99 {:.0} ms, max {:.0} ms; {lost} lost with the node",
+                f.channels_moved, f.channels_recovered, f.recovery_ms.p99_ms, f.recovery_ms.max_ms
+            )
+        };
+        if !failures.is_empty() {
+            r.failed = Some(failures.join("; "));
+        }
+        Ok(r)
+    }
+
     // ---- running ----
 
     /// Plans the workers, runs setup, go and the measured phase, and collects the reports.
@@ -1258,6 +1550,7 @@ impl Bench {
                     login_interval_ms: spec.login_interval_ms,
                     leave: spec.leave,
                     attack: None,
+                    kill_at_ms: spec.kill.map(|k| k.at_ms),
                 }
             })
             .collect();
@@ -1273,9 +1566,17 @@ impl Bench {
         }
         let n = plans.len() as u32;
 
-        let pid = self.limits.server_pid;
-        let sample = || pid.and_then(|p| sys::proc_sample(p).ok());
-        let before = sample();
+        // Every process of the server but the one failover kills (its figures would end with it).
+        let pids: Vec<u32> = self
+            .limits
+            .server_pids
+            .iter()
+            .copied()
+            .filter(|&p| spec.kill.map_or(true, |k| k.pid != p))
+            .collect();
+        let sample_all = || sys::proc_samples(&pids);
+        let sample = || sample_all().map(|v| ProcSample::sum(&v));
+        let before = sample_all();
         let listen_before = sys::listen_counters().ok();
         eprintln!(
             "{}: {} users{} over {n} worker process{} ...",
@@ -1314,8 +1615,11 @@ impl Bench {
                 setup_errors.describe()
             );
         }
-        let loaded = sample();
+        let loaded = sample_all();
         let loaded_ns = now_ns();
+        let node_connections = spec
+            .kill
+            .and_then(|k| sys::connections_held(k.pid, o.addr.port()));
 
         let probe_stop = Arc::new(AtomicBool::new(false));
         let mut probe_thread = None;
@@ -1344,6 +1648,13 @@ impl Bench {
 
         let go_ns = now_ns() + spec.settle_ms * 1_000_000;
         fleet.broadcast(&Command::Go { at_ns: go_ns });
+        let kill_abort = Arc::new(AtomicBool::new(false));
+        let kill_thread = spec.kill.map(|k| {
+            let planned = go_ns + k.at_ms * 1_000_000;
+            let abort = kill_abort.clone();
+            let name = spec.name;
+            std::thread::spawn(move || kill_at(name, k.pid, planned, &abort))
+        });
         let measured_end = go_ns + (plans[0].windows_end_ms() + spec.grace_ms / 2) * 1_000_000;
         let give_up = go_ns
             + (plans[0].windows_end_ms().max(spec.hold_ms)
@@ -1374,11 +1685,11 @@ impl Bench {
         let mut end_heartbeat = None;
         let expected_members = setup.joined as u64;
         let stop = |fleet: &mut Fleet,
-                    after: &mut Option<ProcSample>,
+                    after: &mut Option<Vec<ProcSample>>,
                     end_ns: &mut u64,
                     stopped: &mut bool| {
             if !*stopped {
-                *after = sample();
+                *after = sample_all();
                 *end_ns = now_ns();
                 probe_stop.store(true, Ordering::Relaxed);
                 fleet.broadcast(&Command::Stop);
@@ -1388,7 +1699,7 @@ impl Bench {
         while !fleet.all_finished() {
             let now = now_ns();
             if !stopped {
-                if pid.is_some() && at_go.is_none() && now >= go_ns {
+                if !pids.is_empty() && at_go.is_none() && now >= go_ns {
                     at_go = sample();
                 }
                 for (i, w) in spec.windows.iter().enumerate() {
@@ -1429,7 +1740,7 @@ impl Bench {
                 && matches!(spec.mode, Mode::Chat | Mode::Bigroom)
                 && now >= measured_end
             {
-                after = sample();
+                after = sample_all();
                 end_ns = now;
             }
             if spec.mode == Mode::Churn && !stopped && now > go_ns + spec.hold_ms * 1_000_000 {
@@ -1499,10 +1810,23 @@ impl Bench {
             }
         }
         probe_stop.store(true, Ordering::Relaxed);
+        kill_abort.store(true, Ordering::Relaxed);
         if after.is_none() {
-            after = sample();
+            after = sample_all();
             end_ns = now_ns();
         }
+        let kill = spec.kill.map(|k| {
+            let (sent_ns, error) = kill_thread
+                .and_then(|t| t.join().ok())
+                .flatten()
+                .map_or((None, None), |(t, e)| (Some(t), e));
+            KillOutcome {
+                planned_ns: go_ns + k.at_ms * 1_000_000,
+                sent_ns,
+                error,
+                node_connections,
+            }
+        });
         let reports = fleet.finish(Duration::from_secs(30));
         if let Some(t) = probe_thread {
             let _ = t.join();
@@ -1550,10 +1874,16 @@ impl Bench {
             },
             end_probe,
             end_heartbeat,
-            server: match (pid, before, loaded, after) {
-                (Some(p), Some(b), Some(l), Some(a)) => Some((p, b, l, a)),
+            server: match (before, loaded, after) {
+                (Some(before), Some(loaded), Some(after)) => Some(ServerSamples {
+                    pids: pids.clone(),
+                    before,
+                    loaded,
+                    after,
+                }),
                 _ => None,
             },
+            kill,
             listen: listen_before.zip(listen_after),
             at_go,
         })
@@ -1602,7 +1932,12 @@ impl Bench {
         // Storm clients connect only after go: their RSS shows in the "after" sample.
         let storm = spec.mode == Mode::Storm;
         let storm_users: u32 = out.reports.iter().map(|w| w.logged_in).sum();
-        let server = out.server.map(|(pid, before, loaded, after)| {
+        let server = out.server.as_ref().map(|samples| {
+            let (before, loaded, after) = (
+                ProcSample::sum(&samples.before),
+                ProcSample::sum(&samples.loaded),
+                ProcSample::sum(&samples.after),
+            );
             let (users, with_users) = if storm {
                 (storm_users.max(1) as f64, after)
             } else {
@@ -1616,7 +1951,19 @@ impl Bench {
             };
             let run_wall = out.end_ns.saturating_sub(start_ns) as f64 / 1e9;
             ServerFigures {
-                pid,
+                pid: samples.pids[0],
+                pids: samples.pids.clone(),
+                per_pid: samples
+                    .pids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &pid)| PidSamples {
+                        pid,
+                        before: samples.before[i],
+                        loaded: samples.loaded[i],
+                        after: samples.after[i],
+                    })
+                    .collect(),
                 before,
                 loaded,
                 after,
@@ -1628,6 +1975,10 @@ impl Bench {
             }
         });
         let foreign: u64 = out.reports.iter().map(|w| w.foreign).sum();
+        let mut notices = Notices::default();
+        for w in &out.reports {
+            notices.add(&w.notices);
+        }
         let mut notes: Vec<String> = out.lost.clone();
         if foreign > 0 {
             notes.push(format!(
@@ -1648,7 +1999,20 @@ impl Bench {
             "limits".into(),
             serde_json::to_value(&self.limits).unwrap_or_default(),
         );
+        figures.insert(
+            "cluster_notices".into(),
+            serde_json::to_value(notices).unwrap_or_default(),
+        );
         let mut rows = Vec::new();
+        if notices.total() > 0 {
+            rows.push((
+                "cluster notices".to_string(),
+                format!(
+                    "{} \"moved to another node\", {} \"chat with other nodes interrupted\", {} \"back\" (received by the clients)",
+                    notices.moved, notices.interrupted, notices.back
+                ),
+            ));
+        }
         if let Some((before, after)) = out.listen {
             let (o, d) = (
                 after.overflows - before.overflows,
@@ -1693,6 +2057,7 @@ impl Bench {
             notes,
             rows,
             headline: String::new(),
+            failed: None,
         }
     }
 }
@@ -1915,6 +2280,170 @@ fn judge_step(
     }
 }
 
+/// Failover: sleeps until `planned_ns` and sends SIGKILL to `pid`, unless `abort` is set first.
+/// Returns when kill(2) returned, and why it failed if it did; `None` if aborted.
+fn kill_at(
+    name: &str,
+    pid: u32,
+    planned_ns: u64,
+    abort: &AtomicBool,
+) -> Option<(u64, Option<String>)> {
+    // Coarse sleeps that watch `abort`, then one precise sleep on the clock itself.
+    const NEAR_NS: u64 = 20_000_000;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = now_ns();
+        if now + NEAR_NS >= planned_ns {
+            break;
+        }
+        std::thread::sleep(Duration::from_nanos(
+            (planned_ns - NEAR_NS - now).min(50_000_000),
+        ));
+    }
+    sys::sleep_until_ns(planned_ns);
+    if abort.load(Ordering::Relaxed) {
+        return None;
+    }
+    let result = sys::sigkill(pid);
+    let sent = now_ns();
+    match &result {
+        Ok(()) => eprintln!(
+            "{name}: SIGKILL sent to pid {pid}, {:.2} ms after the planned instant",
+            sent.saturating_sub(planned_ns) as f64 / 1e6
+        ),
+        Err(e) => eprintln!("{name}: SIGKILL to pid {pid} failed: {e}"),
+    }
+    Some((sent, result.err().map(|e| e.to_string())))
+}
+
+/// Failover: how long after the last member of a moved channel was told that its survivors' lines
+/// must get through. Each node takes a silent node for gone on its own one-second tick (ringtalk's
+/// announcements), so the nodes learn of a move up to a second apart, and a line sent meanwhile may
+/// still go to the dead home.
+const MOVE_SETTLE_NS: u64 = 1_000_000_000;
+
+/// Failover: a spread of per-channel times, in ms (nearest-rank percentiles).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+struct Spread {
+    count: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Spread {
+    fn of(mut ns: Vec<u64>) -> Spread {
+        if ns.is_empty() {
+            return Spread::default();
+        }
+        ns.sort_unstable();
+        let at = |q: f64| {
+            let rank = (q * ns.len() as f64).ceil() as usize;
+            ns[rank.clamp(1, ns.len()) - 1] as f64 / 1e6
+        };
+        Spread {
+            count: ns.len() as u64,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// Failover: lines the surviving members sent at or after the kill, and their deliveries
+/// (expected: each line at every survivor of its channel, the sender too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+struct AfterKill {
+    sent: u64,
+    expected: u64,
+    delivered: u64,
+}
+
+impl AfterKill {
+    fn add(&mut self, c: &ChannelFailover) {
+        self.sent += c.sent_after;
+        self.expected += c.sent_after * c.survivors() as u64;
+        self.delivered += c.delivered_after;
+    }
+}
+
+/// Failover: what the channels went through, from the workers' merged parts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+struct FailoverFigures {
+    /// Channels with members after setup.
+    channels: u64,
+    /// Of those, with at least one member left after the kill.
+    channels_with_survivors: u64,
+    /// Channels whose survivors got the `moved to another node` notice after the kill.
+    channels_moved: u64,
+    /// Moved channels that delivered a line sent after the kill.
+    channels_recovered: u64,
+    /// Moved channels that delivered none, though a survivor spoke `settle` after the last
+    /// member was told: the run fails.
+    channels_not_recovered: u64,
+    /// Moved channels that delivered none, and no survivor spoke that late: nothing to show either
+    /// way.
+    channels_unproven: u64,
+    /// The first few channels (`k` of `bc<k>`) that did not recover.
+    not_recovered: Vec<u32>,
+    /// Moved and recovered channels: kill to the first delivery of a line sent after the kill.
+    recovery_ms: Spread,
+    /// Moved channels: kill to the first notice.
+    notice_delay_ms: Spread,
+    /// Every channel (in the JSON as `sent_after_kill`, `expected_after_kill` and
+    /// `delivered_after_kill`, so that no figure is an object counted twice beside its parts);
+    /// the moved ones; the others.
+    #[serde(skip)]
+    after_kill: AfterKill,
+    after_kill_moved: AfterKill,
+    after_kill_others: AfterKill,
+}
+
+/// Failover: the figures of the channels (merged over workers) for a kill at `kill_ns`. A channel
+/// *moved* if a survivor got the notice after the kill; it *recovered* if a line sent after the
+/// kill reached any member, and the recovery time runs from the kill to the first such delivery.
+/// One that did not is a failure only if a survivor spoke `settle_ns` or more after the last of
+/// its members was told (before, its nodes may not all know the new home yet); else unproven.
+fn failover_figures(kill_ns: u64, settle_ns: u64, channels: &[ChannelFailover]) -> FailoverFigures {
+    let mut f = FailoverFigures::default();
+    let mut recovery = Vec::new();
+    let mut notice = Vec::new();
+    for c in channels.iter().filter(|c| c.joined > 0) {
+        f.channels += 1;
+        f.channels_with_survivors += (c.survivors() > 0) as u64;
+        f.after_kill.add(c);
+        let Some(told) = c.notice_ns.filter(|&t| t >= kill_ns) else {
+            f.after_kill_others.add(c);
+            continue;
+        };
+        f.after_kill_moved.add(c);
+        f.channels_moved += 1;
+        notice.push(told - kill_ns);
+        match c.first_after_ns.filter(|&t| t >= kill_ns) {
+            Some(t) => {
+                f.channels_recovered += 1;
+                recovery.push(t - kill_ns);
+            }
+            None if c
+                .last_said_ns
+                .zip(c.last_notice_ns)
+                .is_some_and(|(said, told)| said >= told + settle_ns) =>
+            {
+                f.channels_not_recovered += 1;
+                if f.not_recovered.len() < 10 {
+                    f.not_recovered.push(c.channel);
+                }
+            }
+            None => f.channels_unproven += 1,
+        }
+    }
+    f.recovery_ms = Spread::of(recovery);
+    f.notice_delay_ms = Spread::of(notice);
+    f
+}
+
 /// Seconds one bcrypt hash takes here at `cost` (the median of three).
 fn measure_bcrypt(cost: u32) -> anyhow::Result<f64> {
     let mut times = Vec::new();
@@ -2017,6 +2546,103 @@ mod tests {
         ];
         assert_eq!(drop_counted_s(&probe, go), Some(0.11));
         assert_eq!(drop_counted_s(&probe[..1], go), None);
+    }
+
+    fn channel(k: u32, joined: u32, lost: u32) -> ChannelFailover {
+        ChannelFailover {
+            channel: k,
+            joined,
+            lost,
+            ..ChannelFailover::default()
+        }
+    }
+
+    #[test]
+    fn failover_recovery_counts_from_the_kill_to_the_first_line_after_it() {
+        let kill = 10_000_000_000;
+        let ms = |n: u64| kill + n * 1_000_000;
+        // Moved, recovered 4.2 s after the kill; 2 of 6 members lost; 3 lines after, 8 deliveries.
+        let mut a = channel(0, 6, 2);
+        a.notice_ns = Some(ms(3_500));
+        a.first_after_ns = Some(ms(4_200));
+        a.sent_after = 3;
+        a.delivered_after = 8;
+        // Moved, recovered after 6 s.
+        let mut b = channel(1, 6, 1);
+        b.notice_ns = Some(ms(3_900));
+        b.first_after_ns = Some(ms(6_000));
+        b.sent_after = 1;
+        b.delivered_after = 5;
+        // Moved, and a survivor spoke well after the last member was told, but nothing arrived:
+        // not recovered.
+        let mut c = channel(2, 6, 3);
+        c.notice_ns = Some(ms(3_700));
+        c.last_notice_ns = Some(ms(4_000));
+        c.sent_after = 2;
+        c.last_said_ns = Some(ms(5_000));
+        // Moved; its last line after the kill went less than the settling time after the last
+        // notice (another node may not have known yet): unproven.
+        let mut d = channel(3, 6, 5);
+        d.notice_ns = Some(ms(3_600));
+        d.last_notice_ns = Some(ms(3_600));
+        d.sent_after = 1;
+        d.last_said_ns = Some(ms(4_599));
+        // Not moved (its home lived); every line arrived. A notice from before the kill is not
+        // this kill's.
+        let mut e = channel(4, 6, 0);
+        e.notice_ns = Some(kill - 1);
+        e.first_after_ns = Some(ms(3));
+        e.sent_after = 2;
+        e.delivered_after = 12;
+        // Every member lost; and a channel nobody joined.
+        let g = channel(5, 6, 6);
+        let h = channel(6, 0, 0);
+        let f = failover_figures(kill, 1_000_000_000, &[a, b, c, d, e, g, h]);
+        assert_eq!(f.channels, 6);
+        assert_eq!(f.channels_with_survivors, 5);
+        assert_eq!(f.channels_moved, 4);
+        assert_eq!(f.channels_recovered, 2);
+        assert_eq!(f.channels_not_recovered, 1);
+        assert_eq!(f.not_recovered, vec![2]);
+        assert_eq!(f.channels_unproven, 1);
+        assert_eq!(f.recovery_ms.count, 2);
+        assert_eq!(f.recovery_ms.p50_ms, 4_200.0);
+        assert_eq!(f.recovery_ms.max_ms, 6_000.0);
+        assert_eq!(f.notice_delay_ms.count, 4);
+        assert_eq!(f.notice_delay_ms.p50_ms, 3_600.0);
+        assert_eq!(f.notice_delay_ms.max_ms, 3_900.0);
+        // Expected: each line at every survivor (the sender too).
+        assert_eq!(
+            f.after_kill_moved,
+            AfterKill {
+                sent: 7,
+                expected: 3 * 4 + 5 + 2 * 3 + 1,
+                delivered: 13
+            }
+        );
+        assert_eq!(
+            f.after_kill_others,
+            AfterKill {
+                sent: 2,
+                expected: 12,
+                delivered: 12
+            }
+        );
+        assert_eq!(f.after_kill.sent, 9);
+        assert_eq!(f.after_kill.expected, 36);
+        assert_eq!(f.after_kill.delivered, 25);
+    }
+
+    #[test]
+    fn spreads_use_nearest_rank() {
+        assert_eq!(Spread::of(vec![]), Spread::default());
+        let s = Spread::of((1..=100).rev().map(|n| n * 1_000_000).collect());
+        assert_eq!(
+            (s.count, s.p50_ms, s.p99_ms, s.max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
+        let one = Spread::of(vec![2_500_000]);
+        assert_eq!((one.p50_ms, one.p99_ms, one.max_ms), (2.5, 2.5, 2.5));
     }
 
     #[test]

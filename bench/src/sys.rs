@@ -87,6 +87,27 @@ pub fn proc_sample(pid: u32) -> io::Result<ProcSample> {
     })
 }
 
+/// Samples every process of `pids`; `None` if any of them cannot be read (a sum over fewer
+/// processes than before would not compare with it).
+pub fn proc_samples(pids: &[u32]) -> Option<Vec<ProcSample>> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| proc_sample(p).ok()).collect()
+}
+
+impl ProcSample {
+    /// The sum over several processes (the nodes of a cluster).
+    pub fn sum(samples: &[ProcSample]) -> ProcSample {
+        samples
+            .iter()
+            .fold(ProcSample::default(), |a, s| ProcSample {
+                rss_bytes: a.rss_bytes + s.rss_bytes,
+                cpu_s: a.cpu_s + s.cpu_s,
+            })
+    }
+}
+
 /// utime and stime (fields 14 and 15) of a /proc/<pid>/stat line; the command name in parentheses may
 /// hold spaces, so fields are counted after its closing parenthesis.
 pub fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
@@ -235,56 +256,120 @@ pub fn parse_netstat(text: &str) -> Option<ListenCounters> {
     None
 }
 
-/// The pid of the process listening on `addr` (found through /proc/net/tcp and the processes'
-/// descriptors; only processes this user may look into are seen).
-pub fn find_listener_pid(addr: std::net::SocketAddr) -> Option<u32> {
-    let port = addr.port();
+/// The sockets of TCP table lines (`/proc/net/tcp` and `tcp6`) in state `state` (`0A` listening,
+/// `01` established) whose local port is `port`, as the link text of a descriptor on them
+/// (`socket:[<inode>]`).
+fn socket_inodes(port: u16, state: &str) -> Vec<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st ... inode (field 9)
-            if f.len() < 10 || f[3] != "0A" {
-                continue;
-            }
-            let Some((_, p)) = f[1].rsplit_once(':') else {
-                continue;
-            };
-            if u16::from_str_radix(p, 16).ok() == Some(port) {
-                inodes.push(format!("socket:[{}]", f[9]));
-            }
+        inodes.extend(parse_tcp_table(&text, port, state));
+    }
+    inodes
+}
+
+/// [`socket_inodes`] of one table's text.
+pub fn parse_tcp_table(text: &str, port: u16, state: &str) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st ... inode (field 9)
+        if f.len() < 10 || f[3] != state {
+            continue;
+        }
+        let Some((_, p)) = f[1].rsplit_once(':') else {
+            continue;
+        };
+        if u16::from_str_radix(p, 16).ok() == Some(port) {
+            inodes.push(format!("socket:[{}]", f[9]));
         }
     }
+    inodes
+}
+
+/// How many of `pid`'s descriptors are among `inodes` (only processes this user may look into).
+fn held_by(pid: u32, inodes: &std::collections::HashSet<String>) -> io::Result<u64> {
+    let mut n = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            n += target.to_str().is_some_and(|t| inodes.contains(t)) as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// The pids of the processes listening on `addr`'s port: one server, or every node of a cluster
+/// sharing it (SO_REUSEPORT). Found through /proc/net/tcp and the processes' descriptors; only
+/// processes this user may look into are seen. In /proc's order (ascending pids).
+pub fn find_listener_pids(addr: std::net::SocketAddr) -> Vec<u32> {
+    let inodes: std::collections::HashSet<String> =
+        socket_inodes(addr.port(), "0A").into_iter().collect();
     if inodes.is_empty() {
-        return None;
+        return Vec::new();
     }
     let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| pid != me && held_by(pid, &inodes).is_ok_and(|n| n > 0))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Whether process `pid` holds a socket listening on `addr`'s port (the failover scenario's check
+/// that the pid it is about to kill is a node of the server under test).
+pub fn listens_on(pid: u32, addr: std::net::SocketAddr) -> bool {
+    let inodes: std::collections::HashSet<String> =
+        socket_inodes(addr.port(), "0A").into_iter().collect();
+    held_by(pid, &inodes).is_ok_and(|n| n > 0)
+}
+
+/// Established connections that process `pid` holds on local port `port`: the clients a node
+/// serves. `None` if its descriptors cannot be read.
+pub fn connections_held(pid: u32, port: u16) -> Option<u64> {
+    let inodes: std::collections::HashSet<String> = socket_inodes(port, "01").into_iter().collect();
+    held_by(pid, &inodes).ok()
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `ns` (clock_nanosleep with an absolute time: no drift,
+/// microseconds late at most on an idle core).
+pub fn sleep_until_ns(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: clock_nanosleep reads `ts`; no remainder is asked for with TIMER_ABSTIME.
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
         };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
-                    return Some(pid);
-                }
-            }
+        if r != libc::EINTR {
+            return;
         }
     }
-    None
+}
+
+/// Sends SIGKILL to `pid`.
+pub fn sigkill(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: kill has no memory preconditions; the pid was checked to be a node of the server.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// CPUs this process may run on.
@@ -359,6 +444,41 @@ mod tests {
                 drops: 15
             })
         );
+    }
+
+    #[test]
+    fn tcp_table_sockets_by_port_and_state() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:15B3 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111 1 0 100 0 0 10 0\n\
+   1: 0100007F:15B3 0200007F:A1B2 01 00000000:00000000 00:00000000 00000000  1000        0 222 1 0 20 4 30 10 -1\n\
+   2: 0200007F:A1B2 0100007F:15B3 01 00000000:00000000 00:00000000 00000000  1000        0 333 1 0 20 4 30 10 -1\n";
+        assert_eq!(parse_tcp_table(table, 5555, "0A"), vec!["socket:[111]"]);
+        assert_eq!(parse_tcp_table(table, 5555, "01"), vec!["socket:[222]"]);
+        assert!(parse_tcp_table(table, 5556, "0A").is_empty());
+    }
+
+    #[test]
+    fn samples_add_up_over_processes() {
+        let a = ProcSample {
+            rss_bytes: 10,
+            cpu_s: 1.5,
+        };
+        let b = ProcSample {
+            rss_bytes: 32,
+            cpu_s: 0.25,
+        };
+        assert_eq!(
+            ProcSample::sum(&[a, b]),
+            ProcSample {
+                rss_bytes: 42,
+                cpu_s: 1.75
+            }
+        );
+        assert_eq!(ProcSample::sum(&[]), ProcSample::default());
+        let me = std::process::id();
+        assert_eq!(proc_samples(&[me, me]).map(|v| v.len()), Some(2));
+        assert_eq!(proc_samples(&[]), None);
+        assert_eq!(proc_samples(&[me, u32::MAX]), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! report `Done` once every client has ended (naturally, or on `Stop`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::rc::Rc;
 
@@ -23,8 +23,10 @@ use tokio::time::{sleep_until, timeout_at, Duration, Instant};
 use crate::attack::Attack;
 use crate::conn::{Conn, Event, LoginInfo};
 use crate::plan::{
-    Command, Fanout, LeaveAt, Mode, Plan, Report, SetupReport, Window, WindowReport, WorkerReport,
+    ChannelFailover, Command, Fanout, LeaveAt, Mode, Notices, Plan, Report, SetupReport, Window,
+    WindowReport, WorkerReport, LOST_WINDOW_NS,
 };
+use crate::ringtalk::Notice;
 use crate::stats::{new_hist, record, ClientError, ErrorKind, Errors, HistWire};
 use crate::sys::{instant_at, now_ns};
 use crate::timer::Timer;
@@ -106,6 +108,10 @@ struct Acc {
     fanout: HashMap<u64, (u64, u64)>,
     paste_received: u64,
     flood_dropped: u64,
+    notices: Notices,
+    lost_with_node: u32,
+    /// Failover: per channel `bc<k>` with members here.
+    failover: BTreeMap<u32, ChannelFailover>,
 }
 
 impl Acc {
@@ -114,6 +120,32 @@ impl Acc {
             self.samples.push(e.detail.clone());
         }
     }
+
+    /// Counts a cluster's notice.
+    fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Moved => self.notices.moved += 1,
+            Notice::Interrupted => self.notices.interrupted += 1,
+            Notice::Back => self.notices.back += 1,
+        }
+    }
+
+    /// Failover: channel `k`'s part here.
+    fn channel(&mut self, k: u32) -> &mut ChannelFailover {
+        self.failover.entry(k).or_insert_with(|| ChannelFailover {
+            channel: k,
+            ..ChannelFailover::default()
+        })
+    }
+}
+
+/// Failover: what one chat client said at or after the kill, added to its channel's part when the
+/// client ends, unless it was lost with the node.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spoke {
+    after_kill: u64,
+    /// The send (scheduled) time of the last of them.
+    last_ns: Option<u64>,
 }
 
 /// What every client task shares.
@@ -143,6 +175,20 @@ impl Ctx {
             Phase::Go(t) => Some(t),
             _ => None,
         }
+    }
+
+    /// Failover: when the node is killed (CLOCK_MONOTONIC ns), once go is known.
+    fn kill_ns(&self) -> Option<u64> {
+        Some(self.go_ns()? + self.plan.kill_at_ms? * 1_000_000)
+    }
+
+    /// Failover: whether a client's end was the killed node's: its connection closed or reset
+    /// within [`LOST_WINDOW_NS`] of the kill.
+    fn lost_with_node(&self, e: &ClientError, at_ns: u64) -> bool {
+        matches!(e.kind, ErrorKind::Closed | ErrorKind::Reset)
+            && self
+                .kill_ns()
+                .is_some_and(|k| (k..k + LOST_WINDOW_NS).contains(&at_ns))
     }
 
     /// Marks one client's setup as finished.
@@ -210,6 +256,7 @@ impl Ctx {
         let Some(go) = self.go_ns() else {
             return Ok(());
         };
+        let kill = self.kill_ns();
         let mut acc = self.acc.borrow_mut();
         match event {
             Event::Delivery { sent_ns, sender } => {
@@ -222,7 +269,14 @@ impl Ctx {
                     e.0 += 1;
                     e.1 = e.1.max(us);
                 }
-                let _ = sender;
+                if let Some(k) = kill
+                    .filter(|&k| sent_ns >= k)
+                    .and_then(|_| self.plan.channel_index_of(sender))
+                {
+                    let c = acc.channel(k);
+                    c.first_after_ns = Some(c.first_after_ns.map_or(now, |t| t.min(now)));
+                    c.delivered_after += 1;
+                }
                 if let Some(w) = self.window_of(sent_ns - go) {
                     let w = &mut acc.windows[w];
                     w.delivered += 1;
@@ -235,6 +289,16 @@ impl Ctx {
                 }
             }
             Event::FloodDropped(n) => acc.flood_dropped += n,
+            Event::Notice(notice, channel) => {
+                acc.notice(notice);
+                if let Some(k) =
+                    channel.filter(|_| notice == Notice::Moved && kill.is_some_and(|k| now >= k))
+                {
+                    let c = acc.channel(k);
+                    c.notice_ns = Some(c.notice_ns.map_or(now, |t| t.min(now)));
+                    c.last_notice_ns = Some(c.last_notice_ns.map_or(now, |t| t.max(now)));
+                }
+            }
             Event::Paste => acc.paste_received += 1,
             Event::Foreign => acc.foreign += 1,
             Event::Complaint => {
@@ -335,6 +399,15 @@ async fn chat_client(ctx: Rc<Ctx>, id: u32) {
     if let Err(e) = &opened {
         ctx.setup_error(e);
     }
+    // Failover: each channel's members, for the lines expected after the kill.
+    let failover = ctx
+        .plan
+        .kill_at_ms
+        .and(ctx.plan.channel_index_of(id))
+        .filter(|_| opened.is_ok());
+    if let Some(k) = failover {
+        ctx.acc.borrow_mut().channel(k).joined += 1;
+    }
     ctx.setup_finished();
     let Ok(mut conn) = opened else {
         ctx.milestone_passed();
@@ -343,15 +416,35 @@ async fn chat_client(ctx: Rc<Ctx>, id: u32) {
     let Some(go) = ctx.wait_go().await else {
         return;
     };
+    let mut spoke = Spoke::default();
     let result = match ctx.plan.mode {
-        Mode::Chat => chat(&ctx, conn, id, &channel, slow, go).await,
+        Mode::Chat => chat(&ctx, conn, id, &channel, slow, go, &mut spoke).await,
         Mode::Bigroom => bigroom(&ctx, &mut conn, id, &channel, go).await,
         Mode::Churn => churn(&ctx, conn, id, &channel, go).await,
         Mode::Storm => unreachable!("storm clients connect at go"),
     };
+    let lost = match &result {
+        Err(e) => ctx.lost_with_node(e, now_ns()),
+        Ok(()) => false,
+    };
+    let mut acc = ctx.acc.borrow_mut();
+    if let Some(k) = failover {
+        let c = acc.channel(k);
+        if lost {
+            // What it wrote after the kill went to a dead node: not expected anywhere.
+            c.lost += 1;
+        } else {
+            c.sent_after += spoke.after_kill;
+            c.last_said_ns = c.last_said_ns.max(spoke.last_ns);
+        }
+    }
     match result {
-        Ok(()) => ctx.acc.borrow_mut().held += 1,
-        Err(e) => ctx.run_error(&e),
+        Ok(()) => acc.held += 1,
+        Err(_) if lost => acc.lost_with_node += 1,
+        Err(e) => {
+            drop(acc);
+            ctx.run_error(&e);
+        }
     }
 }
 
@@ -386,7 +479,8 @@ async fn drain(ctx: &Ctx, conn: &mut Conn) -> Result<(), ClientError> {
 }
 
 /// Chats on the windows' schedule until the last window and the grace are over, or stop. With a
-/// leave schedule (soak), leaves and comes back at its times.
+/// leave schedule (soak), leaves and comes back at its times. Failover: counts in `spoke` the lines
+/// sent at or after the kill.
 async fn chat(
     ctx: &Ctx,
     mut conn: Conn,
@@ -394,8 +488,10 @@ async fn chat(
     channel: &str,
     slow: bool,
     go: u64,
+    spoke: &mut Spoke,
 ) -> Result<(), ClientError> {
     let plan = &ctx.plan;
+    let kill = ctx.kill_ns().unwrap_or(u64::MAX);
     let leaves: Vec<LeaveAt> = plan.leave.map(|l| l.schedule(id)).unwrap_or_default();
     let mut leaves = leaves.into_iter();
     let mut next_leave = leaves.next();
@@ -432,6 +528,7 @@ async fn chat(
                 let window = ctx.window_of(now - go);
                 let mut due = 0u64;
                 let mut late = 0u64;
+                let mut said = Spoke::default();
                 while let Some(at) = next {
                     let planned = go + (at * 1e9) as u64;
                     if planned > now {
@@ -441,6 +538,10 @@ async fn chat(
                     conn.queue_chat(channel, &text);
                     due += 1;
                     late += (now > planned + LATE_NS) as u64;
+                    if planned >= kill {
+                        said.after_kill += 1;
+                        said.last_ns = Some(planned);
+                    }
                     next = next_send(at, &plan.windows, &mut rng);
                 }
                 match timeout_at(stop_at, conn.flush()).await {
@@ -449,6 +550,8 @@ async fn chat(
                     Err(_) if slow => break,
                     Err(_) => return Err(ClientError::new(ErrorKind::Timeout, "send: server not reading")),
                 }
+                spoke.after_kill += said.after_kill;
+                spoke.last_ns = spoke.last_ns.max(said.last_ns);
                 if let Some(w) = window {
                     let mut acc = ctx.acc.borrow_mut();
                     let w = &mut acc.windows[w];
@@ -609,7 +712,11 @@ async fn hold(ctx: &Ctx, conn: &mut Conn, go: u64) -> Result<(), ClientError> {
         tokio::select! {
             r = conn.fill() => {
                 r?;
-                while conn.next_line().is_some() {}
+                while let Some(line) = conn.next_line() {
+                    if let Event::Notice(notice, _) = conn.classify(&line) {
+                        ctx.acc.borrow_mut().notice(notice);
+                    }
+                }
                 conn.flush().await?;
             }
             _ = sleep_until(until) => return Ok(()),
@@ -818,6 +925,9 @@ async fn run(plan: Plan, nofile: u64) {
             fanout: HashMap::new(),
             paste_received: 0,
             flood_dropped: 0,
+            notices: Notices::default(),
+            lost_with_node: 0,
+            failover: BTreeMap::new(),
         }),
         started: Instant::now(),
         timer: match Timer::new() {
@@ -961,6 +1071,9 @@ async fn run(plan: Plan, nofile: u64) {
         paste_received: acc.paste_received,
         flood_dropped: acc.flood_dropped,
         attack: ctx.attack.as_ref().map(|a| a.counts.borrow().clone()),
+        notices: acc.notices,
+        lost_with_node: acc.lost_with_node,
+        failover: acc.failover.values().cloned().collect(),
     })));
 }
 
