@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster's figures (issue 11): a nats-server with JetStream and NODES ringtalk nodes sharing one
 # port in a temporary directory, one ringtalk-bench scenario against them, then the NATS messages the
-# run cost per line posted (from nats-server's /varz). Leaves nothing running.
+# nodes' bridges exchanged per line posted (from nats-server's /connz: setup's joins and the
+# announcements are in it too). Leaves nothing running.
 #
 #   scripts/bench-cluster.sh seed --users 50000 --workers 4   # 3 nodes (NODES=3 is the default)
 #   scripts/bench-cluster.sh firehose
@@ -59,10 +60,14 @@ for i in $(seq 1 "$nodes"); do
     done
 done
 
+# What the nodes' bridges published to NATS and received from it (their connections are named after
+# the nodes; the stores' connections, which carry accounts and channels, are left out).
 varz() {
     python3 -c 'import json,sys,urllib.request
 v=json.load(urllib.request.urlopen(sys.argv[1]))
-print(v["in_msgs"], v["out_msgs"], v["in_bytes"], v["out_bytes"])' "http://127.0.0.1:$monitor/varz"
+c=[c for c in v["connections"] if c.get("name","").startswith("node")]
+print(*(sum(x[k] for x in c) for k in ("in_msgs","out_msgs","in_bytes","out_bytes")))' \
+        "http://127.0.0.1:$monitor/connz?limit=4096"
 }
 
 args=("$scenario" --addr "127.0.0.1:$port" --json)
@@ -96,11 +101,11 @@ for line in open(path):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-print(f"NATS over the run: {nin} messages in ({bin_} B), {nout} out ({bout} B), {nodes} nodes")
+print(f"NATS, the bridges over the run: {nin} messages published ({bin_} B), {nout} received ({bout} B), {nodes} nodes")
 if sent:
-    print(f"  lines posted by the bench: {sent}; NATS messages in per line: {nin / sent:.2f}, "
-          f"out per line: {nout / sent:.2f} (announcements, logins and joins included)")
+    print(f"  lines posted by the bench: {sent}; published per line: {nin / sent:.2f}, "
+          f"received per line: {nout / sent:.2f} (setup's joins and the announcements included)")
 EOF
 for i in $(seq 1 "$nodes"); do
-    echo "node$i: $(grep heartbeat "$dir/node$i.log" | tail -1 | sed 's/.*heartbeat//' | cut -c1-400)"
+    echo "node$i: $(grep heartbeat "$dir/node$i.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g; s/.*heartbeat//' | cut -c1-600)"
 done

@@ -347,3 +347,52 @@ fn a_node_killed_mid_chat_hands_its_channels_on_and_chat_goes_on_after_a_notice(
     // Gone after 3 s of silence, seen at the next tick; the figure itself is measured in bench.
     assert!(moved_after < Duration::from_secs(6), "{moved_after:?}");
 }
+
+#[test]
+fn a_node_listening_to_many_channels_switches_to_one_subscription_and_back_without_losing_chat() {
+    let Some(nats) = Nats::start() else { return };
+    let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
+    let beta = node(&nats.url(), "beta", "127.0.0.1:0");
+    // More channels homed on alpha, each with a member on beta, than beta subscribes to one by one.
+    let many = ringtalk::cluster::listening::EACH_UP_TO + 6;
+    let channels: Vec<String> = (0..)
+        .map(|i| format!("many{i}"))
+        .filter(|c| home_node(c, ["alpha", "beta"]) == Some("alpha"))
+        .take(many)
+        .collect();
+    let mut members: Vec<Client> = channels
+        .iter()
+        .enumerate()
+        .map(|(i, channel)| {
+            let mut client = user(beta.addr(), &format!("b{i}"), true);
+            client.send_line(&format!("/create {channel}"));
+            client.expect(&format!("You have joined #{channel}"));
+            client
+        })
+        .collect();
+    let last = channels.last().unwrap();
+    let mut ann = user(alpha.addr(), "ann", true);
+    ann.send_line(&format!("/join {last}"));
+    ann.expect(&format!("You have joined #{last}"));
+    assert!(beta.cluster_view().unwrap().every_channel);
+    let b_last = members.last_mut().unwrap();
+    b_last.expect("ann has joined");
+    ann.send_line("across the wildcard");
+    b_last.expect("ann says, \"across the wildcard\"");
+    // Most leave: beta goes back to a subscription per channel, and chat still crosses.
+    for client in members.iter_mut().take(many - 4) {
+        client.send_line("/exit");
+        client.expect("You left #");
+    }
+    wait_until(
+        || !beta.cluster_view().unwrap().every_channel,
+        "beta to listen one by one again",
+    );
+    ann.send_line("one by one again");
+    members
+        .last_mut()
+        .unwrap()
+        .expect("ann says, \"one by one again\"");
+    members.last_mut().unwrap().send_line("and back");
+    ann.expect("says, \"and back\"");
+}

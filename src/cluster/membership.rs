@@ -10,6 +10,11 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// How long a node may go unheard before the others take it for gone.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a node must have been silent here too before another node's word that it is gone is
+/// taken: a node that every node finds gone at its own next tick is gone everywhere within
+/// moments of the first, instead of up to a tick apart, while a node still heard is kept.
+pub const GONE_HINT_SILENCE: Duration = Duration::from_millis(1500);
+
 /// Longest node name: names travel in every announcement and weigh every channel's placement.
 pub const MAX_NODE_NAME: usize = 64;
 
@@ -56,6 +61,21 @@ impl Membership {
             alive
         });
         gone
+    }
+
+    /// Forgets `node` because another node found it gone, unless this node has heard it within
+    /// [`GONE_HINT_SILENCE`] (then it is alive as far as this node knows, and stays); true if it
+    /// was forgotten. Never forgets `me`.
+    pub fn forget_if_silent(&mut self, me: &str, node: &str, now: Instant) -> bool {
+        let silent = self
+            .last_heard
+            .get(node)
+            .is_some_and(|&at| now.saturating_duration_since(at) >= GONE_HINT_SILENCE);
+        if node == me || !silent {
+            return false;
+        }
+        self.last_heard.remove(node);
+        true
     }
 
     /// Counts every known node as heard at `now`: after NATS was away, when nobody could be heard,
@@ -106,6 +126,20 @@ mod tests {
         assert_eq!(m.len(), 1);
         // It may come back.
         assert!(m.heard("other", t0 + Duration::from_secs(101)));
+    }
+
+    #[test]
+    fn another_nodes_word_that_a_node_is_gone_is_taken_only_if_it_is_silent_here_too() {
+        let t0 = Instant::now();
+        let mut m = Membership::new("me", t0);
+        m.heard("quiet", t0);
+        m.heard("chatty", t0 + Duration::from_millis(2000));
+        let at = t0 + Duration::from_millis(2500);
+        assert!(!m.forget_if_silent("me", "chatty", at), "heard 0.5 s ago");
+        assert!(!m.forget_if_silent("me", "me", at));
+        assert!(!m.forget_if_silent("me", "unknown", at));
+        assert!(m.forget_if_silent("me", "quiet", at), "silent for 2.5 s");
+        assert_eq!(m.nodes().collect::<Vec<_>>(), ["chatty", "me"]);
     }
 
     #[test]

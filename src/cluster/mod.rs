@@ -17,6 +17,7 @@
 //! What each shard does with it is in `hub::cluster`.
 
 pub mod link;
+pub mod listening;
 pub mod membership;
 pub mod placement;
 pub mod store;
@@ -43,6 +44,8 @@ pub struct ClusterView {
     pub connected: bool,
     /// Live nodes, this one included, in name order.
     pub nodes: Vec<String>,
+    /// The node listens to every channel's subject with one subscription (see [`listening`]).
+    pub every_channel: bool,
 }
 
 /// Reads the bridge's [`ClusterView`] and traffic from any thread.
@@ -105,6 +108,7 @@ impl Cluster {
         let view = Arc::new(Mutex::new(ClusterView {
             connected: false,
             nodes: vec![start.node.clone()],
+            every_channel: false,
         }));
         let watch = ClusterWatch {
             view: view.clone(),
@@ -192,6 +196,9 @@ async fn bridge(
     let (link_tx, mut link_rx) = tokio::sync::mpsc::unbounded_channel();
     let connecting = async_nats::ConnectOptions::new()
         .name(&node)
+        // A node never needs what it published itself (its own announcements, or the events of
+        // the channels it is home to, which the wildcard of `listening` would bring back).
+        .no_echo()
         .retry_on_initial_connect()
         .event_callback(move |event| {
             let link_tx = link_tx.clone();
@@ -233,16 +240,23 @@ async fn bridge(
                 .subscribe(format!("ringtalk.node.{}.>", wire::hex(&node)))
                 .await?,
             client.subscribe(wire::list_subject(&node)).await?,
+            client.subscribe(wire::GONE_SUBJECT).await?,
         ))
     };
-    let (mut announcements, mut created, mut home_inbox, mut node_inbox, mut list_requests) =
-        match subscribed.await {
-            Ok(subs) => subs,
-            Err(e) => {
-                warn!(error = %e, "cluster: cannot subscribe; this node runs alone");
-                return;
-            }
-        };
+    let (
+        mut announcements,
+        mut created,
+        mut home_inbox,
+        mut node_inbox,
+        mut list_requests,
+        mut gone_hints,
+    ) = match subscribed.await {
+        Ok(subs) => subs,
+        Err(e) => {
+            warn!(error = %e, "cluster: cannot subscribe; this node runs alone");
+            return;
+        }
+    };
     let shards = to_shards.len();
     let traffic = to_shards.traffic().clone();
     let mut membership = Membership::new(&node, Instant::now());
@@ -251,7 +265,7 @@ async fn bridge(
     let mut settled = Some(settled);
     // The shards and the view are told when the live nodes or the link change.
     let mut changed = true;
-    let mut channel_subs: HashMap<Arc<str>, tokio::task::AbortHandle> = HashMap::new();
+    let mut listening = listening::Listening::default();
     let mut gatherings: HashMap<u64, Gathering> = HashMap::new();
     let mut next_gathering = 0u64;
     let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
@@ -279,6 +293,8 @@ async fn bridge(
                     for gone in membership.expire(&node, Instant::now()) {
                         info!(node = %gone, "cluster: node gone");
                         changed = true;
+                        let hint = client.publish(wire::GONE_SUBJECT, gone.into());
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, hint).await;
                     }
                 }
                 to_shards.send_all(|| ClusterIn::Tick);
@@ -288,6 +304,15 @@ async fn bridge(
                 if let Ok(name) = std::str::from_utf8(&msg.payload) {
                     if membership.heard(name, Instant::now()) {
                         info!(node = %name, "cluster: node joined");
+                        changed = true;
+                    }
+                }
+            }
+            msg = gone_hints.next() => {
+                let Some(msg) = msg else { break };
+                if let Ok(name) = std::str::from_utf8(&msg.payload) {
+                    if membership.forget_if_silent(&node, name, Instant::now()) {
+                        info!(node = %name, "cluster: node gone (another node said so)");
                         changed = true;
                     }
                 }
@@ -334,22 +359,12 @@ async fn bridge(
                 let Some(msg) = msg else { break };
                 match msg {
                     ClusterOut::Subscribe(key) => {
-                        if channel_subs.contains_key(&key) {
-                            continue;
-                        }
-                        match client.subscribe(wire::channel_subject(&key)).await {
-                            Ok(sub) => {
-                                let task = tokio::spawn(hear_channel(sub, key.clone(), to_shards.clone()));
-                                channel_subs.insert(key, task.abort_handle());
-                            }
-                            Err(e) => warn!(error = %e, "cluster: cannot listen to a channel"),
-                        }
+                        listening.listen(&client, key, &to_shards).await;
+                        view.lock().unwrap_or_else(PoisonError::into_inner).every_channel = listening.every_channel();
                     }
                     ClusterOut::Unsubscribe(key) => {
-                        if let Some(task) = channel_subs.remove(&key) {
-                            // Dropping the subscriber with its task unsubscribes.
-                            task.abort();
-                        }
+                        listening.stop(&client, &key, &to_shards).await;
+                        view.lock().unwrap_or_else(PoisonError::into_inner).every_channel = listening.every_channel();
                     }
                     ClusterOut::ListPart { id, channels } => {
                         let Some(g) = gatherings.get_mut(&id) else { continue };
@@ -392,7 +407,9 @@ async fn bridge(
                 connected,
                 epoch: now_ms(),
             });
-            *view.lock().unwrap_or_else(PoisonError::into_inner) = ClusterView { connected, nodes };
+            let mut view = view.lock().unwrap_or_else(PoisonError::into_inner);
+            view.connected = connected;
+            view.nodes = nodes;
         }
         if connected_since.is_some_and(|at| at.elapsed() >= SETTLE) {
             if let Some(settled) = settled.take() {
@@ -400,22 +417,9 @@ async fn bridge(
             }
         }
     }
-    for (_, task) in channel_subs {
-        task.abort();
-    }
+    listening.close();
     // What is queued goes out if NATS is there; if it is away, the flush would wait for it.
     let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
-}
-
-/// Hands every event heard on one channel's subject to the shard that keeps the channel.
-async fn hear_channel(mut sub: async_nats::Subscriber, key: Arc<str>, to_shards: ToShards) {
-    let shard = shard_proto::home_of_key(&key, to_shards.len()).index();
-    while let Some(msg) = sub.next().await {
-        match serde_json::from_slice::<wire::Event>(&msg.payload) {
-            Ok(event) => to_shards.send(shard, ClusterIn::Event(event)),
-            Err(e) => debug!(error = %e, "cluster: an unreadable event"),
-        }
-    }
 }
 
 /// Asks each of `nodes` for its channels, all at once, and gives what came within

@@ -20,6 +20,9 @@ use shard_proto::{ListEntry, SessionId};
 
 /// Where every node announces itself once a second.
 pub const NODES_SUBJECT: &str = "ringtalk.nodes";
+/// Where a node says that a node it has not heard from for the timeout is gone (payload: its
+/// name), so that the others need not wait for their own next tick.
+pub const GONE_SUBJECT: &str = "ringtalk.gone";
 /// Where a node says it made a channel, so every node knows it (payload: the display name).
 pub const CREATED_SUBJECT: &str = "ringtalk.created";
 
