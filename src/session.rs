@@ -45,6 +45,10 @@ use crate::stats::{Gauge, GaugeGuard};
 use crate::terminal::{Input, Terminal};
 
 /// What a user who is on no channel hears when they try to talk.
+/// Said before `/list` when the other nodes of a cluster cannot be asked.
+const OTHER_NODES_UNLISTED: &str =
+    "The other nodes cannot be reached now; only this node's channels are listed.";
+
 const NOT_ON_A_CHANNEL: &str =
     "You are not on a channel. Use /join <channel> or /create <channel>.";
 
@@ -536,7 +540,12 @@ impl Session {
 
     async fn list_channels(&mut self) -> Result<(), Stop> {
         let key = self.registration.mailbox().id.key;
-        let expected = self.shard.chat(|hub, out| hub.list(key, out));
+        let (expected, partial) = self
+            .shard
+            .chat(|hub, out| (hub.list(key, out), hub.cluster_unreachable()));
+        if partial {
+            self.say(OTHER_NODES_UNLISTED);
+        }
         let mut channels = Vec::new();
         for _ in 0..expected {
             if let Reply::List(entries) = self.reply(|r| matches!(r, Reply::List(_))).await? {

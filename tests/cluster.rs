@@ -236,6 +236,18 @@ fn chat_across_nodes_stops_with_a_notice_while_nats_is_away_and_resumes_after() 
     for client in [&mut ann, &mut bob] {
         client.expect("[Chat with other nodes in #lobby is interrupted");
     }
+    // The channel's home node still lists what it has; nobody waits for the other node.
+    let (home, away) = if home_node("lobby", ["alpha", "beta"]) == Some("alpha") {
+        (&mut ann, &mut bob)
+    } else {
+        (&mut bob, &mut ann)
+    };
+    home.send_line("/list");
+    home.expect("The other nodes cannot be reached now; only this node's channels are listed.");
+    home.expect("#lobby (2)");
+    away.send_line("/list");
+    away.expect("The other nodes cannot be reached now");
+    away.expect("There are no channels yet.");
     let _nats = nats.restart();
     for client in [&mut ann, &mut bob] {
         client.expect("[Chat with other nodes in #lobby is back.]");

@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use link::{FromShards, ToShards, Traffic};
 use membership::{Membership, ANNOUNCE_EVERY};
@@ -269,6 +269,7 @@ async fn bridge(
     let mut gatherings: HashMap<u64, Gathering> = HashMap::new();
     let mut next_gathering = 0u64;
     let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+    let mut same_name_log = crate::listener::LogLimiter::new(Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -302,6 +303,14 @@ async fn bridge(
             msg = announcements.next() => {
                 let Some(msg) = msg else { break };
                 if let Ok(name) = std::str::from_utf8(&msg.payload) {
+                    // NATS does not echo this node's own announcements: this is another node
+                    // with the same name, and placement cannot tell the two apart.
+                    if name == node {
+                        if same_name_log.allow(Instant::now()).is_some() {
+                            error!(node = %name, "cluster: another node announces this node's name; give each node its own --node-name");
+                        }
+                        continue;
+                    }
                     if membership.heard(name, Instant::now()) {
                         info!(node = %name, "cluster: node joined");
                         changed = true;

@@ -56,6 +56,16 @@ impl Hub {
         });
     }
 
+    /// Whether this hub is part of a cluster whose other nodes cannot be reached now.
+    pub fn cluster_unreachable(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.connected)
+    }
+
+    /// Whether this hub is part of a cluster whose NATS server is reachable now.
+    pub(super) fn cluster_connected(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.connected)
+    }
+
     /// The role a new record of channel `key` takes: home unless the cluster places it elsewhere.
     pub(super) fn role_for(&self, key: &str) -> Role {
         let Some(c) = &self.cluster else {

@@ -320,7 +320,8 @@ impl Hub {
             };
             self.route(ShardId(shard as u16), ShardMsg::ToHome(msg), out);
         }
-        if self.cluster.is_some() {
+        // While NATS is away (or never came), other nodes are not asked: nobody would answer.
+        if self.cluster_connected() {
             let session = self.session_id(session);
             out.to_cluster(ClusterOut::List { session });
             return self.shards + 1;
