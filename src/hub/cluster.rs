@@ -14,6 +14,7 @@
 //! moved. While NATS is away, channels homed here go on for their local members, replicas refuse
 //! new joins, and members are told when cross-node chat stops and starts again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use shard_proto::{
@@ -523,6 +524,11 @@ impl Hub {
                     // Cancelled: the leave that cancelled it follows the join to the home.
                     return;
                 };
+                if replica.pending.is_empty() {
+                    // Nearly always: a table kept for joins that are over cost each of a
+                    // node's thousands of replicas about 200 bytes (measured with dhat).
+                    replica.pending = HashMap::new();
+                }
                 let outcome = match outcome {
                     Outcome::Joined => {
                         replica.tokens.insert(session, token);
