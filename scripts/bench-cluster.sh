@@ -22,27 +22,10 @@ extra=${EXTRA:---bcrypt-cost 4}
 out=${OUT:-/tmp/bench-cluster.json}
 scenario=${1:?"usage: scripts/bench-cluster.sh SCENARIO [bench flags]"}
 shift
-export PATH="$PATH:/usr/sbin"
-
-ulimit -n "$(ulimit -Hn)"
+# shellcheck source=scripts/nats-lib.sh
+. scripts/nats-lib.sh
 cargo build --release -q -p ringtalk -p ringtalk-bench
-
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-nats-server -a 127.0.0.1 -p "$nats_port" -m "$monitor" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
-pids+=($!)
-until grep -q "Server is ready" "$dir/nats.log"; do
-    kill -0 "${pids[0]}" 2>/dev/null || { cat "$dir/nats.log" >&2; exit 1; }
-    sleep 0.1
-done
+start_nats "$nats_port" "$monitor"
 
 node_pids=()
 for i in $(seq 1 "$nodes"); do

@@ -17,36 +17,10 @@ nats_port=${NATS_PORT:-4222}
 nats_monitor=${NATS_MONITOR:-8222}
 extra=${EXTRA:-}
 cost=${BCRYPT_COST:-12}
-# Debian installs nats-server in /usr/sbin, which a user's PATH may lack.
-export PATH="$PATH:/usr/sbin"
-if ! command -v nats-server >/dev/null; then
-    echo "cluster.sh needs nats-server (Debian: apt-get install nats-server)" >&2
-    exit 1
-fi
-ulimit -n "$(ulimit -Hn)"
+# shellcheck source=scripts/nats-lib.sh
+. scripts/nats-lib.sh
 cargo build --release -q -p ringtalk
-
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
-pids+=($!)
-deadline=$((SECONDS + 10))
-until (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "nats-server did not start:" >&2
-        cat "$dir/nats.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+start_nats "$nats_port" "$nats_monitor"
 
 for i in $(seq 1 "$nodes"); do
     # shellcheck disable=SC2086 # EXTRA is a list of flags

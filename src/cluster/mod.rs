@@ -76,12 +76,57 @@ impl ClusterWatch {
     }
 }
 
+/// A thread that runs a tokio runtime until told to stop (the bridge's, the store's). Stopping
+/// it, or dropping it, tells it and waits for it.
+#[derive(Debug)]
+pub(crate) struct RuntimeThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RuntimeThread {
+    /// Runs `body` on `runtime` on a new thread called `name`; `body` gets the signal to stop.
+    pub(crate) fn spawn<F, Fut>(
+        name: &str,
+        runtime: tokio::runtime::Runtime,
+        body: F,
+    ) -> std::io::Result<RuntimeThread>
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || runtime.block_on(body(stopped)))?;
+        Ok(RuntimeThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells the thread to stop and waits for it.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RuntimeThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The bridge thread and what it shares.
 #[derive(Debug)]
 pub struct Cluster {
     watch: ClusterWatch,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: RuntimeThread,
 }
 
 /// How long a starting node waits to hear the others before it takes users: a node that thinks
@@ -114,20 +159,15 @@ impl Cluster {
             view: view.clone(),
             traffic: start.to_shards.traffic().clone(),
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (settled_tx, settled_rx) = std::sync::mpsc::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new()
-            .name("ringtalk-bridge".into())
-            .spawn(move || runtime.block_on(bridge(start, view, stop_rx, settled_tx)))?;
+        let thread = RuntimeThread::spawn("ringtalk-bridge", runtime, move |stop| {
+            bridge(start, view, stop, settled_tx)
+        })?;
         let _ = settled_rx.recv_timeout(wait);
-        Ok(Cluster {
-            watch,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        Ok(Cluster { watch, thread })
     }
 
     /// The cluster as the bridge sees it now.
@@ -142,22 +182,7 @@ impl Cluster {
 
     /// Stops the bridge and waits for its thread.
     pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        self.thread.stop();
     }
 }
 

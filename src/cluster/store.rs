@@ -74,9 +74,9 @@
 //!
 //! [`Store::list_channels`] gives channels in creation order (by revision), as SQLite does.
 
+use super::RuntimeThread;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
@@ -127,32 +127,12 @@ pub struct Store {
 ///
 /// Stop it after the account workers, which are its callers.
 #[derive(Debug)]
-pub struct StoreGuard {
-    /// Tells the thread to stop; `None` once sent.
-    stop: Option<oneshot::Sender<()>>,
-    /// The thread, joined at shutdown.
-    thread: Option<JoinHandle<()>>,
-}
+pub struct StoreGuard(RuntimeThread);
 
 impl StoreGuard {
     /// Stops the store thread and waits for it.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for StoreGuard {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        self.0.stop();
     }
 }
 
@@ -182,18 +162,14 @@ impl Store {
                 )
             })?;
         let (requests_tx, requests_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("ringtalk-store".into())
-            .spawn(move || runtime.block_on(serve(client, requests_rx, stop_rx)))?;
+        let thread = RuntimeThread::spawn("ringtalk-store", runtime, move |stop| {
+            serve(client, requests_rx, stop)
+        })?;
         Ok((
             Store {
                 requests: requests_tx,
             },
-            StoreGuard {
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            },
+            StoreGuard(thread),
         ))
     }
 

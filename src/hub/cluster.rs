@@ -662,18 +662,7 @@ impl Hub {
         user: Arc<str>,
         out: &mut impl Outputs,
     ) {
-        let ch = &self.homed[index as usize];
-        let outcome = if ch.contains(session) {
-            JoinOutcome::Joined(ch.id)
-        } else if ch.is_full() {
-            JoinOutcome::Full
-        } else {
-            let line: Line = format!("{user} has joined #{}", ch.name).into();
-            self.order(index, line, out);
-            let ch = &mut self.homed[index as usize];
-            ch.add(session, user);
-            JoinOutcome::Joined(ch.id)
-        };
+        let outcome = self.admit(index, session, user, out);
         self.answer_join(index, session, outcome, out);
     }
 }
@@ -902,6 +891,18 @@ mod tests {
             .to_string()
     }
 
+    /// Two nodes, `n1` and `n2`: `hal` in `lobby` on its home node, `ann` on the other.
+    /// Returns the cluster, the home node and the other.
+    fn hal_at_home_and_ann_away() -> (Cluster, String, &'static str) {
+        let names = ["n1", "n2"];
+        let home = home_of_lobby(&names);
+        let away = names.into_iter().find(|n| *n != home).unwrap();
+        let mut c = Cluster::new(&names);
+        c.join(&home, 1, "hal", true);
+        c.join(away, 1, "ann", false);
+        (c, home, away)
+    }
+
     #[test]
     fn members_on_every_node_see_one_order_which_the_home_logs() {
         let names = ["n1", "n2", "n3"];
@@ -960,12 +961,7 @@ mod tests {
 
     #[test]
     fn a_lost_line_is_told_where_it_was_lost_and_a_leave_is_announced() {
-        let names = ["n1", "n2"];
-        let home = home_of_lobby(&names);
-        let away = names.iter().copied().find(|n| *n != home).unwrap();
-        let mut c = Cluster::new(&names);
-        c.join(&home, 1, "hal", true);
-        c.join(away, 1, "ann", false);
+        let (mut c, home, away) = hal_at_home_and_ann_away();
         c.say(&home, 1, "one");
         c.settle();
         c.lose_next_line = true;
@@ -1057,12 +1053,7 @@ mod tests {
 
     #[test]
     fn a_home_that_restarted_is_told_the_members_it_forgot_at_their_first_line() {
-        let names = ["n1", "n2"];
-        let home = home_of_lobby(&names);
-        let away = names.iter().copied().find(|n| *n != home).unwrap();
-        let mut c = Cluster::new(&names);
-        c.join(&home, 1, "hal", true);
-        c.join(away, 1, "ann", false);
+        let (mut c, home, away) = hal_at_home_and_ann_away();
         // The home restarts under the same name, faster than anyone noticed it gone: it knows
         // the channel (from the store) but none of the other node's members.
         let h = c.index(&home);
@@ -1072,8 +1063,7 @@ mod tests {
         c.hubs[h] = fresh;
         c.nodes[h] = Node::default();
         c.listening[h].clear();
-        let all: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
-        let nodes: Arc<[Arc<str>]> = all.into();
+        let nodes: Arc<[Arc<str>]> = c.names.clone().into();
         let msg = ClusterIn::Nodes {
             nodes,
             connected: true,

@@ -423,20 +423,14 @@ impl Hub {
                 if matches!(ch.role, Role::Replica(_)) && !ch.contains(session) {
                     return self.ask_home_to_join(index, session, user, create, out);
                 }
-                let mut come_home = false;
-                let outcome = if ch.contains(session) {
-                    JoinOutcome::Joined(ch.id)
-                } else if ch.is_full() {
-                    JoinOutcome::Full
-                } else {
-                    let line: Line = format!("{user} has joined #{}", ch.name).into();
-                    self.order(index, line, out);
-                    let ch = &mut self.homed[index as usize];
-                    ch.add(session, user);
-                    come_home = session.shard != self.id && ch.len() <= self.colocate_up_to;
-                    JoinOutcome::Joined(ch.id)
-                };
-                let channel = self.homed[index as usize].name.clone();
+                let was_member = ch.contains(session);
+                let outcome = self.admit(index, session, user, out);
+                let ch = &self.homed[index as usize];
+                let come_home = !was_member
+                    && matches!(outcome, JoinOutcome::Joined(_))
+                    && session.shard != self.id
+                    && ch.local_len() <= self.colocate_up_to;
+                let channel = ch.name.clone();
                 let msg = ToMember::Joined {
                     session,
                     channel,
@@ -495,6 +489,29 @@ impl Hub {
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
         }
+    }
+
+    /// Lets a session into channel `index`, ordered here, unless it is full: the members are told
+    /// first. A member already is answered as one.
+    fn admit(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        user: Arc<str>,
+        out: &mut impl Outputs,
+    ) -> JoinOutcome {
+        let ch = &self.homed[index as usize];
+        if ch.contains(session) {
+            return JoinOutcome::Joined(ch.id);
+        }
+        if ch.is_full() {
+            return JoinOutcome::Full;
+        }
+        let line: Line = format!("{user} has joined #{}", ch.name).into();
+        self.order(index, line, out);
+        let ch = &mut self.homed[index as usize];
+        ch.add(session, user);
+        JoinOutcome::Joined(ch.id)
     }
 
     /// Takes a session out of a channel homed here, telling the members left; nothing if it is not in.
