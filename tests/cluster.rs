@@ -318,7 +318,7 @@ impl Drop for Process {
 }
 
 #[test]
-fn a_node_killed_mid_chat_hands_its_channels_on_and_chat_goes_on_after_a_notice() {
+fn a_node_killed_mid_chat_hands_its_channels_on_its_users_are_counted_out_and_chat_goes_on() {
     let Some(nats) = Nats::start() else { return };
     let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
     let mut victim = Process::start(&nats.url(), "victim");
@@ -331,15 +331,27 @@ fn a_node_killed_mid_chat_hands_its_channels_on_and_chat_goes_on_after_a_notice(
         .map(|i| format!("room{i}"))
         .find(|c| home_node(c, ["alpha", "victim"]) == Some("victim"))
         .unwrap();
+    // And one that alpha is the home of, with a member on the victim.
+    let kept = (0..)
+        .map(|i| format!("hall{i}"))
+        .find(|c| home_node(c, ["alpha", "victim"]) == Some("alpha"))
+        .unwrap();
     let mut ann = user(alpha.addr(), "ann", true);
     let mut amy = user(alpha.addr(), "amy", true);
+    let mut abe = user(alpha.addr(), "abe", true);
     let mut vic = user(victim.addr, "vic", true);
+    let mut val = user(victim.addr, "val", true);
     vic.send_line(&format!("/create {channel}"));
     vic.expect(&format!("You have joined #{channel}"));
     for client in [&mut ann, &mut amy] {
         client.send_line(&format!("/join {channel}"));
         client.expect(&format!("You have joined #{channel}"));
     }
+    abe.send_line(&format!("/create {kept}"));
+    abe.expect(&format!("You have joined #{kept}"));
+    val.send_line(&format!("/join {kept}"));
+    val.expect(&format!("You have joined #{kept}"));
+    abe.expect("val has joined");
     ann.send_line("before");
     vic.expect("ann says, \"before\"");
     amy.expect("ann says, \"before\"");
@@ -350,6 +362,11 @@ fn a_node_killed_mid_chat_hands_its_channels_on_and_chat_goes_on_after_a_notice(
         client.expect(&format!("[#{channel} moved to another node"));
     }
     let moved_after = killed.elapsed();
+    // The channel that stayed counts the victim's member out, saying so.
+    abe.expect(&format!("val has left #{kept}"));
+    let counted_after = killed.elapsed();
+    abe.send_line("/who");
+    abe.expect("On this channel: abe\r\n");
     ann.send_line("after");
     amy.expect("ann says, \"after\"");
     ann.send_line("/who");
@@ -358,6 +375,7 @@ fn a_node_killed_mid_chat_hands_its_channels_on_and_chat_goes_on_after_a_notice(
     ann.expect(&format!("#{channel} (2)"));
     // Gone after 3 s of silence, seen at the next tick; the figure itself is measured in bench.
     assert!(moved_after < Duration::from_secs(6), "{moved_after:?}");
+    assert!(counted_after < Duration::from_secs(6), "{counted_after:?}");
 }
 
 #[test]
