@@ -258,14 +258,11 @@ impl Hub {
     /// is told, and announces it.
     pub(super) fn leave_at_home(&mut self, index: u32, session: SessionId, out: &mut impl Outputs) {
         let ch = &mut self.homed[index as usize];
-        let was_member = ch.remove(session).is_some();
+        let left = ch.remove_with_token(session);
         let Role::Replica(replica) = &mut ch.role else {
             return;
         };
-        let mut tokens = Vec::new();
-        if was_member {
-            tokens.extend(replica.tokens.remove(&session));
-        }
+        let mut tokens: Vec<u64> = left.map(|(_, token)| token).into_iter().collect();
         replica.pending.retain(|&token, (asker, _, _)| {
             let cancelled = *asker == session;
             if cancelled {
@@ -291,10 +288,11 @@ impl Hub {
         if !self.cluster.as_ref().is_some_and(|c| c.connected) {
             return;
         }
-        let Role::Replica(replica) = &self.homed[index as usize].role else {
+        let ch = &self.homed[index as usize];
+        if !matches!(ch.role, Role::Replica(_)) {
             return;
-        };
-        if let Some(&token) = replica.tokens.get(&session) {
+        }
+        if let Some(token) = ch.token_of(session) {
             self.send_to_home(index, HomeMsg::Post { token, line }, out);
         }
     }
@@ -304,8 +302,8 @@ impl Hub {
     pub(super) fn ask_home_who(&mut self, index: u32, session: SessionId, out: &mut impl Outputs) {
         let connected = self.cluster.as_ref().is_some_and(|c| c.connected);
         let ch = &self.homed[index as usize];
-        if let (true, Role::Replica(replica)) = (connected, &ch.role) {
-            if let Some(&token) = replica.tokens.get(&session) {
+        if let (true, Role::Replica(_)) = (connected, &ch.role) {
+            if let Some(token) = ch.token_of(session) {
                 let session = (session.shard.0, session.key);
                 return self.send_to_home(index, HomeMsg::Who { token, session }, out);
             }
@@ -341,21 +339,13 @@ impl Hub {
     fn announce_members(&mut self, index: u32, out: &mut impl Outputs) {
         let Some(c) = &mut self.cluster else { return };
         let ch = &mut self.homed[index as usize];
-        let local: Vec<(SessionId, Arc<str>)> = ch
-            .local_members()
-            .map(|(session, user)| (session, user.clone()))
-            .collect();
-        let Role::Replica(replica) = &mut ch.role else {
+        if !matches!(ch.role, Role::Replica(_)) {
             return;
-        };
-        let mut members = Vec::new();
-        for (session, user) in local {
-            let token = *replica.tokens.entry(session).or_insert_with(|| {
-                c.next_token += 1;
-                c.next_token - 1
-            });
-            members.push((token, user));
         }
+        let members = ch.tokens(|| {
+            c.next_token += 1;
+            c.next_token - 1
+        });
         if !members.is_empty() {
             self.send_to_home(index, HomeMsg::Rejoin { members }, out);
         }
@@ -531,8 +521,7 @@ impl Hub {
                 }
                 let outcome = match outcome {
                     Outcome::Joined => {
-                        replica.tokens.insert(session, token);
-                        ch.add(session, user);
+                        ch.add_with_token(session, user, token);
                         JoinOutcome::Joined(id)
                     }
                     Outcome::Full => JoinOutcome::Full,
@@ -635,7 +624,6 @@ impl Hub {
             ch.remove_nodes(|_| false);
             let mut replica = Replica::new(home.into());
             if let Role::Replica(old) = old {
-                replica.tokens = old.tokens;
                 replica.pending = old.pending;
                 // Still listening: the subject is the channel's, whoever publishes on it.
                 replica.subscribed = old.subscribed;

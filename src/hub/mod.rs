@@ -364,13 +364,9 @@ impl Hub {
                 let key = out.adopt(traveller);
                 let to = self.session_id(key);
                 if let Some(ch) = self.homed_mut(channel) {
-                    if let Some(user) = ch.remove(session) {
-                        ch.add(to, user);
-                        if let Role::Replica(replica) = &mut ch.role {
-                            if let Some(token) = replica.tokens.remove(&session) {
-                                replica.tokens.insert(to, token);
-                            }
-                        }
+                    // A member of a channel homed on another node keeps its token there.
+                    if let Some((user, token)) = ch.remove_with_token(session) {
+                        ch.add_with_token(to, user, token);
                         let name = ch.name.clone();
                         self.local.entry(channel).or_default().push(key);
                         self.session_channel.insert(key, (channel, name));
