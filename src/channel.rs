@@ -30,8 +30,9 @@ pub struct Channel {
     members: Vec<Member>,
     /// Shards in this node: a member on any other is refused.
     shards: u16,
-    /// Members on other nodes of a cluster (this node being the home): node → token → user name.
-    remote: HashMap<Arc<str>, HashMap<u64, Arc<str>>>,
+    /// Members on other nodes of a cluster (this node being the home), sorted by (node, token):
+    /// one short list, like the local members.
+    remote: Vec<RemoteMember>,
     /// Total members, local and remote, kept so capacity checks and counts cost nothing.
     len: u32,
     /// Whether this node orders the channel or relays for it.
@@ -88,7 +89,7 @@ impl Channel {
             capacity,
             members: Vec::new(),
             shards: u16::try_from(shards).unwrap_or(u16::MAX),
-            remote: HashMap::new(),
+            remote: Vec::new(),
             len: 0,
             role: Role::Home { epoch: 0, seq: 0 },
         }
@@ -104,42 +105,50 @@ impl Channel {
         !self.remote.is_empty()
     }
 
+    fn find_remote(&self, node: &str, token: u64) -> Result<usize, usize> {
+        self.remote
+            .binary_search_by(|m| (&*m.node, m.token).cmp(&(node, token)))
+    }
+
     /// Whether member `token` of `node` is in.
     pub fn contains_remote(&self, node: &str, token: u64) -> bool {
-        self.remote
-            .get(node)
-            .is_some_and(|m| m.contains_key(&token))
+        self.find_remote(node, token).is_ok()
     }
 
     /// Adds member `token` of `node`; false if it was one already.
     pub fn add_remote(&mut self, node: &Arc<str>, token: u64, user: Arc<str>) -> bool {
-        let members = self.remote.entry(node.clone()).or_default();
-        if members.insert(token, user).is_some() {
+        let Err(at) = self.find_remote(node, token) else {
             return false;
-        }
+        };
+        let member = RemoteMember {
+            node: node.clone(),
+            token,
+            user,
+        };
+        self.remote.insert(at, member);
         self.len += 1;
         true
     }
 
     /// Removes member `token` of `node`, returning its user name.
     pub fn remove_remote(&mut self, node: &str, token: u64) -> Option<Arc<str>> {
-        let members = self.remote.get_mut(node)?;
-        let user = members.remove(&token)?;
-        if members.is_empty() {
-            self.remote.remove(node);
+        let at = self.find_remote(node, token).ok()?;
+        let member = self.remote.remove(at);
+        if self.remote.capacity() > 16 && self.remote.len() * 4 < self.remote.capacity() {
+            self.remote.shrink_to_fit();
         }
         self.len -= 1;
-        Some(user)
+        Some(member.user)
     }
 
     /// Removes every member of the nodes `keep` refuses, returning their user names.
     pub fn remove_nodes(&mut self, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
         let mut gone = Vec::new();
-        self.remote.retain(|node, members| {
-            if keep(node) {
+        self.remote.retain(|m| {
+            if keep(&m.node) {
                 return true;
             }
-            gone.extend(members.drain().map(|(_, user)| user));
+            gone.push(m.user.clone());
             false
         });
         self.len -= gone.len() as u32;
@@ -249,7 +258,7 @@ impl Channel {
             .members
             .iter()
             .map(|m| m.user.clone())
-            .chain(self.remote.values().flat_map(|m| m.values().cloned()))
+            .chain(self.remote.iter().map(|m| m.user.clone()))
             .collect();
         // Usernames are ASCII (see `accounts::validate_username`), so ASCII case folding, byte by
         // byte, orders them without a lower-cased copy per comparison.
@@ -266,6 +275,15 @@ struct Member {
     user: Arc<str>,
     /// A replica's number for the member at the channel's home; [`NO_TOKEN`] until it needs one.
     token: u64,
+}
+
+/// A member on another node, counted at the channel's home.
+#[derive(Debug)]
+struct RemoteMember {
+    node: Arc<str>,
+    /// Its node's number for it.
+    token: u64,
+    user: Arc<str>,
 }
 
 /// No token: tokens count up from 1.
@@ -342,6 +360,29 @@ mod tests {
             None,
             "a member at a home has no token"
         );
+    }
+
+    #[test]
+    fn members_of_other_nodes_count_and_go_with_their_node() {
+        let mut c = channel(3);
+        let (a, b): (Arc<str>, Arc<str>) = ("node-a".into(), "node-b".into());
+        assert!(c.add(sid(0, 1), "hal".into()));
+        assert!(c.add_remote(&a, 7, "ann".into()));
+        assert!(!c.add_remote(&a, 7, "ann".into()), "twice is once");
+        assert!(c.add_remote(&b, 7, "bea".into()), "tokens are per node");
+        assert!(c.is_full() && c.has_remote());
+        assert_eq!((c.len(), c.local_len()), (3, 1));
+        assert!(c.contains_remote("node-b", 7) && !c.contains_remote("node-b", 8));
+        let names = c.names();
+        assert_eq!(
+            names.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["ann", "bea", "hal"]
+        );
+        assert_eq!(c.remove_nodes(|n| n != "node-a"), [Arc::<str>::from("ann")]);
+        assert_eq!(c.remove_remote("node-b", 7).as_deref(), Some("bea"));
+        assert_eq!(c.remove_remote("node-b", 7), None);
+        assert!(!c.has_remote());
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

@@ -59,10 +59,16 @@ impl ChannelName {
         if count > MAX_CHANNEL_NAME_CHARS {
             return Err(ChannelNameError::TooLong);
         }
-        Ok(ChannelName {
-            display: name.into(),
-            key: name.to_lowercase().into(),
-        })
+        let display: Arc<str> = name.into();
+        let lower = name.to_lowercase();
+        // Most names are written in lower case already: then both are one allocation. Every
+        // node of a cluster keeps a record of each channel its users are in, so this counts.
+        let key = if lower == name {
+            display.clone()
+        } else {
+            lower.into()
+        };
+        Ok(ChannelName { display, key })
     }
 
     /// The name as it was created, for showing.
@@ -170,6 +176,15 @@ mod tests {
             ChannelName::new(&"a".repeat(33)).unwrap_err(),
             ChannelNameError::TooLong
         );
+    }
+
+    #[test]
+    fn a_lower_case_name_is_one_allocation_for_both_forms() {
+        let lower = ChannelName::new("lobby").unwrap();
+        assert!(std::ptr::eq(lower.as_str().as_ptr(), lower.key().as_ptr()));
+        let mixed = ChannelName::new("Lobby").unwrap();
+        assert!(!std::ptr::eq(mixed.as_str().as_ptr(), mixed.key().as_ptr()));
+        assert_eq!(lower, mixed);
     }
 
     #[test]
