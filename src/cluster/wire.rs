@@ -168,8 +168,6 @@ pub enum Outcome {
     Joined,
     /// The channel is at its capacity.
     Full,
-    /// The home knows no such channel.
-    NoSuchChannel,
 }
 
 /// An answer to one shard of a node.

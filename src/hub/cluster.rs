@@ -17,9 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shard_proto::{
-    ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg, ToMember,
-};
+use shard_proto::{ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardMsg, ToMember};
 
 use super::{Hub, Outputs};
 use crate::channel::{Replica, Role};
@@ -111,9 +109,7 @@ impl Hub {
             }
             ClusterIn::ListRequest { id } => {
                 let channels = self
-                    .homed
-                    .iter()
-                    .filter(|ch| matches!(ch.role, Role::Home { .. }))
+                    .homes()
                     .map(|ch| (ch.name.as_str().to_string(), ch.len()))
                     .collect();
                 out.to_cluster(ClusterOut::ListPart { id, channels });
@@ -353,17 +349,18 @@ impl Hub {
 
     /// A request from another node for a channel this shard keeps.
     fn at_home_node(&mut self, req: ToHomeNode, out: &mut impl Outputs) {
-        let Ok(name) = ChannelName::new(&req.channel) else {
-            return;
-        };
-        if shard_proto::home_of(&name, self.shards) != self.id {
-            return;
-        }
-        let index = match (self.by_key.get(name.key()), &req.msg) {
-            (Some(&index), _) => index,
+        let index = match (self.index_of(&req.channel), &req.msg) {
+            (Some(index), _) => index,
             // The asking node knows the channel (it asks only for those), so it exists: this
             // node may have missed its creation.
-            (None, HomeMsg::Join { .. } | HomeMsg::Rejoin { .. }) => self.open(name).index,
+            (None, HomeMsg::Join { .. } | HomeMsg::Rejoin { .. }) => {
+                match ChannelName::new(&req.channel) {
+                    Ok(name) if shard_proto::home_of(&name, self.shards) == self.id => {
+                        self.open(name).index
+                    }
+                    _ => return,
+                }
+            }
             (None, _) => return,
         };
         if let HomeMsg::Forgotten = req.msg {
@@ -390,7 +387,7 @@ impl Hub {
                 } else if ch.is_full() {
                     Outcome::Full
                 } else {
-                    let line: Line = format!("{user} has joined #{}", ch.name).into();
+                    let line = super::joined_line(&user, &ch.name);
                     self.order(index, line, out);
                     self.homed[index as usize].add_remote(&from, token, user);
                     Outcome::Joined
@@ -405,7 +402,7 @@ impl Hub {
             HomeMsg::Leave { token } => {
                 let ch = &mut self.homed[index as usize];
                 if let Some(user) = ch.remove_remote(&from, token) {
-                    let line: Line = format!("{user} has left #{}", ch.name).into();
+                    let line = super::left_line(&user, &ch.name);
                     self.order(index, line, out);
                 }
             }
@@ -458,10 +455,7 @@ impl Hub {
 
     /// An event of a channel homed on another node.
     fn heard(&mut self, event: Event, out: &mut impl Outputs) {
-        let Some(&index) = ChannelName::new(&event.channel)
-            .ok()
-            .and_then(|name| self.by_key.get(name.key()))
-        else {
+        let Some(index) = self.index_of(&event.channel) else {
             return;
         };
         let ch = &mut self.homed[index as usize];
@@ -486,13 +480,7 @@ impl Hub {
         replica.synced = Some((event.epoch, event.seq + 1));
         if missed > 0 {
             let count = u32::try_from(missed).unwrap_or(u32::MAX);
-            for shard in 0..self.shards {
-                let shard = ShardId(shard as u16);
-                if self.homed[index as usize].has_members_on(shard) {
-                    let msg = ToMember::Lost { channel: id, count };
-                    self.route(shard, ShardMsg::ToMember(msg), out);
-                }
-            }
+            self.send_to_member_shards(index, || ToMember::Lost { channel: id, count }, out);
             // An answer to a join may have been among them.
             self.ask_again(index, out);
         }
@@ -525,7 +513,6 @@ impl Hub {
                         JoinOutcome::Joined(id)
                     }
                     Outcome::Full => JoinOutcome::Full,
-                    Outcome::NoSuchChannel => JoinOutcome::NoSuchChannel,
                 };
                 self.answer_join(index, session, outcome, out);
                 self.listen_as_needed(index, out);
@@ -590,7 +577,7 @@ impl Hub {
         }
         let gone = ch.remove_nodes(|node| nodes.iter().any(|n| &**n == node));
         for user in gone {
-            let line: Line = format!("{user} has left #{}", self.homed[index as usize].name).into();
+            let line = super::left_line(&user, &self.homed[index as usize].name);
             self.order(index, line, out);
         }
     }
@@ -674,7 +661,7 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-    use shard_proto::{ChannelId, Traveller};
+    use shard_proto::{ChannelId, ShardId, Traveller};
 
     /// What one node's hub produced.
     #[derive(Default)]

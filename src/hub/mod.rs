@@ -415,11 +415,11 @@ impl Hub {
                     };
                     return self.route(session.shard, ShardMsg::ToMember(msg), out);
                 };
-                let ch = &mut self.homed[index as usize];
-                if matches!(ch.role, Role::Replica(_)) && !ch.contains(session) {
+                let ch = &self.homed[index as usize];
+                let was_member = ch.contains(session);
+                if matches!(ch.role, Role::Replica(_)) && !was_member {
                     return self.ask_home_to_join(index, session, user, create, out);
                 }
-                let was_member = ch.contains(session);
                 let outcome = self.admit(index, session, user, out);
                 let ch = &self.homed[index as usize];
                 let come_home = !was_member
@@ -473,9 +473,7 @@ impl Hub {
             }
             ToHome::List { session } => {
                 let channels = self
-                    .homed
-                    .iter()
-                    .filter(|ch| matches!(ch.role, Role::Home { .. }))
+                    .homes()
                     .map(|ch| ListEntry {
                         name: ch.name.clone(),
                         members: ch.len(),
@@ -503,7 +501,7 @@ impl Hub {
         if ch.is_full() {
             return JoinOutcome::Full;
         }
-        let line: Line = format!("{user} has joined #{}", ch.name).into();
+        let line = joined_line(&user, &ch.name);
         self.order(index, line, out);
         let ch = &mut self.homed[index as usize];
         ch.add(session, user);
@@ -517,7 +515,7 @@ impl Hub {
             return self.leave_at_home(index, session, out);
         }
         if let Some(user) = ch.remove(session) {
-            let line: Line = format!("{user} has left #{}", ch.name).into();
+            let line = left_line(&user, &ch.name);
             self.order(index, line, out);
         }
     }
@@ -542,17 +540,49 @@ impl Hub {
 
     /// One delivery of `line` to each shard with local members of the channel.
     fn fan_out(&mut self, index: u32, line: Line, out: &mut impl Outputs) {
-        let id = self.homed[index as usize].id;
+        let channel = self.homed[index as usize].id;
+        let deliver = || ToMember::Deliver {
+            channel,
+            line: line.clone(),
+        };
+        self.send_to_member_shards(index, deliver, out);
+    }
+
+    /// One message made by `msg` to each shard with local members of channel `index`.
+    fn send_to_member_shards(
+        &mut self,
+        index: u32,
+        msg: impl Fn() -> ToMember,
+        out: &mut impl Outputs,
+    ) {
         for shard in 0..self.shards {
             let shard = ShardId(shard as u16);
             if self.homed[index as usize].has_members_on(shard) {
-                let msg = ToMember::Deliver {
-                    channel: id,
-                    line: line.clone(),
-                };
-                self.route(shard, ShardMsg::ToMember(msg), out);
+                self.route(shard, ShardMsg::ToMember(msg()), out);
             }
         }
+    }
+
+    /// Channels this node orders (all of them outside a cluster).
+    fn homes(&self) -> impl Iterator<Item = &Channel> {
+        self.homed
+            .iter()
+            .filter(|ch| matches!(ch.role, Role::Home { .. }))
+    }
+
+    /// The index of the record of the channel named `name` (any case), without making a
+    /// [`ChannelName`] of it: nodes name channels in every message about them, lines included.
+    fn index_of(&self, name: &str) -> Option<u32> {
+        // A name's key is its lower-case form (`ChannelName::key`); most names are lower case.
+        let lower = name
+            .chars()
+            .all(|c| c.to_lowercase().eq(std::iter::once(c)));
+        let found = if !lower {
+            self.by_key.get(name.to_lowercase().as_str())
+        } else {
+            self.by_key.get(name)
+        };
+        found.copied()
     }
 
     fn at_member(&mut self, msg: ToMember, out: &mut impl Outputs) {
@@ -628,6 +658,16 @@ impl Hub {
             }
         }
     }
+}
+
+/// What members see when `user` joins channel `name`.
+fn joined_line(user: &str, name: &ChannelName) -> Line {
+    format!("{user} has joined #{name}").into()
+}
+
+/// What members see when `user` leaves channel `name`, however it left.
+fn left_line(user: &str, name: &ChannelName) -> Line {
+    format!("{user} has left #{name}").into()
 }
 
 #[cfg(test)]
@@ -1683,6 +1723,23 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_channel_named_in_a_message_is_found_in_any_case_without_its_name_being_rebuilt() {
+        let mut hub = Hub::new(ShardId(0), 1, 0, 64);
+        let lobby = hub.open(name("lobby")).index;
+        let aerger = hub.open(name("Ärger")).index;
+        for (asked, found) in [
+            ("lobby", Some(lobby)),
+            ("LoBBy", Some(lobby)),
+            ("ärger", Some(aerger)),
+            ("ÄRGER", Some(aerger)),
+            ("nope", None),
+            ("", None),
+        ] {
+            assert_eq!(hub.index_of(asked), found, "{asked:?}");
+        }
     }
 
     #[test]
