@@ -323,6 +323,11 @@ impl Session {
     async fn serve(&mut self, user: &mut Option<User>) -> Result<(), Stop> {
         self.term.start(&mut self.out);
         self.say("Welcome to ringtalk. Type ^D to exit.");
+        // In a cluster, which node took the connection: for whoever reports a problem (and for
+        // the bench, which tells lines that crossed nodes from those that did not).
+        if let Some(node) = self.shard.chat(|hub, _| hub.node_name()) {
+            self.say(&format!("You are on node {node}."));
+        }
         self.say("");
         // Boxed: the login dialogue's state is large and needed once, so the idle task does not
         // carry room for it.

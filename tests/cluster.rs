@@ -62,13 +62,28 @@ fn nodes_of_one_cluster_share_a_port_and_each_serves_users() {
     let port = first.addr().to_string();
     let second = node(&nats.url(), "second", &port);
     assert_eq!(second.addr(), first.addr());
-    for _ in 0..8 {
+    // Each greeting names the node that took the connection, which the nodes' counts confirm.
+    let mut named = [0u64; 2];
+    let mut clients = Vec::new();
+    while clients.len() < 8 || (named.contains(&0) && clients.len() < 64) {
         let mut client = Client::connect(first.addr(), Kind::Raw);
-        client.expect("Username: ");
+        let greeting = client.expect("Username: ");
+        match ["first", "second"]
+            .iter()
+            .position(|n| greeting.contains(&format!("You are on node {n}.\r\n")))
+        {
+            Some(i) => named[i] += 1,
+            None => panic!("the greeting names no node: {greeting:?}"),
+        }
+        clients.push(client);
     }
     wait_until(
-        || first.stats().accepted() > 0 && second.stats().accepted() > 0,
-        "the kernel to spread connections over both nodes",
+        || first.stats().accepted() == named[0] && second.stats().accepted() == named[1],
+        "each node to have accepted the connections that were told its name",
+    );
+    assert!(
+        named.iter().all(|&n| n > 0),
+        "the kernel spread the connections over both nodes: {named:?}"
     );
 }
 

@@ -59,8 +59,13 @@ pub struct LoginInfo {
 /// What a line received while chatting means to the bench.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A chat line the bench wrote: its send time and sender id.
-    Delivery { sent_ns: u64, sender: u32 },
+    /// A chat line the bench wrote: its send time and sender id, and whether it crossed from
+    /// another node of a cluster.
+    Delivery {
+        sent_ns: u64,
+        sender: u32,
+        crossed: bool,
+    },
     /// The server dropped this many lines for us.
     Dropped(u64),
     /// Flood control dropped this many of the lines we sent.
@@ -97,6 +102,8 @@ pub struct Conn {
     pub last_complaint: Option<String>,
     /// The last line of the login or join dialogue, for the detail of a timeout.
     last_seen: String,
+    /// The cluster node the server's greeting named, as a tag (`None` outside a cluster).
+    pub node: Option<u32>,
 }
 
 /// The source address for client `id`: 127.0.0.N, N = 2.. rotating over `sources` addresses.
@@ -158,6 +165,7 @@ impl Conn {
             out: Vec::new(),
             last_complaint: None,
             last_seen: String::new(),
+            node: None,
         };
         if proto == Protocol::Irc {
             let n = conn.name.clone();
@@ -280,6 +288,9 @@ impl Conn {
         let mut back_off = false;
         loop {
             while let Some(line) = self.lines.next_line() {
+                if let Some(node) = ringtalk::node_of_greeting(&line) {
+                    self.node = Some(node);
+                }
                 let kind = ringtalk::login_line(&line);
                 self.last_seen = line;
                 match kind {
@@ -497,7 +508,11 @@ impl Conn {
             }
         };
         match ringtalk::parse_chat_text(text) {
-            Some((sent_ns, sender)) => Event::Delivery { sent_ns, sender },
+            Some(t) => Event::Delivery {
+                sent_ns: t.sent_ns,
+                sender: t.sender,
+                crossed: matches!((self.node, t.node), (Some(a), Some(b)) if a != b),
+            },
             None if ringtalk::is_paste_text(text) => Event::Paste,
             None => Event::Foreign,
         }

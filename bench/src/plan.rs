@@ -330,6 +330,9 @@ pub struct WindowReport {
     pub late_sends: u64,
     /// Delivery latency of lines sent in this window, µs.
     pub latency: HistWire,
+    /// Of `latency`, the lines that crossed from another cluster node (empty outside a cluster).
+    #[serde(default)]
+    pub cross_latency: HistWire,
     /// Logins completed (logins, abuse: by the loopers; soak: returns, logged in and joined again).
     pub logins: u64,
     /// Connect to logged in, µs (soak: to joined again).

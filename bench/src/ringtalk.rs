@@ -1,8 +1,8 @@
 //! ringtalk's lines as docs/PROTOCOL.md writes them, turned into what the bench acts on.
 //!
 //! Pure functions over one line of text (telnet and CR LF already gone), so they are tested without a
-//! server. The chat text the bench sends, `t=<ns> s=<sender> <padding>`, is built and read here too; it
-//! is the same for IRC.
+//! server. The chat text the bench sends, `t=<ns> s=<sender> [n=<node>] <padding>`, is built and read
+//! here too; it is the same for IRC.
 
 /// Prompts that end the login dialogue's questions (no line end follows them).
 pub mod prompt {
@@ -310,13 +310,39 @@ fn cluster_notice(line: &str) -> Option<ChatLine<'_>> {
     Some(ChatLine::Cluster(Notice::Moved, ch))
 }
 
-/// The chat text the bench sends: `t=<CLOCK_MONOTONIC ns> s=<sender id> ` padded with `x` to `len`.
-pub fn chat_text(sent_ns: u64, sender: u32, len: usize) -> String {
+/// The chat text the bench sends: `t=<CLOCK_MONOTONIC ns> s=<sender id> `, then `n=<node tag> ` when
+/// the sender knows its cluster node (see [`node_of_greeting`]), padded with `x` to `len`.
+pub fn chat_text(sent_ns: u64, sender: u32, node: Option<u32>, len: usize) -> String {
     let mut text = format!("t={sent_ns} s={sender} ");
+    if let Some(node) = node {
+        text.push_str(&format!("n={node:06x} "));
+    }
     while text.len() < len {
         text.push('x');
     }
     text
+}
+
+/// The node a cluster's greeting names (`You are on node <name>.`), as the 24-bit tag chat texts
+/// carry: a hash of the name (FNV-1a), so every bench process tags a node alike.
+pub fn node_of_greeting(line: &str) -> Option<u32> {
+    let name = line
+        .trim()
+        .strip_prefix("You are on node ")?
+        .strip_suffix('.')?;
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    Some(hash & 0xff_ffff)
+}
+
+/// What a chat text the bench wrote says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatText {
+    pub sent_ns: u64,
+    pub sender: u32,
+    /// The sender's node tag, in a cluster.
+    pub node: Option<u32>,
 }
 
 /// Line `n` of the abuse scenario's paste: `paste=<n> ` padded with `x` to `len`. It carries no send
@@ -336,12 +362,21 @@ pub fn is_paste_text(text: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Reads the send time and sender back out of a chat text; `None` for text the bench did not write.
-pub fn parse_chat_text(text: &str) -> Option<(u64, u32)> {
+/// Reads the send time, sender and node back out of a chat text; `None` for text the bench did not
+/// write.
+pub fn parse_chat_text(text: &str) -> Option<ChatText> {
     let mut words = text.split(' ');
-    let t = words.next()?.strip_prefix("t=")?.parse().ok()?;
-    let s = words.next()?.strip_prefix("s=")?.parse().ok()?;
-    Some((t, s))
+    let sent_ns = words.next()?.strip_prefix("t=")?.parse().ok()?;
+    let sender = words.next()?.strip_prefix("s=")?.parse().ok()?;
+    let node = words
+        .next()
+        .and_then(|w| w.strip_prefix("n="))
+        .and_then(|n| u32::from_str_radix(n, 16).ok());
+    Some(ChatText {
+        sent_ns,
+        sender,
+        node,
+    })
 }
 
 #[cfg(test)]
@@ -560,18 +595,44 @@ mod tests {
         let text = paste_text(9_999, 40);
         assert_eq!(text.len(), 40);
         assert!(is_paste_text(&text));
-        assert!(!is_paste_text(&chat_text(5, 1, 40)));
+        assert!(!is_paste_text(&chat_text(5, 1, None, 40)));
         assert!(!is_paste_text("paste= x"));
         assert!(!is_paste_text("hello"));
     }
 
     #[test]
     fn chat_text_round_trip() {
-        let text = chat_text(123_456_789_012, 45, 40);
+        let text = chat_text(123_456_789_012, 45, None, 40);
         assert_eq!(text.len(), 40);
         assert!(text.starts_with("t=123456789012 s=45 x"));
-        assert_eq!(parse_chat_text(&text), Some((123_456_789_012, 45)));
+        let plain = ChatText {
+            sent_ns: 123_456_789_012,
+            sender: 45,
+            node: None,
+        };
+        assert_eq!(parse_chat_text(&text), Some(plain));
+        let text = chat_text(123_456_789_012, 45, Some(0xab), 40);
+        assert_eq!(text.len(), 40);
+        assert!(text.starts_with("t=123456789012 s=45 n=0000ab x"));
+        let tagged = ChatText {
+            node: Some(0xab),
+            ..plain
+        };
+        assert_eq!(parse_chat_text(&text), Some(tagged));
         assert_eq!(parse_chat_text("hello there"), None);
         assert_eq!(parse_chat_text("t=1 s=x"), None);
+    }
+
+    #[test]
+    fn a_cluster_greeting_names_the_node() {
+        let a = node_of_greeting("You are on node a.").unwrap();
+        let b = node_of_greeting("You are on node b.\r").unwrap();
+        assert_ne!(a, b);
+        assert!(a <= 0xff_ffff && b <= 0xff_ffff);
+        assert_eq!(node_of_greeting("You are on node a."), Some(a));
+        assert_eq!(
+            node_of_greeting("Welcome to ringtalk. Type ^D to exit."),
+            None
+        );
     }
 }

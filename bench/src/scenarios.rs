@@ -2004,6 +2004,23 @@ impl Bench {
             serde_json::to_value(notices).unwrap_or_default(),
         );
         let mut rows = Vec::new();
+        // In a cluster, the lines that crossed nodes on their own (the sender's node is in each
+        // line, the receiver's in its greeting).
+        let crossed = Latency::of(&merge_or_warn(&all.cross_parts));
+        if crossed.count > 0 {
+            rows.push((
+                "latency (crossed nodes)".to_string(),
+                format!(
+                    "{}; {:.1}% of deliveries",
+                    latency_line(&crossed),
+                    pct(crossed.count, latency.count)
+                ),
+            ));
+            figures.insert(
+                "latency_cross_node".into(),
+                serde_json::to_value(&crossed).unwrap_or_default(),
+            );
+        }
         if notices.total() > 0 {
             rows.push((
                 "cluster notices".to_string(),
@@ -2073,6 +2090,7 @@ struct Totals {
     logins: u64,
     login_failed: u64,
     latency_parts: Vec<HistWire>,
+    cross_parts: Vec<HistWire>,
     login_parts: Vec<HistWire>,
 }
 
@@ -2087,6 +2105,7 @@ fn totals<'a>(parts: impl Iterator<Item = &'a WindowReport>) -> Totals {
         t.logins += w.logins;
         t.login_failed += w.login_failed;
         t.latency_parts.push(w.latency.clone());
+        t.cross_parts.push(w.cross_latency.clone());
         t.login_parts.push(w.login_latency.clone());
     }
     t

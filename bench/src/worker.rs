@@ -54,6 +54,8 @@ struct WindowAcc {
     dropped: u64,
     late_sends: u64,
     latency: Histogram<u64>,
+    /// Of `latency`, the lines that crossed from another cluster node.
+    cross_latency: Histogram<u64>,
     logins: u64,
     login_latency: Histogram<u64>,
     login_failed: u64,
@@ -68,6 +70,7 @@ impl WindowAcc {
             dropped: 0,
             late_sends: 0,
             latency: new_hist(),
+            cross_latency: new_hist(),
             logins: 0,
             login_latency: new_hist(),
             login_failed: 0,
@@ -82,6 +85,7 @@ impl WindowAcc {
             dropped: self.dropped,
             late_sends: self.late_sends,
             latency: HistWire::encode(&self.latency),
+            cross_latency: HistWire::encode(&self.cross_latency),
             logins: self.logins,
             login_latency: HistWire::encode(&self.login_latency),
             login_failed: self.login_failed,
@@ -259,7 +263,11 @@ impl Ctx {
         let kill = self.kill_ns();
         let mut acc = self.acc.borrow_mut();
         match event {
-            Event::Delivery { sent_ns, sender } => {
+            Event::Delivery {
+                sent_ns,
+                sender,
+                crossed,
+            } => {
                 if sent_ns < go {
                     return Ok(());
                 }
@@ -281,6 +289,9 @@ impl Ctx {
                     let w = &mut acc.windows[w];
                     w.delivered += 1;
                     record(&mut w.latency, us);
+                    if crossed {
+                        record(&mut w.cross_latency, us);
+                    }
                 }
             }
             Event::Dropped(n) => {
@@ -534,7 +545,7 @@ async fn chat(
                     if planned > now {
                         break;
                     }
-                    let text = crate::ringtalk::chat_text(planned, id, plan.message_bytes as usize);
+                    let text = crate::ringtalk::chat_text(planned, id, conn.node, plan.message_bytes as usize);
                     conn.queue_chat(channel, &text);
                     due += 1;
                     late += (now > planned + LATE_NS) as u64;
@@ -653,7 +664,7 @@ async fn bigroom(
             }
             _ = &mut send, if more => {
                 let now = now_ns();
-                let text = crate::ringtalk::chat_text(planned_at(sent), id, plan.message_bytes as usize);
+                let text = crate::ringtalk::chat_text(planned_at(sent), id, conn.node, plan.message_bytes as usize);
                 conn.chat(channel, &text).await?;
                 sent += 1;
                 send.reset(planned_at(sent));

@@ -55,6 +55,11 @@ impl Hub {
         });
     }
 
+    /// This node's name, in a cluster.
+    pub fn node_name(&self) -> Option<Arc<str>> {
+        self.cluster.as_ref().map(|c| c.me.clone())
+    }
+
     /// Whether this hub is part of a cluster whose other nodes cannot be reached now.
     pub fn cluster_unreachable(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| !c.connected)
