@@ -10,7 +10,8 @@
 #   NODES=1 scripts/bench-cluster.sh seed --users 15000        # one node of a cluster, to compare
 #
 # Every node gets the server flags in EXTRA (default: bcrypt cost 4); the bench's own flags follow
-# the scenario's name. The JSON report is kept in $OUT (default: /tmp/bench-cluster.json).
+# the scenario's name. The JSON report is kept in $OUT (default: /tmp/bench-cluster.json), and the
+# logs of the nodes and of nats-server beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -92,3 +93,16 @@ EOF
 for i in $(seq 1 "$nodes"); do
     echo "node$i: $(grep heartbeat "$dir/node$i.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g; s/.*heartbeat//' | cut -c1-600)"
 done
+# What went wrong on the way, if anything: the nodes' warnings and NATS's slow consumers.
+for i in $(seq 1 "$nodes"); do
+    sed 's/\x1b\[[0-9;]*m//g' "$dir/node$i.log" | grep -E "^[^ ]+ +(WARN|ERROR) " >"$dir/warnings" || true
+    if [ -s "$dir/warnings" ]; then
+        echo "node$i: $(wc -l <"$dir/warnings") warnings or errors in its log, the commonest:"
+        cut -d' ' -f2- "$dir/warnings" | cut -c1-300 | sort | uniq -c | sort -rn | head -5
+    fi
+done
+for i in $(seq 1 "$nodes"); do cp "$dir/node$i.log" "${out%.json}.node$i.log"; done
+cp "$dir/nats.log" "${out%.json}.nats.log"
+echo "logs: ${out%.json}.node*.log, ${out%.json}.nats.log"
+slow=$(grep -c "Slow Consumer" "$dir/nats.log" || true)
+[ "$slow" -eq 0 ] || echo "nats-server: $slow slow-consumer lines in its log"

@@ -16,6 +16,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
 
 use shard_proto::{ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardMsg, ToMember};
 
@@ -25,6 +28,7 @@ use crate::cluster::placement;
 use crate::cluster::wire::{
     ClusterIn, ClusterOut, Event, EventKind, HomeMsg, NodeMsg, Outcome, ToHomeNode,
 };
+use crate::listener::LogLimiter;
 use crate::mailbox::Reply;
 
 /// A node's place in the cluster, as its hubs know it.
@@ -40,6 +44,8 @@ pub struct NodeState {
     epoch: u64,
     /// The next token for a member of a replica.
     next_token: u64,
+    /// Keeps the log of events that did not arrive to a line now and then.
+    gap_log: LogLimiter,
 }
 
 impl Hub {
@@ -52,6 +58,7 @@ impl Hub {
             connected: false,
             epoch: epoch_ms,
             next_token: 1,
+            gap_log: LogLimiter::new(Duration::from_secs(10)),
         });
     }
 
@@ -484,6 +491,21 @@ impl Hub {
         };
         replica.synced = Some((event.epoch, event.seq + 1));
         if missed > 0 {
+            let held_back = self
+                .cluster
+                .as_mut()
+                .and_then(|c| c.gap_log.allow(Instant::now()));
+            if let Some(held_back) = held_back {
+                warn!(
+                    channel = %event.channel,
+                    home = %event.home,
+                    epoch = event.epoch,
+                    seq = event.seq,
+                    missed,
+                    held_back,
+                    "cluster: events of a channel did not reach this node; its members are told how many"
+                );
+            }
             let count = u32::try_from(missed).unwrap_or(u32::MAX);
             self.send_to_member_shards(index, || ToMember::Lost { channel: id, count }, out);
             // An answer to a join may have been among them.
