@@ -29,10 +29,10 @@ use tracing::debug;
 
 use std::sync::Arc;
 
-use shard_proto::{ChannelName, JoinOutcome, Traveller};
+use shard_proto::Traveller;
 
 use crate::accounts::{self, AccountError, Created, Login, User};
-use crate::cmd::{self, Command};
+use crate::cmd;
 use crate::defences::flood::{flood_notice, Flood};
 use crate::defences::{in_time, Checking, Limit, LoginStart, Ticket};
 use crate::line::FinishedLine;
@@ -43,14 +43,6 @@ use crate::shard::{Registration, Shard};
 use crate::socket::Socket;
 use crate::stats::{Gauge, GaugeGuard};
 use crate::terminal::{Input, Terminal};
-
-/// What a user who is on no channel hears when they try to talk.
-/// Said before `/list` when the other nodes of a cluster cannot be asked.
-const OTHER_NODES_UNLISTED: &str =
-    "The other nodes cannot be reached now; only this node's channels are listed.";
-
-const NOT_ON_A_CHANNEL: &str =
-    "You are not on a channel. Use /join <channel> or /create <channel>.";
 
 /// Wrong passwords in a row after which the connection is closed.
 pub const MAX_PASSWORD_FAILURES: u32 = 3;
@@ -84,7 +76,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a session stopped before its user logged off.
 #[derive(Debug)]
-enum Stop {
+pub(crate) enum Stop {
     /// The peer closed the connection, or it failed.
     Closed,
     /// The shard asked the session to end.
@@ -497,190 +489,14 @@ impl Session {
                 Input::Line(line) => line,
             };
             self.report_line_problems(&line);
-            match cmd::parse(&line.text) {
-                Command::Empty => {}
-                Command::Help => {
-                    for text in cmd::HELP {
-                        self.say(text);
-                    }
-                }
-                Command::Quit => return Err(Stop::Quit),
-                Command::Usage(usage) => self.say(usage),
-                Command::Unknown(word) => self.say(&format!("Command \"{word}\" not recognized.")),
-                // Boxed for the same reason as the login: rare, and larger than the idle loop.
-                Command::List => Box::pin(self.list_channels()).await?,
-                Command::Create(channel) => {
-                    Box::pin(self.create_channel(user, &name, channel)).await?
-                }
-                Command::Join(channel) => Box::pin(self.join_channel(&name, channel)).await?,
-                Command::Who => {
-                    if !self.shard.chat(|hub, out| hub.who(key, out)) {
-                        self.say(NOT_ON_A_CHANNEL);
-                        continue;
-                    }
-                    match self.reply(|r| matches!(r, Reply::Who(_))).await? {
-                        Reply::Who(Some(names)) => {
-                            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
-                            self.say(&format!("On this channel: {}", names.join(", ")));
-                        }
-                        _ => self.say(NOT_ON_A_CHANNEL),
-                    }
-                }
-                Command::Exit => match self.shard.chat(|hub, out| hub.exit(key, out)) {
-                    Some(channel) => self.say(&format!("You left #{channel}")),
-                    None => self.say(NOT_ON_A_CHANNEL),
-                },
-                talk @ (Command::Say(_)
-                | Command::Emote(_)
-                | Command::Think(_)
-                | Command::Sing(_)) => {
-                    let line = cmd::render(&name, &talk).unwrap_or_default();
-                    if !self.shard.chat(|hub, out| hub.post(key, line.into(), out)) {
-                        self.say(NOT_ON_A_CHANNEL);
-                    }
-                }
-            }
+            let mut ctx = Chat {
+                session: self,
+                user,
+                name: &name,
+                key,
+            };
+            cmd::run(&mut ctx, cmd::parse(&line.text)).await?;
         }
-    }
-
-    async fn list_channels(&mut self) -> Result<(), Stop> {
-        let key = self.registration.mailbox().id.key;
-        let (expected, partial) = self
-            .shard
-            .chat(|hub, out| (hub.list(key, out), hub.cluster_unreachable()));
-        if partial {
-            self.say(OTHER_NODES_UNLISTED);
-        }
-        let mut channels = Vec::new();
-        for _ in 0..expected {
-            if let Reply::List(entries) = self.reply(|r| matches!(r, Reply::List(_))).await? {
-                channels.extend(entries);
-            }
-        }
-        if channels.is_empty() {
-            self.say("There are no channels yet. Use /create <channel> to make one.");
-            return Ok(());
-        }
-        channels.sort_by(|a, b| a.name.key().cmp(b.name.key()));
-        let mut lines = vec!["Channels:".to_string()];
-        lines.extend(
-            channels
-                .iter()
-                .map(|c| format!("  #{} ({})", c.name, c.members)),
-        );
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        self.term.print(&lines, &mut self.out);
-        Ok(())
-    }
-
-    async fn create_channel(
-        &mut self,
-        user: &User,
-        name: &Arc<str>,
-        channel: &str,
-    ) -> Result<(), Stop> {
-        let channel = match ChannelName::new(channel) {
-            Ok(channel) => channel,
-            Err(e) => {
-                self.say(&e.to_string());
-                return Ok(());
-            }
-        };
-        let accounts = self.shard.accounts.clone();
-        match self
-            .wait(accounts.create_channel(&channel, user.id))
-            .await?
-        {
-            Ok(true) => {
-                self.say(&format!("Channel #{channel} created."));
-                self.enter_channel(name, channel, true).await
-            }
-            Ok(false) => {
-                self.say("Channel already exists.");
-                Ok(())
-            }
-            Err(e) => {
-                self.say_account_error(&e);
-                Ok(())
-            }
-        }
-    }
-
-    async fn join_channel(&mut self, name: &Arc<str>, channel: &str) -> Result<(), Stop> {
-        let channel = match ChannelName::new(channel) {
-            Ok(channel) => channel,
-            Err(e) => {
-                self.say(&e.to_string());
-                return Ok(());
-            }
-        };
-        let key = self.registration.mailbox().id.key;
-        let current = self.shard.chat(|hub, _| hub.channel_of(key).cloned());
-        if let Some(current) = current.filter(|c| *c == channel) {
-            self.say(&format!("You are already on #{current}."));
-            return Ok(());
-        }
-        self.enter_channel(name, channel, false).await
-    }
-
-    /// Asks the channel's home to let this session in and says how that went.
-    async fn enter_channel(
-        &mut self,
-        name: &Arc<str>,
-        channel: ChannelName,
-        create: bool,
-    ) -> Result<(), Stop> {
-        let key = self.registration.mailbox().id.key;
-        let asked = channel.clone();
-        let sent = self
-            .shard
-            .chat(|hub, out| hub.join(key, channel, name.clone(), create, out));
-        if !sent {
-            // Cannot happen while a session runs one command at a time; never wait for an
-            // answer to a request that was not made.
-            self.say("You are already joining a channel; wait for the answer.");
-            return Ok(());
-        }
-        if let Reply::Joined {
-            channel,
-            outcome,
-            come_home,
-        } = self.reply(|r| matches!(r, Reply::Joined { .. })).await?
-        {
-            match outcome {
-                JoinOutcome::Joined(_) => {
-                    self.say(&format!("You have joined #{channel}"));
-                    if come_home {
-                        // A session that has just moved here first waits for the lines it left
-                        // behind (one ring round trip), so none can be left behind twice.
-                        self.until_caught_up().await?;
-                        if self.shard.chat(|hub, _| hub.may_depart(key)) {
-                            return Err(Stop::MoveHome);
-                        }
-                    }
-                }
-                JoinOutcome::Full => self.say("Request to join channel denied: Channel is full"),
-                JoinOutcome::NoSuchChannel if self.shard.cluster.is_some() && !create => {
-                    // Another node may have made it a moment ago, before this node heard of
-                    // it: the cluster's store has the last word.
-                    let accounts = self.shard.accounts.clone();
-                    match self.wait(accounts.find_channel(&asked)).await? {
-                        Ok(Some(stored)) => return Box::pin(self.enter_channel(name, stored, true)).await,
-                        Ok(None) => self.say(&format!(
-                            "Channel #{asked} does not exist. Use /create {asked} to make it."
-                        )),
-                        Err(e) => self.say_account_error(&e),
-                    }
-                }
-                JoinOutcome::NoSuchChannel => self.say(&format!(
-                    "Channel #{asked} does not exist. Use /create {asked} to make it."
-                )),
-                JoinOutcome::Unavailable => self.say(&format!(
-                    "Channel #{asked} is served by another node, which cannot be reached now; try again in a moment."
-                )),
-            }
-        }
-        Ok(())
     }
 
     /// Sends what is ready without waiting: the last command's output, the prompt and the lines
@@ -1047,6 +863,56 @@ impl Session {
         self.out = Vec::new();
         self.written = 0;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// What a command gets of the session running it (see [`cmd::Ctx`]).
+struct Chat<'s> {
+    session: &'s mut Session,
+    user: &'s User,
+    name: &'s Arc<str>,
+    key: u64,
+}
+
+impl cmd::Ctx for Chat<'_> {
+    fn name(&self) -> &Arc<str> {
+        self.name
+    }
+
+    fn user(&self) -> &User {
+        self.user
+    }
+
+    fn key(&self) -> u64 {
+        self.key
+    }
+
+    fn shard(&self) -> &Rc<Shard> {
+        &self.session.shard
+    }
+
+    fn say(&mut self, text: &str) {
+        self.session.say(text);
+    }
+
+    fn print(&mut self, lines: &[&str]) {
+        self.session.term.print(lines, &mut self.session.out);
+    }
+
+    fn say_account_error(&mut self, err: &AccountError) {
+        self.session.say_account_error(err);
+    }
+
+    async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop> {
+        self.session.reply(wanted).await
+    }
+
+    async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop> {
+        self.session.wait(job).await
+    }
+
+    async fn until_caught_up(&mut self) -> Result<(), Stop> {
+        self.session.until_caught_up().await
     }
 }
 

@@ -27,7 +27,12 @@ fn an_account_created_on_one_connection_logs_in_on_another() {
     assert_eq!(server.stats().logged_in(), 1);
     second.send_line("/help");
     second.expect("Commands:\r\n");
+    second.expect("  /quit                 log off (or ^D on an empty line)\r\n");
     second.expect(&prompt("alice"));
+    second.send_line("/help JOIN");
+    second.expect("/join <channel>\r\n  join a channel (leaving the one you are on)\r\n");
+    second.send_line("/help /nosuch");
+    second.expect("No such command: /nosuch. Use /help for the list.\r\n");
     second.send_line("/x");
     second.expect("Command \"/x\" not recognized.\r\n");
     second.send_line("/quit");

@@ -1,16 +1,33 @@
-//! What a logged-in user's line means: a `/command`, one of the one-character shortcuts, or plain text to
-//! say on the current channel.
+//! What a logged-in user's line means, and doing it: a `/command`, one of the one-character
+//! shortcuts, or plain text to say on the current channel.
 //!
-//! Parsing is separate from doing so that the syntax (wtelnet's, kept so its users' habits and bots still
-//! work) is tested without a server, and so every command documents its own form in one table.
+//! Each family of commands has a file of its own ([`channel`], [`talk`], [`meta`]) with the table
+//! of its commands and the code that applies them, so adding a command touches one file. The
+//! tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
+//! (wtelnet's, kept so its users' habits and bots still work) is tested without a server; doing
+//! goes through [`Ctx`], the little the session lends a command: its user, its shard, a way to
+//! print and to wait for answers.
+
+pub mod channel;
+pub mod meta;
+pub mod talk;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::accounts::{AccountError, User};
+use crate::mailbox::Reply;
+use crate::session::Stop;
+use crate::shard::Shard;
 
 /// One line typed by a logged-in user, parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command<'a> {
     /// Nothing but white space: the prompt is shown again.
     Empty,
-    /// `/help`: list the commands.
-    Help,
+    /// `/help`: list the commands; `/help <command>`: one of them.
+    Help(Option<&'a str>),
     /// `/quit` (or ^D on an empty line in character mode): log off.
     Quit,
     /// `/list`: every channel and how many are in it.
@@ -37,37 +54,35 @@ pub enum Command<'a> {
     Unknown(&'a str),
 }
 
-/// The `/help` text, one command a line.
-pub const HELP: &[&str] = &[
-    "Commands:",
-    "  /list                 list channels and how many are on each",
-    "  /create <channel>     create a channel and join it",
-    "  /join <channel>       join a channel (leaving the one you are on)",
-    "  /who                  show who is on your channel",
-    "  /exit                 leave your channel",
-    "  /say <text>           say something (or just type it, or start with ')",
-    "  /emote <text>         act something out (or start with ;)",
-    "  /think <text>         think something",
-    "  /sing <text>          sing something",
-    "  /help                 this list",
-    "  /quit                 log off (or ^D on an empty line)",
-];
+/// One command as `/help` shows it and [`parse`] finds it.
+pub struct Spec {
+    /// The word, slash included, lower case.
+    pub word: &'static str,
+    /// What follows the word, for help (`<channel>`), or "".
+    pub args: &'static str,
+    /// One line of help.
+    pub summary: &'static str,
+    /// Makes the command from what follows the word (trimmed).
+    pub parse: for<'a> fn(&'a str) -> Command<'a>,
+}
+
+/// Every family's table, in the order `/help` lists them.
+const FAMILIES: &[&[Spec]] = &[channel::COMMANDS, talk::COMMANDS, meta::COMMANDS];
+
+/// Every command, in `/help`'s order.
+pub fn commands() -> impl Iterator<Item = &'static Spec> {
+    FAMILIES.iter().flat_map(|family| family.iter())
+}
+
+/// The command typed as `word` (any case, slash optional).
+pub fn find(word: &str) -> Option<&'static Spec> {
+    let word = word.strip_prefix('/').unwrap_or(word);
+    commands().find(|spec| spec.word[1..].eq_ignore_ascii_case(word))
+}
 
 /// The line members see when `user` talks with `command`; `None` for commands that do not talk.
 pub fn render(user: &str, command: &Command<'_>) -> Option<String> {
-    let (text, before, after) = match *command {
-        Command::Say(text) => (text, " says, \"", "\""),
-        Command::Emote(text) => (text, " ", ""),
-        Command::Think(text) => (text, " thinks . o O ( ", " )"),
-        Command::Sing(text) => (text, " sings ~ ~ ", " ~ ~"),
-        _ => return None,
-    };
-    // Sized once: this runs for every line said, and `format!` would grow the string as it goes.
-    let mut line = String::with_capacity(user.len() + before.len() + text.len() + after.len());
-    for part in [user, before, text, after] {
-        line.push_str(part);
-    }
-    Some(line)
+    talk::render(user, command)
 }
 
 /// Parses one finished input line.
@@ -89,23 +104,61 @@ pub fn parse(line: &str) -> Command<'_> {
         Some(at) => (&line[..at], line[at..].trim()),
         None => (line, ""),
     };
-    match word.to_ascii_lowercase().as_str() {
-        "/help" => Command::Help,
-        "/quit" => Command::Quit,
-        "/list" => Command::List,
-        "/who" => Command::Who,
-        "/exit" => Command::Exit,
-        "/create" => name_command(rest, Command::Create, "Usage: /create <channel>"),
-        "/join" => name_command(rest, Command::Join, "Usage: /join <channel>"),
-        "/say" => text_command(rest, Command::Say, "Usage: /say <text>"),
-        "/emote" => text_command(rest, Command::Emote, "Usage: /emote <text>"),
-        "/think" => text_command(rest, Command::Think, "Usage: /think <text>"),
-        "/sing" => text_command(rest, Command::Sing, "Usage: /sing <text>"),
-        _ => Command::Unknown(word),
+    match commands().find(|spec| spec.word.eq_ignore_ascii_case(word)) {
+        Some(spec) => (spec.parse)(rest),
+        None => Command::Unknown(word),
     }
 }
 
-fn text_command<'a>(
+/// Does what `command` says, for the user behind `ctx`.
+pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), Stop> {
+    match command {
+        Command::Empty => Ok(()),
+        Command::Usage(usage) => {
+            ctx.say(usage);
+            Ok(())
+        }
+        Command::Unknown(word) => {
+            ctx.say(&format!("Command \"{word}\" not recognized."));
+            Ok(())
+        }
+        Command::Help(_) | Command::Quit => meta::run(ctx, command),
+        Command::List | Command::Create(_) | Command::Join(_) | Command::Who | Command::Exit => {
+            channel::run(ctx, command).await
+        }
+        Command::Say(_) | Command::Emote(_) | Command::Think(_) | Command::Sing(_) => {
+            talk::run(ctx, &command);
+            Ok(())
+        }
+    }
+}
+
+/// What a command may use of the session that runs it.
+pub(crate) trait Ctx {
+    /// The user's name.
+    fn name(&self) -> &Arc<str>;
+    /// The user's account.
+    fn user(&self) -> &User;
+    /// The session's key on its shard.
+    fn key(&self) -> u64;
+    /// The shard the session runs on.
+    fn shard(&self) -> &Rc<Shard>;
+    /// Prints one line of server text for the user.
+    fn say(&mut self, text: &str);
+    /// Prints lines of server text at once.
+    fn print(&mut self, lines: &[&str]);
+    /// Tells the user that an account request failed.
+    fn say_account_error(&mut self, err: &AccountError);
+    /// The next answer the session's mailbox gets that `wanted` accepts, while output flows.
+    async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop>;
+    /// Waits for `job` (work on the worker pool) while output flows.
+    async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop>;
+    /// Waits until a session that has just moved shards has every line it left behind.
+    async fn until_caught_up(&mut self) -> Result<(), Stop>;
+}
+
+/// A command whose argument is free text.
+pub(crate) fn text_command<'a>(
     text: &'a str,
     make: fn(&'a str) -> Command<'a>,
     usage: &'static str,
@@ -117,7 +170,8 @@ fn text_command<'a>(
     }
 }
 
-fn name_command<'a>(
+/// A command whose argument is one name (a `#` before it is ignored).
+pub(crate) fn name_command<'a>(
     rest: &'a str,
     make: fn(&'a str) -> Command<'a>,
     usage: &'static str,
@@ -129,7 +183,6 @@ fn name_command<'a>(
         make(name)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,8 +202,9 @@ mod tests {
         let cases: &[(&str, Command<'_>)] = &[
             ("", Command::Empty),
             ("   ", Command::Empty),
-            ("/help", Command::Help),
-            ("/HELP", Command::Help),
+            ("/help", Command::Help(None)),
+            ("/help join", Command::Help(Some("join"))),
+            ("/HELP", Command::Help(None)),
             ("/quit", Command::Quit),
             ("/list", Command::List),
             ("/who", Command::Who),

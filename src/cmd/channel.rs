@@ -1,0 +1,221 @@
+//! Channels: listing them, making one, joining and leaving, and who is on yours.
+//!
+//! A join is a request to the channel's home (maybe another shard, maybe another node), and the
+//! session waits for its answer; a session that joins a small channel homed elsewhere may then
+//! move to the home's shard ([`Stop::MoveHome`]).
+
+use std::sync::Arc;
+
+use shard_proto::{ChannelName, JoinOutcome};
+
+use super::{name_command, Command, Ctx, Spec};
+use crate::mailbox::Reply;
+use crate::session::Stop;
+
+/// Said to a user on no channel who tries something that needs one.
+pub const NOT_ON_A_CHANNEL: &str =
+    "You are not on a channel. Use /join <channel> or /create <channel>.";
+
+/// Said before `/list` when the other nodes of a cluster cannot be asked.
+const OTHER_NODES_UNLISTED: &str =
+    "The other nodes cannot be reached now; only this node's channels are listed.";
+
+/// This family's commands, in `/help`'s order.
+pub const COMMANDS: &[Spec] = &[
+    Spec {
+        word: "/list",
+        args: "",
+        summary: "list channels and how many are on each",
+        parse: |_| Command::List,
+    },
+    Spec {
+        word: "/create",
+        args: "<channel>",
+        summary: "create a channel and join it",
+        parse: |rest| name_command(rest, Command::Create, "Usage: /create <channel>"),
+    },
+    Spec {
+        word: "/join",
+        args: "<channel>",
+        summary: "join a channel (leaving the one you are on)",
+        parse: |rest| name_command(rest, Command::Join, "Usage: /join <channel>"),
+    },
+    Spec {
+        word: "/who",
+        args: "",
+        summary: "show who is on your channel",
+        parse: |_| Command::Who,
+    },
+    Spec {
+        word: "/exit",
+        args: "",
+        summary: "leave your channel",
+        parse: |_| Command::Exit,
+    },
+];
+
+/// Applies a channel command.
+pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), Stop> {
+    match command {
+        // Boxed: rare, and larger than the idle loop that awaits them.
+        Command::List => Box::pin(list(ctx)).await,
+        Command::Create(channel) => Box::pin(create(ctx, channel)).await,
+        Command::Join(channel) => Box::pin(join(ctx, channel)).await,
+        Command::Who => who(ctx).await,
+        Command::Exit => {
+            let key = ctx.key();
+            match ctx.shard().chat(|hub, out| hub.exit(key, out)) {
+                Some(channel) => ctx.say(&format!("You left #{channel}")),
+                None => ctx.say(NOT_ON_A_CHANNEL),
+            }
+            Ok(())
+        }
+        _ => unreachable!("not a channel command: {command:?}"),
+    }
+}
+
+async fn who(ctx: &mut impl Ctx) -> Result<(), Stop> {
+    let key = ctx.key();
+    if !ctx.shard().chat(|hub, out| hub.who(key, out)) {
+        ctx.say(NOT_ON_A_CHANNEL);
+        return Ok(());
+    }
+    match ctx.reply(|r| matches!(r, Reply::Who(_))).await? {
+        Reply::Who(Some(names)) => {
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+            ctx.say(&format!("On this channel: {}", names.join(", ")));
+        }
+        _ => ctx.say(NOT_ON_A_CHANNEL),
+    }
+    Ok(())
+}
+
+async fn list(ctx: &mut impl Ctx) -> Result<(), Stop> {
+    let key = ctx.key();
+    let (expected, partial) = ctx
+        .shard()
+        .chat(|hub, out| (hub.list(key, out), hub.cluster_unreachable()));
+    if partial {
+        ctx.say(OTHER_NODES_UNLISTED);
+    }
+    let mut channels = Vec::new();
+    for _ in 0..expected {
+        if let Reply::List(entries) = ctx.reply(|r| matches!(r, Reply::List(_))).await? {
+            channels.extend(entries);
+        }
+    }
+    if channels.is_empty() {
+        ctx.say("There are no channels yet. Use /create <channel> to make one.");
+        return Ok(());
+    }
+    channels.sort_by(|a, b| a.name.key().cmp(b.name.key()));
+    let mut lines = vec!["Channels:".to_string()];
+    lines.extend(
+        channels
+            .iter()
+            .map(|c| format!("  #{} ({})", c.name, c.members)),
+    );
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    ctx.print(&lines);
+    Ok(())
+}
+
+async fn create(ctx: &mut impl Ctx, channel: &str) -> Result<(), Stop> {
+    let channel = match ChannelName::new(channel) {
+        Ok(channel) => channel,
+        Err(e) => {
+            ctx.say(&e.to_string());
+            return Ok(());
+        }
+    };
+    let accounts = ctx.shard().accounts.clone();
+    let owner = ctx.user().id;
+    match ctx.wait(accounts.create_channel(&channel, owner)).await? {
+        Ok(true) => {
+            ctx.say(&format!("Channel #{channel} created."));
+            enter(ctx, channel, true).await
+        }
+        Ok(false) => {
+            ctx.say("Channel already exists.");
+            Ok(())
+        }
+        Err(e) => {
+            ctx.say_account_error(&e);
+            Ok(())
+        }
+    }
+}
+
+async fn join(ctx: &mut impl Ctx, channel: &str) -> Result<(), Stop> {
+    let channel = match ChannelName::new(channel) {
+        Ok(channel) => channel,
+        Err(e) => {
+            ctx.say(&e.to_string());
+            return Ok(());
+        }
+    };
+    let key = ctx.key();
+    let current = ctx.shard().chat(|hub, _| hub.channel_of(key).cloned());
+    if let Some(current) = current.filter(|c| *c == channel) {
+        ctx.say(&format!("You are already on #{current}."));
+        return Ok(());
+    }
+    enter(ctx, channel, false).await
+}
+
+/// Asks the channel's home to let this session in and says how that went.
+async fn enter(ctx: &mut impl Ctx, channel: ChannelName, create: bool) -> Result<(), Stop> {
+    let key = ctx.key();
+    let asked = channel.clone();
+    let name: Arc<str> = ctx.name().clone();
+    let sent = ctx
+        .shard()
+        .chat(|hub, out| hub.join(key, channel, name, create, out));
+    if !sent {
+        // Cannot happen while a session runs one command at a time; never wait for an
+        // answer to a request that was not made.
+        ctx.say("You are already joining a channel; wait for the answer.");
+        return Ok(());
+    }
+    let Reply::Joined {
+        channel,
+        outcome,
+        come_home,
+    } = ctx.reply(|r| matches!(r, Reply::Joined { .. })).await?
+    else {
+        return Ok(());
+    };
+    match outcome {
+        JoinOutcome::Joined(_) => {
+            ctx.say(&format!("You have joined #{channel}"));
+            if come_home {
+                // A session that has just moved here first waits for the lines it left
+                // behind (one ring round trip), so none can be left behind twice.
+                ctx.until_caught_up().await?;
+                if ctx.shard().chat(|hub, _| hub.may_depart(key)) {
+                    return Err(Stop::MoveHome);
+                }
+            }
+        }
+        JoinOutcome::Full => ctx.say("Request to join channel denied: Channel is full"),
+        JoinOutcome::NoSuchChannel if ctx.shard().cluster.is_some() && !create => {
+            // Another node may have made it a moment ago, before this node heard of it: the
+            // cluster's store has the last word.
+            let accounts = ctx.shard().accounts.clone();
+            match ctx.wait(accounts.find_channel(&asked)).await? {
+                Ok(Some(stored)) => return Box::pin(enter(ctx, stored, true)).await,
+                Ok(None) => ctx.say(&format!(
+                    "Channel #{asked} does not exist. Use /create {asked} to make it."
+                )),
+                Err(e) => ctx.say_account_error(&e),
+            }
+        }
+        JoinOutcome::NoSuchChannel => ctx.say(&format!(
+            "Channel #{asked} does not exist. Use /create {asked} to make it."
+        )),
+        JoinOutcome::Unavailable => ctx.say(&format!(
+            "Channel #{asked} is served by another node, which cannot be reached now; try again in a moment."
+        )),
+    }
+    Ok(())
+}
