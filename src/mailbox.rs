@@ -33,6 +33,13 @@ pub enum Reply {
     Who(Option<Vec<Arc<str>>>),
     /// The channels of one shard.
     List(Vec<ListEntry>),
+    /// The answer to a private message: whether it reached a session of `to`.
+    Told {
+        /// The addressee, as the sender typed it.
+        to: Arc<str>,
+        /// Whether it reached a session.
+        delivered: bool,
+    },
 }
 
 /// How long sessions get to say goodbye and close at shutdown.

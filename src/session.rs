@@ -29,7 +29,7 @@ use tracing::debug;
 
 use std::sync::Arc;
 
-use shard_proto::Traveller;
+use shard_proto::{SessionId, Traveller};
 
 use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd;
@@ -103,6 +103,10 @@ struct Parts {
     out: Vec<u8>,
     user: User,
     limits: Option<Box<Limits>>,
+    /// The session as the shard it leaves knew it.
+    from: SessionId,
+    /// Who last told the user something, for `/reply`.
+    teller: Option<Arc<str>>,
 }
 
 /// What a connection from an address that is not exempt carries: its place in its address's
@@ -184,13 +188,15 @@ impl Session {
         shard: Rc<Shard>,
         registration: Registration,
         pass: Pass,
-    ) -> (Session, User) {
+    ) -> (Session, User, (SessionId, Option<Arc<str>>)) {
         let Parts {
             socket,
             term,
             out,
             user,
             limits,
+            from,
+            teller,
         } = arrival.0.take().expect("an arrival is taken up once");
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         let session = Session {
@@ -205,7 +211,7 @@ impl Session {
             _connection: connection,
             _pass: pass,
         };
-        (session, user)
+        (session, user, (from, teller))
     }
 
     /// The key the shard knows this session by (and its socket's readiness token).
@@ -227,9 +233,10 @@ impl Session {
         let mut session = self;
         async move {
             let mut user = None;
-            let outcome = session.serve(&mut user).await;
+            let mut leaving = None;
+            let outcome = session.serve(&mut user, &mut leaving).await;
             match (outcome, user) {
-                (Err(Stop::MoveHome), Some(user)) => session.move_home(user),
+                (Err(Stop::MoveHome), Some(user)) => session.move_home(user, leaving),
                 (outcome, _) => {
                     debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
                     // Boxed: needed once, at the end, so the task does not reserve room for it
@@ -241,12 +248,19 @@ impl Session {
     }
 
     /// Serves a session that moved here (see [`Session::arrived`]) until it ends, or moves again.
-    pub fn run_arrived(self, user: User) -> impl Future<Output = ()> {
+    pub fn run_arrived(
+        self,
+        user: User,
+        came: (SessionId, Option<Arc<str>>),
+    ) -> impl Future<Output = ()> {
         let mut session = self;
         async move {
-            let outcome = session.chat_logged_in(&user).await;
+            let mut leaving = None;
+            let outcome = session
+                .chat_logged_in(&user, Some(came), &mut leaving)
+                .await;
             if let Err(Stop::MoveHome) = outcome {
-                return session.move_home(user);
+                return session.move_home(user, leaving);
             }
             debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
             Box::pin(session.close(outcome)).await;
@@ -255,7 +269,7 @@ impl Session {
 
     /// Hands the connection to its channel's home shard. Its socket leaves this shard's readiness
     /// set first, so nothing here touches it again.
-    fn move_home(self, user: User) {
+    fn move_home(self, user: User, teller: Option<Arc<str>>) {
         let Session {
             socket,
             shard,
@@ -272,12 +286,15 @@ impl Session {
             return;
         }
         out.drain(..written);
+        let from = registration.mailbox().id;
         let arrival = Arrival(Some(Parts {
             socket,
             term,
             out,
             user,
             limits,
+            from,
+            teller,
         }));
         shard.depart(registration, Traveller(Box::new(arrival)));
     }
@@ -312,7 +329,11 @@ impl Session {
     }
 
     /// The whole dialogue. The user who logged in is left in `user`, for a session that moves on.
-    async fn serve(&mut self, user: &mut Option<User>) -> Result<(), Stop> {
+    async fn serve(
+        &mut self,
+        user: &mut Option<User>,
+        leaving: &mut Option<Arc<str>>,
+    ) -> Result<(), Stop> {
         self.term.start(&mut self.out);
         self.say("Welcome to ringtalk. Type ^D to exit.");
         // In a cluster, which node took the connection: for whoever reports a problem (and for
@@ -328,17 +349,35 @@ impl Session {
         if let Some(limits) = self.limits.as_deref_mut() {
             limits.ticket.logged_in();
         }
-        self.chat_logged_in(logged_in).await
+        self.chat_logged_in(logged_in, None, leaving).await
     }
 
-    /// Commands of a logged-in user, counted as one while they last.
-    async fn chat_logged_in(&mut self, user: &User) -> Result<(), Stop> {
+    /// Commands of a logged-in user, counted as one while they last and known to the directory
+    /// of who is online where. `came` is, for a session that moved here, the session as the shard
+    /// it left knew it and who last told it something; `leaving` gets the latter when it moves on.
+    async fn chat_logged_in(
+        &mut self,
+        user: &User,
+        came: Option<(SessionId, Option<Arc<str>>)>,
+        leaving: &mut Option<Arc<str>>,
+    ) -> Result<(), Stop> {
         let _logged_in = GaugeGuard::new(
             self.shard.stats.clone(),
             self.shard.id.index(),
             Gauge::LoggedIn,
         );
-        self.chat(user).await
+        let key = self.key();
+        let name = user.name.as_str();
+        self.shard.chat(|hub, out| match came {
+            None => hub.user_online(name, key, out),
+            Some((from, teller)) => hub.user_arrived(name, from, key, teller, out),
+        });
+        let outcome = self.chat(user).await;
+        self.shard.chat(|hub, out| match outcome {
+            Err(Stop::MoveHome) => *leaving = hub.user_moving(name, key, out),
+            _ => hub.user_offline(name, key, out),
+        });
+        outcome
     }
 
     /// The login dialogue, with wtelnet's prompts. Returns the logged-in user.
@@ -913,6 +952,11 @@ impl cmd::Ctx for Chat<'_> {
 
     async fn until_caught_up(&mut self) -> Result<(), Stop> {
         self.session.until_caught_up().await
+    }
+
+    fn last_teller(&self) -> Option<Arc<str>> {
+        let key = self.key;
+        self.session.shard.chat(|hub, _| hub.last_teller(key))
     }
 }
 

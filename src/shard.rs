@@ -207,6 +207,19 @@ impl Outputs for ShardOutputs<'_> {
         }
     }
 
+    fn tell(&mut self, session: u64, line: &Line) -> bool {
+        let Some(handle) = self.sessions.get(&session) else {
+            return false;
+        };
+        let limit = self.shard.config.queue_limit as usize;
+        if handle.push_line(line, limit) {
+            self.stats.deliveries.fetch_add(1, Relaxed);
+        } else {
+            self.stats.dropped.fetch_add(1, Relaxed);
+        }
+        true
+    }
+
     fn log(&mut self, channel: &ChannelName, line: &Line) {
         self.stats.lines.fetch_add(1, Relaxed);
         self.shard.chanlog.append(channel.key(), line);

@@ -464,13 +464,14 @@ fn start_arrivals(shard: &Rc<Shard>, gate: &Gate) {
             continue; // closing: the arrival, dropped, tells its user so
         };
         let key = registration.mailbox().id.key;
-        let (session, user) = Session::arrived(*arrival, shard.clone(), registration, pass);
+        let (session, user, came_from) =
+            Session::arrived(*arrival, shard.clone(), registration, pass);
         if let Err(err) = shard.readiness.add(session.socket().as_fd(), key) {
             // The session, dropped, ends like any other: out of its channel, connection closed.
             warn!(shard = shard.id.0, error = %err, "cannot watch a connection that moved here, so it is closed");
             continue;
         }
-        glommio::spawn_local(session.run_arrived(user)).detach();
+        glommio::spawn_local(session.run_arrived(user, came_from)).detach();
     }
 }
 

@@ -441,3 +441,22 @@ fn a_node_listening_to_many_channels_switches_to_one_subscription_and_back_witho
     members.last_mut().unwrap().send_line("and back");
     ann.expect("says, \"and back\"");
 }
+
+#[test]
+fn a_tell_reaches_a_user_on_the_same_node_and_says_plainly_that_it_does_not_cross_nodes() {
+    let Some(nats) = Nats::start() else { return };
+    let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
+    let beta = node(&nats.url(), "beta", "127.0.0.1:0");
+    wait_until(
+        || nodes(&alpha).len() == 2 && nodes(&beta).len() == 2,
+        "both nodes to see each other",
+    );
+    let mut ann = user(alpha.addr(), "ann", true);
+    let mut amy = user(alpha.addr(), "amy", true);
+    let _bea = user(beta.addr(), "bea", true);
+    ann.send_line("/tell amy same node");
+    ann.expect("You tell amy, \"same node\"\r\n");
+    amy.expect("ann tells you, \"same node\"\r\n");
+    ann.send_line("/tell bea other node");
+    ann.expect("bea is not online on this node; private messages do not cross nodes yet.\r\n");
+}

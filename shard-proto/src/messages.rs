@@ -164,6 +164,15 @@ pub enum ToMember {
         /// The channels homed on the answering shard.
         channels: Vec<ListEntry>,
     },
+    /// The answer to a [`Tell`]: it reached a session of the addressee, or none is online.
+    Told {
+        /// The sender.
+        session: SessionId,
+        /// The addressee, as the sender typed it.
+        to: Arc<str>,
+        /// Whether it reached a session.
+        delivered: bool,
+    },
     /// The answer to [`ToHome::Move`]: the session `from` is now `to` in `channel`, and this
     /// message comes after every line the home sent here for `from`. The receiving shard stops
     /// holding lines for `from` and sends what it held to `to` as [`ToHome::Forward`].
@@ -199,6 +208,70 @@ pub struct ListEntry {
     pub members: u32,
 }
 
+/// About logged-in users, by name: to the shard that keeps the name's entry in the directory of
+/// who is online where (`home_of_key(lower-cased name)`), or on from there to a user's shard.
+#[derive(Clone, Debug)]
+pub enum ToUser {
+    /// A session of user `name` (lower-cased) has logged in.
+    Online {
+        /// The user.
+        name: Arc<str>,
+        /// The session.
+        session: SessionId,
+    },
+    /// It has logged off.
+    Offline {
+        /// The user.
+        name: Arc<str>,
+        /// The session.
+        session: SessionId,
+    },
+    /// It is leaving its shard for another ([`ToUser::Arrived`] follows): private messages to it
+    /// go to the old shard meanwhile, which holds them with its lines or sends them back.
+    Moving {
+        /// The user.
+        name: Arc<str>,
+        /// The session as its old shard knew it.
+        session: SessionId,
+    },
+    /// It has arrived at its new shard.
+    Arrived {
+        /// The user.
+        name: Arc<str>,
+        /// The session as its old shard knew it.
+        from: SessionId,
+        /// The session at its new shard.
+        to: SessionId,
+    },
+    /// A private message, to the directory shard of its addressee. Boxed, as each message kind
+    /// sizes every ring slot.
+    Tell(Box<Tell>),
+    /// A private message on its way to one of its addressee's sessions.
+    Deliver {
+        /// The message.
+        tell: Box<Tell>,
+        /// The addressee's session.
+        session: SessionId,
+        /// Whether this copy answers the sender (the first of the addressee's sessions).
+        answer: bool,
+    },
+}
+
+/// A private message.
+#[derive(Clone, Debug)]
+pub struct Tell {
+    /// The sender's name, as its account has it.
+    pub from: Arc<str>,
+    /// The sender's session, which waits for the answer.
+    pub sender: SessionId,
+    /// The addressee's name, as the sender typed it.
+    pub to: Arc<str>,
+    /// The line the addressee sees.
+    pub line: Line,
+    /// How many times it has been sent back to the directory (a session that moved meanwhile).
+    pub hops: u8,
+}
+
 /// Anything that crosses a ring.
 #[derive(Debug)]
 pub enum ShardMsg {
@@ -206,4 +279,6 @@ pub enum ShardMsg {
     ToHome(ToHome),
     /// To a member's shard.
     ToMember(ToMember),
+    /// About a user, by name.
+    ToUser(ToUser),
 }

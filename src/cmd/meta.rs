@@ -83,4 +83,16 @@ mod tests {
         }
         assert!(find("/nosuch").is_none());
     }
+
+    #[test]
+    fn protocol_md_shows_the_help_text_the_server_sends() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let block = doc
+            .split("```\nCommands:\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("PROTOCOL.md has the /help block");
+        let documented: Vec<&str> = std::iter::once("Commands:").chain(block.lines()).collect();
+        assert_eq!(documented, help());
+    }
 }

@@ -11,6 +11,7 @@
 pub mod channel;
 pub mod meta;
 pub mod talk;
+pub mod tell;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -48,6 +49,15 @@ pub enum Command<'a> {
     Think(&'a str),
     /// `/sing <text>`.
     Sing(&'a str),
+    /// `/tell <name> <text>` or `/msg <name> <text>`.
+    Tell {
+        /// The addressee, as typed.
+        to: &'a str,
+        /// What to tell them.
+        text: &'a str,
+    },
+    /// `/reply <text>`: a tell to whoever told you something last.
+    Reply(&'a str),
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -67,7 +77,12 @@ pub struct Spec {
 }
 
 /// Every family's table, in the order `/help` lists them.
-const FAMILIES: &[&[Spec]] = &[channel::COMMANDS, talk::COMMANDS, meta::COMMANDS];
+const FAMILIES: &[&[Spec]] = &[
+    channel::COMMANDS,
+    talk::COMMANDS,
+    tell::COMMANDS,
+    meta::COMMANDS,
+];
 
 /// Every command, in `/help`'s order.
 pub fn commands() -> impl Iterator<Item = &'static Spec> {
@@ -130,6 +145,7 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
             talk::run(ctx, &command);
             Ok(())
         }
+        Command::Tell { .. } | Command::Reply(_) => Box::pin(tell::run(ctx, command)).await,
     }
 }
 
@@ -153,6 +169,8 @@ pub(crate) trait Ctx {
     async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop>;
     /// Waits for `job` (work on the worker pool) while output flows.
     async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop>;
+    /// Who last sent the user a private message.
+    fn last_teller(&self) -> Option<Arc<str>>;
     /// Waits until a session that has just moved shards has every line it left behind.
     async fn until_caught_up(&mut self) -> Result<(), Stop>;
 }
@@ -226,6 +244,25 @@ mod tests {
             ("/sing la la", Command::Sing("la la")),
             ("hello", Command::Say("hello")),
             ("  hello  ", Command::Say("hello")),
+            (
+                "/tell bob hi there",
+                Command::Tell {
+                    to: "bob",
+                    text: "hi there",
+                },
+            ),
+            (
+                "/msg bob  hi ",
+                Command::Tell {
+                    to: "bob",
+                    text: "hi",
+                },
+            ),
+            ("/tell bob", Command::Usage("Usage: /tell <name> <text>")),
+            ("/tell", Command::Usage("Usage: /tell <name> <text>")),
+            ("/msg bob ", Command::Usage("Usage: /msg <name> <text>")),
+            ("/reply ok", Command::Reply("ok")),
+            ("/reply", Command::Usage("Usage: /reply <text>")),
             ("/x", Command::Unknown("/x")),
             ("/x y", Command::Unknown("/x")),
             ("/", Command::Unknown("/")),

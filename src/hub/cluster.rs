@@ -713,6 +713,10 @@ mod tests {
         fn reply(&mut self, session: u64, reply: Reply) {
             self.replies.entry(session).or_default().push(reply);
         }
+        fn tell(&mut self, session: u64, line: &Line) -> bool {
+            self.lines.entry(session).or_default().push(line.clone());
+            true
+        }
         fn log(&mut self, _channel: &ChannelName, line: &Line) {
             self.log.push(line.clone());
         }

@@ -53,6 +53,7 @@ use crate::cluster::wire::{ClusterOut, EventKind};
 use crate::mailbox::Reply;
 
 mod cluster;
+mod users;
 
 pub use cluster::{list_entries, NodeState};
 
@@ -68,6 +69,10 @@ pub trait Outputs {
     fn lost(&mut self, session: u64, count: u32);
     /// Hand a reply to a local session.
     fn reply(&mut self, session: u64, reply: Reply);
+    /// Put a private message in a local session's outgoing queue (the same bounded queue as its
+    /// channel's lines). False if no logged-in session (or one that has just moved away) has
+    /// that key.
+    fn tell(&mut self, session: u64, line: &Line) -> bool;
     /// Append a line to a channel's log.
     fn log(&mut self, channel: &ChannelName, line: &Line);
     /// Take up a session that moves here from another shard; returns its key here. Its lines are
@@ -112,6 +117,8 @@ pub struct Hub {
     /// Channels in `homed` whose role is [`Role::Home`], kept because the shard reads it after
     /// every hub call.
     homes: usize,
+    /// Who is online where, for the user names whose directory is this shard (see [`users`]).
+    directory: users::Directory,
 }
 
 impl Hub {
@@ -130,6 +137,7 @@ impl Hub {
             joining: HashMap::new(),
             cluster: None,
             homes: 0,
+            directory: users::Directory::default(),
         }
     }
 
@@ -334,6 +342,7 @@ impl Hub {
         match msg {
             ShardMsg::ToHome(msg) => self.at_home(msg, out),
             ShardMsg::ToMember(msg) => self.at_member(msg, out),
+            ShardMsg::ToUser(msg) => self.at_user(msg, out),
         }
     }
 
@@ -625,6 +634,15 @@ impl Hub {
                     },
                 );
             }
+            ToMember::Told {
+                session,
+                to,
+                delivered,
+            } => {
+                if session.shard == self.id {
+                    out.reply(session.key, Reply::Told { to, delivered });
+                }
+            }
             ToMember::Moved { channel, from, to } => {
                 // Every line the home sent for `from` is here by now: hand over what it holds.
                 self.unmirror(channel, from.key);
@@ -726,6 +744,13 @@ mod tests {
             let notice: Line = format!("[{count} messages dropped]").into();
             self.queue_of(session).push(notice);
         }
+        fn tell(&mut self, session: u64, line: &Line) -> bool {
+            if !self.live.contains(&session) {
+                return false;
+            }
+            self.queue_of(session).push(line.clone());
+            true
+        }
         fn adopt(&mut self, traveller: Traveller) -> u64 {
             let traveller = traveller
                 .0
@@ -767,6 +792,7 @@ mod tests {
         Join,
         Who,
         List,
+        Tell,
     }
 
     /// The request a message in a ring asks or answers, and whose it is.
@@ -790,6 +816,7 @@ mod tests {
             Reply::Joined { .. } => Request::Join,
             Reply::Who(_) => Request::Who,
             Reply::List(_) => Request::List,
+            Reply::Told { .. } => Request::Tell,
         }
     }
 
@@ -1782,5 +1809,149 @@ mod tests {
             })
             .sum();
         assert_eq!(total, 2);
+    }
+
+    /// Six users on three shards tell each other things, one at a time each (a sender waits for
+    /// the answer), while they move between shards, with the rings delivering in a random order:
+    /// every tell is answered, every one reaches its addressee exactly once, and one sender's
+    /// tells to one addressee arrive in the order sent.
+    #[test]
+    fn every_tell_is_answered_and_arrives_once_in_order_while_addressees_move() {
+        const USERS: usize = 6;
+        for seed in 1..=80 {
+            let shards = 3;
+            let mut sim = Sim::new(shards, 0, seed);
+            let names: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
+            let mut at: Vec<(usize, u64)> = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let s = i % shards;
+                let key = sim.connect(s);
+                sim.with_hub(s, |h, r| h.user_online(name, key, r));
+                at.push((s, key));
+            }
+            sim.drain();
+            // Per user: tells sent, answers seen (on its current key), and whether one waits.
+            let mut sent = [0usize; USERS];
+            let mut answered = [0usize; USERS];
+            let mut waiting = [false; USERS];
+            // Between its departure and its arrival a session runs no command.
+            let mut travelling = [false; USERS];
+            let channels = ["Room0", "Room1", "Room2", "Room3"];
+            let context = format!("seed {seed}");
+            for op in 0..400 {
+                match sim.rand(6) {
+                    0 | 1 => {
+                        let i = sim.rand(USERS);
+                        if !waiting[i] && !travelling[i] {
+                            let j = sim.rand(USERS);
+                            let (s, key) = at[i];
+                            let line: Line = format!("{} tells you {}", names[i], sent[i]).into();
+                            let from: Arc<str> = names[i].as_str().into();
+                            let to = names[j].to_uppercase();
+                            sim.with_hub(s, |h, r| h.tell(key, from, &to, line, r));
+                            sent[i] += 1;
+                            waiting[i] = true;
+                        }
+                    }
+                    2 => {
+                        // A join: homed elsewhere, it asks the session to move.
+                        let i = sim.rand(USERS);
+                        let (s, key) = at[i];
+                        let ch = channels[sim.rand(channels.len())];
+                        if !waiting[i] && !travelling[i] && !sim.hubs[s].is_joining(key) {
+                            sim.join(s, key, ch, true);
+                        }
+                    }
+                    3 => {
+                        // The move itself, between two commands (never while a tell waits).
+                        let i = sim.rand(USERS);
+                        let (s, key) = at[i];
+                        if !waiting[i]
+                            && !travelling[i]
+                            && sim.hubs[s].may_depart(key)
+                            && !sim.rec[s].held.contains_key(&key)
+                        {
+                            sim.with_hub(s, |h, r| {
+                                h.user_moving(&names[i], key, r);
+                            });
+                            assert!(sim.depart(s, key), "{context}");
+                            travelling[i] = true;
+                        }
+                    }
+                    _ => {
+                        sim.step();
+                    }
+                }
+                for (from, to) in std::mem::take(&mut sim.moves) {
+                    let i = at.iter().position(|&a| a == from).expect("a user moved");
+                    at[i] = to;
+                    answered[i] = 0;
+                    travelling[i] = false;
+                    sim.with_hub(to.0, |h, r| {
+                        h.user_arrived(&names[i], sid(from.0, from.1), to.1, None, r)
+                    });
+                }
+                for i in 0..USERS {
+                    let (s, key) = at[i];
+                    let told = sim.rec[s].replies.get(&key).map_or(0, |r| {
+                        r.iter().filter(|r| matches!(r, Reply::Told { .. })).count()
+                    });
+                    if told > answered[i] {
+                        answered[i] = told;
+                        waiting[i] = false;
+                    }
+                }
+                sim.check(&format!("{context}, op {op}"));
+            }
+            sim.drain_checked(&format!("{context}, draining"));
+            for (from, to) in std::mem::take(&mut sim.moves) {
+                let i = at.iter().position(|&a| a == from).expect("a user moved");
+                at[i] = to;
+                sim.with_hub(to.0, |h, r| {
+                    h.user_arrived(&names[i], sid(from.0, from.1), to.1, None, r)
+                });
+            }
+            sim.drain_checked(&format!("{context}, arrivals"));
+            for i in 0..USERS {
+                let (s, key) = at[i];
+                let told = sim.rec[s].replies.get(&key).map_or(0, |r| {
+                    r.iter().filter(|r| matches!(r, Reply::Told { .. })).count()
+                });
+                if told > answered[i] {
+                    waiting[i] = false;
+                }
+            }
+            // Every answer said delivered (everyone stayed online), and each addressee has each
+            // sender's tells once, in order.
+            for (s, rec) in sim.rec.iter().enumerate() {
+                for (key, replies) in &rec.replies {
+                    for r in replies {
+                        if let Reply::Told { delivered, to } = r {
+                            assert!(delivered, "{context}: {s}/{key}: {to} taken for offline");
+                        }
+                    }
+                }
+            }
+            let mut delivered_total = 0;
+            for &(s, key) in &at {
+                let lines = sim.rec[s].lines.get(&key).cloned().unwrap_or_default();
+                for sender in &names {
+                    let got: Vec<usize> = lines
+                        .iter()
+                        .filter_map(|l| l.strip_prefix(&format!("{sender} tells you ")))
+                        .map(|n| n.parse().unwrap())
+                        .collect();
+                    assert!(
+                        got.windows(2).all(|w| w[0] < w[1]),
+                        "{context}: {sender}'s tells to {s}/{key} out of order or twice: {got:?}"
+                    );
+                    delivered_total += got.len();
+                }
+            }
+            let total: usize = sent.iter().sum();
+            let still_waiting = waiting.iter().filter(|w| **w).count();
+            assert_eq!(still_waiting, 0, "{context}: a tell was never answered");
+            assert_eq!(delivered_total, total, "{context}: tells lost or doubled");
+        }
     }
 }

@@ -82,9 +82,10 @@ struct Arrival {
 const JOIN: usize = 0;
 const WHO: usize = 1;
 const LIST: usize = 2;
+const TELL: usize = 3;
 
 /// Requests a session made, or answers it got, by kind ([`JOIN`], [`WHO`], [`LIST`]).
-type Asked = [usize; 3];
+type Asked = [usize; 4];
 
 /// Everything one shard's hub hands out, recorded, with the checks that can be made on the spot.
 struct Recorder {
@@ -153,6 +154,7 @@ impl Outputs for Recorder {
             Reply::Joined { .. } => JOIN,
             Reply::Who(_) => WHO,
             Reply::List(_) => LIST,
+            Reply::Told { .. } => TELL,
         };
         assert!(
             !self.strict || kind != JOIN || self.live.contains(&session),
@@ -160,6 +162,14 @@ impl Outputs for Recorder {
             self.shard
         );
         self.answered.entry(session).or_default()[kind] += 1;
+    }
+
+    fn tell(&mut self, session: u64, line: &Line) -> bool {
+        if !self.live.contains(&session) {
+            return false;
+        }
+        self.queue_of(session, line).push(line.clone());
+        true
     }
 
     fn log(&mut self, channel: &ChannelName, line: &Line) {
@@ -851,6 +861,7 @@ fn stranger() -> Traveller {
 fn copy(msg: &ShardMsg) -> ShardMsg {
     match msg {
         ShardMsg::ToMember(msg) => ShardMsg::ToMember(msg.clone()),
+        ShardMsg::ToUser(msg) => ShardMsg::ToUser(msg.clone()),
         ShardMsg::ToHome(msg) => ShardMsg::ToHome(match msg {
             ToHome::Join {
                 channel,

@@ -1,0 +1,89 @@
+//! Private messages: `/tell` (or `/msg`) someone, and `/reply` to whoever told you last.
+//!
+//! A message finds its addressee through the directory of who is online where (`hub::users`),
+//! on whichever shard they are, and the sender waits for the answer: delivered, or not online.
+//! It reaches the addressee through the same bounded queue as channel lines.
+
+use std::sync::Arc;
+
+use super::{Command, Ctx, Spec};
+use crate::accounts;
+use crate::mailbox::Reply;
+use crate::session::Stop;
+
+/// This family's commands, in `/help`'s order.
+pub const COMMANDS: &[Spec] = &[
+    Spec {
+        word: "/tell",
+        args: "<name> <text>",
+        summary: "tell someone something privately",
+        parse: |rest| tell(rest, "Usage: /tell <name> <text>"),
+    },
+    Spec {
+        word: "/msg",
+        args: "<name> <text>",
+        summary: "the same as /tell",
+        parse: |rest| tell(rest, "Usage: /msg <name> <text>"),
+    },
+    Spec {
+        word: "/reply",
+        args: "<text>",
+        summary: "tell the last person who told you something",
+        parse: |rest| super::text_command(rest, Command::Reply, "Usage: /reply <text>"),
+    },
+];
+
+fn tell<'a>(rest: &'a str, usage: &'static str) -> Command<'a> {
+    match rest.split_once(char::is_whitespace) {
+        Some((to, text)) if !text.trim().is_empty() => Command::Tell {
+            to,
+            text: text.trim(),
+        },
+        _ => Command::Usage(usage),
+    }
+}
+
+/// Applies `/tell` or `/reply`.
+pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), Stop> {
+    match command {
+        Command::Tell { to, text } => send(ctx, to, text).await,
+        Command::Reply(text) => match ctx.last_teller() {
+            Some(to) => send(ctx, &to, text).await,
+            None => {
+                ctx.say("No one has told you anything yet.");
+                Ok(())
+            }
+        },
+        _ => unreachable!("not a tell: {command:?}"),
+    }
+}
+
+/// The line the addressee sees.
+pub fn told_line(from: &str, text: &str) -> String {
+    format!("{from} tells you, \"{text}\"")
+}
+
+async fn send(ctx: &mut impl Ctx, to: &str, text: &str) -> Result<(), Stop> {
+    if accounts::validate_username(to).is_err() {
+        ctx.say(&format!("{to} is not online."));
+        return Ok(());
+    }
+    let key = ctx.key();
+    let from: Arc<str> = ctx.name().clone();
+    let line = told_line(&from, text).into();
+    ctx.shard()
+        .chat(|hub, out| hub.tell(key, from, to, line, out));
+    if let Reply::Told { to, delivered } = ctx.reply(|r| matches!(r, Reply::Told { .. })).await? {
+        if delivered {
+            ctx.say(&format!("You tell {to}, \"{text}\""));
+        } else if ctx.shard().cluster.is_some() {
+            // Each node's directory knows its own users only.
+            ctx.say(&format!(
+                "{to} is not online on this node; private messages do not cross nodes yet."
+            ));
+        } else {
+            ctx.say(&format!("{to} is not online."));
+        }
+    }
+    Ok(())
+}
