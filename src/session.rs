@@ -233,10 +233,10 @@ impl Session {
         let mut session = self;
         async move {
             let mut user = None;
-            let mut leaving = None;
-            let outcome = session.serve(&mut user, &mut leaving).await;
+            let outcome = session.serve(&mut user).await;
+            let teller = user.as_ref().and_then(|u| session.user_left(u, &outcome));
             match (outcome, user) {
-                (Err(Stop::MoveHome), Some(user)) => session.move_home(user, leaving),
+                (Err(Stop::MoveHome), Some(user)) => session.move_home(user, teller),
                 (outcome, _) => {
                     debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
                     // Boxed: needed once, at the end, so the task does not reserve room for it
@@ -248,23 +248,40 @@ impl Session {
     }
 
     /// Serves a session that moved here (see [`Session::arrived`]) until it ends, or moves again.
+    /// `came`: the session as the shard it left knew it, and who last told it something.
     pub fn run_arrived(
         self,
         user: User,
         came: (SessionId, Option<Arc<str>>),
     ) -> impl Future<Output = ()> {
+        // Said here, not in the task, which would keep `came` all its life.
+        let key = self.key();
+        let (from, teller) = came;
+        self.shard
+            .chat(|hub, out| hub.user_arrived(&user.name, from, key, teller, out));
         let mut session = self;
         async move {
-            let mut leaving = None;
-            let outcome = session
-                .chat_logged_in(&user, Some(came), &mut leaving)
-                .await;
+            let outcome = session.chat_logged_in(&user).await;
+            let teller = session.user_left(&user, &outcome);
             if let Err(Stop::MoveHome) = outcome {
-                return session.move_home(user, leaving);
+                return session.move_home(user, teller);
             }
             debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
             Box::pin(session.close(outcome)).await;
         }
+    }
+
+    /// Tells the directory of who is online where that this logged-in session ends, or moves
+    /// (then returns who last told the user something, to take along).
+    fn user_left(&self, user: &User, outcome: &Result<(), Stop>) -> Option<Arc<str>> {
+        let key = self.key();
+        self.shard.chat(|hub, out| match outcome {
+            Err(Stop::MoveHome) => hub.user_moving(&user.name, key, out),
+            _ => {
+                hub.user_offline(&user.name, key, out);
+                None
+            }
+        })
     }
 
     /// Hands the connection to its channel's home shard. Its socket leaves this shard's readiness
@@ -329,11 +346,7 @@ impl Session {
     }
 
     /// The whole dialogue. The user who logged in is left in `user`, for a session that moves on.
-    async fn serve(
-        &mut self,
-        user: &mut Option<User>,
-        leaving: &mut Option<Arc<str>>,
-    ) -> Result<(), Stop> {
+    async fn serve(&mut self, user: &mut Option<User>) -> Result<(), Stop> {
         self.term.start(&mut self.out);
         self.say("Welcome to ringtalk. Type ^D to exit.");
         // In a cluster, which node took the connection: for whoever reports a problem (and for
@@ -349,35 +362,21 @@ impl Session {
         if let Some(limits) = self.limits.as_deref_mut() {
             limits.ticket.logged_in();
         }
-        self.chat_logged_in(logged_in, None, leaving).await
+        let key = self.key();
+        self.shard
+            .chat(|hub, out| hub.user_online(&logged_in.name, key, out));
+        self.chat_logged_in(logged_in).await
     }
 
-    /// Commands of a logged-in user, counted as one while they last and known to the directory
-    /// of who is online where. `came` is, for a session that moved here, the session as the shard
-    /// it left knew it and who last told it something; `leaving` gets the latter when it moves on.
-    async fn chat_logged_in(
-        &mut self,
-        user: &User,
-        came: Option<(SessionId, Option<Arc<str>>)>,
-        leaving: &mut Option<Arc<str>>,
-    ) -> Result<(), Stop> {
+    /// Commands of a logged-in user, counted as one while they last. The directory of who is
+    /// online where hears of the user before (`serve`, `run_arrived`) and after (`user_left`).
+    async fn chat_logged_in(&mut self, user: &User) -> Result<(), Stop> {
         let _logged_in = GaugeGuard::new(
             self.shard.stats.clone(),
             self.shard.id.index(),
             Gauge::LoggedIn,
         );
-        let key = self.key();
-        let name = user.name.as_str();
-        self.shard.chat(|hub, out| match came {
-            None => hub.user_online(name, key, out),
-            Some((from, teller)) => hub.user_arrived(name, from, key, teller, out),
-        });
-        let outcome = self.chat(user).await;
-        self.shard.chat(|hub, out| match outcome {
-            Err(Stop::MoveHome) => *leaving = hub.user_moving(name, key, out),
-            _ => hub.user_offline(name, key, out),
-        });
-        outcome
+        self.chat(user).await
     }
 
     /// The login dialogue, with wtelnet's prompts. Returns the logged-in user.

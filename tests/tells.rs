@@ -164,3 +164,25 @@ fn reply_remembers_the_last_teller_across_a_move() {
     bob.expect("You tell alice, \"and after\"\r\n");
     alice.expect("bob tells you, \"and after\"\r\n");
 }
+
+#[test]
+fn a_user_logged_in_twice_gets_a_tell_in_both_sessions_and_the_sender_one_answer() {
+    let server = two_shards();
+    let mut bob = user_on(&server, "bob", 0);
+    let mut bob_again = server.connect(common::Kind::Raw);
+    bob_again.login("bob", PASSWORD);
+    let mut alice = user_on(&server, "alice", 1);
+    alice.send_line("/tell bob to both of you");
+    bob.expect("alice tells you, \"to both of you\"\r\n");
+    bob_again.expect("alice tells you, \"to both of you\"\r\n");
+    alice.expect("You tell bob, \"to both of you\"\r\n");
+    alice.send_line("/tell bob once more");
+    let said = alice.expect("You tell bob, \"once more\"\r\n");
+    assert!(!said.contains("to both of you"), "{said}");
+    // One of them leaves; the other still gets what is sent.
+    bob.send_line("/quit");
+    bob.expect_closed();
+    alice.send_line("/tell bob still there?");
+    alice.expect("You tell bob, \"still there?\"\r\n");
+    bob_again.expect("alice tells you, \"still there?\"\r\n");
+}

@@ -54,23 +54,23 @@ pub const COMMANDS: &[Spec] = &[
     },
 ];
 
-/// Applies a channel command.
+/// Applies a channel command that waits for an answer.
 pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), Stop> {
     match command {
-        // Boxed: rare, and larger than the idle loop that awaits them.
-        Command::List => Box::pin(list(ctx)).await,
-        Command::Create(channel) => Box::pin(create(ctx, channel)).await,
-        Command::Join(channel) => Box::pin(join(ctx, channel)).await,
+        Command::List => list(ctx).await,
+        Command::Create(channel) => create(ctx, channel).await,
+        Command::Join(channel) => join(ctx, channel).await,
         Command::Who => who(ctx).await,
-        Command::Exit => {
-            let key = ctx.key();
-            match ctx.shard().chat(|hub, out| hub.exit(key, out)) {
-                Some(channel) => ctx.say(&format!("You left #{channel}")),
-                None => ctx.say(NOT_ON_A_CHANNEL),
-            }
-            Ok(())
-        }
         _ => unreachable!("not a channel command: {command:?}"),
+    }
+}
+
+/// `/exit`: leaves the user's channel.
+pub(crate) fn exit(ctx: &mut impl Ctx) {
+    let key = ctx.key();
+    match ctx.shard().chat(|hub, out| hub.exit(key, out)) {
+        Some(channel) => ctx.say(&format!("You left #{channel}")),
+        None => ctx.say(NOT_ON_A_CHANNEL),
     }
 }
 

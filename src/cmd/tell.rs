@@ -34,19 +34,26 @@ pub const COMMANDS: &[Spec] = &[
 ];
 
 fn tell<'a>(rest: &'a str, usage: &'static str) -> Command<'a> {
-    match rest.split_once(char::is_whitespace) {
-        Some((to, text)) if !text.trim().is_empty() => Command::Tell {
-            to,
-            text: text.trim(),
-        },
-        _ => Command::Usage(usage),
+    match split(rest) {
+        Some(_) => Command::Tell(rest),
+        None => Command::Usage(usage),
     }
+}
+
+/// `<name> <text>` → the name and the text, both there.
+fn split(rest: &str) -> Option<(&str, &str)> {
+    let (to, text) = rest.split_once(char::is_whitespace)?;
+    let text = text.trim();
+    (!text.is_empty()).then_some((to, text))
 }
 
 /// Applies `/tell` or `/reply`.
 pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), Stop> {
     match command {
-        Command::Tell { to, text } => send(ctx, to, text).await,
+        Command::Tell(rest) => match split(rest) {
+            Some((to, text)) => send(ctx, to, text).await,
+            None => Ok(()),
+        },
         Command::Reply(text) => match ctx.last_teller() {
             Some(to) => send(ctx, &to, text).await,
             None => {

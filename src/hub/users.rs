@@ -16,6 +16,7 @@
 //! [`MAX_HOPS`] of those (only a session that ended without saying so could cause them) the sender
 //! is told the addressee is not online rather than the message going round forever.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -27,10 +28,14 @@ use super::{Hub, Outputs};
 /// addressee is not online.
 pub const MAX_HOPS: u8 = 4;
 
-/// The directory part a shard keeps: lower-cased name → its sessions.
+/// The directory part a shard keeps.
 #[derive(Debug, Default)]
 pub struct Directory {
-    online: HashMap<Arc<str>, Vec<Entry>>,
+    /// Lower-cased name → its sessions.
+    online: HashMap<Arc<str>, Sessions>,
+    /// Sessions moving between shards → the private messages for them, held here until they
+    /// arrive (at most one per sender, who waits for the answer), each with whether it answers.
+    moving: HashMap<SessionId, Vec<(Box<Tell>, bool)>>,
     /// Arrivals heard before the session they continue was: old session → new. Each is taken up
     /// when that session's own login or arrival is heard, which always comes, by another ring.
     early: HashMap<SessionId, SessionId>,
@@ -39,41 +44,64 @@ pub struct Directory {
     last_teller: HashMap<u64, Arc<str>>,
 }
 
-/// One session of a user.
+/// A user's sessions: nearly always one, kept in the table itself.
 #[derive(Debug)]
-struct Entry {
-    session: SessionId,
-    /// While it moves between shards: the private messages for it, held here until it arrives
-    /// (at most one per sender, who waits for the answer), each with whether it answers.
-    moving: Option<Vec<(Box<Tell>, bool)>>,
+enum Sessions {
+    One(SessionId),
+    Many(Vec<SessionId>),
+}
+
+impl Sessions {
+    fn as_slice(&self) -> &[SessionId] {
+        match self {
+            Sessions::One(session) => std::slice::from_ref(session),
+            Sessions::Many(sessions) => sessions,
+        }
+    }
 }
 
 impl Directory {
     fn add(&mut self, name: Arc<str>, session: SessionId) {
-        let entries = self.online.entry(name).or_default();
-        if !entries.iter().any(|e| e.session == session) {
-            entries.push(Entry {
-                session,
-                moving: None,
-            });
+        match self.online.entry(name) {
+            Entry::Vacant(e) => {
+                e.insert(Sessions::One(session));
+            }
+            Entry::Occupied(mut e) => {
+                let sessions = e.get_mut();
+                if sessions.as_slice().contains(&session) {
+                    return;
+                }
+                let mut all = sessions.as_slice().to_vec();
+                all.push(session);
+                *sessions = Sessions::Many(all);
+            }
         }
     }
 
     /// Forgets `session`, giving back what was held for it; `None` if it was not here.
     fn remove(&mut self, name: &str, session: SessionId) -> Option<Vec<(Box<Tell>, bool)>> {
-        let entries = self.online.get_mut(name)?;
-        let mut held = None;
-        entries.retain_mut(|e| {
-            if e.session != session {
-                return true;
+        let sessions = self.online.get_mut(name)?;
+        let mut rest = sessions.as_slice().to_vec();
+        let at = rest.iter().position(|s| *s == session)?;
+        rest.swap_remove(at);
+        match rest.len() {
+            0 => {
+                self.online.remove(name);
             }
-            held = Some(e.moving.take().unwrap_or_default());
-            false
-        });
-        if entries.is_empty() {
-            self.online.remove(name);
+            1 => *sessions = Sessions::One(rest[0]),
+            _ => *sessions = Sessions::Many(rest),
         }
-        held
+        Some(self.moving.remove(&session).unwrap_or_default())
+    }
+
+    fn set_moving(&mut self, name: &str, session: SessionId) {
+        if self
+            .online
+            .get(name)
+            .is_some_and(|s| s.as_slice().contains(&session))
+        {
+            self.moving.entry(session).or_default();
+        }
     }
 
     /// Where `session` is now, following the arrivals heard early.
@@ -82,21 +110,6 @@ impl Directory {
             session = next;
         }
         session
-    }
-
-    fn set_moving(&mut self, name: &str, session: SessionId) {
-        if let Some(e) = self
-            .online
-            .get_mut(name)
-            .and_then(|entries| entries.iter_mut().find(|e| e.session == session))
-        {
-            e.moving.get_or_insert_with(Vec::new);
-        }
-    }
-
-    /// The sessions of `name` (lower-cased).
-    fn entries_mut(&mut self, name: &str) -> &mut [Entry] {
-        self.online.get_mut(name).map_or(&mut [], Vec::as_mut_slice)
     }
 }
 
@@ -243,23 +256,16 @@ impl Hub {
                 }
             }
             ToUser::Tell(tell) => {
-                let mut deliveries = Vec::new();
-                for (i, entry) in self
-                    .directory
-                    .entries_mut(&user_key(&tell.to))
-                    .iter_mut()
-                    .enumerate()
-                {
-                    let answer = i == 0;
-                    match &mut entry.moving {
-                        Some(held) => held.push((tell.clone(), answer)),
-                        None => deliveries.push((entry.session, answer)),
-                    }
-                }
-                if deliveries.is_empty()
-                    && !self.directory.online.contains_key(&*user_key(&tell.to))
-                {
+                let Some(sessions) = self.directory.online.get(&*user_key(&tell.to)) else {
                     return self.told(&tell, false, out);
+                };
+                let mut deliveries = Vec::new();
+                for (i, &session) in sessions.as_slice().iter().enumerate() {
+                    let answer = i == 0;
+                    match self.directory.moving.get_mut(&session) {
+                        Some(held) => held.push((tell.clone(), answer)),
+                        None => deliveries.push((session, answer)),
+                    }
                 }
                 for (session, answer) in deliveries {
                     let deliver = ToUser::Deliver {
