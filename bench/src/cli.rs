@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Cmd {
     /// N users (default 3,000) in channels of 6, each saying a line every 10 s on average, for 60 s.
     Seed,
+    /// seed, but every line is a private message (`/tell`) to a user picked at random.
+    Tells,
     /// seed at the most users the server's and the bench's limits allow.
     Ceiling,
     /// 1,200 users (default) in channels of 6 under a rising ladder of send rates; the most

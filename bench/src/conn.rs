@@ -475,6 +475,15 @@ impl Conn {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Queues a private message to `to` (ringtalk's `/tell`), written at the next flush.
+    pub fn queue_tell(&mut self, to: &str, text: &str) {
+        self.out.extend_from_slice(b"/tell ");
+        self.out.extend_from_slice(to.as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
     /// What a line received while chatting means.
     pub fn classify(&mut self, line: &str) -> Event {
         let text = match self.proto {

@@ -55,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let json = cli.opts.json;
     let runs: Vec<(String, Option<u32>)> = match &cli.command {
         Cmd::Seed => vec![("seed".into(), None)],
+        Cmd::Tells => vec![("tells".into(), None)],
         Cmd::Ceiling => vec![("ceiling".into(), None)],
         Cmd::Firehose => vec![("firehose".into(), None)],
         Cmd::Storm => vec![("storm".into(), None)],

@@ -95,6 +95,10 @@ pub struct Plan {
     /// through ([`ChannelFailover`]).
     #[serde(default)]
     pub kill_at_ms: Option<u64>,
+    /// Tells: each line is a private message (`/tell`) to another user picked at random, instead
+    /// of a line on the channel; it has one reader, the addressee.
+    #[serde(default)]
+    pub tells: bool,
 }
 
 /// The index `k` of a bench channel's name, `bc<k>` as [`Plan::channel`] makes it (the server may
@@ -251,6 +255,9 @@ impl Plan {
     /// The channel members a line from `sender` should reach (readers only; not the sender itself
     /// when the protocol does not echo).
     pub fn expected_readers(&self, sender: u32) -> u64 {
+        if self.tells {
+            return 1;
+        }
         let r = self.reserved_seats;
         let (lo, hi) = match (sender + r).checked_div(self.group) {
             Some(k) => (
@@ -580,6 +587,7 @@ mod tests {
             leave: None,
             attack: None,
             kill_at_ms: None,
+            tells: false,
         }
     }
 

@@ -226,6 +226,19 @@ pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
             };
         }
     }
+    // A private message (the tells scenario): a delivery like a channel's line.
+    if let Some(i) = line.find(" tells you, \"") {
+        if let Some(text) = line[i + 13..].strip_suffix('"') {
+            return ChatLine::Said {
+                sender: &line[..i],
+                text,
+            };
+        }
+    }
+    // The sender's own copy of a private message, and a tell that found nobody.
+    if line.starts_with("You tell ") || line.ends_with(" is not online.") {
+        return ChatLine::Noise;
+    }
     if let Some(n) = line
         .strip_prefix('[')
         .and_then(|r| r.strip_suffix(" messages dropped]"))
@@ -450,6 +463,17 @@ mod tests {
         assert_eq!(
             chat_line("[12 messages dropped]", "b1"),
             ChatLine::Dropped(12)
+        );
+        assert_eq!(
+            chat_line("b1 #bc0> b7 tells you, \"t=5 s=7 xx\"", "b1"),
+            ChatLine::Said {
+                sender: "b7",
+                text: "t=5 s=7 xx"
+            }
+        );
+        assert_eq!(
+            chat_line("You tell b7, \"t=5 s=1 xx\"", "b1"),
+            ChatLine::Noise
         );
         assert_eq!(
             chat_line("You have joined #bc0", "b1"),

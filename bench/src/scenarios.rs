@@ -33,6 +33,7 @@ use crate::sys::{self, now_ns, ListenCounters, ProcSample};
 /// All scenario names, in the order `suite` runs them by default.
 pub const SCENARIOS: &[&str] = &[
     "seed",
+    "tells",
     "ceiling",
     "firehose",
     "storm",
@@ -121,6 +122,8 @@ struct Spec {
     /// Soak: once the windows are over, stop as soon as the probe (and, if the server logs them, a
     /// heartbeat) has answered after that.
     end_check: bool,
+    /// Tells: lines are private messages to random users (see [`Plan::tells`]).
+    tells: bool,
 }
 
 impl Spec {
@@ -151,6 +154,7 @@ impl Spec {
             probe_every_ms: None,
             end_check: false,
             kill: None,
+            tells: false,
         }
     }
 }
@@ -320,6 +324,7 @@ impl Bench {
         let users = users.or(self.opts.users);
         match name {
             "seed" => self.seed(users, "seed"),
+            "tells" => self.tells(users),
             "ceiling" => self.ceiling(users),
             "firehose" => self.firehose(users),
             "storm" => self.storm(users),
@@ -377,6 +382,35 @@ impl Bench {
             "users held",
             format!("{held} of {users} ran to the end without an error"),
         );
+        r.headline = format!("{held} held, p99 {}", ms(r.latency.p99_us));
+        Ok(r)
+    }
+
+    /// seed's users, channels and rate, but every line a private message to a user picked at
+    /// random (on another shard with probability (shards - 1) / shards).
+    fn tells(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        if self.opts.protocol == Protocol::Irc {
+            bail!("tells is a ringtalk scenario (its /tell)");
+        }
+        let users = users.unwrap_or(3_000);
+        let secs = self.seconds(60.0);
+        let think = self.opts.think.unwrap_or(10.0);
+        let mut spec = Spec::new("tells", Mode::Chat, users, self.opts.group);
+        spec.windows = vec![Self::window("tells", 0.0, secs, 1.0 / think, false)];
+        spec.grace_ms = self.grace_ms();
+        spec.tells = true;
+        let out = self.execute(&spec)?;
+        let mut r = self.common(&spec, &out);
+        r.row(
+            "workload",
+            format!(
+                "{users} users in channels of {}, each telling a random user a {}-byte line every {think} s on average",
+                spec.group, self.opts.message_bytes
+            ),
+        );
+        r.figure("think_s", think);
+        let held: u32 = out.reports.iter().map(|w| w.held).sum();
+        r.figure("users_held", held);
         r.headline = format!("{held} held, p99 {}", ms(r.latency.p99_us));
         Ok(r)
     }
@@ -1551,6 +1585,7 @@ impl Bench {
                     leave: spec.leave,
                     attack: None,
                     kill_at_ms: spec.kill.map(|k| k.at_ms),
+                    tells: spec.tells,
                 }
             })
             .collect();

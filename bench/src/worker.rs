@@ -546,7 +546,13 @@ async fn chat(
                         break;
                     }
                     let text = crate::ringtalk::chat_text(planned, id, conn.node, plan.message_bytes as usize);
-                    conn.queue_chat(channel, &text);
+                    if plan.tells {
+                        // Someone else, at random.
+                        let other = (id + 1 + rng.gen_range(0..plan.total.max(2) - 1)) % plan.total.max(1);
+                        conn.queue_tell(&plan.name(other), &text);
+                    } else {
+                        conn.queue_chat(channel, &text);
+                    }
                     due += 1;
                     late += (now > planned + LATE_NS) as u64;
                     if planned >= kill {
