@@ -33,12 +33,12 @@ pub enum Reply {
     Who(Option<Vec<Arc<str>>>),
     /// The channels of one shard.
     List(Vec<ListEntry>),
-    /// The answer to a private message: whether it reached a session of `to`.
+    /// The answer to a private message to `to`.
     Told {
         /// The addressee, as the sender typed it.
         to: Arc<str>,
-        /// Whether it reached a session.
-        delivered: bool,
+        /// What became of it.
+        outcome: shard_proto::Told,
     },
 }
 

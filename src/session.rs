@@ -35,6 +35,7 @@ use crate::accounts::{self, AccountError, Created, Login, User};
 use crate::cmd;
 use crate::defences::flood::{flood_notice, Flood};
 use crate::defences::{in_time, Checking, Limit, LoginStart, Ticket};
+use crate::hub::Personal;
 use crate::line::FinishedLine;
 use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
 use crate::pacing::PaceState;
@@ -105,8 +106,8 @@ struct Parts {
     limits: Option<Box<Limits>>,
     /// The session as the shard it leaves knew it.
     from: SessionId,
-    /// Who last told the user something, for `/reply`.
-    teller: Option<Arc<str>>,
+    /// What the shard kept for the user (who last told them something, away).
+    personal: Option<Personal>,
 }
 
 /// What a connection from an address that is not exempt carries: its place in its address's
@@ -188,7 +189,7 @@ impl Session {
         shard: Rc<Shard>,
         registration: Registration,
         pass: Pass,
-    ) -> (Session, User, (SessionId, Option<Arc<str>>)) {
+    ) -> (Session, User, (SessionId, Option<Personal>)) {
         let Parts {
             socket,
             term,
@@ -196,7 +197,7 @@ impl Session {
             user,
             limits,
             from,
-            teller,
+            personal,
         } = arrival.0.take().expect("an arrival is taken up once");
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         let session = Session {
@@ -211,7 +212,7 @@ impl Session {
             _connection: connection,
             _pass: pass,
         };
-        (session, user, (from, teller))
+        (session, user, (from, personal))
     }
 
     /// The key the shard knows this session by (and its socket's readiness token).
@@ -234,9 +235,9 @@ impl Session {
         async move {
             let mut user = None;
             let outcome = session.serve(&mut user).await;
-            let teller = user.as_ref().and_then(|u| session.user_left(u, &outcome));
+            let personal = user.as_ref().and_then(|u| session.user_left(u, &outcome));
             match (outcome, user) {
-                (Err(Stop::MoveHome), Some(user)) => session.move_home(user, teller),
+                (Err(Stop::MoveHome), Some(user)) => session.move_home(user, personal),
                 (outcome, _) => {
                     debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
                     // Boxed: needed once, at the end, so the task does not reserve room for it
@@ -252,19 +253,19 @@ impl Session {
     pub fn run_arrived(
         self,
         user: User,
-        came: (SessionId, Option<Arc<str>>),
+        came: (SessionId, Option<Personal>),
     ) -> impl Future<Output = ()> {
         // Said here, not in the task, which would keep `came` all its life.
         let key = self.key();
-        let (from, teller) = came;
+        let (from, personal) = came;
         self.shard
-            .chat(|hub, out| hub.user_arrived(&user.name, from, key, teller, out));
+            .chat(|hub, out| hub.user_arrived(&user.name, from, key, personal, out));
         let mut session = self;
         async move {
             let outcome = session.chat_logged_in(&user).await;
-            let teller = session.user_left(&user, &outcome);
+            let personal = session.user_left(&user, &outcome);
             if let Err(Stop::MoveHome) = outcome {
-                return session.move_home(user, teller);
+                return session.move_home(user, personal);
             }
             debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
             Box::pin(session.close(outcome)).await;
@@ -272,8 +273,8 @@ impl Session {
     }
 
     /// Tells the directory of who is online where that this logged-in session ends, or moves
-    /// (then returns who last told the user something, to take along).
-    fn user_left(&self, user: &User, outcome: &Result<(), Stop>) -> Option<Arc<str>> {
+    /// (then returns what the shard kept for the user, to take along).
+    fn user_left(&self, user: &User, outcome: &Result<(), Stop>) -> Option<Personal> {
         let key = self.key();
         self.shard.chat(|hub, out| match outcome {
             Err(Stop::MoveHome) => hub.user_moving(&user.name, key, out),
@@ -286,7 +287,7 @@ impl Session {
 
     /// Hands the connection to its channel's home shard. Its socket leaves this shard's readiness
     /// set first, so nothing here touches it again.
-    fn move_home(self, user: User, teller: Option<Arc<str>>) {
+    fn move_home(self, user: User, personal: Option<Personal>) {
         let Session {
             socket,
             shard,
@@ -311,7 +312,7 @@ impl Session {
             user,
             limits,
             from,
-            teller,
+            personal,
         }));
         shard.depart(registration, Traveller(Box::new(arrival)));
     }

@@ -186,3 +186,43 @@ fn a_user_logged_in_twice_gets_a_tell_in_both_sessions_and_the_sender_one_answer
     alice.expect("You tell bob, \"still there?\"\r\n");
     bob_again.expect("alice tells you, \"still there?\"\r\n");
 }
+
+#[test]
+fn a_tell_to_someone_away_is_delivered_and_the_sender_sees_why_even_after_a_move() {
+    let server = start_server_with(2, |c| c.colocate_up_to = 64);
+    let mut alice = user_on(&server, "alice", 0);
+    let mut bob = user_on(&server, "bob", 1);
+    bob.send_line("/away gone fishing");
+    bob.expect("You are away: gone fishing\r\n");
+    alice.send_line("/tell bob are you there?");
+    alice.expect("You tell bob, \"are you there?\"\r\nbob is away: gone fishing\r\n");
+    bob.expect("alice tells you, \"are you there?\"\r\n");
+
+    // Away goes with him when he moves to his channel's shard.
+    let channel = (0..)
+        .map(|n| format!("pond{n}"))
+        .find(|c| home_of(&ChannelName::new(c).unwrap(), 2).index() == 0)
+        .unwrap();
+    bob.send_line(&format!("/create {channel}"));
+    bob.expect(&format!("You have joined #{channel}\r\n"));
+    wait_until(
+        || server.stats().shards[1].logged_in == 0,
+        "bob to move to shard 0",
+    );
+    alice.send_line("/tell bob still fishing?");
+    alice.expect("You tell bob, \"still fishing?\"\r\nbob is away: gone fishing\r\n");
+
+    bob.send_line("/back");
+    bob.expect("You are back.\r\n");
+    bob.send_line("/back");
+    bob.expect("You were not away.\r\n");
+    alice.send_line("/tell bob welcome back");
+    alice.expect("You tell bob, \"welcome back\"\r\n");
+    let after = alice.expect(&prompt("alice"));
+    assert!(!after.contains("is away"), "{after:?}");
+
+    bob.send_line("/away");
+    bob.expect("You are away.\r\n");
+    alice.send_line("/tell bob hello?");
+    alice.expect("You tell bob, \"hello?\"\r\nbob is away.\r\n");
+}

@@ -16,7 +16,9 @@ mod messages;
 pub use channel_name::{
     home_of, home_of_key, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS,
 };
-pub use messages::{JoinOutcome, ListEntry, ShardMsg, Tell, ToHome, ToMember, ToUser, Traveller};
+pub use messages::{
+    JoinOutcome, ListEntry, ShardMsg, Tell, ToHome, ToMember, ToUser, Told, Traveller,
+};
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

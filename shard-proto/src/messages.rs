@@ -170,8 +170,8 @@ pub enum ToMember {
         session: SessionId,
         /// The addressee, as the sender typed it.
         to: Arc<str>,
-        /// Whether it reached a session.
-        delivered: bool,
+        /// What happened.
+        outcome: Told,
     },
     /// The answer to [`ToHome::Move`]: the session `from` is now `to` in `channel`, and this
     /// message comes after every line the home sent here for `from`. The receiving shard stops
@@ -255,6 +255,18 @@ pub enum ToUser {
         /// Whether this copy answers the sender (the first of the addressee's sessions).
         answer: bool,
     },
+}
+
+/// What became of a private message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Told {
+    /// It reached the addressee, who is away with this message (empty: none) if `Some`.
+    Delivered {
+        /// The addressee's away message.
+        away: Option<Arc<str>>,
+    },
+    /// No session of the addressee is online.
+    NotOnline,
 }
 
 /// A private message.

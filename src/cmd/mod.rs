@@ -55,6 +55,10 @@ pub enum Command<'a> {
     Tell(&'a str),
     /// `/reply <text>`: a tell to whoever told you something last.
     Reply(&'a str),
+    /// `/away [message]` (empty: no message).
+    Away(&'a str),
+    /// `/back`.
+    Back,
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -148,6 +152,7 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
             talk::run(ctx, &command);
             Ok(())
         }
+        Command::Away(_) | Command::Back => tell::run_now(ctx, command),
         Command::Tell(_) | Command::Reply(_) => Box::pin(tell::run(ctx, command)).await,
     }
 }
@@ -253,6 +258,9 @@ mod tests {
             ("/tell", Command::Usage("Usage: /tell <name> <text>")),
             ("/msg bob ", Command::Usage("Usage: /msg <name> <text>")),
             ("/reply ok", Command::Reply("ok")),
+            ("/away", Command::Away("")),
+            ("/away gone  fishing ", Command::Away("gone  fishing")),
+            ("/back", Command::Back),
             ("/reply", Command::Usage("Usage: /reply <text>")),
             ("/x", Command::Unknown("/x")),
             ("/x y", Command::Unknown("/x")),

@@ -1,10 +1,13 @@
-//! Private messages: `/tell` (or `/msg`) someone, and `/reply` to whoever told you last.
+//! Private messages: `/tell` (or `/msg`) someone, and `/reply` to whoever told you last; and
+//! `/away`, which whoever tells you something is shown.
 //!
 //! A message finds its addressee through the directory of who is online where (`hub::users`),
 //! on whichever shard they are, and the sender waits for the answer: delivered, or not online.
 //! It reaches the addressee through the same bounded queue as channel lines.
 
 use std::sync::Arc;
+
+use shard_proto::Told;
 
 use super::{Command, Ctx, Spec};
 use crate::accounts;
@@ -24,6 +27,18 @@ pub const COMMANDS: &[Spec] = &[
         args: "<name> <text>",
         summary: "the same as /tell",
         parse: |rest| tell(rest, "Usage: /msg <name> <text>"),
+    },
+    Spec {
+        word: "/away",
+        args: "[message]",
+        summary: "say you are away (those who tell you something see why)",
+        parse: |rest| Command::Away(rest),
+    },
+    Spec {
+        word: "/back",
+        args: "",
+        summary: "say you are back",
+        parse: |_| Command::Back,
     },
     Spec {
         word: "/reply",
@@ -65,6 +80,34 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
     }
 }
 
+/// Applies `/away` or `/back`, which wait for nothing.
+pub(crate) fn run_now(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), Stop> {
+    match command {
+        Command::Away(message) => {
+            let key = ctx.key();
+            let message: Arc<str> = message.into();
+            let said = if message.is_empty() {
+                "You are away.".to_string()
+            } else {
+                format!("You are away: {message}")
+            };
+            ctx.shard().chat(|hub, _| hub.set_away(key, Some(message)));
+            ctx.say(&said);
+            Ok(())
+        }
+        Command::Back => {
+            let key = ctx.key();
+            if ctx.shard().chat(|hub, _| hub.set_away(key, None)) {
+                ctx.say("You are back.");
+            } else {
+                ctx.say("You were not away.");
+            }
+            Ok(())
+        }
+        _ => unreachable!("not away or back: {command:?}"),
+    }
+}
+
 /// The line the addressee sees.
 pub fn told_line(from: &str, text: &str) -> String {
     format!("{from} tells you, \"{text}\"")
@@ -80,16 +123,21 @@ async fn send(ctx: &mut impl Ctx, to: &str, text: &str) -> Result<(), Stop> {
     let line = told_line(&from, text).into();
     ctx.shard()
         .chat(|hub, out| hub.tell(key, from, to, line, out));
-    if let Reply::Told { to, delivered } = ctx.reply(|r| matches!(r, Reply::Told { .. })).await? {
-        if delivered {
-            ctx.say(&format!("You tell {to}, \"{text}\""));
-        } else if ctx.shard().cluster.is_some() {
+    if let Reply::Told { to, outcome } = ctx.reply(|r| matches!(r, Reply::Told { .. })).await? {
+        match outcome {
+            Told::Delivered { away } => {
+                ctx.say(&format!("You tell {to}, \"{text}\""));
+                match away.as_deref() {
+                    Some("") => ctx.say(&format!("{to} is away.")),
+                    Some(message) => ctx.say(&format!("{to} is away: {message}")),
+                    None => {}
+                }
+            }
             // Each node's directory knows its own users only.
-            ctx.say(&format!(
+            Told::NotOnline if ctx.shard().cluster.is_some() => ctx.say(&format!(
                 "{to} is not online on this node; private messages do not cross nodes yet."
-            ));
-        } else {
-            ctx.say(&format!("{to} is not online."));
+            )),
+            Told::NotOnline => ctx.say(&format!("{to} is not online.")),
         }
     }
     Ok(())

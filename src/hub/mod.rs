@@ -56,6 +56,7 @@ mod cluster;
 mod users;
 
 pub use cluster::{list_entries, NodeState};
+pub use users::Personal;
 
 /// Where a hub's decisions go. The shard implements it over rings, session queues and the log writer;
 /// tests implement it over vectors.
@@ -637,10 +638,10 @@ impl Hub {
             ToMember::Told {
                 session,
                 to,
-                delivered,
+                outcome,
             } => {
                 if session.shard == self.id {
-                    out.reply(session.key, Reply::Told { to, delivered });
+                    out.reply(session.key, Reply::Told { to, outcome });
                 }
             }
             ToMember::Moved { channel, from, to } => {
@@ -1926,8 +1927,11 @@ mod tests {
             for (s, rec) in sim.rec.iter().enumerate() {
                 for (key, replies) in &rec.replies {
                     for r in replies {
-                        if let Reply::Told { delivered, to } = r {
-                            assert!(delivered, "{context}: {s}/{key}: {to} taken for offline");
+                        if let Reply::Told { outcome, to } = r {
+                            assert!(
+                                matches!(outcome, shard_proto::Told::Delivered { .. }),
+                                "{context}: {s}/{key}: {to} taken for offline"
+                            );
                         }
                     }
                 }

@@ -20,7 +20,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shard_proto::{home_of_key, Line, SessionId, ShardMsg, Tell, ToMember, ToUser};
+use shard_proto::{home_of_key, Line, SessionId, ShardMsg, Tell, ToMember, ToUser, Told};
 
 use super::{Hub, Outputs};
 
@@ -39,9 +39,18 @@ pub struct Directory {
     /// Arrivals heard before the session they continue was: old session → new. Each is taken up
     /// when that session's own login or arrival is heard, which always comes, by another ring.
     early: HashMap<SessionId, SessionId>,
-    /// Local sessions → who last sent them a private message, for `/reply`; only sessions that
-    /// have been told something are here, until they end or move.
-    last_teller: HashMap<u64, Arc<str>>,
+    /// Local sessions → what is kept for one user: only sessions that have been told something
+    /// or are away are here, until they end or move (then it goes with them).
+    personal: HashMap<u64, Personal>,
+}
+
+/// What is kept of a user beside their session, and travels with it when it moves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Personal {
+    /// Who last sent them a private message, for `/reply`.
+    pub teller: Option<Arc<str>>,
+    /// Their away message (empty: away with none), told to whoever sends them one.
+    pub away: Option<Arc<str>>,
 }
 
 /// A user's sessions: nearly always one, kept in the table itself.
@@ -133,12 +142,36 @@ impl Hub {
 
     /// Who last sent local session `key` a private message.
     pub fn last_teller(&self, key: u64) -> Option<Arc<str>> {
-        self.directory.last_teller.get(&key).cloned()
+        self.directory.personal.get(&key)?.teller.clone()
+    }
+
+    /// Local session `key`'s away message, if it is away (empty: no message).
+    pub fn away(&self, key: u64) -> Option<Arc<str>> {
+        self.directory.personal.get(&key)?.away.clone()
+    }
+
+    /// Marks local session `key` away with `message` (empty: none), or back (`None`); returns
+    /// whether it was away.
+    pub fn set_away(&mut self, key: u64, message: Option<Arc<str>>) -> bool {
+        let personal = &mut self.directory.personal;
+        let was = personal.get(&key).is_some_and(|p| p.away.is_some());
+        match message {
+            Some(message) => personal.entry(key).or_default().away = Some(message),
+            None => {
+                if let Some(p) = personal.get_mut(&key) {
+                    p.away = None;
+                    if p.teller.is_none() {
+                        personal.remove(&key);
+                    }
+                }
+            }
+        }
+        was
     }
 
     /// Local session `key`, logged in as `name`, has logged off.
     pub fn user_offline(&mut self, name: &str, key: u64, out: &mut impl Outputs) {
-        self.directory.last_teller.remove(&key);
+        self.directory.personal.remove(&key);
         let session = self.session_id(key);
         self.send_about_user(
             ToUser::Offline {
@@ -149,15 +182,15 @@ impl Hub {
         );
     }
 
-    /// Local session `key`, logged in as `name`, is moving to another shard, taking who last told
-    /// it something along (`/reply` goes on working there).
+    /// Local session `key`, logged in as `name`, is moving to another shard, taking what is kept
+    /// for it along (`/reply` and away go on working there).
     pub fn user_moving(
         &mut self,
         name: &str,
         key: u64,
         out: &mut impl Outputs,
-    ) -> Option<Arc<str>> {
-        let teller = self.directory.last_teller.remove(&key);
+    ) -> Option<Personal> {
+        let personal = self.directory.personal.remove(&key);
         let session = self.session_id(key);
         self.send_about_user(
             ToUser::Moving {
@@ -166,21 +199,21 @@ impl Hub {
             },
             out,
         );
-        teller
+        personal
     }
 
-    /// Session `from` of another shard, logged in as `name`, has arrived here as `key`, with who
-    /// last told it something.
+    /// Session `from` of another shard, logged in as `name`, has arrived here as `key`, with what
+    /// was kept for it there.
     pub fn user_arrived(
         &mut self,
         name: &str,
         from: SessionId,
         key: u64,
-        teller: Option<Arc<str>>,
+        personal: Option<Personal>,
         out: &mut impl Outputs,
     ) {
-        if let Some(teller) = teller {
-            self.directory.last_teller.insert(key, teller);
+        if let Some(personal) = personal {
+            self.directory.personal.insert(key, personal);
         }
         let to = self.session_id(key);
         self.send_about_user(
@@ -232,7 +265,7 @@ impl Hub {
                 // Held for a session that ended on its way (its new shard was closing).
                 for (tell, answer) in self.directory.remove(&name, session).unwrap_or_default() {
                     if answer {
-                        self.told(&tell, false, out);
+                        self.told(&tell, Told::NotOnline, out);
                     }
                 }
             }
@@ -257,7 +290,7 @@ impl Hub {
             }
             ToUser::Tell(tell) => {
                 let Some(sessions) = self.directory.online.get(&*user_key(&tell.to)) else {
-                    return self.told(&tell, false, out);
+                    return self.told(&tell, Told::NotOnline, out);
                 };
                 let mut deliveries = Vec::new();
                 for (i, &session) in sessions.as_slice().iter().enumerate() {
@@ -285,11 +318,11 @@ impl Hub {
                     return;
                 }
                 if out.tell(session.key, &tell.line) {
-                    self.directory
-                        .last_teller
-                        .insert(session.key, tell.from.clone());
+                    let personal = self.directory.personal.entry(session.key).or_default();
+                    personal.teller = Some(tell.from.clone());
+                    let away = personal.away.clone();
                     if answer {
-                        self.told(&tell, true, out);
+                        self.told(&tell, Told::Delivered { away }, out);
                     }
                 } else if answer {
                     // Moved or gone since the directory looked, which knows better by now: it
@@ -299,18 +332,18 @@ impl Hub {
                         tell.hops += 1;
                         self.send_about_user(ToUser::Tell(tell), out);
                     } else {
-                        self.told(&tell, false, out);
+                        self.told(&tell, Told::NotOnline, out);
                     }
                 }
             }
         }
     }
 
-    fn told(&mut self, tell: &Tell, delivered: bool, out: &mut impl Outputs) {
+    fn told(&mut self, tell: &Tell, outcome: Told, out: &mut impl Outputs) {
         let msg = ToMember::Told {
             session: tell.sender,
             to: tell.to.clone(),
-            delivered,
+            outcome,
         };
         self.route(tell.sender.shard, ShardMsg::ToMember(msg), out);
     }
