@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -148,6 +149,15 @@ pub struct Config {
     #[arg(long, value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
+    /// A text file every user is shown after logging in (the message of the day): read once at
+    /// start, at most 100 lines and 16 KiB; control characters are removed.
+    #[arg(long, value_name = "FILE")]
+    pub motd: Option<PathBuf>,
+
+    /// The message of the day's lines, as [`Config::load_motd`] read them.
+    #[arg(skip)]
+    pub motd_lines: Arc<[String]>,
+
     /// Slots in each ring between two shards, instead of the number sized for the shard count (not a
     /// flag: tests set it to fill rings on purpose).
     #[arg(skip)]
@@ -174,15 +184,73 @@ impl Config {
         config
     }
 
+    /// Reads `--motd` into [`Config::motd_lines`]; a file that cannot be read, or is too long,
+    /// is refused with the reason.
+    pub fn load_motd(&mut self) -> Result<(), String> {
+        let Some(path) = &self.motd else {
+            return Ok(());
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.motd_lines = motd_lines(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    }
+
     /// The login timeout as a [`Duration`].
     pub fn login_timeout(&self) -> Duration {
         Duration::from_secs(self.login_timeout)
     }
 }
 
+/// The most a message of the day may be.
+pub const MOTD_MAX_BYTES: usize = 16 * 1024;
+/// The most lines a message of the day may have.
+pub const MOTD_MAX_LINES: usize = 100;
+
+/// The lines of a message of the day: invalid UTF-8 replaced, tabs made spaces, every other
+/// control character (terminal escapes included) removed, trailing blanks trimmed.
+pub fn motd_lines(bytes: &[u8]) -> Result<Arc<[String]>, String> {
+    if bytes.len() > MOTD_MAX_BYTES {
+        return Err(format!(
+            "the message of the day is {} bytes; at most {MOTD_MAX_BYTES}",
+            bytes.len()
+        ));
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            line.chars()
+                .map(|c| if c == '\t' { ' ' } else { c })
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    if lines.len() > MOTD_MAX_LINES {
+        return Err(format!(
+            "the message of the day has {} lines; at most {MOTD_MAX_LINES}",
+            lines.len()
+        ));
+    }
+    Ok(lines.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_of_the_day_is_cleaned_and_bounded() {
+        let lines = motd_lines(b"Welcome!\r\n\x1b[31mred\x1b[0m\tand\xffmore  \n\nbye").unwrap();
+        assert_eq!(
+            &*lines,
+            ["Welcome!", "[31mred[0m and\u{fffd}more", "", "bye"]
+        );
+        assert!(motd_lines(&vec![b'x'; MOTD_MAX_BYTES + 1]).is_err());
+        assert!(motd_lines("a\n".repeat(MOTD_MAX_LINES + 1).as_bytes()).is_err());
+        assert_eq!(motd_lines(b"").unwrap().len(), 0);
+    }
 
     #[test]
     fn defaults_match_the_documented_ones() {

@@ -61,6 +61,9 @@ pub enum StartError {
         /// What glommio requires.
         need: u64,
     },
+    /// `--motd` could not be read, or is too long.
+    #[error("cannot use --motd {0}")]
+    Motd(String),
     /// `--shards` outside 1..=[`MAX_SHARDS`](crate::config::MAX_SHARDS).
     #[error("--shards must be 1 to {}, not {0}", crate::config::MAX_SHARDS)]
     Shards(usize),
@@ -151,7 +154,8 @@ impl Drop for ReadyGuard {
 
 impl Server {
     /// Starts every part of the server and returns once all shards accept connections.
-    pub fn start(config: Config) -> Result<Server, StartError> {
+    pub fn start(mut config: Config) -> Result<Server, StartError> {
+        config.load_motd().map_err(StartError::Motd)?;
         let file_limit = limits::raise_nofile().map_err(StartError::Limits)?;
         let memlock = limits::raise_memlock().map_err(StartError::Limits)?;
         if memlock < limits::MIN_MEMLOCK {

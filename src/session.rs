@@ -363,6 +363,11 @@ impl Session {
         if let Some(limits) = self.limits.as_deref_mut() {
             limits.ticket.logged_in();
         }
+        let motd = self.shard.config.motd_lines.clone();
+        if !motd.is_empty() {
+            let lines: Vec<&str> = motd.iter().map(String::as_str).collect();
+            self.term.print(&lines, &mut self.out);
+        }
         let key = self.key();
         self.shard
             .chat(|hub, out| hub.user_online(&logged_in.name, key, out));

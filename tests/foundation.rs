@@ -618,3 +618,30 @@ fn channels_survive_a_restart() {
     bob.expect("You have joined #Lounge");
     server.shutdown();
 }
+
+#[test]
+fn the_message_of_the_day_follows_a_login_cleaned_of_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let motd = dir.path().join("motd.txt");
+    std::fs::write(&motd, b"Welcome to the \x1b[2Jtest server.\r\nBe kind.\n").unwrap();
+    let server = start_server_with(1, |c| c.motd = Some(motd.clone()));
+    let mut alice = server.connect(Kind::Raw);
+    alice.expect("Username: ");
+    alice.send_line("alice");
+    alice.expect("(y/n) ");
+    alice.send_line("y");
+    alice.expect("Password for new account: ");
+    alice.send_line("correct-horse");
+    alice.expect("Repeat password: ");
+    alice.send_line("correct-horse");
+    alice.expect(
+        "You are logged in.\r\nWelcome to the [2Jtest server.\r\nBe kind.\r\nalice #(no channel)> ",
+    );
+    // A file that cannot be read stops the start with the reason.
+    let mut config = ringtalk::config::Config::for_tests(dir.path());
+    config.motd = Some(dir.path().join("missing.txt"));
+    let err = ringtalk::server::Server::start(config)
+        .err()
+        .expect("a missing --motd is refused");
+    assert!(err.to_string().contains("missing.txt"), "{err}");
+}
