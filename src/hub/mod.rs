@@ -1958,4 +1958,66 @@ mod tests {
             assert_eq!(delivered_total, total, "{context}: tells lost or doubled");
         }
     }
+
+    /// Rings from different shards keep no order between them: a session's arrival may reach the
+    /// directory before its login, and a second move's arrival before the first's. Whatever the
+    /// order, the directory ends with the session where it is, and a tell finds it there.
+    #[test]
+    fn the_directory_follows_arrivals_heard_before_the_login_or_move_they_continue() {
+        let shards = 3;
+        let d = shard_proto::home_of_key("zed", shards).index();
+        let others: Vec<usize> = (0..shards).filter(|&s| s != d).collect();
+        let (x, y) = (others[0], others[1]);
+        let deliver_all = |sim: &mut Sim, from: usize, to: usize| {
+            while let Some(msg) = sim.rings[from][to].pop_front() {
+                sim.with_hub(to, |h, r| h.handle(msg, r));
+            }
+        };
+        for chain in [false, true] {
+            let mut sim = Sim::new(shards, 0, 1);
+            let kx = sim.connect(x);
+            sim.with_hub(x, |h, r| h.user_online("Zed", kx, r));
+            sim.with_hub(x, |h, r| {
+                h.user_moving("zed", kx, r);
+            });
+            let ky = sim.connect(y);
+            sim.with_hub(y, |h, r| h.user_arrived("zed", sid(x, kx), ky, None, r));
+            let mut at = (y, ky);
+            if chain {
+                // On again, back to x, before the directory has heard anything.
+                sim.with_hub(y, |h, r| {
+                    h.user_moving("zed", ky, r);
+                });
+                let kx2 = sim.connect(x);
+                sim.with_hub(x, |h, r| h.user_arrived("zed", sid(y, ky), kx2, None, r));
+                // x's ring now holds the login, the first move and the second arrival, and is
+                // heard first; y's holds the first arrival and the second move.
+                at = (x, kx2);
+                deliver_all(&mut sim, x, d);
+                deliver_all(&mut sim, y, d);
+            } else {
+                // The arrival (y's ring) is heard before the login (x's).
+                deliver_all(&mut sim, y, d);
+                deliver_all(&mut sim, x, d);
+            }
+            let dir = format!("{:?}", sim.hubs[d].directory);
+            assert!(dir.contains("early: {}"), "chain {chain}: {dir}");
+            let amy = sim.connect(d);
+            let line: Line = "amy tells you, \"found you\"".into();
+            sim.with_hub(d, |h, r| h.tell(amy, "amy".into(), "ZED", line.clone(), r));
+            sim.drain();
+            assert_eq!(sim.rec[at.0].lines[&at.1], vec![line], "chain {chain}");
+            assert!(
+                matches!(
+                    sim.rec[d].replies[&amy][..],
+                    [Reply::Told {
+                        outcome: shard_proto::Told::Delivered { .. },
+                        ..
+                    }]
+                ),
+                "chain {chain}: {:?}",
+                sim.rec[d].replies
+            );
+        }
+    }
 }
