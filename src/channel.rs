@@ -11,10 +11,10 @@
 //! relays for that node's members ([`Role::Replica`]), and at the home it also counts the members of
 //! other nodes, grouped by node, since the home publishes each line once for all of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use shard_proto::{ChannelId, ChannelName, SessionId, ShardId};
+use shard_proto::{ChannelId, ChannelName, Line, SessionId, ShardId};
 
 /// One channel as its home shard keeps it.
 #[derive(Debug)]
@@ -37,6 +37,9 @@ pub struct Channel {
     len: u32,
     /// Whether this node orders the channel or relays for it.
     pub role: Role,
+    /// At its home, the last lines said in it, oldest first, for those who join (at most the
+    /// hub's `--history-lines`; no allocation until something is said).
+    pub history: VecDeque<Line>,
 }
 
 /// This node's part in a channel.
@@ -92,6 +95,7 @@ impl Channel {
             remote: Vec::new(),
             len: 0,
             role: Role::Home { epoch: 0, seq: 0 },
+            history: VecDeque::new(),
         }
     }
 

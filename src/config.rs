@@ -149,6 +149,11 @@ pub struct Config {
     #[arg(long, value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
+    /// Lines each channel keeps, in memory, and shows (marked `[history]`) to whoever joins it
+    /// (0: none). Not kept across a restart.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub history_lines: u32,
+
     /// A text file every user is shown after logging in (the message of the day): read once at
     /// start, at most 100 lines and 16 KiB; control characters are removed.
     #[arg(long, value_name = "FILE")]

@@ -314,6 +314,7 @@ impl Shard {
         cluster: Option<(ShardLink, Arc<str>)>,
     ) -> Shard {
         let mut hub = Hub::new(id, shards, config.channel_capacity, config.colocate_up_to);
+        hub.keep_history(config.history_lines as usize);
         let cluster = cluster.map(|(link, node)| {
             hub.join_cluster(node, crate::cluster::now_ms());
             link

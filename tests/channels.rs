@@ -120,12 +120,13 @@ fn strip_prompts(mut line: &str) -> &str {
 }
 
 fn is_chat(line: &str) -> bool {
-    line.contains(" says, \"")
+    line.contains(" says, \"") && !line.contains("[history] ")
 }
 
 /// A line the channel orders (and logs): chat, joins and leaves.
 fn is_channel_line(line: &str) -> bool {
-    is_chat(line) || line.contains(" has joined #") || line.contains(" has left #")
+    !line.contains("[history] ")
+        && (is_chat(line) || line.contains(" has joined #") || line.contains(" has left #"))
 }
 
 /// Whether `part` occurs in `whole` as one unbroken run.
@@ -1450,5 +1451,33 @@ fn a_member_joining_again_right_after_a_move_still_moves_home() {
             || server.stats().total().members == 1,
             "the hopper gone from #there",
         );
+    }
+}
+
+/// Whoever joins a channel is first shown the last lines said in it (`--history-lines`, 20 by
+/// default), marked, oldest first, whichever shard it is homed on; joins and leaves are not kept,
+/// and with `--history-lines 0` nothing is shown.
+#[test]
+fn a_joiner_sees_the_channels_last_lines_marked_as_history() {
+    for (kept, channel_shard) in [(20u32, 0usize), (20, 1), (0, 0)] {
+        let server = start_server_with(SHARDS, |c| c.history_lines = kept);
+        let channel = homed_on(channel_shard, "hist", 1).remove(0);
+        let mut talker = user(&server, "talker");
+        create(&mut talker, "talker", &channel);
+        for n in 0..25 {
+            talker.send_line(&format!("line {n}"));
+            talker.expect(&format!("talker says, \"line {n}\"\r\n"));
+        }
+        let mut late = user(&server, "late");
+        late.send_line(&format!("/join {channel}"));
+        late.expect(&format!("You have joined #{channel}\r\n"));
+        talker.send_line("live");
+        late.expect("talker says, \"live\"\r\n");
+        let seen: Vec<String> = lines_where(late.text(), |l| l.contains("talker says"));
+        let mut want: Vec<String> = (25 - kept as usize..25)
+            .map(|n| format!("[history] talker says, \"line {n}\""))
+            .collect();
+        want.push("talker says, \"live\"".to_string());
+        assert_eq!(seen, want, "history {kept}, channel on shard {channel_shard}");
     }
 }

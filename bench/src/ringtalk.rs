@@ -217,6 +217,10 @@ pub fn strip_prompts<'a>(mut line: &'a str, me: &str) -> &'a str {
 /// Classifies a line received while logged in as `me`.
 pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
     let line = strip_prompts(line, me);
+    // A line said before this client joined, replayed on its join: not a delivery.
+    if line.starts_with("[history] ") {
+        return ChatLine::Noise;
+    }
     if let Some(i) = line.find(" says, \"") {
         let text = &line[i + 8..];
         if let Some(text) = text.strip_suffix('"') {

@@ -134,6 +134,14 @@ pub enum ToMember {
         /// where the channel lives.
         come_home: bool,
     },
+    /// The last lines said in a channel, oldest first, for a session its home has just let in;
+    /// sent just ahead of the [`ToMember::Joined`] that says so.
+    History {
+        /// The session.
+        session: SessionId,
+        /// The lines. Boxed: every message kind sizes every ring slot.
+        lines: Box<Vec<Line>>,
+    },
     /// A line for every local member of a channel, in the channel's order.
     Deliver {
         /// The channel.

@@ -420,7 +420,7 @@ impl Hub {
             }
             HomeMsg::Post { token, line } => {
                 if self.homed[index as usize].contains_remote(&from, token) {
-                    self.order(index, line, out);
+                    self.order_said(index, line, out);
                 } else {
                     self.forgotten(index, from, out);
                 }

@@ -120,6 +120,8 @@ pub struct Hub {
     homes: usize,
     /// Who is online where, for the user names whose directory is this shard (see [`users`]).
     directory: users::Directory,
+    /// Lines each channel homed here keeps for those who join (`--history-lines`; 0: none).
+    history_lines: usize,
 }
 
 impl Hub {
@@ -139,7 +141,13 @@ impl Hub {
             cluster: None,
             homes: 0,
             directory: users::Directory::default(),
+            history_lines: 0,
         }
+    }
+
+    /// Keeps the last `lines` lines said in each channel homed here, for those who join.
+    pub fn keep_history(&mut self, lines: usize) {
+        self.history_lines = lines;
     }
 
     /// Places a channel homed here (at start, from the database); returns its id. Idempotent.
@@ -437,6 +445,14 @@ impl Hub {
                     && session.shard != self.id
                     && ch.local_len() <= self.colocate_up_to;
                 let channel = ch.name.clone();
+                if !was_member
+                    && matches!(outcome, JoinOutcome::Joined(_))
+                    && !ch.history.is_empty()
+                {
+                    let lines = Box::new(ch.history.iter().cloned().collect());
+                    let msg = ToMember::History { session, lines };
+                    self.route(session.shard, ShardMsg::ToMember(msg), out);
+                }
                 let msg = ToMember::Joined {
                     session,
                     channel,
@@ -466,7 +482,7 @@ impl Hub {
                 if matches!(ch.role, Role::Replica(_)) {
                     self.post_to_home(channel.index, session, line, out);
                 } else {
-                    self.order(channel.index, line, out);
+                    self.order_said(channel.index, line, out);
                 }
             }
             ToHome::Who { channel, session } => {
@@ -548,6 +564,18 @@ impl Hub {
         self.fan_out(index, line, out);
     }
 
+    /// [`Hub::order`] for a line someone said, which the channel also keeps for those who join.
+    fn order_said(&mut self, index: u32, line: Line, out: &mut impl Outputs) {
+        if self.history_lines > 0 {
+            let history = &mut self.homed[index as usize].history;
+            if history.len() >= self.history_lines {
+                history.pop_front();
+            }
+            history.push_back(line.clone());
+        }
+        self.order(index, line, out);
+    }
+
     /// One delivery of `line` to each shard with local members of the channel.
     fn fan_out(&mut self, index: u32, line: Line, out: &mut impl Outputs) {
         let channel = self.homed[index as usize].id;
@@ -597,6 +625,14 @@ impl Hub {
 
     fn at_member(&mut self, msg: ToMember, out: &mut impl Outputs) {
         match msg {
+            ToMember::History { session, lines } => {
+                // Ahead of every line ordered after the join, which all come after this.
+                if session.shard == self.id && self.joining.contains_key(&session.key) {
+                    for line in lines.iter() {
+                        out.deliver(session.key, &history_line(line));
+                    }
+                }
+            }
             ToMember::Deliver { channel, line } => {
                 if let Some(members) = self.local.get(&channel) {
                     for &session in members {
@@ -677,6 +713,11 @@ impl Hub {
             }
         }
     }
+}
+
+/// A line a channel kept, as someone who joins is shown it.
+pub fn history_line(line: &str) -> Line {
+    format!("[history] {line}").into()
 }
 
 /// What members see when `user` joins channel `name`.
