@@ -1478,6 +1478,9 @@ fn a_joiner_sees_the_channels_last_lines_marked_as_history() {
             .map(|n| format!("[history] talker says, \"line {n}\""))
             .collect();
         want.push("talker says, \"live\"".to_string());
-        assert_eq!(seen, want, "history {kept}, channel on shard {channel_shard}");
+        assert_eq!(
+            seen, want,
+            "history {kept}, channel on shard {channel_shard}"
+        );
     }
 }
