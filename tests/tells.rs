@@ -22,6 +22,26 @@ fn user_on(server: &TestServer, name: &str, want: usize) -> Client {
     panic!("64 connections did not reach shard {want}");
 }
 
+/// A channel named `stem<n>` homed on shard 0.
+fn channel_on_shard_0(stem: &str) -> String {
+    (0..)
+        .map(|n| format!("{stem}{n}"))
+        .find(|c| home_of(&ChannelName::new(c).unwrap(), 2).index() == 0)
+        .unwrap()
+}
+
+/// `user`, logged in on shard 1, creates a channel homed on shard 0 and so moves there; returns
+/// once the server counts no one on shard 1.
+fn move_to_shard_0(server: &TestServer, user: &mut Client, stem: &str) {
+    let channel = channel_on_shard_0(stem);
+    user.send_line(&format!("/create {channel}"));
+    user.expect(&format!("You have joined #{channel}\r\n"));
+    wait_until(
+        || server.stats().shards[1].logged_in == 0,
+        "the user to move to shard 0",
+    );
+}
+
 fn two_shards() -> TestServer {
     start_server_with(2, |_| {})
 }
@@ -98,10 +118,7 @@ fn a_tell_finds_a_user_who_moved_to_their_channels_shard() {
     let mut alice = user_on(&server, "alice", 0);
     let mut bob = user_on(&server, "bob", 1);
     // A channel homed on shard 0: bob, on shard 1, moves there when he joins it.
-    let channel = (0..)
-        .map(|n| format!("meet{n}"))
-        .find(|c| home_of(&ChannelName::new(c).unwrap(), 2).index() == 0)
-        .unwrap();
+    let channel = channel_on_shard_0("meet");
     // Tells going while he moves: each finds him, in order, none "not online".
     const TELLS: usize = 60;
     let mut burst = String::new();
@@ -150,16 +167,7 @@ fn reply_remembers_the_last_teller_across_a_move() {
     let mut bob = user_on(&server, "bob", 1);
     alice.send_line("/tell bob before you move");
     bob.expect("alice tells you, \"before you move\"\r\n");
-    let channel = (0..)
-        .map(|n| format!("room{n}"))
-        .find(|c| home_of(&ChannelName::new(c).unwrap(), 2).index() == 0)
-        .unwrap();
-    bob.send_line(&format!("/create {channel}"));
-    bob.expect(&format!("You have joined #{channel}\r\n"));
-    wait_until(
-        || server.stats().shards[1].logged_in == 0,
-        "bob to move to shard 0",
-    );
+    move_to_shard_0(&server, &mut bob, "room");
     bob.send_line("/reply and after");
     bob.expect("You tell alice, \"and after\"\r\n");
     alice.expect("bob tells you, \"and after\"\r\n");
@@ -199,16 +207,7 @@ fn a_tell_to_someone_away_is_delivered_and_the_sender_sees_why_even_after_a_move
     bob.expect("alice tells you, \"are you there?\"\r\n");
 
     // Away goes with him when he moves to his channel's shard.
-    let channel = (0..)
-        .map(|n| format!("pond{n}"))
-        .find(|c| home_of(&ChannelName::new(c).unwrap(), 2).index() == 0)
-        .unwrap();
-    bob.send_line(&format!("/create {channel}"));
-    bob.expect(&format!("You have joined #{channel}\r\n"));
-    wait_until(
-        || server.stats().shards[1].logged_in == 0,
-        "bob to move to shard 0",
-    );
+    move_to_shard_0(&server, &mut bob, "pond");
     alice.send_line("/tell bob still fishing?");
     alice.expect("You tell bob, \"still fishing?\"\r\nbob is away: gone fishing\r\n");
 

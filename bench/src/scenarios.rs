@@ -360,18 +360,44 @@ impl Bench {
     // ---- the scenarios ----
 
     fn seed(&self, users: Option<u32>, name: &'static str) -> anyhow::Result<Report> {
+        self.chat_at_seed_rate(users, name, false)
+    }
+
+    /// seed's users, channels and rate, but every line a private message to a user picked at
+    /// random (on another shard with probability (shards - 1) / shards).
+    fn tells(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        if self.opts.protocol == Protocol::Irc {
+            bail!("tells is a ringtalk scenario (its /tell)");
+        }
+        self.chat_at_seed_rate(users, "tells", true)
+    }
+
+    /// seed (and, with `tells`, its private-message twin): users in channels of `--group`, a line
+    /// every `--think` seconds each.
+    fn chat_at_seed_rate(
+        &self,
+        users: Option<u32>,
+        name: &'static str,
+        tells: bool,
+    ) -> anyhow::Result<Report> {
         let users = users.unwrap_or(3_000);
         let secs = self.seconds(60.0);
         let think = self.opts.think.unwrap_or(10.0);
         let mut spec = Spec::new(name, Mode::Chat, users, self.opts.group);
         spec.windows = vec![Self::window("chat", 0.0, secs, 1.0 / think, false)];
         spec.grace_ms = self.grace_ms();
+        spec.tells = tells;
         let out = self.execute(&spec)?;
         let mut r = self.common(&spec, &out);
+        let what = if tells {
+            "telling a random user"
+        } else {
+            "saying"
+        };
         r.row(
             "workload",
             format!(
-                "channels of {}, a {}-byte line every {think} s per user on average",
+                "channels of {}, each user {what} a {}-byte line every {think} s on average",
                 spec.group, self.opts.message_bytes
             ),
         );
@@ -382,35 +408,6 @@ impl Bench {
             "users held",
             format!("{held} of {users} ran to the end without an error"),
         );
-        r.headline = format!("{held} held, p99 {}", ms(r.latency.p99_us));
-        Ok(r)
-    }
-
-    /// seed's users, channels and rate, but every line a private message to a user picked at
-    /// random (on another shard with probability (shards - 1) / shards).
-    fn tells(&self, users: Option<u32>) -> anyhow::Result<Report> {
-        if self.opts.protocol == Protocol::Irc {
-            bail!("tells is a ringtalk scenario (its /tell)");
-        }
-        let users = users.unwrap_or(3_000);
-        let secs = self.seconds(60.0);
-        let think = self.opts.think.unwrap_or(10.0);
-        let mut spec = Spec::new("tells", Mode::Chat, users, self.opts.group);
-        spec.windows = vec![Self::window("tells", 0.0, secs, 1.0 / think, false)];
-        spec.grace_ms = self.grace_ms();
-        spec.tells = true;
-        let out = self.execute(&spec)?;
-        let mut r = self.common(&spec, &out);
-        r.row(
-            "workload",
-            format!(
-                "{users} users in channels of {}, each telling a random user a {}-byte line every {think} s on average",
-                spec.group, self.opts.message_bytes
-            ),
-        );
-        r.figure("think_s", think);
-        let held: u32 = out.reports.iter().map(|w| w.held).sum();
-        r.figure("users_held", held);
         r.headline = format!("{held} held, p99 {}", ms(r.latency.p99_us));
         Ok(r)
     }

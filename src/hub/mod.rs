@@ -1857,6 +1857,34 @@ mod tests {
     /// the answer), while they move between shards, with the rings delivering in a random order:
     /// every tell is answered, every one reaches its addressee exactly once, and one sender's
     /// tells to one addressee arrive in the order sent.
+    /// The moves the sim has completed: each user's new place, its arrival told to the
+    /// directory; returns which users moved.
+    fn arrivals(sim: &mut Sim, at: &mut [(usize, u64)], names: &[String]) -> Vec<usize> {
+        let mut moved = Vec::new();
+        for (from, to) in std::mem::take(&mut sim.moves) {
+            let i = at.iter().position(|&a| a == from).expect("a user moved");
+            at[i] = to;
+            sim.with_hub(to.0, |h, r| {
+                h.user_arrived(&names[i], sid(from.0, from.1), to.1, None, r)
+            });
+            moved.push(i);
+        }
+        moved
+    }
+
+    /// A user whose session has more tell answers than `answered` says waits no more.
+    fn note_answers(sim: &Sim, at: &[(usize, u64)], answered: &mut [usize], waiting: &mut [bool]) {
+        for (i, &(s, key)) in at.iter().enumerate() {
+            let told = sim.rec[s].replies.get(&key).map_or(0, |r| {
+                r.iter().filter(|r| matches!(r, Reply::Told { .. })).count()
+            });
+            if told > answered[i] {
+                answered[i] = told;
+                waiting[i] = false;
+            }
+        }
+    }
+
     #[test]
     fn every_tell_is_answered_and_arrives_once_in_order_while_addressees_move() {
         const USERS: usize = 6;
@@ -1924,45 +1952,19 @@ mod tests {
                         sim.step();
                     }
                 }
-                for (from, to) in std::mem::take(&mut sim.moves) {
-                    let i = at.iter().position(|&a| a == from).expect("a user moved");
-                    at[i] = to;
+                for i in arrivals(&mut sim, &mut at, &names) {
                     answered[i] = 0;
                     travelling[i] = false;
-                    sim.with_hub(to.0, |h, r| {
-                        h.user_arrived(&names[i], sid(from.0, from.1), to.1, None, r)
-                    });
                 }
-                for i in 0..USERS {
-                    let (s, key) = at[i];
-                    let told = sim.rec[s].replies.get(&key).map_or(0, |r| {
-                        r.iter().filter(|r| matches!(r, Reply::Told { .. })).count()
-                    });
-                    if told > answered[i] {
-                        answered[i] = told;
-                        waiting[i] = false;
-                    }
-                }
+                note_answers(&sim, &at, &mut answered, &mut waiting);
                 sim.check(&format!("{context}, op {op}"));
             }
             sim.drain_checked(&format!("{context}, draining"));
-            for (from, to) in std::mem::take(&mut sim.moves) {
-                let i = at.iter().position(|&a| a == from).expect("a user moved");
-                at[i] = to;
-                sim.with_hub(to.0, |h, r| {
-                    h.user_arrived(&names[i], sid(from.0, from.1), to.1, None, r)
-                });
+            for i in arrivals(&mut sim, &mut at, &names) {
+                answered[i] = 0;
             }
             sim.drain_checked(&format!("{context}, arrivals"));
-            for i in 0..USERS {
-                let (s, key) = at[i];
-                let told = sim.rec[s].replies.get(&key).map_or(0, |r| {
-                    r.iter().filter(|r| matches!(r, Reply::Told { .. })).count()
-                });
-                if told > answered[i] {
-                    waiting[i] = false;
-                }
-            }
+            note_answers(&sim, &at, &mut answered, &mut waiting);
             // Every answer said delivered (everyone stayed online), and each addressee has each
             // sender's tells once, in order.
             for (s, rec) in sim.rec.iter().enumerate() {
