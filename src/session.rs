@@ -958,11 +958,6 @@ impl cmd::Ctx for Chat<'_> {
     async fn until_caught_up(&mut self) -> Result<(), Stop> {
         self.session.until_caught_up().await
     }
-
-    fn last_teller(&self) -> Option<Arc<str>> {
-        let key = self.key;
-        self.session.shard.chat(|hub, _| hub.last_teller(key))
-    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::cluster::link::ShardLink;
 use crate::cluster::wire::ClusterOut;
 use crate::config::Config;
 use crate::defences::{Defences, Limit};
-use crate::hub::{Hub, Outputs};
+use crate::hub::{Hub, Outputs, Reached};
 use crate::listener::LogLimiter;
 use crate::mailbox::{Kick, Mailbox, Reply};
 use crate::pacing::Pacer;
@@ -207,9 +207,9 @@ impl Outputs for ShardOutputs<'_> {
         }
     }
 
-    fn tell(&mut self, session: u64, line: &Line) -> bool {
+    fn tell(&mut self, session: u64, line: &Line) -> Reached {
         let Some(handle) = self.sessions.get(&session) else {
-            return false;
+            return Reached::Nobody;
         };
         let limit = self.shard.config.queue_limit as usize;
         if handle.push_line(line, limit) {
@@ -217,7 +217,11 @@ impl Outputs for ShardOutputs<'_> {
         } else {
             self.stats.dropped.fetch_add(1, Relaxed);
         }
-        true
+        if handle.has_departed() {
+            Reached::InTransit
+        } else {
+            Reached::Here
+        }
     }
 
     fn log(&mut self, channel: &ChannelName, line: &Line) {

@@ -76,19 +76,11 @@ impl Listening {
             return;
         }
         if count <= EACH_UP_TO {
-            if let Some(sub) = subscribe(client, wire::channel_subject(&key)).await {
-                let hearing = Hearing::start(sub, self.feed_of(Some(&key), to), to);
-                self.each.insert(key, hearing);
-            }
-            return;
+            return self.listen_each(client, key, to).await;
         }
         let Some(sub) = subscribe(client, EVERY_CHANNEL.to_string()).await else {
             warn!("cluster: cannot listen to every channel; one by one instead");
-            if let Some(sub) = subscribe(client, wire::channel_subject(&key)).await {
-                let hearing = Hearing::start(sub, self.feed_of(Some(&key), to), to);
-                self.each.insert(key, hearing);
-            }
-            return;
+            return self.listen_each(client, key, to).await;
         };
         barrier(client).await;
         for (_, hearing) in self.each.drain() {
@@ -127,13 +119,25 @@ impl Listening {
         barrier(client).await;
         all.finish(to).await;
         for (key, sub) in subs {
-            let hearing = Hearing::start(sub, self.feed_of(Some(&key), to), to);
-            self.each.insert(key, hearing);
+            self.hear_each(key, sub, to);
         }
         info!(
             channels = self.each.len(),
             "cluster: listening to channels one by one"
         );
+    }
+
+    /// Listens to channel `key` with a subscription of its own.
+    async fn listen_each(&mut self, client: &async_nats::Client, key: Arc<str>, to: &ToShards) {
+        if let Some(sub) = subscribe(client, wire::channel_subject(&key)).await {
+            self.hear_each(key, sub, to);
+        }
+    }
+
+    /// Forwards what `sub`, channel `key`'s own subscription, hears.
+    fn hear_each(&mut self, key: Arc<str>, sub: async_nats::Subscriber, to: &ToShards) {
+        let hearing = Hearing::start(sub, self.feed_of(Some(&key), to), to);
+        self.each.insert(key, hearing);
     }
 
     /// Whether the node listens to every channel's subject (with one wildcard subscription).

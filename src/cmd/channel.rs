@@ -120,13 +120,16 @@ async fn list(ctx: &mut impl Ctx) -> Result<(), Stop> {
     Ok(())
 }
 
+/// The channel name typed, or `None` once the user has been told why it is none.
+fn channel_name(ctx: &mut impl Ctx, typed: &str) -> Option<ChannelName> {
+    ChannelName::new(typed)
+        .map_err(|e| ctx.say(&e.to_string()))
+        .ok()
+}
+
 async fn create(ctx: &mut impl Ctx, channel: &str) -> Result<(), Stop> {
-    let channel = match ChannelName::new(channel) {
-        Ok(channel) => channel,
-        Err(e) => {
-            ctx.say(&e.to_string());
-            return Ok(());
-        }
+    let Some(channel) = channel_name(ctx, channel) else {
+        return Ok(());
     };
     let accounts = ctx.shard().accounts.clone();
     let owner = ctx.user().id;
@@ -147,12 +150,8 @@ async fn create(ctx: &mut impl Ctx, channel: &str) -> Result<(), Stop> {
 }
 
 async fn join(ctx: &mut impl Ctx, channel: &str) -> Result<(), Stop> {
-    let channel = match ChannelName::new(channel) {
-        Ok(channel) => channel,
-        Err(e) => {
-            ctx.say(&e.to_string());
-            return Ok(());
-        }
+    let Some(channel) = channel_name(ctx, channel) else {
+        return Ok(());
     };
     let key = ctx.key();
     let current = ctx.shard().chat(|hub, _| hub.channel_of(key).cloned());

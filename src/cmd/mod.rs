@@ -1,9 +1,9 @@
 //! What a logged-in user's line means, and doing it: a `/command`, one of the one-character
 //! shortcuts, or plain text to say on the current channel.
 //!
-//! Each family of commands has a file of its own ([`channel`], [`talk`], [`meta`]) with the table
-//! of its commands and the code that applies them, so adding a command touches one file. The
-//! tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
+//! Each family of commands has a file of its own ([`channel`], [`talk`], [`tell`], [`meta`]) with
+//! the table of its commands and the code that applies them, so adding a command touches one
+//! file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
 //! (wtelnet's, kept so its users' habits and bots still work) is tested without a server; doing
 //! goes through [`Ctx`], the little the session lends a command: its user, its shard, a way to
 //! print and to wait for answers.
@@ -177,8 +177,6 @@ pub(crate) trait Ctx {
     async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop>;
     /// Waits for `job` (work on the worker pool) while output flows.
     async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop>;
-    /// Who last sent the user a private message.
-    fn last_teller(&self) -> Option<Arc<str>>;
     /// Waits until a session that has just moved shards has every line it left behind.
     async fn until_caught_up(&mut self) -> Result<(), Stop>;
 }

@@ -69,13 +69,16 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
             Some((to, text)) => send(ctx, to, text).await,
             None => Ok(()),
         },
-        Command::Reply(text) => match ctx.last_teller() {
-            Some(to) => send(ctx, &to, text).await,
-            None => {
-                ctx.say("No one has told you anything yet.");
-                Ok(())
+        Command::Reply(text) => {
+            let key = ctx.key();
+            match ctx.shard().chat(|hub, _| hub.last_teller(key)) {
+                Some(to) => send(ctx, &to, text).await,
+                None => {
+                    ctx.say("No one has told you anything yet.");
+                    Ok(())
+                }
             }
-        },
+        }
         _ => unreachable!("not a tell: {command:?}"),
     }
 }

@@ -713,9 +713,9 @@ mod tests {
         fn reply(&mut self, session: u64, reply: Reply) {
             self.replies.entry(session).or_default().push(reply);
         }
-        fn tell(&mut self, session: u64, line: &Line) -> bool {
+        fn tell(&mut self, session: u64, line: &Line) -> crate::hub::Reached {
             self.lines.entry(session).or_default().push(line.clone());
-            true
+            crate::hub::Reached::Here
         }
         fn log(&mut self, _channel: &ChannelName, line: &Line) {
             self.log.push(line.clone());

@@ -71,9 +71,8 @@ pub trait Outputs {
     /// Hand a reply to a local session.
     fn reply(&mut self, session: u64, reply: Reply);
     /// Put a private message in a local session's outgoing queue (the same bounded queue as its
-    /// channel's lines). False if no logged-in session (or one that has just moved away) has
-    /// that key.
-    fn tell(&mut self, session: u64, line: &Line) -> bool;
+    /// channel's lines), and say whose queue that was.
+    fn tell(&mut self, session: u64, line: &Line) -> Reached;
     /// Append a line to a channel's log.
     fn log(&mut self, channel: &ChannelName, line: &Line);
     /// Take up a session that moves here from another shard; returns its key here. Its lines are
@@ -90,6 +89,17 @@ pub trait Outputs {
     /// Hand a message to this node's bridge to the cluster. Only a hub that has joined a cluster
     /// ([`Hub::join_cluster`]) makes any; outside a cluster there is nowhere for them to go.
     fn to_cluster(&mut self, _msg: ClusterOut) {}
+}
+
+/// Whose queue a private message went into (see [`Outputs::tell`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// A session here.
+    Here,
+    /// A session that has just left for another shard: its old queue, whose lines follow it.
+    InTransit,
+    /// No session has that key here.
+    Nobody,
 }
 
 /// One shard's chat state.
@@ -440,15 +450,11 @@ impl Hub {
                 }
                 let outcome = self.admit(index, session, user, out);
                 let ch = &self.homed[index as usize];
-                let come_home = !was_member
-                    && matches!(outcome, JoinOutcome::Joined(_))
-                    && session.shard != self.id
-                    && ch.local_len() <= self.colocate_up_to;
+                let newly = !was_member && matches!(outcome, JoinOutcome::Joined(_));
+                let come_home =
+                    newly && session.shard != self.id && ch.local_len() <= self.colocate_up_to;
                 let channel = ch.name.clone();
-                if !was_member
-                    && matches!(outcome, JoinOutcome::Joined(_))
-                    && !ch.history.is_empty()
-                {
+                if newly && !ch.history.is_empty() {
                     let lines = Box::new(ch.history.iter().cloned().collect());
                     let msg = ToMember::History { session, lines };
                     self.route(session.shard, ShardMsg::ToMember(msg), out);
@@ -758,6 +764,9 @@ mod tests {
         /// Deliveries this shard dropped for another, not yet told there (see
         /// [`Outputs::dropped_on_the_way`]); set by tests.
         on_the_way: HashMap<(ShardId, ChannelId), u32>,
+        /// Sessions whose mailbox stays here after they left (a private message for one is
+        /// [`Reached::InTransit`]); set by tests.
+        in_transit: HashSet<u64>,
     }
 
     /// A session on its way in the sim: who it was and what it had seen.
@@ -786,12 +795,16 @@ mod tests {
             let notice: Line = format!("[{count} messages dropped]").into();
             self.queue_of(session).push(notice);
         }
-        fn tell(&mut self, session: u64, line: &Line) -> bool {
+        fn tell(&mut self, session: u64, line: &Line) -> Reached {
             if !self.live.contains(&session) {
-                return false;
+                return Reached::Nobody;
             }
             self.queue_of(session).push(line.clone());
-            true
+            if self.in_transit.contains(&session) {
+                Reached::InTransit
+            } else {
+                Reached::Here
+            }
         }
         fn adopt(&mut self, traveller: Traveller) -> u64 {
             let traveller = traveller
@@ -2062,5 +2075,47 @@ mod tests {
                 sim.rec[d].replies
             );
         }
+    }
+
+    /// A private message that lands in the old mailbox of a session on its way to another shard
+    /// is delivered (the line follows the session) and leaves nothing behind for the session's
+    /// key there; one to a session here is remembered for `/reply` until the session logs off.
+    #[test]
+    fn a_tell_to_a_session_in_transit_is_delivered_and_kept_for_nobody() {
+        let mut hub = Hub::new(ShardId(0), 1, 0, 64);
+        let mut rec = Recorder::default();
+        let (amy, zed) = (1, 2);
+        rec.live.extend([amy, zed]);
+        hub.user_online("amy", amy, &mut rec);
+        hub.user_online("zed", zed, &mut rec);
+        rec.in_transit.insert(zed);
+        hub.tell(
+            amy,
+            "amy".into(),
+            "zed",
+            "amy tells you, \"1\"".into(),
+            &mut rec,
+        );
+        assert!(matches!(
+            rec.replies[&amy][..],
+            [Reply::Told {
+                outcome: shard_proto::Told::Delivered { away: None },
+                ..
+            }]
+        ));
+        assert_eq!(hub.last_teller(zed), None);
+        rec.in_transit.clear();
+        hub.tell(
+            amy,
+            "amy".into(),
+            "zed",
+            "amy tells you, \"2\"".into(),
+            &mut rec,
+        );
+        assert_eq!(hub.last_teller(zed).as_deref(), Some("amy"));
+        assert_eq!(rec.lines[&zed].len(), 2);
+        hub.user_offline("zed", zed, &mut rec);
+        assert_eq!(hub.last_teller(zed), None);
+        assert!(format!("{:?}", hub.directory).contains("personal: {}"));
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use shard_proto::{home_of_key, Line, SessionId, ShardMsg, Tell, ToMember, ToUser, Told};
 
-use super::{Hub, Outputs};
+use super::{Hub, Outputs, Reached};
 
 /// Times a private message may be sent back to the directory before its sender is told the
 /// addressee is not online.
@@ -90,15 +90,18 @@ impl Directory {
     /// Forgets `session`, giving back what was held for it; `None` if it was not here.
     fn remove(&mut self, name: &str, session: SessionId) -> Option<Vec<(Box<Tell>, bool)>> {
         let sessions = self.online.get_mut(name)?;
-        let mut rest = sessions.as_slice().to_vec();
-        let at = rest.iter().position(|s| *s == session)?;
-        rest.swap_remove(at);
-        match rest.len() {
-            0 => {
+        match sessions {
+            Sessions::One(s) if *s == session => {
                 self.online.remove(name);
             }
-            1 => *sessions = Sessions::One(rest[0]),
-            _ => *sessions = Sessions::Many(rest),
+            Sessions::One(_) => return None,
+            Sessions::Many(all) => {
+                let at = all.iter().position(|s| *s == session)?;
+                all.swap_remove(at);
+                if let [one] = all[..] {
+                    *sessions = Sessions::One(one);
+                }
+            }
         }
         Some(self.moving.remove(&session).unwrap_or_default())
     }
@@ -143,11 +146,6 @@ impl Hub {
     /// Who last sent local session `key` a private message.
     pub fn last_teller(&self, key: u64) -> Option<Arc<str>> {
         self.directory.personal.get(&key)?.teller.clone()
-    }
-
-    /// Local session `key`'s away message, if it is away (empty: no message).
-    pub fn away(&self, key: u64) -> Option<Arc<str>> {
-        self.directory.personal.get(&key)?.away.clone()
     }
 
     /// Marks local session `key` away with `message` (empty: none), or back (`None`); returns
@@ -239,19 +237,16 @@ impl Hub {
         self.send_about_user(ToUser::Tell(tell), out);
     }
 
+    /// Sends `msg` to the directory shard of the name it is about.
     fn send_about_user(&mut self, msg: ToUser, out: &mut impl Outputs) {
-        let name = match &msg {
+        let dest = match &msg {
             ToUser::Online { name, .. }
             | ToUser::Offline { name, .. }
             | ToUser::Moving { name, .. }
-            | ToUser::Arrived { name, .. } => name.clone(),
-            ToUser::Tell(tell) => user_key(&tell.to),
-            ToUser::Deliver { session, .. } => {
-                let dest = session.shard;
-                return self.route(dest, ShardMsg::ToUser(msg), out);
-            }
+            | ToUser::Arrived { name, .. } => home_of_key(name, self.shards),
+            ToUser::Tell(tell) => home_of_key(&user_key(&tell.to), self.shards),
+            ToUser::Deliver { session, .. } => session.shard,
         };
-        let dest = home_of_key(&name, self.shards);
         self.route(dest, ShardMsg::ToUser(msg), out);
     }
 
@@ -317,23 +312,28 @@ impl Hub {
                 if session.shard != self.id {
                     return;
                 }
-                if out.tell(session.key, &tell.line) {
-                    let personal = self.directory.personal.entry(session.key).or_default();
-                    personal.teller = Some(tell.from.clone());
-                    let away = personal.away.clone();
-                    if answer {
-                        self.told(&tell, Told::Delivered { away }, out);
+                let outcome = match out.tell(session.key, &tell.line) {
+                    Reached::Here => {
+                        let personal = self.directory.personal.entry(session.key).or_default();
+                        personal.teller = Some(tell.from.clone());
+                        Told::Delivered {
+                            away: personal.away.clone(),
+                        }
                     }
-                } else if answer {
+                    // What was kept for the session has gone with it: the line follows it, but
+                    // neither its last teller nor its away message is here to update or read.
+                    Reached::InTransit => Told::Delivered { away: None },
                     // Moved or gone since the directory looked, which knows better by now: it
                     // heard of the move (or the end) from this shard, before this.
-                    if tell.hops < MAX_HOPS {
+                    Reached::Nobody if answer && tell.hops < MAX_HOPS => {
                         let mut tell = tell;
                         tell.hops += 1;
-                        self.send_about_user(ToUser::Tell(tell), out);
-                    } else {
-                        self.told(&tell, Told::NotOnline, out);
+                        return self.send_about_user(ToUser::Tell(tell), out);
                     }
+                    Reached::Nobody => Told::NotOnline,
+                };
+                if answer {
+                    self.told(&tell, outcome, out);
                 }
             }
         }

@@ -38,7 +38,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use ringtalk::hub::{Hub, Outputs};
+use ringtalk::hub::{Hub, Outputs, Reached};
 use ringtalk::mailbox::Reply;
 use shard_proto::{
     home_of, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg,
@@ -164,12 +164,12 @@ impl Outputs for Recorder {
         self.answered.entry(session).or_default()[kind] += 1;
     }
 
-    fn tell(&mut self, session: u64, line: &Line) -> bool {
+    fn tell(&mut self, session: u64, line: &Line) -> Reached {
         if !self.live.contains(&session) {
-            return false;
+            return Reached::Nobody;
         }
         self.queue_of(session, line).push(line.clone());
-        true
+        Reached::Here
     }
 
     fn log(&mut self, channel: &ChannelName, line: &Line) {
