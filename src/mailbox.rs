@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use shard_proto::{ChannelName, JoinOutcome, Line, ListEntry, SessionId};
+use shard_proto::{ChannelName, JoinOutcome, Line, ListEntry, OnlineUser, SessionFacts, SessionId};
 
 use crate::readiness::Ready;
 
@@ -40,6 +40,15 @@ pub enum Reply {
         /// What became of it.
         outcome: shard_proto::Told,
     },
+    /// One shard's part of who is online (see [`shard_proto::ToMember::Census`]).
+    Census {
+        /// How many users that part has.
+        total: u32,
+        /// The first of them, by name.
+        users: Box<Vec<OnlineUser>>,
+    },
+    /// What one shard knows of some sessions (see [`shard_proto::ToMember::Facts`]).
+    Facts(Box<Vec<SessionFacts>>),
 }
 
 /// How long sessions get to say goodbye and close at shutdown.
@@ -70,10 +79,15 @@ pub struct Mailbox {
     queue: RefCell<VecDeque<Line>>,
     /// Lines dropped since the session last caught up.
     dropped: Cell<u32>,
-    /// Answers from channel homes, in arrival order.
-    replies: RefCell<VecDeque<Reply>>,
+    /// Answers from channel homes, in arrival order (rarely more than one, so a `Vec`: smaller
+    /// than a `VecDeque`, and every idle user has a mailbox).
+    replies: RefCell<Vec<Reply>>,
     /// Which directions of the session's socket may not block (see [`crate::readiness`]).
     ready: Cell<Ready>,
+    /// When the user logged in (Unix seconds; 0 before), for `/whois`.
+    since: Cell<u32>,
+    /// When the user last typed a line (Unix seconds), for the idle times of `/who *`.
+    last_input: Cell<u32>,
 }
 
 /// A session's stage, as its mailbox needs to know it.
@@ -105,8 +119,10 @@ impl Mailbox {
             stage: Cell::new(Stage::LoggingIn),
             queue: RefCell::new(VecDeque::new()),
             dropped: Cell::new(0),
-            replies: RefCell::new(VecDeque::new()),
+            replies: RefCell::new(Vec::new()),
             ready: Cell::new(Ready::BOTH),
+            since: Cell::new(0),
+            last_input: Cell::new(0),
         }
     }
 
@@ -236,11 +252,32 @@ impl Mailbox {
     /// The oldest reply from a channel home, if one has arrived.
     pub fn take_reply(&self) -> Option<Reply> {
         let mut replies = self.replies.borrow_mut();
-        let reply = replies.pop_front();
         if replies.is_empty() {
-            *replies = VecDeque::new();
+            return None;
         }
-        reply
+        let reply = replies.remove(0);
+        if replies.is_empty() {
+            *replies = Vec::new();
+        }
+        Some(reply)
+    }
+
+    /// Records that the user logged in at `at` (Unix seconds), or, for a session that moved here,
+    /// when it did at its first shard and last typed there.
+    pub fn set_times(&self, since: u32, last_input: u32) {
+        self.since.set(since);
+        self.last_input.set(last_input);
+    }
+
+    /// Records that the user typed a line at `at` (Unix seconds).
+    pub fn set_last_input(&self, at: u32) {
+        self.last_input.set(at);
+    }
+
+    /// When the user logged in and last typed (Unix seconds); `None` before the login.
+    pub fn times(&self) -> Option<(u32, u32)> {
+        (self.is_logged_in() && !self.has_departed())
+            .then(|| (self.since.get(), self.last_input.get()))
     }
 
     pub(crate) fn push_line(&self, line: &Line, limit: usize) -> bool {
@@ -277,7 +314,7 @@ impl Mailbox {
     }
 
     pub(crate) fn push_reply(&self, reply: Reply) {
-        self.replies.borrow_mut().push_back(reply);
+        self.replies.borrow_mut().push(reply);
         self.wake();
     }
 

@@ -106,6 +106,8 @@ struct Parts {
     limits: Option<Box<Limits>>,
     /// The session as the shard it leaves knew it.
     from: SessionId,
+    /// When the user logged in and last typed (see [`crate::mailbox::Mailbox::times`]).
+    times: (u32, u32),
     /// What the shard kept for the user (who last told them something, away).
     personal: Option<Personal>,
 }
@@ -197,8 +199,10 @@ impl Session {
             user,
             limits,
             from,
+            times,
             personal,
         } = arrival.0.take().expect("an arrival is taken up once");
+        registration.mailbox().set_times(times.0, times.1);
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         let session = Session {
             socket,
@@ -258,11 +262,12 @@ impl Session {
         // Said here, not in the task, which would keep `came` all its life.
         let key = self.key();
         let (from, personal) = came;
+        let name: Arc<str> = user.name.as_str().into();
         self.shard
-            .chat(|hub, out| hub.user_arrived(&user.name, from, key, personal, out));
+            .chat(|hub, out| hub.user_arrived(&name, from, key, personal, out));
         let mut session = self;
         async move {
-            let outcome = session.chat_logged_in(&user).await;
+            let outcome = session.chat_logged_in(&user, &name).await;
             let personal = session.user_left(&user, &outcome);
             if let Err(Stop::MoveHome) = outcome {
                 return session.move_home(user, personal);
@@ -305,6 +310,7 @@ impl Session {
         }
         out.drain(..written);
         let from = registration.mailbox().id;
+        let times = registration.mailbox().times().unwrap_or_default();
         let arrival = Arrival(Some(Parts {
             socket,
             term,
@@ -312,6 +318,7 @@ impl Session {
             user,
             limits,
             from,
+            times,
             personal,
         }));
         shard.depart(registration, Traveller(Box::new(arrival)));
@@ -359,6 +366,8 @@ impl Session {
         // Boxed: the login dialogue's state is large and needed once, so the idle task does not
         // carry room for it.
         let logged_in = user.insert(Box::pin(self.login()).await?);
+        let now = unix_secs();
+        self.registration.mailbox().set_times(now, now);
         self.registration.mailbox().set_logged_in();
         if let Some(limits) = self.limits.as_deref_mut() {
             limits.ticket.logged_in();
@@ -369,20 +378,21 @@ impl Session {
             self.term.print(&lines, &mut self.out);
         }
         let key = self.key();
-        self.shard
-            .chat(|hub, out| hub.user_online(&logged_in.name, key, out));
-        self.chat_logged_in(logged_in).await
+        // One copy of the name, which the directory of who is online shares.
+        let name: Arc<str> = logged_in.name.as_str().into();
+        self.shard.chat(|hub, out| hub.user_online(&name, key, out));
+        self.chat_logged_in(logged_in, &name).await
     }
 
     /// Commands of a logged-in user, counted as one while they last. The directory of who is
     /// online where hears of the user before (`serve`, `run_arrived`) and after (`user_left`).
-    async fn chat_logged_in(&mut self, user: &User) -> Result<(), Stop> {
+    async fn chat_logged_in(&mut self, user: &User, name: &Arc<str>) -> Result<(), Stop> {
         let _logged_in = GaugeGuard::new(
             self.shard.stats.clone(),
             self.shard.id.index(),
             Gauge::LoggedIn,
         );
-        self.chat(user).await
+        self.chat(user, name).await
     }
 
     /// The login dialogue, with wtelnet's prompts. Returns the logged-in user.
@@ -517,8 +527,7 @@ impl Session {
     }
 
     /// Commands of a logged-in user until they log off.
-    async fn chat(&mut self, user: &User) -> Result<(), Stop> {
-        let name: Arc<str> = user.name.as_str().into();
+    async fn chat(&mut self, user: &User, name: &Arc<str>) -> Result<(), Stop> {
         let key = self.registration.mailbox().id.key;
         loop {
             futures_lite::future::yield_now().await;
@@ -532,11 +541,12 @@ impl Session {
                 Input::EndOfInput => return Err(Stop::Quit),
                 Input::Line(line) => line,
             };
+            self.registration.mailbox().set_last_input(unix_secs());
             self.report_line_problems(&line);
             let mut ctx = Chat {
                 session: self,
                 user,
-                name: &name,
+                name,
                 key,
             };
             cmd::run(&mut ctx, cmd::parse(&line.text)).await?;
@@ -908,6 +918,11 @@ impl Session {
         self.written = 0;
         Poll::Ready(Ok(()))
     }
+}
+
+/// Now, in Unix seconds, as a mailbox keeps times.
+fn unix_secs() -> u32 {
+    u32::try_from(accounts::unix_now()).unwrap_or(u32::MAX)
 }
 
 /// What a command gets of the session running it (see [`cmd::Ctx`]).

@@ -229,6 +229,10 @@ impl Outputs for ShardOutputs<'_> {
         self.shard.chanlog.append(channel.key(), line);
     }
 
+    fn times(&self, session: u64) -> Option<(u32, u32)> {
+        self.sessions.get(&session)?.times()
+    }
+
     fn adopt(&mut self, traveller: Traveller) -> u64 {
         // The mailbox is in the table before the hub hands out the key, so no line for the new
         // session can miss it; its task starts once the hub is done (see `Shard::take_arrivals`).

@@ -118,11 +118,22 @@ pub fn home_of(name: &ChannelName, shards: usize) -> ShardId {
 /// [`home_of`] for a channel known only by its key ([`ChannelName::key`]), as a message from
 /// another node names it.
 pub fn home_of_key(key: &str, shards: usize) -> ShardId {
+    shard_of_bytes(key.bytes(), shards)
+}
+
+/// The shard that keeps the entry of user `name` in the directory of who is online where: the
+/// same hash as [`home_of_key`] over the name with ASCII letters lower-cased (user names are
+/// ASCII), so any spelling of a name finds one shard, with nothing allocated.
+pub fn home_of_user(name: &str, shards: usize) -> ShardId {
+    shard_of_bytes(name.bytes().map(|b| b.to_ascii_lowercase()), shards)
+}
+
+fn shard_of_bytes(bytes: impl Iterator<Item = u8>, shards: usize) -> ShardId {
     assert!(
         shards > 0 && shards <= usize::from(u16::MAX),
         "shard count out of range"
     );
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    let hash = bytes.fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     ShardId((hash % shards as u64) as u16)

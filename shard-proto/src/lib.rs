@@ -14,10 +14,11 @@ mod channel_name;
 mod messages;
 
 pub use channel_name::{
-    home_of, home_of_key, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS,
+    home_of, home_of_key, home_of_user, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS,
 };
 pub use messages::{
-    JoinOutcome, ListEntry, ShardMsg, Tell, ToHome, ToMember, ToUser, Told, Traveller,
+    JoinOutcome, ListEntry, OnlineUser, SessionFacts, ShardMsg, Tell, ToHome, ToMember, ToUser,
+    Told, Traveller,
 };
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.

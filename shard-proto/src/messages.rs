@@ -181,6 +181,25 @@ pub enum ToMember {
         /// What happened.
         outcome: Told,
     },
+    /// The answer to [`ToUser::Census`].
+    Census {
+        /// Who asked.
+        session: SessionId,
+        /// How many users the answering shard's part of the directory has (or, for one name,
+        /// whether it is online: 0 or 1).
+        total: u32,
+        /// The first of them in name order, at most as many as asked for. Boxed: every kind
+        /// sizes every ring slot.
+        users: Box<Vec<OnlineUser>>,
+    },
+    /// The answer to [`ToUser::Facts`], for the sessions still on the answering shard.
+    Facts {
+        /// Who asked.
+        session: SessionId,
+        /// One for each session asked about that is still there. Boxed: every kind sizes every
+        /// ring slot.
+        facts: Box<Vec<SessionFacts>>,
+    },
     /// The answer to [`ToHome::Move`]: the session `from` is now `to` in `channel`, and this
     /// message comes after every line the home sent here for `from`. The receiving shard stops
     /// holding lines for `from` and sends what it held to `to` as [`ToHome::Forward`].
@@ -254,6 +273,25 @@ pub enum ToUser {
     /// A private message, to the directory shard of its addressee. Boxed, as each message kind
     /// sizes every ring slot.
     Tell(Box<Tell>),
+    /// Who is online, to each shard's part of the directory (or, with `name`, to that name's
+    /// directory shard only). Answered by [`ToMember::Census`].
+    Census {
+        /// Who asks.
+        asker: SessionId,
+        /// How many names the asker needs at most, in name order (a page of `/who *` needs the
+        /// first ones of each shard only).
+        first: u32,
+        /// Only this user (any case), for `/whois`.
+        name: Option<Arc<str>>,
+    },
+    /// What the receiving shard knows of some of its sessions: when they logged in, when they
+    /// last typed, away, channel. Answered by [`ToMember::Facts`].
+    Facts {
+        /// Who asks.
+        asker: SessionId,
+        /// The sessions, all on the receiving shard. Boxed: every kind sizes every ring slot.
+        keys: Box<Vec<u64>>,
+    },
     /// A private message on its way to one of its addressee's sessions.
     Deliver {
         /// The message.
@@ -263,6 +301,30 @@ pub enum ToUser {
         /// Whether this copy answers the sender (the first of the addressee's sessions).
         answer: bool,
     },
+}
+
+/// A user in a [`ToMember::Census`] answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnlineUser {
+    /// The name, as the account has it.
+    pub name: Arc<str>,
+    /// Where its sessions are.
+    pub sessions: Vec<SessionId>,
+}
+
+/// What a [`ToMember::Facts`] answer says of one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionFacts {
+    /// The session.
+    pub session: SessionId,
+    /// When it logged in (Unix seconds).
+    pub since: u32,
+    /// When its user last typed a line (Unix seconds).
+    pub last_input: u32,
+    /// Its away message (empty: away with none), if it is away.
+    pub away: Option<Arc<str>>,
+    /// The channel it is on.
+    pub channel: Option<ChannelName>,
 }
 
 /// What became of a private message.

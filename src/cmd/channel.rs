@@ -1,4 +1,5 @@
-//! Channels: listing them, making one, joining and leaving, and who is on yours.
+//! Channels: listing them, making one, joining and leaving, and who is on yours (`/who`, whose
+//! table entry is the `who` family's).
 //!
 //! A join is a request to the channel's home (maybe another shard, maybe another node), and the
 //! session waits for its answer; a session that joins a small channel homed elsewhere may then
@@ -39,12 +40,6 @@ pub const COMMANDS: &[Spec] = &[
         args: "<channel>",
         summary: "join a channel (leaving the one you are on)",
         parse: |rest| name_command(rest, Command::Join, "Usage: /join <channel>"),
-    },
-    Spec {
-        word: "/who",
-        args: "",
-        summary: "show who is on your channel",
-        parse: |_| Command::Who,
     },
     Spec {
         word: "/exit",

@@ -1,9 +1,9 @@
 //! What a logged-in user's line means, and doing it: a `/command`, one of the one-character
 //! shortcuts, or plain text to say on the current channel.
 //!
-//! Each family of commands has a file of its own ([`channel`], [`talk`], [`tell`], [`meta`]) with
-//! the table of its commands and the code that applies them, so adding a command touches one
-//! file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
+//! Each family of commands has a file of its own ([`channel`], [`talk`], [`tell`], [`who`],
+//! [`meta`]) with the table of its commands and the code that applies them, so adding a command
+//! touches one file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
 //! (wtelnet's, kept so its users' habits and bots still work) is tested without a server; doing
 //! goes through [`Ctx`], the little the session lends a command: its user, its shard, a way to
 //! print and to wait for answers.
@@ -12,6 +12,7 @@ pub mod channel;
 pub mod meta;
 pub mod talk;
 pub mod tell;
+pub mod who;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -59,6 +60,10 @@ pub enum Command<'a> {
     Away(&'a str),
     /// `/back`.
     Back,
+    /// `/who *` or `/users`, with the page asked for (from 1).
+    Users(u32),
+    /// `/whois <name>`.
+    Whois(&'a str),
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -82,6 +87,7 @@ const FAMILIES: &[&[Spec]] = &[
     channel::COMMANDS,
     talk::COMMANDS,
     tell::COMMANDS,
+    who::COMMANDS,
     meta::COMMANDS,
 ];
 
@@ -154,6 +160,7 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         }
         Command::Away(_) | Command::Back => tell::run_now(ctx, command),
         Command::Tell(_) | Command::Reply(_) => Box::pin(tell::run(ctx, command)).await,
+        Command::Users(_) | Command::Whois(_) => Box::pin(who::run(ctx, command)).await,
     }
 }
 
@@ -223,6 +230,7 @@ mod tests {
 
     #[test]
     fn commands_parse() {
+        let who_usage = "Usage: /who, or /who * [page] for everyone online";
         let cases: &[(&str, Command<'_>)] = &[
             ("", Command::Empty),
             ("   ", Command::Empty),
@@ -232,6 +240,17 @@ mod tests {
             ("/quit", Command::Quit),
             ("/list", Command::List),
             ("/who", Command::Who),
+            ("/who *", Command::Users(1)),
+            ("/who * 2", Command::Users(2)),
+            ("/who *2", Command::Users(2)),
+            ("/who * 0", Command::Usage(who_usage)),
+            ("/who * x", Command::Usage(who_usage)),
+            ("/who bob", Command::Usage(who_usage)),
+            ("/users", Command::Users(1)),
+            ("/users 3", Command::Users(3)),
+            ("/users -1", Command::Usage("Usage: /users [page]")),
+            ("/whois Bob", Command::Whois("Bob")),
+            ("/whois", Command::Usage("Usage: /whois <name>")),
             ("/exit", Command::Exit),
             ("/create lobby", Command::Create("lobby")),
             ("/create #lobby", Command::Create("lobby")),

@@ -720,6 +720,9 @@ mod tests {
         fn log(&mut self, _channel: &ChannelName, line: &Line) {
             self.log.push(line.clone());
         }
+        fn times(&self, _session: u64) -> Option<(u32, u32)> {
+            None
+        }
         fn adopt(&mut self, _traveller: Traveller) -> u64 {
             unreachable!("one shard per node")
         }

@@ -56,7 +56,7 @@ mod cluster;
 mod users;
 
 pub use cluster::{list_entries, NodeState};
-pub use users::Personal;
+pub use users::{by_name, speaker, Personal, MAX_IGNORED};
 
 /// Where a hub's decisions go. The shard implements it over rings, session queues and the log writer;
 /// tests implement it over vectors.
@@ -75,6 +75,9 @@ pub trait Outputs {
     fn tell(&mut self, session: u64, line: &Line) -> Reached;
     /// Append a line to a channel's log.
     fn log(&mut self, channel: &ChannelName, line: &Line);
+    /// When a local logged-in session logged in and when its user last typed (Unix seconds);
+    /// `None` for a key no session here has.
+    fn times(&self, session: u64) -> Option<(u32, u32)>;
     /// Take up a session that moves here from another shard; returns its key here. Its lines are
     /// held (not written) until [`Outputs::forwarded`] brings the ones it had not yet written.
     fn adopt(&mut self, traveller: Traveller) -> u64;
@@ -635,14 +638,25 @@ impl Hub {
                 // Ahead of every line ordered after the join, which all come after this.
                 if session.shard == self.id && self.joining.contains_key(&session.key) {
                     for line in lines.iter() {
-                        out.deliver(session.key, &history_line(line));
+                        if !self.ignores(session.key, users::speaker(line)) {
+                            out.deliver(session.key, &history_line(line));
+                        }
                     }
                 }
             }
             ToMember::Deliver { channel, line } => {
                 if let Some(members) = self.local.get(&channel) {
-                    for &session in members {
-                        out.deliver(session, &line);
+                    if self.directory.ignoring_nobody() {
+                        for &session in members {
+                            out.deliver(session, &line);
+                        }
+                    } else {
+                        let speaker = users::speaker(&line);
+                        for &session in members {
+                            if !self.ignores(session, speaker) {
+                                out.deliver(session, &line);
+                            }
+                        }
                     }
                 }
             }
@@ -705,6 +719,12 @@ impl Hub {
                 }
             }
             ToMember::Who { session, names } => out.reply(session.key, Reply::Who(names)),
+            ToMember::Census {
+                session,
+                total,
+                users,
+            } => out.reply(session.key, Reply::Census { total, users }),
+            ToMember::Facts { session, facts } => out.reply(session.key, Reply::Facts(facts)),
             ToMember::List { session, channels } => out.reply(session.key, Reply::List(channels)),
         }
     }
@@ -795,6 +815,9 @@ mod tests {
             let notice: Line = format!("[{count} messages dropped]").into();
             self.queue_of(session).push(notice);
         }
+        fn times(&self, session: u64) -> Option<(u32, u32)> {
+            self.live.contains(&session).then_some((1, 2))
+        }
         fn tell(&mut self, session: u64, line: &Line) -> Reached {
             if !self.live.contains(&session) {
                 return Reached::Nobody;
@@ -848,6 +871,7 @@ mod tests {
         Who,
         List,
         Tell,
+        Census,
     }
 
     /// The request a message in a ring asks or answers, and whose it is.
@@ -872,6 +896,7 @@ mod tests {
             Reply::Who(_) => Request::Who,
             Reply::List(_) => Request::List,
             Reply::Told { .. } => Request::Tell,
+            Reply::Census { .. } | Reply::Facts(_) => Request::Census,
         }
     }
 
@@ -1878,7 +1903,13 @@ mod tests {
             let i = at.iter().position(|&a| a == from).expect("a user moved");
             at[i] = to;
             sim.with_hub(to.0, |h, r| {
-                h.user_arrived(&names[i], sid(from.0, from.1), to.1, None, r)
+                h.user_arrived(
+                    &names[i].as_str().into(),
+                    sid(from.0, from.1),
+                    to.1,
+                    None,
+                    r,
+                )
             });
             moved.push(i);
         }
@@ -1909,7 +1940,7 @@ mod tests {
             for (i, name) in names.iter().enumerate() {
                 let s = i % shards;
                 let key = sim.connect(s);
-                sim.with_hub(s, |h, r| h.user_online(name, key, r));
+                sim.with_hub(s, |h, r| h.user_online(&name.as_str().into(), key, r));
                 at.push((s, key));
             }
             sim.drain();
@@ -2032,12 +2063,14 @@ mod tests {
         for chain in [false, true] {
             let mut sim = Sim::new(shards, 0, 1);
             let kx = sim.connect(x);
-            sim.with_hub(x, |h, r| h.user_online("Zed", kx, r));
+            sim.with_hub(x, |h, r| h.user_online(&"Zed".into(), kx, r));
             sim.with_hub(x, |h, r| {
                 h.user_moving("zed", kx, r);
             });
             let ky = sim.connect(y);
-            sim.with_hub(y, |h, r| h.user_arrived("zed", sid(x, kx), ky, None, r));
+            sim.with_hub(y, |h, r| {
+                h.user_arrived(&"zed".into(), sid(x, kx), ky, None, r)
+            });
             let mut at = (y, ky);
             if chain {
                 // On again, back to x, before the directory has heard anything.
@@ -2045,7 +2078,9 @@ mod tests {
                     h.user_moving("zed", ky, r);
                 });
                 let kx2 = sim.connect(x);
-                sim.with_hub(x, |h, r| h.user_arrived("zed", sid(y, ky), kx2, None, r));
+                sim.with_hub(x, |h, r| {
+                    h.user_arrived(&"zed".into(), sid(y, ky), kx2, None, r)
+                });
                 // x's ring now holds the login, the first move and the second arrival, and is
                 // heard first; y's holds the first arrival and the second move.
                 at = (x, kx2);
@@ -2086,8 +2121,8 @@ mod tests {
         let mut rec = Recorder::default();
         let (amy, zed) = (1, 2);
         rec.live.extend([amy, zed]);
-        hub.user_online("amy", amy, &mut rec);
-        hub.user_online("zed", zed, &mut rec);
+        hub.user_online(&"amy".into(), amy, &mut rec);
+        hub.user_online(&"zed".into(), zed, &mut rec);
         rec.in_transit.insert(zed);
         hub.tell(
             amy,
@@ -2117,5 +2152,173 @@ mod tests {
         hub.user_offline("zed", zed, &mut rec);
         assert_eq!(hub.last_teller(zed), None);
         assert!(format!("{:?}", hub.directory).contains("personal: {}"));
+    }
+
+    /// The replies of one kind a session has been given.
+    fn replies_of(sim: &Sim, s: usize, key: u64, kind: fn(&Reply) -> bool) -> Vec<Reply> {
+        sim.rec[s]
+            .replies
+            .get(&key)
+            .map(|r| r.iter().filter(|r| kind(r)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_census_names_everyone_in_name_order_and_a_page_needs_only_the_first_of_each_shard() {
+        let mut sim = Sim::new(3, 0, 7);
+        let names = [
+            "zed", "Amy", "bob", "Carl", "dora", "Eve", "fay", "Gus", "hal", "Ida",
+        ];
+        let mut keys = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let s = i % 3;
+            let key = sim.connect(s);
+            let name: Arc<str> = (*name).into();
+            sim.with_hub(s, |h, r| h.user_online(&name, key, r));
+            keys.push((s, key));
+        }
+        sim.drain();
+        let (s, asker) = keys[0];
+        let mut expected = 0;
+        sim.with_hub(s, |h, r| expected = h.census(asker, 3, None, r));
+        sim.drain();
+        let answers = replies_of(&sim, s, asker, |r| matches!(r, Reply::Census { .. }));
+        assert_eq!((answers.len(), expected), (3, 3));
+        let mut total = 0;
+        let mut first: Vec<Arc<str>> = Vec::new();
+        for answer in answers {
+            let Reply::Census { total: t, users } = answer else {
+                unreachable!()
+            };
+            assert!(users.len() <= 3, "a shard sent more than the page needs");
+            total += t;
+            first.extend(users.iter().map(|u| u.name.clone()));
+        }
+        first.sort_by(|a, b| by_name(a, b));
+        assert_eq!(total, 10);
+        assert_eq!(&first[..3], ["Amy", "bob", "Carl"].map(Arc::<str>::from));
+        // One name, in any case, from its directory shard alone, as the account spells it.
+        let mut expected = 0;
+        sim.with_hub(s, |h, r| expected = h.census(asker, 1, Some("GUS"), r));
+        sim.drain();
+        let answers = replies_of(&sim, s, asker, |r| matches!(r, Reply::Census { .. }));
+        assert_eq!(expected, 1);
+        match answers.last() {
+            Some(Reply::Census { total: 1, users }) => {
+                assert_eq!(&*users[0].name, "Gus");
+                assert_eq!(users[0].sessions, vec![sid(keys[7].0, keys[7].1)]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn facts_come_from_each_sessions_own_shard() {
+        let mut sim = Sim::new(2, 0, 3);
+        let a = sim.connect(0);
+        let b = sim.connect(1);
+        sim.with_hub(1, |h, _| {
+            h.set_away(b, Some("fishing".into()));
+        });
+        sim.with_hub(1, |h, r| {
+            assert!(h.join(b, name("Lobby"), "bob".into(), true, r))
+        });
+        sim.drain();
+        let mut expected = 0;
+        let gone = sid(1, 999);
+        sim.with_hub(0, |h, r| {
+            expected = h.facts(a, &[sid(0, a), sid(1, b), gone], r)
+        });
+        sim.drain();
+        assert_eq!(expected, 2);
+        let mut facts: Vec<shard_proto::SessionFacts> =
+            replies_of(&sim, 0, a, |r| matches!(r, Reply::Facts(_)))
+                .into_iter()
+                .flat_map(|r| match r {
+                    Reply::Facts(f) => *f,
+                    _ => unreachable!(),
+                })
+                .collect();
+        facts.sort_by_key(|f| f.session);
+        assert_eq!(
+            facts.len(),
+            2,
+            "the session that has gone is left out: {facts:?}"
+        );
+        assert_eq!(
+            (facts[0].away.clone(), facts[0].channel.clone()),
+            (None, None)
+        );
+        assert_eq!(facts[1].away.as_deref(), Some("fishing"));
+        assert_eq!(facts[1].channel.as_ref().map(|c| c.as_str()), Some("Lobby"));
+        assert_eq!((facts[1].since, facts[1].last_input), (1, 2));
+    }
+
+    #[test]
+    fn an_ignored_speaker_reaches_nobody_who_ignores_them_and_their_tells_look_delivered() {
+        let mut sim = Sim::new(2, 0, 5);
+        let a = sim.connect(0);
+        let b = sim.connect(1);
+        let c = sim.connect(1);
+        for (s, key) in [(0, a), (1, b), (1, c)] {
+            let user: Arc<str> = format!("u{key}").into();
+            sim.with_hub(s, |h, r| h.user_online(&user, key, r));
+            sim.join(s, key, "Lobby", true);
+            sim.drain();
+        }
+        // a said something before b ignored them: kept as history for whoever joins.
+        let said: Line = format!("u{a} says, \"early\"").into();
+        sim.with_hub(0, |h, r| assert!(h.post(a, said, r)));
+        sim.drain();
+        let ignored: Arc<str> = format!("U{a}").into();
+        sim.with_hub(1, |h, _| {
+            h.set_ignoring(b, vec![ignored.clone()].into_boxed_slice())
+        });
+        assert!(sim.hubs[1].ignores(b, &format!("u{a}")));
+        let before = |sim: &Sim, key: u64| sim.rec[1].lines.get(&key).map_or(0, Vec::len);
+        let (b0, c0) = (before(&sim, b), before(&sim, c));
+        let line: Line = format!("u{a} says, \"hi\"").into();
+        sim.with_hub(0, |h, r| assert!(h.post(a, line.clone(), r)));
+        let other: Line = format!("u{c} says, \"yo\"").into();
+        sim.with_hub(1, |h, r| assert!(h.post(c, other.clone(), r)));
+        sim.drain();
+        assert_eq!(sim.rec[1].lines[&b][b0..], *std::slice::from_ref(&other));
+        let mut heard = sim.rec[1].lines[&c][c0..].to_vec();
+        heard.sort();
+        assert_eq!(heard, [line.clone(), other]);
+        // A private message from a: answered as delivered, not delivered.
+        let told: Line = format!("u{a} tells you, \"psst\"").into();
+        let (from, to): (Arc<str>, String) = (format!("u{a}").into(), format!("u{b}"));
+        sim.with_hub(0, |h, r| h.tell(a, from, &to, told, r));
+        sim.drain();
+        assert!(matches!(
+            replies_of(&sim, 0, a, |r| matches!(r, Reply::Told { .. }))[..],
+            [Reply::Told {
+                outcome: shard_proto::Told::Delivered { .. },
+                ..
+            }]
+        ));
+        assert!(!sim.rec[1].lines[&b].iter().any(|l| l.contains("psst")));
+        assert_eq!(sim.hubs[1].last_teller(b), None);
+        // b leaves and joins again: a's line is not in b's history either.
+        sim.with_hub(1, |h, r| {
+            h.exit(b, r);
+        });
+        sim.join(1, b, "Lobby", false);
+        sim.drain();
+        assert!(!sim.rec[1].lines[&b]
+            .iter()
+            .any(|l| l.starts_with("[history] u") && l.contains("early")));
+        // The list travels with a session that moves, and is gone with one that logs off.
+        let mut rec = Recorder::default();
+        let personal = sim.hubs[1].user_moving(&to, b, &mut rec).unwrap();
+        assert_eq!(&personal.ignoring[..], [ignored]);
+        assert!(!sim.hubs[1].ignores(b, &format!("u{a}")));
+        let name: Arc<str> = to.as_str().into();
+        sim.hubs[0].user_arrived(&name, sid(1, b), 77, Some(personal), &mut rec);
+        assert!(sim.hubs[0].ignores(77, &format!("u{a}")));
+        sim.hubs[0].user_offline(&to, 77, &mut rec);
+        assert!(!sim.hubs[0].ignores(77, &format!("u{a}")));
+        assert!(sim.hubs[0].directory.ignoring_nobody());
     }
 }

@@ -15,12 +15,29 @@
 //! then has heard of the move (the old shard told it first, on the same ring). After
 //! [`MAX_HOPS`] of those (only a session that ended without saying so could cause them) the sender
 //! is told the addressee is not online rather than the message going round forever.
+//!
+//! The directory also answers who is online (`/who *`, `/whois`), in two rounds: each directory
+//! shard names its users and where their sessions are ([`ToUser::Census`]), then the shards of
+//! those sessions say when each logged in, last typed, and whether it is away
+//! ([`ToUser::Facts`]), which only the session's own shard knows.
+//!
+//! # Ignoring
+//!
+//! A user's ignore list is kept with each of their sessions, on its shard, and checked where a
+//! line is put in that session's queue: a channel line whose speaker it names, or a private
+//! message from them, is not delivered (the sender of a private message is answered as if it
+//! was). Only sessions that ignore someone have an entry, and while a shard has none a delivery
+//! checks nothing more than that.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use shard_proto::{home_of_key, Line, SessionId, ShardMsg, Tell, ToMember, ToUser, Told};
+use shard_proto::{
+    home_of_user, Line, OnlineUser, SessionFacts, SessionId, ShardMsg, Tell, ToMember, ToUser, Told,
+};
 
 use super::{Hub, Outputs, Reached};
 
@@ -28,11 +45,14 @@ use super::{Hub, Outputs, Reached};
 /// addressee is not online.
 pub const MAX_HOPS: u8 = 4;
 
+/// Most users one user may ignore.
+pub const MAX_IGNORED: usize = 100;
+
 /// The directory part a shard keeps.
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Lower-cased name → its sessions.
-    online: HashMap<Arc<str>, Sessions>,
+    /// Name (as the account spells it; found in any case) → its sessions.
+    online: HashMap<Filed, Sessions>,
     /// Sessions moving between shards → the private messages for them, held here until they
     /// arrive (at most one per sender, who waits for the answer), each with whether it answers.
     moving: HashMap<SessionId, Vec<(Box<Tell>, bool)>>,
@@ -42,7 +62,65 @@ pub struct Directory {
     /// Local sessions → what is kept for one user: only sessions that have been told something
     /// or are away are here, until they end or move (then it goes with them).
     personal: HashMap<u64, Personal>,
+    /// Local sessions → the names their users ignore: only sessions whose user ignores someone.
+    /// Apart from `personal`, so that a delivery checks nothing while it is empty.
+    ignoring: HashMap<u64, Box<[Arc<str>]>>,
 }
+
+/// A user name as the directory files it: spelt as the account has it, equal to any spelling
+/// that differs only in ASCII case (user names are ASCII), so the entry keeps the name to show
+/// and any spelling typed finds it.
+#[derive(Clone, Debug)]
+struct Filed(Arc<str>);
+
+/// A name looked up in the directory, in any case (see [`Filed`]).
+#[repr(transparent)]
+struct Folded(str);
+
+impl Folded {
+    fn new(name: &str) -> &Folded {
+        // SAFETY: `Folded` is `repr(transparent)` over `str`, so the two pointers have one layout.
+        unsafe { &*(name as *const str as *const Folded) }
+    }
+}
+
+impl Hash for Folded {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for b in self.0.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+        // As `str` does, so that a name is never the prefix of another's hash input.
+        state.write_u8(0xff);
+    }
+}
+
+impl PartialEq for Folded {
+    fn eq(&self, other: &Folded) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for Folded {}
+
+impl Borrow<Folded> for Filed {
+    fn borrow(&self) -> &Folded {
+        Folded::new(&self.0)
+    }
+}
+
+impl Hash for Filed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Folded::new(&self.0).hash(state);
+    }
+}
+
+impl PartialEq for Filed {
+    fn eq(&self, other: &Filed) -> bool {
+        Folded::new(&self.0) == Folded::new(&other.0)
+    }
+}
+
+impl Eq for Filed {}
 
 /// What is kept of a user beside their session, and travels with it when it moves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,6 +129,8 @@ pub struct Personal {
     pub teller: Option<Arc<str>>,
     /// Their away message (empty: away with none), told to whoever sends them one.
     pub away: Option<Arc<str>>,
+    /// The users they ignore (see the module doc), empty for most.
+    pub ignoring: Box<[Arc<str>]>,
 }
 
 /// A user's sessions: nearly always one, kept in the table itself.
@@ -71,7 +151,7 @@ impl Sessions {
 
 impl Directory {
     fn add(&mut self, name: Arc<str>, session: SessionId) {
-        match self.online.entry(name) {
+        match self.online.entry(Filed(name)) {
             Entry::Vacant(e) => {
                 e.insert(Sessions::One(session));
             }
@@ -89,10 +169,10 @@ impl Directory {
 
     /// Forgets `session`, giving back what was held for it; `None` if it was not here.
     fn remove(&mut self, name: &str, session: SessionId) -> Option<Vec<(Box<Tell>, bool)>> {
-        let sessions = self.online.get_mut(name)?;
+        let sessions = self.online.get_mut(Folded::new(name))?;
         match sessions {
             Sessions::One(s) if *s == session => {
-                self.online.remove(name);
+                self.online.remove(Folded::new(name));
             }
             Sessions::One(_) => return None,
             Sessions::Many(all) => {
@@ -109,7 +189,7 @@ impl Directory {
     fn set_moving(&mut self, name: &str, session: SessionId) {
         if self
             .online
-            .get(name)
+            .get(Folded::new(name))
             .is_some_and(|s| s.as_slice().contains(&session))
         {
             self.moving.entry(session).or_default();
@@ -123,20 +203,73 @@ impl Directory {
         }
         session
     }
+
+    /// How many users are here, and the first `first` of them by name (ASCII case ignored); or,
+    /// with `name`, that user alone.
+    fn census(&self, first: usize, name: Option<&str>) -> (u32, Vec<OnlineUser>) {
+        let user = |(name, sessions): (&Filed, &Sessions)| OnlineUser {
+            name: name.0.clone(),
+            sessions: sessions.as_slice().to_vec(),
+        };
+        if let Some(name) = name {
+            let found: Vec<OnlineUser> = self
+                .online
+                .get_key_value(Folded::new(name))
+                .map(user)
+                .into_iter()
+                .collect();
+            return (found.len() as u32, found);
+        }
+        let total = u32::try_from(self.online.len()).unwrap_or(u32::MAX);
+        let mut all: Vec<(&Filed, &Sessions)> = self.online.iter().collect();
+        let order = |a: &(&Filed, &Sessions), b: &(&Filed, &Sessions)| by_name(&a.0 .0, &b.0 .0);
+        if all.len() > first {
+            // Only the first ones can be on the page asked for: no need to sort the rest.
+            if first > 0 {
+                all.select_nth_unstable_by(first - 1, order);
+            }
+            all.truncate(first);
+        }
+        all.sort_unstable_by(order);
+        (total, all.into_iter().map(user).collect())
+    }
+
+    /// Whether no local session's user ignores anyone.
+    pub(super) fn ignoring_nobody(&self) -> bool {
+        self.ignoring.is_empty()
+    }
+
+    /// Whether local session `key`'s user ignores `name`.
+    fn ignores(&self, key: u64, name: &str) -> bool {
+        self.ignoring
+            .get(&key)
+            .is_some_and(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    }
 }
 
-/// The key a user name is filed under.
-pub fn user_key(name: &str) -> Arc<str> {
-    name.to_ascii_lowercase().into()
+/// User names in the order `/who *` lists them: ASCII case ignored, then as spelt.
+pub fn by_name(a: &str, b: &str) -> std::cmp::Ordering {
+    fn folded(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes().map(|b| b.to_ascii_lowercase())
+    }
+    folded(a).cmp(folded(b)).then_with(|| a.cmp(b))
+}
+
+/// Who said `line`: its first word. Every line a channel orders begins with the name of the user
+/// it is about (`alice says, …`, `alice waves`, `alice has joined #lobby`), and user names have
+/// no spaces.
+pub fn speaker(line: &str) -> &str {
+    line.split(' ').next().unwrap_or("")
 }
 
 impl Hub {
-    /// Local session `key` has logged in as `name`.
-    pub fn user_online(&mut self, name: &str, key: u64, out: &mut impl Outputs) {
+    /// Local session `key` has logged in as `name` (the session's own copy: the directory keeps
+    /// it, so the name is not stored twice).
+    pub fn user_online(&mut self, name: &Arc<str>, key: u64, out: &mut impl Outputs) {
         let session = self.session_id(key);
         self.send_about_user(
             ToUser::Online {
-                name: user_key(name),
+                name: name.clone(),
                 session,
             },
             out,
@@ -167,13 +300,34 @@ impl Hub {
         was
     }
 
+    /// The users local session `key`'s user ignores, in the order they were added.
+    pub fn ignoring(&self, key: u64) -> &[Arc<str>] {
+        self.directory.ignoring.get(&key).map_or(&[], |names| names)
+    }
+
+    /// Sets whom local session `key`'s user ignores (at most [`MAX_IGNORED`]; empty: nobody).
+    pub fn set_ignoring(&mut self, key: u64, names: Box<[Arc<str>]>) {
+        debug_assert!(names.len() <= MAX_IGNORED);
+        if names.is_empty() {
+            self.directory.ignoring.remove(&key);
+        } else {
+            self.directory.ignoring.insert(key, names);
+        }
+    }
+
+    /// Whether local session `key`'s user ignores `name` (any case).
+    pub fn ignores(&self, key: u64, name: &str) -> bool {
+        self.directory.ignores(key, name)
+    }
+
     /// Local session `key`, logged in as `name`, has logged off.
     pub fn user_offline(&mut self, name: &str, key: u64, out: &mut impl Outputs) {
         self.directory.personal.remove(&key);
+        self.directory.ignoring.remove(&key);
         let session = self.session_id(key);
         self.send_about_user(
             ToUser::Offline {
-                name: user_key(name),
+                name: name.into(),
                 session,
             },
             out,
@@ -181,18 +335,21 @@ impl Hub {
     }
 
     /// Local session `key`, logged in as `name`, is moving to another shard, taking what is kept
-    /// for it along (`/reply` and away go on working there).
+    /// for it along (`/reply`, away and ignoring go on working there).
     pub fn user_moving(
         &mut self,
         name: &str,
         key: u64,
         out: &mut impl Outputs,
     ) -> Option<Personal> {
-        let personal = self.directory.personal.remove(&key);
+        let mut personal = self.directory.personal.remove(&key);
+        if let Some(ignoring) = self.directory.ignoring.remove(&key) {
+            personal.get_or_insert_with(Personal::default).ignoring = ignoring;
+        }
         let session = self.session_id(key);
         self.send_about_user(
             ToUser::Moving {
-                name: user_key(name),
+                name: name.into(),
                 session,
             },
             out,
@@ -204,24 +361,91 @@ impl Hub {
     /// was kept for it there.
     pub fn user_arrived(
         &mut self,
-        name: &str,
+        name: &Arc<str>,
         from: SessionId,
         key: u64,
         personal: Option<Personal>,
         out: &mut impl Outputs,
     ) {
-        if let Some(personal) = personal {
-            self.directory.personal.insert(key, personal);
+        if let Some(mut personal) = personal {
+            self.set_ignoring(key, std::mem::take(&mut personal.ignoring));
+            if personal.teller.is_some() || personal.away.is_some() {
+                self.directory.personal.insert(key, personal);
+            }
         }
         let to = self.session_id(key);
         self.send_about_user(
             ToUser::Arrived {
-                name: user_key(name),
+                name: name.clone(),
                 from,
                 to,
             },
             out,
         );
+    }
+
+    /// Local session `key` asks who is online: each shard's part of the directory answers with
+    /// [`crate::mailbox::Reply::Census`], naming its first `first` users; or, with `name`, the
+    /// name's directory shard alone answers about that user. Returns how many answers come.
+    pub fn census(
+        &mut self,
+        key: u64,
+        first: u32,
+        name: Option<&str>,
+        out: &mut impl Outputs,
+    ) -> usize {
+        let asker = self.session_id(key);
+        if let Some(name) = name {
+            let msg = ToUser::Census {
+                asker,
+                first,
+                name: Some(name.into()),
+            };
+            self.send_about_user(msg, out);
+            return 1;
+        }
+        for shard in 0..self.shards {
+            let msg = ToUser::Census {
+                asker,
+                first,
+                name: None,
+            };
+            self.route(
+                shard_proto::ShardId(shard as u16),
+                ShardMsg::ToUser(msg),
+                out,
+            );
+        }
+        self.shards
+    }
+
+    /// Local session `key` asks the shards of `sessions` what they know of them: each shard
+    /// answers with [`crate::mailbox::Reply::Facts`]. Returns how many answers come.
+    pub fn facts(&mut self, key: u64, sessions: &[SessionId], out: &mut impl Outputs) -> usize {
+        let asker = self.session_id(key);
+        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); self.shards];
+        for session in sessions {
+            if let Some(keys) = by_shard.get_mut(session.shard.index()) {
+                keys.push(session.key);
+            }
+        }
+        let mut asked = 0;
+        for (shard, keys) in by_shard.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let msg = ToUser::Facts {
+                asker,
+                keys: Box::new(keys),
+            };
+            self.route(
+                shard_proto::ShardId(shard as u16),
+                ShardMsg::ToUser(msg),
+                out,
+            );
+            asked += 1;
+        }
+        asked
     }
 
     /// Local session `key`, logged in as `from`, tells `to` the line `line`; the answer comes back
@@ -243,8 +467,14 @@ impl Hub {
             ToUser::Online { name, .. }
             | ToUser::Offline { name, .. }
             | ToUser::Moving { name, .. }
-            | ToUser::Arrived { name, .. } => home_of_key(name, self.shards),
-            ToUser::Tell(tell) => home_of_key(&user_key(&tell.to), self.shards),
+            | ToUser::Arrived { name, .. } => home_of_user(name, self.shards),
+            ToUser::Tell(tell) => home_of_user(&tell.to, self.shards),
+            // Without a name it goes to every shard (see `census`), not through here.
+            ToUser::Census { name, asker, .. } => match name {
+                Some(name) => home_of_user(name, self.shards),
+                None => asker.shard,
+            },
+            ToUser::Facts { asker, .. } => asker.shard,
             ToUser::Deliver { session, .. } => session.shard,
         };
         self.route(dest, ShardMsg::ToUser(msg), out);
@@ -283,8 +513,42 @@ impl Hub {
                     self.send_about_user(deliver, out);
                 }
             }
+            ToUser::Census { asker, first, name } => {
+                let first = usize::try_from(first).unwrap_or(usize::MAX);
+                let (total, users) = self.directory.census(first, name.as_deref());
+                let msg = ToMember::Census {
+                    session: asker,
+                    total,
+                    users: Box::new(users),
+                };
+                self.route(asker.shard, ShardMsg::ToMember(msg), out);
+            }
+            ToUser::Facts { asker, keys } => {
+                let facts = keys
+                    .iter()
+                    .filter_map(|&key| {
+                        let (since, last_input) = out.times(key)?;
+                        Some(SessionFacts {
+                            session: self.session_id(key),
+                            since,
+                            last_input,
+                            away: self
+                                .directory
+                                .personal
+                                .get(&key)
+                                .and_then(|p| p.away.clone()),
+                            channel: self.channel_of(key).cloned(),
+                        })
+                    })
+                    .collect();
+                let msg = ToMember::Facts {
+                    session: asker,
+                    facts: Box::new(facts),
+                };
+                self.route(asker.shard, ShardMsg::ToMember(msg), out);
+            }
             ToUser::Tell(tell) => {
-                let Some(sessions) = self.directory.online.get(&*user_key(&tell.to)) else {
+                let Some(sessions) = self.directory.online.get(Folded::new(&tell.to)) else {
                     return self.told(&tell, Told::NotOnline, out);
                 };
                 let mut deliveries = Vec::new();
@@ -310,6 +574,15 @@ impl Hub {
                 answer,
             } => {
                 if session.shard != self.id {
+                    return;
+                }
+                if self.directory.ignores(session.key, &tell.from) {
+                    // Not delivered, and answered as if it was: the sender is not told.
+                    if answer {
+                        let away = self.directory.personal.get(&session.key);
+                        let away = away.and_then(|p| p.away.clone());
+                        self.told(&tell, Told::Delivered { away }, out);
+                    }
                     return;
                 }
                 let outcome = match out.tell(session.key, &tell.line) {

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod shards;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

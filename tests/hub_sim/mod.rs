@@ -41,8 +41,8 @@ use std::sync::Arc;
 use ringtalk::hub::{Hub, Outputs, Reached};
 use ringtalk::mailbox::Reply;
 use shard_proto::{
-    home_of, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg,
-    ToHome, ToMember, Traveller,
+    home_of, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, OnlineUser, SessionFacts,
+    SessionId, ShardId, ShardMsg, ToHome, ToMember, ToUser, Traveller,
 };
 
 /// The channels sessions join; the last is the first in other letters, so one channel is asked
@@ -83,9 +83,11 @@ const JOIN: usize = 0;
 const WHO: usize = 1;
 const LIST: usize = 2;
 const TELL: usize = 3;
+const CENSUS: usize = 4;
+const FACTS: usize = 5;
 
 /// Requests a session made, or answers it got, by kind ([`JOIN`], [`WHO`], [`LIST`]).
-type Asked = [usize; 4];
+type Asked = [usize; 6];
 
 /// Everything one shard's hub hands out, recorded, with the checks that can be made on the spot.
 struct Recorder {
@@ -155,6 +157,8 @@ impl Outputs for Recorder {
             Reply::Who(_) => WHO,
             Reply::List(_) => LIST,
             Reply::Told { .. } => TELL,
+            Reply::Census { .. } => CENSUS,
+            Reply::Facts(_) => FACTS,
         };
         assert!(
             !self.strict || kind != JOIN || self.live.contains(&session),
@@ -162,6 +166,10 @@ impl Outputs for Recorder {
             self.shard
         );
         self.answered.entry(session).or_default()[kind] += 1;
+    }
+
+    fn times(&self, session: u64) -> Option<(u32, u32)> {
+        self.live.contains(&session).then_some((1, 2))
     }
 
     fn tell(&mut self, session: u64, line: &Line) -> Reached {
@@ -485,7 +493,7 @@ impl Sim {
     fn forge(&mut self, pick: usize, bytes: &mut impl Iterator<Item = u8>) {
         self.break_protocol();
         let mut next = || bytes.next().unwrap_or(0);
-        let kind = next() % 14;
+        let kind = next() % 18;
         let (a, b) = (next(), next());
         let session = self.any_session(a);
         let id = self.any_channel(b);
@@ -554,6 +562,33 @@ impl Sim {
                     };
                     usize::from(b & 1)
                 ],
+            }),
+            13 => ShardMsg::ToUser(ToUser::Census {
+                asker: session,
+                first: u32::from(b) << 24,
+                name: (b & 1 != 0).then(|| "Mallory".into()),
+            }),
+            14 => ShardMsg::ToUser(ToUser::Facts {
+                asker: session,
+                keys: Box::new(vec![u64::from(a), u64::from(b), u64::MAX]),
+            }),
+            15 => ShardMsg::ToMember(ToMember::Census {
+                session,
+                total: u32::MAX,
+                users: Box::new(vec![OnlineUser {
+                    name: "mallory".into(),
+                    sessions: vec![self.any_session(b)],
+                }]),
+            }),
+            16 => ShardMsg::ToMember(ToMember::Facts {
+                session,
+                facts: Box::new(vec![SessionFacts {
+                    session: self.any_session(b),
+                    since: u32::MAX,
+                    last_input: 0,
+                    away: Some("".into()),
+                    channel: Some(name),
+                }]),
             }),
             _ => ShardMsg::ToMember(ToMember::Moved {
                 channel: id,
