@@ -40,6 +40,37 @@ pub struct Channel {
     /// At its home, the last lines said in it, oldest first, for those who join (at most the
     /// hub's `--history-lines`; no allocation until something is said).
     pub history: VecDeque<Line>,
+    /// What its owner decides, as stored (at its home; a replica's is left empty).
+    pub settings: Box<Settings>,
+}
+
+/// What a channel's owner decides, kept with the channel at its home and stored with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Its owner's name, as the account spells it (`None`: nobody's; its owner has gone).
+    pub owner: Option<Arc<str>>,
+    /// Its topic.
+    pub topic: Option<Arc<str>>,
+    /// Whether anyone on it may set the topic, not only the owner.
+    pub topic_open: bool,
+    /// Whether only those invited may join. Stored, not yet applied.
+    pub invite_only: bool,
+    /// Members it may have, set by its owner (0: the server's `--channel-capacity`). Stored, not
+    /// yet applied.
+    pub capacity: u32,
+    /// Users who may not join. Stored, not yet applied.
+    pub bans: Vec<Arc<str>>,
+}
+
+impl Settings {
+    /// Whether `user` (an admin if `admin`) may do what only the owner may.
+    pub fn may_manage(&self, user: &str, admin: bool) -> bool {
+        admin
+            || self
+                .owner
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(user))
+    }
 }
 
 /// This node's part in a channel.
@@ -96,6 +127,7 @@ impl Channel {
             len: 0,
             role: Role::Home { epoch: 0, seq: 0 },
             history: VecDeque::new(),
+            settings: Box::default(),
         }
     }
 

@@ -27,6 +27,8 @@ pub enum Reply {
         outcome: JoinOutcome,
         /// The home asks the session to move to its shard.
         come_home: bool,
+        /// The channel's topic, for one who has just joined it.
+        topic: Option<Arc<str>>,
     },
     /// Members of the session's channel (`None`: the session is on no channel by the time the home
     /// answered).
@@ -49,6 +51,8 @@ pub enum Reply {
     },
     /// What one shard knows of some sessions (see [`shard_proto::ToMember::Facts`]).
     Facts(Box<Vec<SessionFacts>>),
+    /// The answer to a request about the session's channel's settings.
+    Managed(Box<shard_proto::Managed>),
 }
 
 /// How long sessions get to say goodbye and close at shutdown.

@@ -229,6 +229,11 @@ impl Outputs for ShardOutputs<'_> {
         self.shard.chanlog.append(channel.key(), line);
     }
 
+    fn save_settings(&mut self, channel: &ChannelName, settings: &crate::channel::Settings) {
+        // MERGE: handed to the shard's settings writer once accounts can store them.
+        let _ = (channel, settings);
+    }
+
     fn times(&self, session: u64) -> Option<(u32, u32)> {
         self.sessions.get(&session)?.times()
     }

@@ -267,8 +267,9 @@ pub fn chat_line<'a>(line: &'a str, me: &str) -> ChatLine<'a> {
         return notice;
     }
     if let Some(rest) = line.strip_prefix("  #") {
-        if let Some((ch, n)) = rest.rsplit_once(" (") {
-            if let Some(members) = n.strip_suffix(')').and_then(|n| n.parse().ok()) {
+        // `  #<channel> (<members>)`, then `: <topic>` if it has one (names have no spaces).
+        if let Some((ch, n)) = rest.split_once(" (") {
+            if let Some(members) = n.split_once(')').and_then(|(n, _)| n.parse().ok()) {
                 return ChatLine::ListEntry {
                     channel: ch,
                     members,

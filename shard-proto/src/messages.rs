@@ -102,6 +102,20 @@ pub enum ToHome {
         /// The session itself.
         traveller: Traveller,
     },
+    /// A member asks to see or change the channel's settings (topic, owner). Answered by
+    /// [`ToMember::Managed`]; a change is told to the members as a line of the channel's.
+    Manage {
+        /// The channel.
+        channel: ChannelId,
+        /// Who asks.
+        session: SessionId,
+        /// Their user name.
+        by: Arc<str>,
+        /// Whether they are a server admin (who may do what an owner may).
+        admin: bool,
+        /// What they ask for. Boxed: every kind sizes every ring slot.
+        change: Box<Change>,
+    },
     /// The lines the old shard held for a session that moved (sent on [`ToMember::Moved`]), for the
     /// new session: they are older than any it got at its new shard.
     Forward {
@@ -134,13 +148,13 @@ pub enum ToMember {
         /// where the channel lives.
         come_home: bool,
     },
-    /// The last lines said in a channel, oldest first, for a session its home has just let in;
-    /// sent just ahead of the [`ToMember::Joined`] that says so.
-    History {
+    /// What a session its home has just let in is shown first: the last lines said in the
+    /// channel and its topic; sent just ahead of the [`ToMember::Joined`] that says so.
+    Welcome {
         /// The session.
         session: SessionId,
-        /// The lines. Boxed: every message kind sizes every ring slot.
-        lines: Box<Vec<Line>>,
+        /// The lines and the topic. Boxed: every message kind sizes every ring slot.
+        welcome: Box<Welcome>,
     },
     /// A line for every local member of a channel, in the channel's order.
     Deliver {
@@ -180,6 +194,13 @@ pub enum ToMember {
         to: Arc<str>,
         /// What happened.
         outcome: Told,
+    },
+    /// The answer to [`ToHome::Manage`].
+    Managed {
+        /// Who asked.
+        session: SessionId,
+        /// The answer. Boxed: every kind sizes every ring slot.
+        answer: Box<Managed>,
     },
     /// The answer to [`ToUser::Census`].
     Census {
@@ -233,6 +254,56 @@ pub struct ListEntry {
     pub name: ChannelName,
     /// Sessions in it now.
     pub members: u32,
+    /// Its topic, if it has one.
+    pub topic: Option<Arc<str>>,
+}
+
+/// What a [`ToMember::Welcome`] brings.
+#[derive(Clone, Debug, Default)]
+pub struct Welcome {
+    /// The channel's topic.
+    pub topic: Option<Arc<str>>,
+    /// The last lines said in it, oldest first.
+    pub history: Vec<Line>,
+}
+
+/// What a [`ToHome::Manage`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing: show the settings.
+    Show,
+    /// Set the topic (`None`: clear it). The owner may, an admin may, and anyone may when the
+    /// owner has opened the topic.
+    Topic(Option<Arc<str>>),
+    /// Let anyone set the topic, or the owner only.
+    TopicOpen(bool),
+    /// Hand the channel over to this user (as their account spells the name).
+    Owner(Arc<str>),
+}
+
+/// The answer to a [`ToHome::Manage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Managed {
+    /// Done (the members have been told), or, for [`Change::Show`], nothing to do.
+    Done,
+    /// The channel's settings as they are now.
+    Settings {
+        /// Its owner's name (`None`: nobody's: its owner deleted their account).
+        owner: Option<Arc<str>>,
+        /// Its topic.
+        topic: Option<Arc<str>>,
+        /// Whether anyone may set the topic.
+        topic_open: bool,
+    },
+    /// Only the owner (or an admin) may do that.
+    NotAllowed {
+        /// The owner, to name in the refusal.
+        owner: Option<Arc<str>>,
+    },
+    /// The asker is not on the channel (any more).
+    NotMember,
+    /// The channel is homed on another node of a cluster, which these changes do not reach yet.
+    Elsewhere,
 }
 
 /// About logged-in users, by name: to the shard that keeps the name's entry in the directory of

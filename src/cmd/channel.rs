@@ -105,11 +105,10 @@ async fn list(ctx: &mut impl Ctx) -> Result<(), Stop> {
     }
     channels.sort_by(|a, b| a.name.key().cmp(b.name.key()));
     let mut lines = vec!["Channels:".to_string()];
-    lines.extend(
-        channels
-            .iter()
-            .map(|c| format!("  #{} ({})", c.name, c.members)),
-    );
+    lines.extend(channels.iter().map(|c| match &c.topic {
+        Some(topic) => format!("  #{} ({}): {topic}", c.name, c.members),
+        None => format!("  #{} ({})", c.name, c.members),
+    }));
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     ctx.print(&lines);
     Ok(())
@@ -175,6 +174,7 @@ async fn enter(ctx: &mut impl Ctx, channel: ChannelName, create: bool) -> Result
         channel,
         outcome,
         come_home,
+        topic,
     } = ctx.reply(|r| matches!(r, Reply::Joined { .. })).await?
     else {
         return Ok(());
@@ -182,6 +182,9 @@ async fn enter(ctx: &mut impl Ctx, channel: ChannelName, create: bool) -> Result
     match outcome {
         JoinOutcome::Joined(_) => {
             ctx.say(&format!("You have joined #{channel}"));
+            if let Some(topic) = topic {
+                ctx.say(&format!("Topic: {topic}"));
+            }
             if come_home {
                 // A session that has just moved here first waits for the lines it left
                 // behind (one ring round trip), so none can be left behind twice.

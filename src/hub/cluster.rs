@@ -675,7 +675,12 @@ pub fn list_entries(items: impl IntoIterator<Item = (String, u32)>) -> Vec<ListE
         .into_iter()
         .filter_map(|(name, members)| {
             let name = ChannelName::new(&name).ok()?;
-            Some(ListEntry { name, members })
+            // Other nodes do not send topics (yet).
+            Some(ListEntry {
+                name,
+                members,
+                topic: None,
+            })
         })
         .collect()
 }
@@ -723,6 +728,7 @@ mod tests {
         fn times(&self, _session: u64) -> Option<(u32, u32)> {
             None
         }
+        fn save_settings(&mut self, _channel: &ChannelName, _settings: &crate::channel::Settings) {}
         fn adopt(&mut self, _traveller: Traveller) -> u64 {
             unreachable!("one shard per node")
         }

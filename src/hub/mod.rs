@@ -44,11 +44,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use shard_proto::{
-    ChannelId, ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg, ToHome,
-    ToMember, Traveller,
+    Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, Managed, SessionId, ShardId,
+    ShardMsg, ToHome, ToMember, Traveller, Welcome,
 };
 
-use crate::channel::{Channel, Role};
+use crate::channel::{Channel, Role, Settings};
 use crate::cluster::wire::{ClusterOut, EventKind};
 use crate::mailbox::Reply;
 
@@ -75,6 +75,9 @@ pub trait Outputs {
     fn tell(&mut self, session: u64, line: &Line) -> Reached;
     /// Append a line to a channel's log.
     fn log(&mut self, channel: &ChannelName, line: &Line);
+    /// Store a channel's settings, which its home has just changed. Changes of one channel are
+    /// stored in the order made (they are all made at its home).
+    fn save_settings(&mut self, channel: &ChannelName, settings: &Settings);
     /// When a local logged-in session logged in and when its user last typed (Unix seconds);
     /// `None` for a key no session here has.
     fn times(&self, session: u64) -> Option<(u32, u32)>;
@@ -135,6 +138,9 @@ pub struct Hub {
     directory: users::Directory,
     /// Lines each channel homed here keeps for those who join (`--history-lines`; 0: none).
     history_lines: usize,
+    /// Local sessions with a join on its way whose channel's topic has come (in the
+    /// [`ToMember::Welcome`] ahead of the answer), to give them with the answer.
+    topics: HashMap<u64, Arc<str>>,
 }
 
 impl Hub {
@@ -155,6 +161,7 @@ impl Hub {
             homes: 0,
             directory: users::Directory::default(),
             history_lines: 0,
+            topics: HashMap::new(),
         }
     }
 
@@ -183,6 +190,14 @@ impl Hub {
         channel.role = role;
         self.homed.push(channel);
         id
+    }
+
+    /// Sets what the owner of channel `name`, homed here, has decided (at start, from the
+    /// database); nothing if no such channel is homed here.
+    pub fn set_settings(&mut self, name: &ChannelName, settings: Settings) {
+        if let Some(&index) = self.by_key.get(name.key()) {
+            *self.homed[index as usize].settings = settings;
+        }
     }
 
     /// Channels homed here (in a cluster: those this node is the home of).
@@ -301,6 +316,7 @@ impl Hub {
     /// A local session has gone: it leaves its channel, if any, and a join still on its way is
     /// cancelled at its home, which hears of it right after the join (see the module doc).
     pub fn session_ended(&mut self, session: u64, out: &mut impl Outputs) {
+        self.topics.remove(&session);
         if let Some(channel) = self.joining.remove(&session) {
             // A join homed here is answered before `join` returns, so one still waiting is remote.
             let home = shard_proto::home_of(&channel, self.shards);
@@ -336,6 +352,31 @@ impl Hub {
         let msg = ToHome::Who {
             channel: id,
             session: self.session_id(session),
+        };
+        self.route(id.home, ShardMsg::ToHome(msg), out);
+        true
+    }
+
+    /// A local session asks to see or change its channel's settings (`admin`: its user is a
+    /// server admin). False if it is on no channel; otherwise the answer comes as
+    /// [`Reply::Managed`].
+    pub fn manage(
+        &mut self,
+        session: u64,
+        by: Arc<str>,
+        admin: bool,
+        change: Change,
+        out: &mut impl Outputs,
+    ) -> bool {
+        let Some(&(id, _)) = self.session_channel.get(&session) else {
+            return false;
+        };
+        let msg = ToHome::Manage {
+            channel: id,
+            session: self.session_id(session),
+            by,
+            admin,
+            change: Box::new(change),
         };
         self.route(id.home, ShardMsg::ToHome(msg), out);
         true
@@ -433,7 +474,10 @@ impl Hub {
                     // (a peer's bug) would make a second channel of that name.
                     None if create && shard_proto::home_of(&channel, self.shards) == self.id => {
                         self.announce_created(&channel, out);
-                        Some(self.open(channel.clone()).index)
+                        let index = self.open(channel.clone()).index;
+                        // Its creator owns it, as the database has already recorded.
+                        self.homed[index as usize].settings.owner = Some(user.clone());
+                        Some(index)
                     }
                     None => None,
                 };
@@ -457,9 +501,12 @@ impl Hub {
                 let come_home =
                     newly && session.shard != self.id && ch.local_len() <= self.colocate_up_to;
                 let channel = ch.name.clone();
-                if newly && !ch.history.is_empty() {
-                    let lines = Box::new(ch.history.iter().cloned().collect());
-                    let msg = ToMember::History { session, lines };
+                if newly && (!ch.history.is_empty() || ch.settings.topic.is_some()) {
+                    let welcome = Box::new(Welcome {
+                        topic: ch.settings.topic.clone(),
+                        history: ch.history.iter().cloned().collect(),
+                    });
+                    let msg = ToMember::Welcome { session, welcome };
                     self.route(session.shard, ShardMsg::ToMember(msg), out);
                 }
                 let msg = ToMember::Joined {
@@ -506,18 +553,93 @@ impl Hub {
                 let msg = ToMember::Who { session, names };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
+            ToHome::Manage {
+                channel,
+                session,
+                by,
+                admin,
+                change,
+            } => {
+                let answer = self.apply_change(channel, session, &by, admin, *change, out);
+                let msg = ToMember::Managed {
+                    session,
+                    answer: Box::new(answer),
+                };
+                self.route(session.shard, ShardMsg::ToMember(msg), out);
+            }
             ToHome::List { session } => {
                 let channels = self
                     .homes()
                     .map(|ch| ListEntry {
                         name: ch.name.clone(),
                         members: ch.len(),
+                        topic: ch.settings.topic.clone(),
                     })
                     .collect();
                 let msg = ToMember::List { session, channels };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
         }
+    }
+
+    /// Applies what a member asks of its channel's settings (see [`ToHome::Manage`]); a change
+    /// is stored and told to the members in the channel's order.
+    fn apply_change(
+        &mut self,
+        channel: ChannelId,
+        session: SessionId,
+        by: &str,
+        admin: bool,
+        change: Change,
+        out: &mut impl Outputs,
+    ) -> Managed {
+        let Some(ch) = self.homed_mut(channel).filter(|ch| ch.contains(session)) else {
+            return Managed::NotMember;
+        };
+        if matches!(ch.role, Role::Replica(_)) {
+            return Managed::Elsewhere;
+        }
+        let settings = &mut ch.settings;
+        let allowed = settings.may_manage(by, admin);
+        let refused = Managed::NotAllowed {
+            owner: settings.owner.clone(),
+        };
+        let name = ch.name.clone();
+        let line = match change {
+            Change::Show => {
+                return Managed::Settings {
+                    owner: settings.owner.clone(),
+                    topic: settings.topic.clone(),
+                    topic_open: settings.topic_open,
+                }
+            }
+            Change::Topic(_) if !allowed && !settings.topic_open => return refused,
+            Change::Topic(topic) => {
+                let line = match &topic {
+                    Some(topic) => format!("{by} set the topic of #{name}: {topic}"),
+                    None => format!("{by} cleared the topic of #{name}."),
+                };
+                settings.topic = topic;
+                line
+            }
+            Change::TopicOpen(_) | Change::Owner(_) if !allowed => return refused,
+            Change::TopicOpen(open) => {
+                settings.topic_open = open;
+                if open {
+                    format!("{by} let anyone on #{name} set its topic.")
+                } else {
+                    format!("{by} let only the owner of #{name} set its topic.")
+                }
+            }
+            Change::Owner(to) => {
+                let line = format!("{by} handed #{name} over to {to}: {to} owns it now.");
+                settings.owner = Some(to);
+                line
+            }
+        };
+        out.save_settings(&name, settings);
+        self.order(channel.index, line.into(), out);
+        Managed::Done
     }
 
     /// Lets a session into channel `index`, ordered here, unless it is full: the members are told
@@ -634,13 +756,17 @@ impl Hub {
 
     fn at_member(&mut self, msg: ToMember, out: &mut impl Outputs) {
         match msg {
-            ToMember::History { session, lines } => {
+            ToMember::Welcome { session, welcome } => {
                 // Ahead of every line ordered after the join, which all come after this.
                 if session.shard == self.id && self.joining.contains_key(&session.key) {
-                    for line in lines.iter() {
+                    let Welcome { topic, history } = *welcome;
+                    for line in &history {
                         if !self.ignores(session.key, users::speaker(line)) {
                             out.deliver(session.key, &history_line(line));
                         }
+                    }
+                    if let Some(topic) = topic {
+                        self.topics.insert(session.key, topic);
                     }
                 }
             }
@@ -667,6 +793,7 @@ impl Hub {
                 come_home,
             } => {
                 let key = session.key;
+                let topic = self.topics.remove(&key);
                 if self.joining.remove(&key).is_none() {
                     // The session ended while its join was on its way; the cancel it sent then
                     // follows the join to the home and undoes it there.
@@ -688,6 +815,7 @@ impl Hub {
                         channel,
                         outcome,
                         come_home,
+                        topic,
                     },
                 );
             }
@@ -725,6 +853,7 @@ impl Hub {
                 users,
             } => out.reply(session.key, Reply::Census { total, users }),
             ToMember::Facts { session, facts } => out.reply(session.key, Reply::Facts(facts)),
+            ToMember::Managed { session, answer } => out.reply(session.key, Reply::Managed(answer)),
             ToMember::List { session, channels } => out.reply(session.key, Reply::List(channels)),
         }
     }
@@ -787,6 +916,8 @@ mod tests {
         /// Sessions whose mailbox stays here after they left (a private message for one is
         /// [`Reached::InTransit`]); set by tests.
         in_transit: HashSet<u64>,
+        /// Channel settings stored, in order.
+        saved: Vec<(Arc<str>, Settings)>,
     }
 
     /// A session on its way in the sim: who it was and what it had seen.
@@ -817,6 +948,9 @@ mod tests {
         }
         fn times(&self, session: u64) -> Option<(u32, u32)> {
             self.live.contains(&session).then_some((1, 2))
+        }
+        fn save_settings(&mut self, channel: &ChannelName, settings: &Settings) {
+            self.saved.push((channel.key().clone(), settings.clone()));
         }
         fn tell(&mut self, session: u64, line: &Line) -> Reached {
             if !self.live.contains(&session) {
@@ -872,6 +1006,7 @@ mod tests {
         List,
         Tell,
         Census,
+        Manage,
     }
 
     /// The request a message in a ring asks or answers, and whose it is.
@@ -897,6 +1032,7 @@ mod tests {
             Reply::List(_) => Request::List,
             Reply::Told { .. } => Request::Tell,
             Reply::Census { .. } | Reply::Facts(_) => Request::Census,
+            Reply::Managed(_) => Request::Manage,
         }
     }
 
@@ -2320,5 +2456,104 @@ mod tests {
         sim.hubs[0].user_offline(&to, 77, &mut rec);
         assert!(!sim.hubs[0].ignores(77, &format!("u{a}")));
         assert!(sim.hubs[0].directory.ignoring_nobody());
+    }
+
+    /// What session `key` of shard `s` was last answered about its channel's settings.
+    fn last_managed(sim: &Sim, s: usize, key: u64) -> Managed {
+        match replies_of(sim, s, key, |r| matches!(r, Reply::Managed(_))).pop() {
+            Some(Reply::Managed(m)) => *m,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_creator_owns_a_channel_and_decides_who_sets_its_topic_which_joiners_are_shown() {
+        let mut sim = Sim::new(2, 0, 11);
+        let (owner, other) = (sim.connect(0), sim.connect(1));
+        assert!(sim.join(0, owner, "Den", true));
+        sim.drain();
+        assert!(sim.join(1, other, "den", false));
+        sim.drain();
+        let manage = |sim: &mut Sim, s: usize, key: u64, change: Change| {
+            let by: Arc<str> = format!("U{key}").into();
+            sim.with_hub(s, |h, r| assert!(h.manage(key, by, false, change, r)));
+            sim.drain();
+            last_managed(sim, s, key)
+        };
+        let home = shard_proto::home_of(&name("den"), 2).index();
+        let owner_name: Arc<str> = format!("u{owner}").into();
+        // Not the owner: refused, and told whose it is.
+        let topic = Change::Topic(Some("cake".into()));
+        assert_eq!(
+            manage(&mut sim, 1, other, topic.clone()),
+            Managed::NotAllowed {
+                owner: Some(owner_name.clone())
+            }
+        );
+        assert!(sim.rec[home].saved.is_empty());
+        // The owner (any case): done, stored, and every member told in the channel's order.
+        assert_eq!(manage(&mut sim, 0, owner, topic.clone()), Managed::Done);
+        let said: Line = format!("U{owner} set the topic of #Den: cake").into();
+        for (s, key) in [(0, owner), (1, other)] {
+            assert_eq!(sim.rec[s].lines[&key].last(), Some(&said));
+        }
+        assert_eq!(sim.log_of("den").last(), Some(&said));
+        let (key, saved) = sim.rec[home].saved.last().unwrap().clone();
+        assert_eq!((&*key, saved.topic.as_deref()), ("den", Some("cake")));
+        // Opened to anyone: the other member may now, and may not hand the channel over.
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::TopicOpen(true)),
+            Managed::Done
+        );
+        assert_eq!(
+            manage(&mut sim, 1, other, Change::Topic(Some("pie".into()))),
+            Managed::Done
+        );
+        assert!(matches!(
+            manage(&mut sim, 1, other, Change::Owner("x".into())),
+            Managed::NotAllowed { .. }
+        ));
+        assert_eq!(
+            manage(&mut sim, 1, other, Change::Show),
+            Managed::Settings {
+                owner: Some(owner_name),
+                topic: Some("pie".into()),
+                topic_open: true,
+            }
+        );
+        // Whoever joins is given the topic with the answer; /list shows it.
+        let third = sim.connect(1);
+        assert!(sim.join(1, third, "DEN", false));
+        sim.drain();
+        assert!(matches!(
+            replies_of(&sim, 1, third, |r| matches!(r, Reply::Joined { .. }))[..],
+            [Reply::Joined { ref topic, .. }] if topic.as_deref() == Some("pie")
+        ));
+        sim.list(1, third);
+        sim.drain();
+        let topics: Vec<Option<Arc<str>>> =
+            replies_of(&sim, 1, third, |r| matches!(r, Reply::List(_)))
+                .into_iter()
+                .flat_map(|r| match r {
+                    Reply::List(entries) => entries.into_iter().map(|e| e.topic).collect(),
+                    _ => vec![],
+                })
+                .collect();
+        assert_eq!(topics, [Some("pie".into())]);
+        // The owner hands it over; the old owner may no longer.
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::Owner("Bea".into())),
+            Managed::Done
+        );
+        assert!(matches!(
+            manage(&mut sim, 0, owner, Change::TopicOpen(false)),
+            Managed::NotAllowed { owner: Some(ref o) } if &**o == "Bea"
+        ));
+        // Someone on no channel: nothing sent.
+        let stranger = sim.connect(0);
+        let by: Arc<str> = "s".into();
+        sim.with_hub(0, |h, r| {
+            assert!(!h.manage(stranger, by, true, Change::Show, r))
+        });
     }
 }

@@ -38,11 +38,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use ringtalk::channel::Settings;
 use ringtalk::hub::{Hub, Outputs, Reached};
 use ringtalk::mailbox::Reply;
 use shard_proto::{
-    home_of, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, OnlineUser, SessionFacts,
-    SessionId, ShardId, ShardMsg, ToHome, ToMember, ToUser, Traveller,
+    home_of, Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, Managed, OnlineUser,
+    SessionFacts, SessionId, ShardId, ShardMsg, ToHome, ToMember, ToUser, Traveller,
 };
 
 /// The channels sessions join; the last is the first in other letters, so one channel is asked
@@ -85,9 +86,10 @@ const LIST: usize = 2;
 const TELL: usize = 3;
 const CENSUS: usize = 4;
 const FACTS: usize = 5;
+const MANAGE: usize = 6;
 
 /// Requests a session made, or answers it got, by kind ([`JOIN`], [`WHO`], [`LIST`]).
-type Asked = [usize; 6];
+type Asked = [usize; 7];
 
 /// Everything one shard's hub hands out, recorded, with the checks that can be made on the spot.
 struct Recorder {
@@ -159,6 +161,7 @@ impl Outputs for Recorder {
             Reply::Told { .. } => TELL,
             Reply::Census { .. } => CENSUS,
             Reply::Facts(_) => FACTS,
+            Reply::Managed(_) => MANAGE,
         };
         assert!(
             !self.strict || kind != JOIN || self.live.contains(&session),
@@ -171,6 +174,8 @@ impl Outputs for Recorder {
     fn times(&self, session: u64) -> Option<(u32, u32)> {
         self.live.contains(&session).then_some((1, 2))
     }
+
+    fn save_settings(&mut self, _channel: &ChannelName, _settings: &Settings) {}
 
     fn tell(&mut self, session: u64, line: &Line) -> Reached {
         if !self.live.contains(&session) {
@@ -493,7 +498,7 @@ impl Sim {
     fn forge(&mut self, pick: usize, bytes: &mut impl Iterator<Item = u8>) {
         self.break_protocol();
         let mut next = || bytes.next().unwrap_or(0);
-        let kind = next() % 18;
+        let kind = next() % 20;
         let (a, b) = (next(), next());
         let session = self.any_session(a);
         let id = self.any_channel(b);
@@ -559,6 +564,7 @@ impl Sim {
                     ListEntry {
                         name,
                         members: u32::MAX,
+                        topic: Some("forged".into()),
                     };
                     usize::from(b & 1)
                 ],
@@ -589,6 +595,22 @@ impl Sim {
                     away: Some("".into()),
                     channel: Some(name),
                 }]),
+            }),
+            17 => ShardMsg::ToHome(ToHome::Manage {
+                channel: id,
+                session,
+                by: "mallory".into(),
+                admin: b & 1 != 0,
+                change: Box::new(match b % 4 {
+                    0 => Change::Show,
+                    1 => Change::Topic(Some(line)),
+                    2 => Change::TopicOpen(b & 2 != 0),
+                    _ => Change::Owner("mallory".into()),
+                }),
+            }),
+            18 => ShardMsg::ToMember(ToMember::Managed {
+                session,
+                answer: Box::new(Managed::NotMember),
             }),
             _ => ShardMsg::ToMember(ToMember::Moved {
                 channel: id,
@@ -946,6 +968,19 @@ fn copy(msg: &ShardMsg) -> ShardMsg {
                 session: *session,
                 lines: lines.clone(),
                 dropped: *dropped,
+            },
+            ToHome::Manage {
+                channel,
+                session,
+                by,
+                admin,
+                change,
+            } => ToHome::Manage {
+                channel: *channel,
+                session: *session,
+                by: by.clone(),
+                admin: *admin,
+                change: change.clone(),
             },
         }),
     }
