@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use shard_proto::{SessionId, Traveller};
 
-use crate::accounts::{self, AccountError, Created, Login, User};
+use crate::accounts::{self, AccountError, Created, LoggedIn, Login, User};
 use crate::cmd;
 use crate::defences::flood::{flood_notice, Flood};
 use crate::defences::{in_time, Checking, Limit, LoginStart, Ticket};
@@ -429,10 +429,22 @@ impl Session {
                 };
                 let suspect = matches!(&turn, Turn::Mine(c) if c.is_suspect());
                 match self.wait(accounts.login(name, &password, suspect)).await? {
-                    Ok(Login::Ok(user)) => {
+                    Ok(Login::Ok(logged_in)) => {
+                        // TODO(ignore/admin): handed to the hub
+                        let LoggedIn {
+                            user,
+                            ignoring: _,
+                            admin: _,
+                        } = logged_in;
                         self.shard.defences.login_succeeded(self.ticket(), name);
                         self.say("You are logged in. Use /help for help with commands.");
                         return Ok(user);
+                    }
+                    Ok(Login::Banned) => {
+                        // The right password: no failure to count, and no success either (that
+                        // would forgive the address its failures).
+                        self.login_unanswered();
+                        self.say("This account is banned.");
                     }
                     Ok(Login::WrongPassword) => {
                         self.shard.defences.login_failed(name);
