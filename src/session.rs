@@ -88,6 +88,8 @@ pub(crate) enum Stop {
     TooManyFailures,
     /// The session goes on at its channel's home shard.
     MoveHome,
+    /// The user deleted their account, and has been told so (`/delete-account`).
+    AccountDeleted,
 }
 
 /// A logged-in session on its way to another shard: everything its new task needs. One that is
@@ -276,6 +278,9 @@ impl Session {
     /// (then returns what the shard kept for the user, to take along).
     fn user_left(&self, user: &User, outcome: &Result<(), Stop>) -> Option<Personal> {
         let key = self.key();
+        if !matches!(outcome, Err(Stop::MoveHome | Stop::AccountDeleted)) {
+            self.record_last_seen(user);
+        }
         self.shard.chat(|hub, out| match outcome {
             Err(Stop::MoveHome) => hub.user_moving(&user.name, key, out),
             _ => {
@@ -283,6 +288,24 @@ impl Session {
                 None
             }
         })
+    }
+
+    /// Records that the user was seen until now, without waiting for it: the write is queued at
+    /// once and runs even if nobody waits (see [`Accounts::record_last_seen`]), and a detached
+    /// task only logs a failure.
+    ///
+    /// [`Accounts::record_last_seen`]: crate::accounts::Accounts::record_last_seen
+    fn record_last_seen(&self, user: &User) {
+        let recorded = self
+            .shard
+            .accounts
+            .record_last_seen(&user.name, accounts::unix_now());
+        glommio::spawn_local(async move {
+            if let Err(e) = recorded.await {
+                debug!(error = %e, "cannot record when a user was last seen");
+            }
+        })
+        .detach();
     }
 
     /// Hands the connection to its channel's home shard. Its socket leaves this shard's readiness
@@ -327,10 +350,13 @@ impl Session {
                 Some("Login timed out. Connect again when you are ready.")
             }
             Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
-            Err(Stop::Closed | Stop::MoveHome) => None,
+            // Its last words were the command's own.
+            Err(Stop::Closed | Stop::MoveHome | Stop::AccountDeleted) => None,
         };
         if let Some(text) = last_words {
             self.term.print(&[text], &mut self.out);
+        }
+        if last_words.is_some() || matches!(outcome, Err(Stop::AccountDeleted)) {
             let grace = if matches!(outcome, Err(Stop::Kicked(Kick::Shutdown))) {
                 SHUTDOWN_GRACE
             } else {
@@ -762,6 +788,27 @@ impl Session {
         }
     }
 
+    /// Shows `prompt` to a logged-in user and returns the next line they type (hidden for
+    /// passwords). The line comes through flood control like any chat line, so lines typed ahead
+    /// are answered in the order typed and none of them is taken for something it was not meant
+    /// for (a password held back by flood control must never be said on a channel). ^D answers as
+    /// an empty line: in a command's dialogue it means "never mind", not "log off".
+    async fn ask_in_chat(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop> {
+        self.term.set_hidden(hidden, &mut self.out);
+        self.term.show_prompt(prompt, &mut self.out);
+        let input = self.next_chat_input().await;
+        self.term.set_hidden(false, &mut self.out);
+        match input? {
+            Input::EndOfInput => Ok(String::new()),
+            Input::Line(line) => {
+                if !hidden {
+                    self.report_line_problems(&line);
+                }
+                Ok(line.text)
+            }
+        }
+    }
+
     fn report_line_problems(&mut self, line: &FinishedLine) {
         if line.truncated {
             self.say(&format!(
@@ -969,6 +1016,10 @@ impl cmd::Ctx for Chat<'_> {
 
     async fn until_caught_up(&mut self) -> Result<(), Stop> {
         self.session.until_caught_up().await
+    }
+
+    async fn ask(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop> {
+        self.session.ask_in_chat(prompt, hidden).await
     }
 }
 

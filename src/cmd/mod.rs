@@ -1,13 +1,14 @@
 //! What a logged-in user's line means, and doing it: a `/command`, one of the one-character
 //! shortcuts, or plain text to say on the current channel.
 //!
-//! Each family of commands has a file of its own ([`channel`], [`talk`], [`tell`], [`meta`]) with
-//! the table of its commands and the code that applies them, so adding a command touches one
-//! file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
+//! Each family of commands has a file of its own ([`channel`], [`talk`], [`tell`], [`account`],
+//! [`meta`]) with the table of its commands and the code that applies them, so adding a command
+//! touches one file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
 //! (wtelnet's, kept so its users' habits and bots still work) is tested without a server; doing
 //! goes through [`Ctx`], the little the session lends a command: its user, its shard, a way to
 //! print and to wait for answers.
 
+pub mod account;
 pub mod channel;
 pub mod meta;
 pub mod talk;
@@ -59,6 +60,10 @@ pub enum Command<'a> {
     Away(&'a str),
     /// `/back`.
     Back,
+    /// `/passwd`: change your password (the passwords are asked for).
+    Passwd,
+    /// `/delete-account`: delete your account (the password is asked for).
+    DeleteAccount,
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -82,6 +87,7 @@ const FAMILIES: &[&[Spec]] = &[
     channel::COMMANDS,
     talk::COMMANDS,
     tell::COMMANDS,
+    account::COMMANDS,
     meta::COMMANDS,
 ];
 
@@ -154,6 +160,7 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         }
         Command::Away(_) | Command::Back => tell::run_now(ctx, command),
         Command::Tell(_) | Command::Reply(_) => Box::pin(tell::run(ctx, command)).await,
+        Command::Passwd | Command::DeleteAccount => Box::pin(account::run(ctx, command)).await,
     }
 }
 
@@ -179,6 +186,10 @@ pub(crate) trait Ctx {
     async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop>;
     /// Waits until a session that has just moved shards has every line it left behind.
     async fn until_caught_up(&mut self) -> Result<(), Stop>;
+    /// Shows `prompt` and returns the next line the user types, not echoed when `hidden`. Lines
+    /// typed ahead are answered in order, at flood control's pace. ^D answers as an empty line
+    /// (in a dialogue it means "never mind", not "log off").
+    async fn ask(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop>;
 }
 
 /// A command whose argument is free text.
@@ -259,6 +270,11 @@ mod tests {
             ("/away", Command::Away("")),
             ("/away gone  fishing ", Command::Away("gone  fishing")),
             ("/back", Command::Back),
+            ("/passwd", Command::Passwd),
+            ("/PASSWD now", Command::Passwd),
+            ("/delete-account", Command::DeleteAccount),
+            ("/Delete-Account ", Command::DeleteAccount),
+            ("/delete", Command::Unknown("/delete")),
             ("/reply", Command::Usage("Usage: /reply <text>")),
             ("/x", Command::Unknown("/x")),
             ("/x y", Command::Unknown("/x")),
