@@ -22,6 +22,7 @@ use crate::cluster::link::ShardLink;
 use crate::cluster::store::{Store, StoreGuard};
 use crate::cluster::{BridgeStart, Cluster, ClusterView, ClusterWatch};
 use crate::config::Config;
+use crate::data_dir::{DataDirLock, LockError};
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
@@ -75,6 +76,9 @@ pub enum StartError {
         /// What the kernel said.
         source: std::io::Error,
     },
+    /// The data directory could not be made or locked, or another process uses it.
+    #[error("{0}")]
+    DataDir(#[from] LockError),
     /// The database or the worker threads could not be started.
     #[error("cannot open the database: {0}")]
     Database(#[from] OpenError),
@@ -137,6 +141,9 @@ pub struct Server {
     cluster: Option<Cluster>,
     /// The thread that keeps accounts and channels in NATS, in cluster mode.
     store: Option<StoreGuard>,
+    /// The data directory is this server's while it runs; let go of last, once the database is
+    /// closed (in [`Server::wait`]).
+    _data_dir_lock: DataDirLock,
 }
 
 /// Sends the shard's failure to [`Server::start`] if the shard's future is dropped without running,
@@ -201,6 +208,8 @@ impl Server {
             .workers
             .unwrap_or(cpus.len())
             .clamp(1, crate::config::MAX_WORKERS);
+        // Before anything in the data directory is opened: it is this process's alone.
+        let data_dir_lock = DataDirLock::acquire_creating(&config.data_dir)?;
         // In a cluster, accounts and channels are the cluster's, in NATS key-value buckets.
         let (store, store_guard) = match config.cluster.as_deref().map(Store::start) {
             Some(Ok((store, guard))) => (Some(store), Some(guard)),
@@ -423,6 +432,7 @@ impl Server {
             heartbeat,
             cluster,
             store: store_guard,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
