@@ -410,15 +410,16 @@ pub(crate) fn checked_names(
                 "{what}: {name:?} is not a username"
             )));
         }
-        if !kept.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
-            kept.push(name);
+        if kept.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
+            continue;
         }
-    }
-    if kept.len() > most {
-        return Err(AccountError::Failed(format!(
-            "{what}: {} names, at most {most}",
-            kept.len()
-        )));
+        // Refused as soon as it is too long, so a huge list costs no more than a long one.
+        if kept.len() == most {
+            return Err(AccountError::Failed(format!(
+                "{what}: more than {most} names"
+            )));
+        }
+        kept.push(name);
     }
     Ok(kept)
 }

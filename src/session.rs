@@ -34,7 +34,7 @@ use shard_proto::{SessionId, Traveller};
 use crate::accounts::{self, AccountError, Created, LoggedIn, Login, User};
 use crate::cmd;
 use crate::defences::flood::{flood_notice, Flood};
-use crate::defences::{in_time, Checking, Limit, LoginStart, Ticket};
+use crate::defences::{account_slowed_notice, in_time, Checking, Limit, LoginStart, Ticket};
 use crate::hub::Personal;
 use crate::line::FinishedLine;
 use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
@@ -441,10 +441,7 @@ impl Session {
                     let ip = self.ticket().map(Ticket::ip);
                     self.shard.note_limit(Limit::AccountSlowed, ip);
                     let wait = Duration::from_secs(secs.into());
-                    self.say(&format!(
-                        "Too many failed logins for this account recently; your password will be checked {}.",
-                        in_time(wait)
-                    ));
+                    self.say(&account_slowed_notice(wait));
                     self.send_ready().await?;
                     self.wait(glommio::timer::sleep(wait)).await?;
                 }

@@ -180,6 +180,32 @@ fn delete_account_keeps_it_for_a_wrong_or_empty_password() {
     server.connect(Kind::Raw).login("fay", PASSWORD);
 }
 
+/// Wrong passwords at these prompts count with failed logins: after five, each check waits
+/// first, as at login, so an open session is no quicker way to guess.
+#[test]
+fn wrong_passwords_in_these_commands_slow_the_next_check_as_failed_logins_do() {
+    let server = two_shards();
+    let mut gil = user_on(&server, "gil", 0);
+    for attempt in 0..5 {
+        let wrong = format!("wrong-{attempt}");
+        if attempt % 2 == 0 {
+            gil.send_line("/delete-account");
+            gil.expect("Password to confirm: ");
+            gil.send_line(&wrong);
+            let said = gil.expect("Incorrect password; your account is kept.\r\n");
+            assert!(!said.contains("Too many"), "{said:?}");
+        } else {
+            passwd(&mut gil, &wrong, "new-password", "new-password");
+            gil.expect("Incorrect password; your password is unchanged.\r\n");
+        }
+    }
+    passwd(&mut gil, PASSWORD, "new-password", "new-password");
+    gil.expect(
+        "Too many failed logins for this account recently; your password will be checked in 1 second.\r\n",
+    );
+    gil.expect("Your password has been changed.\r\n");
+}
+
 #[test]
 fn delete_account_closes_the_session_and_the_name_can_be_made_anew() {
     let server = two_shards();

@@ -5,10 +5,16 @@
 //! taken through flood control like any line, so a client that types ahead is answered in order.
 //! An empty answer, or ^D, at any prompt ends the dialogue with nothing changed: nobody is logged
 //! off by reflex halfway through, and nothing is deleted without a password typed on purpose.
-//! The passwords are checked on the worker threads, with bcrypt, as at login.
+//! The passwords are checked on the worker threads, with bcrypt, as at login, and a wrong one
+//! counts as a failed login for the account: after a few, each check waits first (1 s, doubling,
+//! see [`Defences::account_wait`](crate::defences::Defences::account_wait)), so a session left
+//! open is no quicker a way to guess a password, nor to keep the workers busy, than the login.
+
+use std::time::Duration;
 
 use super::{Command, Ctx, Spec};
 use crate::accounts::{self, Deleted, PasswordChange};
+use crate::defences::account_slowed_notice;
 use crate::session::Stop;
 
 /// Said when a `/passwd` dialogue ends with no password changed and no other reason to give.
@@ -66,11 +72,14 @@ async fn change_password(ctx: &mut impl Ctx) -> Result<(), Stop> {
         ctx.say("Passwords did not match; your password is unchanged.");
         return Ok(());
     }
+    let name = ctx.user().name.clone();
+    slow_down(ctx, &name).await?;
     let accounts = ctx.shard().accounts.clone();
-    let changing = accounts.change_password(&ctx.user().name, &old, &new);
+    let changing = accounts.change_password(&name, &old, &new);
     match ctx.wait(changing).await? {
         Ok(PasswordChange::Changed) => ctx.say("Your password has been changed."),
         Ok(PasswordChange::WrongPassword) => {
+            ctx.shard().defences.login_failed(&name);
             ctx.say("Incorrect password; your password is unchanged.");
         }
         Ok(PasswordChange::Invalid(invalid)) => ctx.say(&invalid.to_string()),
@@ -87,14 +96,17 @@ async fn delete_account(ctx: &mut impl Ctx) -> Result<(), Stop> {
         ctx.say("Your account is kept.");
         return Ok(());
     }
+    let name = ctx.user().name.clone();
+    slow_down(ctx, &name).await?;
     let accounts = ctx.shard().accounts.clone();
-    let deleting = accounts.delete_account(&ctx.user().name, &password);
+    let deleting = accounts.delete_account(&name, &password);
     match ctx.wait(deleting).await? {
         Ok(Deleted::Deleted) => {
             ctx.say("Your account has been deleted. Goodbye.");
             Err(Stop::AccountDeleted)
         }
         Ok(Deleted::WrongPassword) => {
+            ctx.shard().defences.login_failed(&name);
             ctx.say("Incorrect password; your account is kept.");
             Ok(())
         }
@@ -103,4 +115,15 @@ async fn delete_account(ctx: &mut impl Ctx) -> Result<(), Stop> {
             Ok(())
         }
     }
+}
+
+/// Waits before a password check while the account's recent failures say so, telling the user,
+/// as the login does.
+async fn slow_down(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
+    let Some(secs) = ctx.shard().defences.account_wait(name) else {
+        return Ok(());
+    };
+    let wait = Duration::from_secs(secs.into());
+    ctx.say(&account_slowed_notice(wait));
+    ctx.wait(glommio::timer::sleep(wait)).await
 }
