@@ -22,6 +22,21 @@
 //!   `channel.name` is for display.
 //! - Uniqueness is left to the database: two concurrent creates of one name give exactly one
 //!   winner, the other sees the constraint fail.
+//! - An account also keeps when it was last seen, whether it is an administrator's and whether it
+//!   is banned (columns of `user`), and the names it ignores (table `ignored`, in order). A
+//!   channel keeps its settings ([`ChannelSettings`]): columns of `channel`, and its bans in
+//!   table `channel_ban`. Both lists are bounded ([`MAX_IGNORED`], [`MAX_CHANNEL_BANS`]).
+//! - `user.id` is `AUTOINCREMENT`: a deleted account's id is never given to another, so nothing
+//!   that kept an id can mistake a new account for the old one. Deleting an account removes its
+//!   ignore list and leaves the channels it owned without an owner (`owner_id` NULL).
+//! - A password change or a deletion is written only over the hash that the password typed was
+//!   checked against: two at once cannot both act on a password that one of them replaced.
+//!
+//! # Schema versions
+//!
+//! `PRAGMA user_version` says which schema a file has. The first worker to open a file brings an
+//! older one up to date in one transaction (see `MIGRATE_FROM_0`), keeping every user, id and
+//! channel; a file from a newer version is refused rather than misread.
 //!
 //! Closing the connections (when the [`WorkersGuard`] shuts the pool down) checkpoints the WAL,
 //! one connection at a time, and truncates it.
@@ -65,21 +80,78 @@ const BCRYPT_KEY_BYTES: usize = 72;
 /// would be cut short (so two passwords would collide), and `bcrypt::non_truncating_hash` refuses it.
 const PASSWORD_MAX_BYTES: usize = BCRYPT_KEY_BYTES - 1;
 
+/// The schema this version writes, as [`SCHEMA_VERSION`] (kept in `PRAGMA user_version`).
+///
+/// `user.id` is `AUTOINCREMENT` so that the id of a deleted account is never given to another:
+/// without it SQLite reuses the highest id once its row is gone.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS user (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT    NOT NULL,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    last_seen     INTEGER,
+    admin         INTEGER NOT NULL DEFAULT 0,
+    banned        INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS channel (
-    id         INTEGER PRIMARY KEY,
-    name       TEXT    NOT NULL,
-    key        TEXT    NOT NULL UNIQUE,
-    owner_id   INTEGER REFERENCES user(id),
-    created_at INTEGER NOT NULL
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    key         TEXT    NOT NULL UNIQUE,
+    owner_id    INTEGER REFERENCES user(id),
+    created_at  INTEGER NOT NULL,
+    topic       TEXT    NOT NULL DEFAULT '',
+    topic_open  INTEGER NOT NULL DEFAULT 0,
+    invite_only INTEGER NOT NULL DEFAULT 0,
+    capacity    INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS ignored (
+    user_id  INTEGER NOT NULL REFERENCES user(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name     TEXT    NOT NULL,
+    PRIMARY KEY (user_id, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channel_ban (
+    channel_id INTEGER NOT NULL REFERENCES channel(id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    PRIMARY KEY (channel_id, position)
+) WITHOUT ROWID;
 ";
+
+/// The schema version [`SCHEMA`] is. Version 0 is the first schema (users with a name, a hash and
+/// a creation time; channels with an owner), which [`MIGRATE_FROM_0`] brings up to date.
+const SCHEMA_VERSION: i64 = 1;
+
+/// From schema version 0 to 1, in one transaction: the user table is rebuilt (ids kept) to make
+/// its id `AUTOINCREMENT` and add the account's flags, which `ALTER TABLE` cannot do; the channel
+/// table gets its settings as new columns (existing rows take the defaults); the lists are new.
+const MIGRATE_FROM_0: &str = "
+CREATE TABLE user_v1 (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_seen     INTEGER,
+    admin         INTEGER NOT NULL DEFAULT 0,
+    banned        INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO user_v1 (id, name, password_hash, created_at)
+    SELECT id, name, password_hash, created_at FROM user;
+DROP TABLE user;
+ALTER TABLE user_v1 RENAME TO user;
+ALTER TABLE channel ADD COLUMN topic       TEXT    NOT NULL DEFAULT '';
+ALTER TABLE channel ADD COLUMN topic_open  INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE channel ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE channel ADD COLUMN capacity    INTEGER NOT NULL DEFAULT 0;
+";
+
+/// The most names one user's ignore list may hold (see [`Accounts::set_ignoring`]).
+pub const MAX_IGNORED: usize = 100;
+/// The most names one channel's ban list may hold (see [`Accounts::save_channel_settings`]).
+pub const MAX_CHANNEL_BANS: usize = 1000;
+/// The longest topic stored, in bytes (see [`Accounts::save_channel_settings`]).
+pub const MAX_TOPIC_BYTES: usize = 1024;
 
 /// Why a username or password was refused. `Display` is the message for the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -198,15 +270,158 @@ pub struct User {
     pub name: String,
 }
 
+/// What a login returns beside the user (not kept in the session task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn {
+    /// The account.
+    pub user: User,
+    /// The names this user ignores, as stored by [`Accounts::set_ignoring`].
+    pub ignoring: Vec<String>,
+    /// Whether the account is an administrator's (see [`Accounts::set_admin`]).
+    pub admin: bool,
+}
+
 /// The outcome of [`Accounts::login`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {
     /// The password matched.
-    Ok(User),
+    Ok(LoggedIn),
     /// The user exists and the password did not match.
     WrongPassword,
     /// No user has this name.
     NoSuchUser,
+    /// The password matched, and the account may not log in (see [`Accounts::set_banned`]).
+    /// Checked only after the password, so it tells nothing to whoever does not know it.
+    Banned,
+}
+
+/// The outcome of [`Accounts::change_password`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// The new password is the account's now.
+    Changed,
+    /// The old password did not match (or the account is gone, or its password changed
+    /// meanwhile); nothing was changed.
+    WrongPassword,
+    /// The new password failed validation; nothing was changed.
+    Invalid(CredentialError),
+}
+
+/// The outcome of [`Accounts::delete_account`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The account is gone, and its ignore list; channels it owned have no owner now.
+    Deleted,
+    /// The password did not match (or the account is gone already); nothing was deleted.
+    WrongPassword,
+}
+
+/// What can be shown of an account to anyone (see [`Accounts::profile`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// The name as stored, in the case it was created with.
+    pub name: String,
+    /// When the account was made, in Unix seconds.
+    pub created_at: i64,
+    /// When a session of it last ended, in Unix seconds; `None` if none has yet.
+    pub last_seen: Option<i64>,
+    /// Whether it is an administrator's.
+    pub admin: bool,
+    /// Whether it may not log in.
+    pub banned: bool,
+}
+
+/// Everything stored for one account, as a backend hands it to the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Its id and name.
+    pub user: User,
+    /// The bcrypt hash of its password.
+    pub hash: String,
+    /// When it was made, in Unix seconds.
+    pub created_at: i64,
+    /// When a session of it last ended, in Unix seconds.
+    pub last_seen: Option<i64>,
+    /// Whether it is an administrator's.
+    pub admin: bool,
+    /// Whether it may not log in.
+    pub banned: bool,
+    /// The names it ignores, in the order stored.
+    pub ignoring: Vec<String>,
+}
+
+impl AccountRecord {
+    /// What anyone may see of it.
+    pub fn profile(&self) -> Profile {
+        Profile {
+            name: self.user.name.clone(),
+            created_at: self.created_at,
+            last_seen: self.last_seen,
+            admin: self.admin,
+            banned: self.banned,
+        }
+    }
+}
+
+/// What is kept for a persistent channel beside its name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// The owner's user name as stored (display case); `None`: nobody (the owner was deleted).
+    pub owner: Option<String>,
+    /// The topic; "" is none.
+    pub topic: String,
+    /// Whether anyone may set the topic.
+    pub topic_open: bool,
+    /// Whether only those invited may join.
+    pub invite_only: bool,
+    /// The most members it takes; 0 is the server's default.
+    pub capacity: u32,
+    /// Banned user names, as typed at ban time; compared ignoring ASCII case.
+    pub bans: Vec<String>,
+}
+
+/// Checks the lists and the topic of `settings` against what may be stored: at most
+/// [`MAX_CHANNEL_BANS`] bans, each a username, and a topic of at most [`MAX_TOPIC_BYTES`].
+/// Repeated bans (ignoring ASCII case) are dropped, the first kept.
+pub(crate) fn checked_settings(
+    mut settings: ChannelSettings,
+) -> Result<ChannelSettings, AccountError> {
+    settings.bans = checked_names(settings.bans, MAX_CHANNEL_BANS, "bans")?;
+    if settings.topic.len() > MAX_TOPIC_BYTES {
+        return Err(AccountError::Failed(format!(
+            "a topic of {} bytes is over {MAX_TOPIC_BYTES}",
+            settings.topic.len()
+        )));
+    }
+    Ok(settings)
+}
+
+/// `names` with repeats (ignoring ASCII case) dropped, the first kept; an error if there are more
+/// than `most` or one is not a username.
+pub(crate) fn checked_names(
+    names: Vec<String>,
+    most: usize,
+    what: &str,
+) -> Result<Vec<String>, AccountError> {
+    let mut kept: Vec<String> = Vec::with_capacity(names.len().min(most));
+    for name in names {
+        if validate_username(&name).is_err() {
+            return Err(AccountError::Failed(format!(
+                "{what}: {name:?} is not a username"
+            )));
+        }
+        if kept.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
+            continue;
+        }
+        // Refused as soon as it is too long, so a huge list costs no more than a long one.
+        if kept.len() == most {
+            return Err(AccountError::Failed(format!(
+                "{what}: more than {most} names"
+            )));
+        }
+        kept.push(name);
+    }
+    Ok(kept)
 }
 
 /// The outcome of [`Accounts::create_user`].
@@ -356,7 +571,7 @@ impl Accounts {
         name: &str,
     ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
         let name = name.to_owned();
-        self.run(move |db| Ok(db.find_user(&name)?.is_some()))
+        self.run(move |db| Ok(db.find_account(&name)?.is_some()))
     }
 
     /// Checks a password. The bcrypt verification runs on a worker thread; for a `suspect`
@@ -377,19 +592,20 @@ impl Accounts {
             &self.workers
         };
         Self::run_on(pool, move |db| {
-            let Some((user, hash)) = db.find_user(&name)? else {
+            let Some(account) = db.find_account(&name)? else {
                 return Ok(Login::NoSuchUser);
             };
-            // No stored password is longer, and bcrypt would compare only a prefix: refused
-            // without spending a hash on it.
-            if password.len() > PASSWORD_MAX_BYTES {
+            if !password_matches(&password, &account.hash)? {
                 return Ok(Login::WrongPassword);
             }
-            if bcrypt::verify(password.as_bytes(), &hash)? {
-                Ok(Login::Ok(user))
-            } else {
-                Ok(Login::WrongPassword)
+            if account.banned {
+                return Ok(Login::Banned);
             }
+            Ok(Login::Ok(LoggedIn {
+                user: account.user,
+                ignoring: account.ignoring,
+                admin: account.admin,
+            }))
         })
     }
 
@@ -444,6 +660,170 @@ impl Accounts {
         self.run(|db| db.list_channels())
     }
 
+    /// Changes a password: `old` must be the account's password, `new` must pass
+    /// [`validate_password`] (checked here, before any work is queued). The check and the new
+    /// hash run on a worker thread; the account keeps its id. [`PasswordChange::WrongPassword`]
+    /// also when there is no such account, or its password changed while this one was checked.
+    pub fn change_password(
+        &self,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<PasswordChange, AccountError>> + Send + 'static {
+        let submitted = match validate_password(new) {
+            Err(invalid) => Err(PasswordChange::Invalid(invalid)),
+            Ok(()) => {
+                let (name, old, new) = (name.to_owned(), old.to_owned(), new.to_owned());
+                let cost = self.cost;
+                Ok(self.run(move |db| db.change_password(&name, &old, &new, cost)))
+            }
+        };
+        async move {
+            match submitted {
+                Err(refused) => Ok(refused),
+                Ok(running) => running.await,
+            }
+        }
+    }
+
+    /// Deletes an account whose password is `password`, with its ignore list; channels it owned
+    /// are left with no owner. The name is free again at once, and an account made under it gets
+    /// a new id. [`Deleted::WrongPassword`] also when there is no such account.
+    pub fn delete_account(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Deleted, AccountError>> + Send + 'static {
+        let (name, password) = (name.to_owned(), password.to_owned());
+        self.run(move |db| db.delete_account(&name, &password))
+    }
+
+    /// What anyone may see of the account with this name (ASCII case ignored); `None` if there is
+    /// none.
+    pub fn profile(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Profile>, AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        self.run(move |db| Ok(db.find_account(&name)?.map(|a| a.profile())))
+    }
+
+    /// Records that a session of this account ended at `at` (Unix seconds). Nothing happens if
+    /// there is no such account.
+    ///
+    /// Unlike the other methods, the write happens even if the returned future is dropped before
+    /// a worker reaches it (a session that ends is not there to wait), as long as it was queued:
+    /// the future is only for who wants to know how it went.
+    pub fn record_last_seen(
+        &self,
+        name: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<(), AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        let (done, answer) = futures::channel::oneshot::channel();
+        let submitted = self.workers.submit_detached(move |db: &mut Db| {
+            // Nobody may be listening any more.
+            let _ = done.send(db.record_last_seen(&name, at));
+        });
+        async move {
+            submitted?;
+            // A job that panicked dropped its sender.
+            answer
+                .await
+                .map_err(|_| AccountError::from(JobError::Dropped))?
+        }
+    }
+
+    /// Replaces the whole list of names this account ignores. At most [`MAX_IGNORED`] names, each
+    /// a username (see [`validate_username`]); repeats (ignoring ASCII case) are dropped, the first
+    /// kept. A longer list, or one with a name that is no username, is refused with
+    /// [`AccountError::Failed`] and nothing is stored: callers check the bound first, and tell
+    /// their user. Nothing happens if there is no such account.
+    pub fn set_ignoring(
+        &self,
+        name: &str,
+        ignoring: Vec<String>,
+    ) -> impl Future<Output = Result<(), AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        let checked = checked_names(ignoring, MAX_IGNORED, "ignore list");
+        let submitted =
+            checked.map(|ignoring| self.run(move |db| db.set_ignoring(&name, ignoring)));
+        async move { submitted?.await }
+    }
+
+    /// Makes the account an administrator's, or not. `Ok(false)`: there is no such account.
+    pub fn set_admin(
+        &self,
+        name: &str,
+        admin: bool,
+    ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        self.run(move |db| db.set_flag(&name, Flag::Admin, admin))
+    }
+
+    /// Bans the account from logging in, or lifts the ban. `Ok(false)`: there is no such account.
+    /// Sessions already logged in are not touched here.
+    pub fn set_banned(
+        &self,
+        name: &str,
+        banned: bool,
+    ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
+        let name = name.to_owned();
+        self.run(move |db| db.set_flag(&name, Flag::Banned, banned))
+    }
+
+    /// The names of the administrators' accounts, sorted ignoring ASCII case.
+    pub fn admins(
+        &self,
+    ) -> impl Future<Output = Result<Vec<String>, AccountError>> + Send + 'static {
+        self.run(|db| db.admins())
+    }
+
+    /// The settings of the stored channel of this name (ignoring case); `None` if there is none.
+    /// A channel just made has its creator as owner and every other setting at its default.
+    pub fn channel_settings(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<Option<ChannelSettings>, AccountError>> + Send + 'static {
+        let channel = channel.clone();
+        self.run(move |db| db.channel_settings(&channel))
+    }
+
+    /// Every stored channel with its settings, oldest first (for loading at start). A channel
+    /// whose stored name is no longer valid is left out and logged.
+    pub fn all_channel_settings(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(ChannelName, ChannelSettings)>, AccountError>> + Send + 'static
+    {
+        self.run(|db| db.all_channel_settings())
+    }
+
+    /// Replaces the settings of the stored channel of this name (ignoring case); `Ok(false)`: there
+    /// is no such channel. An owner name that is no account is stored as no owner. Refused with
+    /// [`AccountError::Failed`], nothing stored, when the settings break a bound (at most
+    /// [`MAX_CHANNEL_BANS`] bans, each a username; a topic of at most [`MAX_TOPIC_BYTES`]); repeated
+    /// bans (ignoring ASCII case) are dropped, the first kept.
+    pub fn save_channel_settings(
+        &self,
+        channel: &ChannelName,
+        settings: ChannelSettings,
+    ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
+        let channel = channel.clone();
+        let submitted = checked_settings(settings)
+            .map(|settings| self.run(move |db| db.save_channel_settings(&channel, settings)));
+        async move { submitted?.await }
+    }
+
+    /// Deletes the stored channel of this name (ignoring case) and its settings; `Ok(false)`: there
+    /// is no such channel.
+    pub fn delete_channel(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<bool, AccountError>> + Send + 'static {
+        let channel = channel.clone();
+        self.run(move |db| db.delete_channel(&channel))
+    }
+
     /// Jobs waiting for a worker thread, for load reporting.
     pub fn queue_depth(&self) -> usize {
         self.workers.queue_depth() + self.suspect.queue_depth()
@@ -473,49 +853,85 @@ impl Accounts {
     }
 }
 
+/// An account flag that [`Accounts::set_admin`] and [`Accounts::set_banned`] change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// The account is an administrator's.
+    Admin,
+    /// The account may not log in.
+    Banned,
+}
+
+/// Whether `password` is the one `hash` was made from. A password longer than any stored one is
+/// not, without spending a hash on it (bcrypt would compare only a prefix).
+fn password_matches(password: &str, hash: &str) -> Result<bool, AccountError> {
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Ok(false);
+    }
+    Ok(bcrypt::verify(password.as_bytes(), hash)?)
+}
+
 impl Db {
-    /// Opens the database and prepares it; runs on a worker thread.
+    /// Opens the database and prepares it, bringing an older schema up to date; runs on a worker
+    /// thread, one at a time.
     fn open(
         path: &Path,
         turns: Arc<Mutex<()>>,
         store: Option<Store>,
     ) -> Result<Db, rusqlite::Error> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                Some(format!("journal_mode stayed {mode}; WAL is needed")),
-            ));
+            return Err(sqlite_error(format!(
+                "journal_mode stayed {mode}; WAL is needed"
+            )));
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // With foreign keys off (the bundled SQLite starts with them on): the migration drops
+        // and renames a table others refer to.
+        conn.pragma_update(None, "foreign_keys", false)?;
+        migrate(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        conn.execute_batch(SCHEMA)?;
         Ok(Db { conn, turns, store })
     }
 
-    /// The user with this name (ASCII case ignored) and their password hash.
-    fn find_user(&mut self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+    /// Everything stored for the account with this name (ASCII case ignored).
+    fn find_account(&mut self, name: &str) -> Result<Option<AccountRecord>, AccountError> {
         if let Some(store) = &self.store {
-            return store.find_user(name);
+            return store.find_account(name);
         }
-        let mut stmt = self
+        let found = self
             .conn
-            .prepare_cached("SELECT id, name, password_hash FROM user WHERE name = ?1")?;
-        let found = stmt
+            .prepare_cached(
+                "SELECT id, name, password_hash, created_at, last_seen, admin, banned
+                 FROM user WHERE name = ?1",
+            )?
             .query_row([name], |row| {
-                Ok((
-                    User {
+                Ok(AccountRecord {
+                    user: User {
                         id: row.get(0)?,
                         name: row.get(1)?,
                     },
-                    row.get::<_, String>(2)?,
-                ))
+                    hash: row.get(2)?,
+                    created_at: row.get(3)?,
+                    last_seen: row.get(4)?,
+                    admin: row.get(5)?,
+                    banned: row.get(6)?,
+                    ignoring: Vec::new(),
+                })
             })
             .optional()?;
-        Ok(found)
+        let Some(mut account) = found else {
+            return Ok(None);
+        };
+        account.ignoring = self
+            .conn
+            .prepare_cached("SELECT name FROM ignored WHERE user_id = ?1 ORDER BY position")?
+            .query_map([account.user.id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(account))
     }
 
     fn create_user(
@@ -526,7 +942,7 @@ impl Db {
     ) -> Result<Created, AccountError> {
         // Skip the expensive hash when the name is visibly taken; the UNIQUE constraint (or the
         // store's create) still decides races.
-        if self.find_user(name)?.is_some() {
+        if self.find_account(name)?.is_some() {
             return Ok(Created::NameTaken);
         }
         let hash = bcrypt::non_truncating_hash(password.as_bytes(), cost)?;
@@ -547,6 +963,135 @@ impl Db {
             Err(e) if is_unique_violation(&e) => Ok(Created::NameTaken),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn change_password(
+        &mut self,
+        name: &str,
+        old: &str,
+        new: &str,
+        cost: u32,
+    ) -> Result<PasswordChange, AccountError> {
+        let Some(account) = self.find_account(name)? else {
+            return Ok(PasswordChange::WrongPassword);
+        };
+        if !password_matches(old, &account.hash)? {
+            return Ok(PasswordChange::WrongPassword);
+        }
+        let hash = bcrypt::non_truncating_hash(new.as_bytes(), cost)?;
+        // Only over the hash just checked: a change that came meanwhile made `old` stale.
+        let replaced = match &self.store {
+            Some(store) => store.replace_hash(&account.user.name, &account.hash, &hash)?,
+            None => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE user SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+                    )?
+                    .execute(params![hash, account.user.id, account.hash])?
+                    == 1
+            }
+        };
+        Ok(if replaced {
+            PasswordChange::Changed
+        } else {
+            PasswordChange::WrongPassword
+        })
+    }
+
+    fn delete_account(&mut self, name: &str, password: &str) -> Result<Deleted, AccountError> {
+        let Some(account) = self.find_account(name)? else {
+            return Ok(Deleted::WrongPassword);
+        };
+        if !password_matches(password, &account.hash)? {
+            return Ok(Deleted::WrongPassword);
+        }
+        let deleted = match &self.store {
+            Some(store) => store.delete_account(&account.user.name, &account.hash)?,
+            None => {
+                let id = account.user.id;
+                let tx = self.conn.transaction()?;
+                tx.execute(
+                    "UPDATE channel SET owner_id = NULL WHERE owner_id = ?1",
+                    [id],
+                )?;
+                tx.execute("DELETE FROM ignored WHERE user_id = ?1", [id])?;
+                // Only if the password checked is still the account's.
+                let gone = tx.execute(
+                    "DELETE FROM user WHERE id = ?1 AND password_hash = ?2",
+                    params![id, account.hash],
+                )?;
+                if gone == 1 {
+                    tx.commit()?;
+                }
+                // Dropped without a commit, the transaction rolls back.
+                gone == 1
+            }
+        };
+        Ok(if deleted {
+            Deleted::Deleted
+        } else {
+            Deleted::WrongPassword
+        })
+    }
+
+    fn record_last_seen(&mut self, name: &str, at: i64) -> Result<(), AccountError> {
+        if let Some(store) = &self.store {
+            return store.record_last_seen(name, at);
+        }
+        self.conn
+            .prepare_cached("UPDATE user SET last_seen = ?1 WHERE name = ?2")?
+            .execute(params![at, name])?;
+        Ok(())
+    }
+
+    /// Replaces the ignore list; `ignoring` is already checked (see [`checked_names`]).
+    fn set_ignoring(&mut self, name: &str, ignoring: Vec<String>) -> Result<(), AccountError> {
+        if let Some(store) = &self.store {
+            return store.set_ignoring(name, ignoring);
+        }
+        let tx = self.conn.transaction()?;
+        let id: Option<i64> = tx
+            .prepare_cached("SELECT id FROM user WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(());
+        };
+        tx.execute("DELETE FROM ignored WHERE user_id = ?1", [id])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO ignored (user_id, position, name) VALUES (?1, ?2, ?3)",
+            )?;
+            for (position, ignored) in ignoring.iter().enumerate() {
+                insert.execute(params![id, position as i64, ignored])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_flag(&mut self, name: &str, flag: Flag, on: bool) -> Result<bool, AccountError> {
+        if let Some(store) = &self.store {
+            return store.set_flag(name, flag, on);
+        }
+        let sql = match flag {
+            Flag::Admin => "UPDATE user SET admin = ?1 WHERE name = ?2",
+            Flag::Banned => "UPDATE user SET banned = ?1 WHERE name = ?2",
+        };
+        let changed = self.conn.prepare_cached(sql)?.execute(params![on, name])?;
+        Ok(changed == 1)
+    }
+
+    fn admins(&mut self) -> Result<Vec<String>, AccountError> {
+        if let Some(store) = &self.store {
+            return store.admins();
+        }
+        let names = self
+            .conn
+            .prepare_cached("SELECT name FROM user WHERE admin ORDER BY name COLLATE NOCASE")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
     }
 
     fn create_channel(&mut self, channel: &ChannelName, owner: i64) -> Result<bool, AccountError> {
@@ -592,6 +1137,183 @@ impl Db {
             .collect::<Result<Vec<String>, _>>()?;
         Ok(names)
     }
+
+    fn channel_settings(
+        &mut self,
+        channel: &ChannelName,
+    ) -> Result<Option<ChannelSettings>, AccountError> {
+        if let Some(store) = &self.store {
+            return store.channel_settings(channel);
+        }
+        Ok(self
+            .stored_channels(Some(channel))?
+            .into_iter()
+            .next()
+            .map(|(_, settings)| settings))
+    }
+
+    fn all_channel_settings(
+        &mut self,
+    ) -> Result<Vec<(ChannelName, ChannelSettings)>, AccountError> {
+        if let Some(store) = &self.store {
+            return store.all_channel_settings();
+        }
+        self.stored_channels(None)
+    }
+
+    /// The channel `only` (ignoring case), or every channel, oldest first, with its settings.
+    fn stored_channels(
+        &mut self,
+        only: Option<&ChannelName>,
+    ) -> Result<Vec<(ChannelName, ChannelSettings)>, AccountError> {
+        let key: Option<&str> = only.map(|c| &**c.key());
+        // `?1 IS NULL` selects every channel.
+        let rows: Vec<(i64, String, ChannelSettings)> = self
+            .conn
+            .prepare_cached(
+                "SELECT c.id, c.name, u.name, c.topic, c.topic_open, c.invite_only, c.capacity
+                 FROM channel c LEFT JOIN user u ON u.id = c.owner_id
+                 WHERE ?1 IS NULL OR c.key = ?1
+                 ORDER BY c.id",
+            )?
+            .query_map([key], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    ChannelSettings {
+                        owner: row.get(2)?,
+                        topic: row.get(3)?,
+                        topic_open: row.get(4)?,
+                        invite_only: row.get(5)?,
+                        capacity: row.get(6)?,
+                        bans: Vec::new(),
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut channels = Vec::with_capacity(rows.len());
+        let mut bans = self.conn.prepare_cached(
+            "SELECT name FROM channel_ban WHERE channel_id = ?1 ORDER BY position",
+        )?;
+        for (id, name, mut settings) in rows {
+            let Ok(name) = ChannelName::new(&name) else {
+                tracing::warn!(channel = %name, "a stored channel's name is not valid; left out");
+                continue;
+            };
+            settings.bans = bans
+                .query_map([id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            channels.push((name, settings));
+        }
+        Ok(channels)
+    }
+
+    /// Replaces a channel's settings; `settings` are already checked (see [`checked_settings`]).
+    fn save_channel_settings(
+        &mut self,
+        channel: &ChannelName,
+        settings: ChannelSettings,
+    ) -> Result<bool, AccountError> {
+        if let Some(store) = &self.store {
+            return store.save_channel_settings(channel, settings);
+        }
+        let tx = self.conn.transaction()?;
+        let id: Option<i64> = tx
+            .prepare_cached(
+                "UPDATE channel SET
+                     owner_id = (SELECT id FROM user WHERE name = ?2),
+                     topic = ?3, topic_open = ?4, invite_only = ?5, capacity = ?6
+                 WHERE key = ?1
+                 RETURNING id",
+            )?
+            .query_row(
+                params![
+                    &**channel.key(),
+                    settings.owner,
+                    settings.topic,
+                    settings.topic_open,
+                    settings.invite_only,
+                    settings.capacity,
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        tx.execute("DELETE FROM channel_ban WHERE channel_id = ?1", [id])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO channel_ban (channel_id, position, name) VALUES (?1, ?2, ?3)",
+            )?;
+            for (position, banned) in settings.bans.iter().enumerate() {
+                insert.execute(params![id, position as i64, banned])?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn delete_channel(&mut self, channel: &ChannelName) -> Result<bool, AccountError> {
+        if let Some(store) = &self.store {
+            return store.delete_channel(channel);
+        }
+        // Its bans go with it (ON DELETE CASCADE).
+        let changed = self
+            .conn
+            .prepare_cached("DELETE FROM channel WHERE key = ?1")?
+            .execute([&**channel.key()])?;
+        Ok(changed == 1)
+    }
+}
+
+/// Brings the database to [`SCHEMA_VERSION`]: creates it if it is new, migrates it if it is older
+/// (in one transaction, so a failure leaves it as it was), and refuses one from a newer version.
+/// Call with foreign keys off.
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let has_users: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'user')",
+        [],
+        |row| row.get(0),
+    )?;
+    match version {
+        SCHEMA_VERSION => {}
+        0 if has_users => {
+            tx.execute_batch(MIGRATE_FROM_0)?;
+            tracing::info!("account database migrated from schema 0 to {SCHEMA_VERSION}");
+        }
+        0 => {}
+        newer => {
+            return Err(sqlite_error(format!(
+                "the account database has schema version {newer}, from a newer ringtalk; this one knows up to {SCHEMA_VERSION}"
+            )))
+        }
+    }
+    // Creates what is missing: everything in a new file, the new tables after a migration.
+    tx.execute_batch(SCHEMA)?;
+    if version != SCHEMA_VERSION {
+        // The rebuilt user table must have kept every id that channels refer to.
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(sqlite_error(format!(
+                "after the migration a row of {table} refers to nothing; the database is left as it was"
+            )));
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()
+}
+
+/// An error of our own, in SQLite's type.
+fn sqlite_error(why: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(why),
+    )
 }
 
 /// Whether an insert failed on a UNIQUE constraint.
@@ -623,6 +1345,15 @@ mod tests {
 
     fn open(dir: &Path, threads: usize) -> (Accounts, WorkersGuard) {
         Accounts::open(dir, MIN_BCRYPT_COST, threads, 64).expect("database opens")
+    }
+
+    /// A login's outcome for `user` with nothing ignored and no admin flag.
+    fn logged_in(user: User) -> Login {
+        Login::Ok(LoggedIn {
+            user,
+            ignoring: Vec::new(),
+            admin: false,
+        })
     }
 
     fn created(outcome: Created) -> User {
@@ -718,7 +1449,7 @@ mod tests {
             let user = created(block_on(accounts.create_user(&name, password)).unwrap());
             assert_eq!(
                 block_on(accounts.login(&name, password, false)).unwrap(),
-                Login::Ok(user)
+                logged_in(user)
             );
             // One byte less is another password, not a prefix that also logs in.
             let shorter: String = {
@@ -783,12 +1514,12 @@ mod tests {
         assert!(block_on(accounts.user_exists("alice")).unwrap());
         assert_eq!(
             block_on(accounts.login("alice", "secret1", false)).unwrap(),
-            Login::Ok(alice.clone())
+            logged_in(alice.clone())
         );
         // A suspect attempt is checked the same, on the thread kept for those.
         assert_eq!(
             block_on(accounts.login("alice", "secret1", true)).unwrap(),
-            Login::Ok(alice)
+            logged_in(alice)
         );
         assert_eq!(
             block_on(accounts.login("alice", "wrong-1", true)).unwrap(),
@@ -871,7 +1602,7 @@ mod tests {
         );
         assert!(block_on(accounts.user_exists("aLiCe")).unwrap());
         match block_on(accounts.login("ALICE", "secret1", false)).unwrap() {
-            Login::Ok(user) => {
+            Login::Ok(LoggedIn { user, .. }) => {
                 assert_eq!(user, alice);
                 assert_eq!(user.name, "Alice");
             }
@@ -979,9 +1710,442 @@ mod tests {
         let (reopened, _guard) = open(&data_dir, 2);
         assert_eq!(
             block_on(reopened.login("erin", "secret1", false)).unwrap(),
-            Login::Ok(erin)
+            logged_in(erin)
         );
         assert_eq!(block_on(reopened.list_channels()).unwrap(), ["home"]);
+    }
+
+    /// The schema of version 0, as the first ringtalk made it.
+    const SCHEMA_0: &str = "
+        CREATE TABLE IF NOT EXISTS user (
+            id            INTEGER PRIMARY KEY,
+            name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+            password_hash TEXT    NOT NULL,
+            created_at    INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS channel (
+            id         INTEGER PRIMARY KEY,
+            name       TEXT    NOT NULL,
+            key        TEXT    NOT NULL UNIQUE,
+            owner_id   INTEGER REFERENCES user(id),
+            created_at INTEGER NOT NULL
+        );
+    ";
+
+    fn settings_owned_by(owner: &str) -> ChannelSettings {
+        ChannelSettings {
+            owner: Some(owner.to_owned()),
+            ..ChannelSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_database_of_schema_0_is_migrated_and_keeps_its_users_and_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_0).unwrap();
+            let hash = bcrypt::hash("secret1", MIN_BCRYPT_COST).unwrap();
+            for (id, name) in [(1, "Old"), (7, "Elder")] {
+                conn.execute(
+                    "INSERT INTO user (id, name, password_hash, created_at) VALUES (?1, ?2, ?3, 100)",
+                    params![id, name, hash],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO channel (name, key, owner_id, created_at) VALUES ('Hall', 'hall', 7, 100)",
+                [],
+            )
+            .unwrap();
+        }
+        for round in 0..2 {
+            // The second opening finds it migrated already.
+            let (accounts, guard) = open(dir.path(), 2);
+            let elder = User {
+                id: 7,
+                name: "Elder".to_owned(),
+            };
+            if round == 0 {
+                assert_eq!(
+                    block_on(accounts.login("elder", "secret1", false)).unwrap(),
+                    logged_in(elder.clone())
+                );
+                assert_eq!(block_on(accounts.list_channels()).unwrap(), ["Hall"]);
+                assert_eq!(
+                    block_on(accounts.channel_settings(&chan("hall"))).unwrap(),
+                    Some(settings_owned_by("Elder"))
+                );
+                let profile = block_on(accounts.profile("OLD")).unwrap().unwrap();
+                assert_eq!(
+                    profile,
+                    Profile {
+                        name: "Old".to_owned(),
+                        created_at: 100,
+                        last_seen: None,
+                        admin: false,
+                        banned: false
+                    }
+                );
+                // The highest id, deleted, is not given again.
+                assert_eq!(
+                    block_on(accounts.delete_account("Elder", "secret1")).unwrap(),
+                    Deleted::Deleted
+                );
+                let next = created(block_on(accounts.create_user("Elder", "secret2")).unwrap());
+                assert!(next.id > 7, "{next:?}");
+                assert_eq!(
+                    block_on(accounts.channel_settings(&chan("hall"))).unwrap(),
+                    Some(ChannelSettings::default())
+                );
+                assert!(block_on(accounts.set_ignoring("Old", vec!["Elder".into()])).is_ok());
+            }
+            let old = block_on(accounts.login("old", "secret1", false)).unwrap();
+            assert_eq!(
+                old,
+                Login::Ok(LoggedIn {
+                    user: User {
+                        id: 1,
+                        name: "Old".to_owned()
+                    },
+                    ignoring: vec!["Elder".to_owned()],
+                    admin: false
+                })
+            );
+            guard.shutdown();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let refused = Accounts::open(dir.path(), MIN_BCRYPT_COST, 1, 8).unwrap_err();
+        assert!(refused.to_string().contains("newer ringtalk"), "{refused}");
+    }
+
+    #[test]
+    fn a_password_change_keeps_the_id_and_the_old_password_stops_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        let fay = created(block_on(accounts.create_user("Fay", "first-pw")).unwrap());
+        let change =
+            |old: &str, new: &str| block_on(accounts.change_password("fay", old, new)).unwrap();
+        assert_eq!(
+            change("wrong-pw", "second-pw"),
+            PasswordChange::WrongPassword
+        );
+        assert_eq!(
+            change("first-pw", "short"),
+            PasswordChange::Invalid(CredentialError::BadPassword)
+        );
+        assert_eq!(
+            change(&"x".repeat(200), "second-pw"),
+            PasswordChange::WrongPassword
+        );
+        assert_eq!(change("first-pw", "second-pw"), PasswordChange::Changed);
+        assert_eq!(
+            block_on(accounts.login("fay", "first-pw", false)).unwrap(),
+            Login::WrongPassword
+        );
+        assert_eq!(
+            block_on(accounts.login("FAY", "second-pw", false)).unwrap(),
+            logged_in(fay.clone())
+        );
+        assert_eq!(
+            change("first-pw", "third-pw"),
+            PasswordChange::WrongPassword
+        );
+        assert_eq!(
+            block_on(accounts.change_password("nobody", "first-pw", "second-pw")).unwrap(),
+            PasswordChange::WrongPassword
+        );
+    }
+
+    #[test]
+    fn a_deleted_account_takes_its_ignores_and_ownerships_and_its_name_is_free_with_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        let gus = created(block_on(accounts.create_user("Gus", "secret1")).unwrap());
+        block_on(accounts.set_ignoring("gus", vec!["hal".into()])).unwrap();
+        assert!(block_on(accounts.set_admin("gus", true)).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("Den"), gus.id)).unwrap());
+        assert_eq!(
+            block_on(accounts.delete_account("gus", "secret2")).unwrap(),
+            Deleted::WrongPassword
+        );
+        assert!(block_on(accounts.user_exists("gus")).unwrap());
+        assert_eq!(
+            block_on(accounts.delete_account("GUS", "secret1")).unwrap(),
+            Deleted::Deleted
+        );
+        assert!(!block_on(accounts.user_exists("gus")).unwrap());
+        assert_eq!(block_on(accounts.profile("gus")).unwrap(), None);
+        assert_eq!(
+            block_on(accounts.login("gus", "secret1", false)).unwrap(),
+            Login::NoSuchUser
+        );
+        assert_eq!(
+            block_on(accounts.delete_account("gus", "secret1")).unwrap(),
+            Deleted::WrongPassword
+        );
+        assert!(block_on(accounts.admins()).unwrap().is_empty());
+        let ignored: i64 = block_on(Accounts::run_on(&accounts.workers, |db| {
+            Ok(db
+                .conn
+                .query_row("SELECT COUNT(*) FROM ignored", [], |row| row.get(0))?)
+        }))
+        .unwrap();
+        assert_eq!(ignored, 0);
+
+        // The channel stays, with no owner; a new account of the name does not inherit it.
+        let again = created(block_on(accounts.create_user("gus", "secret3")).unwrap());
+        assert!(again.id > gus.id, "{again:?} after {gus:?}");
+        assert_eq!(
+            block_on(accounts.login("gus", "secret3", false)).unwrap(),
+            logged_in(again)
+        );
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("den"))).unwrap(),
+            Some(ChannelSettings::default())
+        );
+    }
+
+    #[test]
+    fn profiles_show_creation_last_seen_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        // One worker: jobs run in the order queued.
+        let (accounts, _guard) = open(dir.path(), 1);
+        created(block_on(accounts.create_user("Ida", "secret1")).unwrap());
+        let before = unix_now();
+        let profile = block_on(accounts.profile("ida")).unwrap().unwrap();
+        assert_eq!(profile.name, "Ida");
+        assert!((before - 5..=before).contains(&profile.created_at));
+        assert_eq!(profile.last_seen, None);
+        // Written even though nobody waits for it.
+        drop(accounts.record_last_seen("IDA", 1_700_000_000));
+        assert_eq!(
+            block_on(accounts.profile("ida"))
+                .unwrap()
+                .unwrap()
+                .last_seen,
+            Some(1_700_000_000)
+        );
+        block_on(accounts.record_last_seen("ida", 1_700_000_100)).unwrap();
+        block_on(accounts.record_last_seen("nobody", 1)).unwrap();
+        assert!(block_on(accounts.set_banned("ida", true)).unwrap());
+        let profile = block_on(accounts.profile("ida")).unwrap().unwrap();
+        assert_eq!(
+            (profile.last_seen, profile.admin, profile.banned),
+            (Some(1_700_000_100), false, true)
+        );
+        assert_eq!(block_on(accounts.profile("nobody")).unwrap(), None);
+        assert_eq!(block_on(accounts.profile("not a name")).unwrap(), None);
+    }
+
+    #[test]
+    fn admins_are_listed_and_the_banned_may_not_log_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        let jo = created(block_on(accounts.create_user("jo", "secret1")).unwrap());
+        created(block_on(accounts.create_user("Kim", "secret1")).unwrap());
+        created(block_on(accounts.create_user("al", "secret1")).unwrap());
+        assert!(block_on(accounts.set_admin("JO", true)).unwrap());
+        assert!(block_on(accounts.set_admin("kim", true)).unwrap());
+        assert!(block_on(accounts.set_admin("al", true)).unwrap());
+        assert!(block_on(accounts.set_admin("al", false)).unwrap());
+        assert!(!block_on(accounts.set_admin("nobody", true)).unwrap());
+        assert!(!block_on(accounts.set_banned("nobody", true)).unwrap());
+        assert_eq!(block_on(accounts.admins()).unwrap(), ["jo", "Kim"]);
+        assert_eq!(
+            block_on(accounts.login("jo", "secret1", false)).unwrap(),
+            Login::Ok(LoggedIn {
+                user: jo.clone(),
+                ignoring: Vec::new(),
+                admin: true
+            })
+        );
+        assert!(block_on(accounts.set_banned("jo", true)).unwrap());
+        assert_eq!(
+            block_on(accounts.login("jo", "secret1", true)).unwrap(),
+            Login::Banned
+        );
+        // Only the right password learns of the ban.
+        assert_eq!(
+            block_on(accounts.login("jo", "secret2", false)).unwrap(),
+            Login::WrongPassword
+        );
+        assert!(block_on(accounts.set_banned("jo", false)).unwrap());
+        assert!(matches!(
+            block_on(accounts.login("jo", "secret1", false)).unwrap(),
+            Login::Ok(_)
+        ));
+    }
+
+    #[test]
+    fn an_ignore_list_is_replaced_whole_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        created(block_on(accounts.create_user("lee", "secret1")).unwrap());
+        let ignoring = |accounts: &Accounts| match block_on(accounts.login("lee", "secret1", false))
+            .unwrap()
+        {
+            Login::Ok(logged_in) => logged_in.ignoring,
+            other => panic!("{other:?}"),
+        };
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        block_on(accounts.set_ignoring("lee", names(&["Zed", "amy", "ZED", "bo"]))).unwrap();
+        assert_eq!(ignoring(&accounts), ["Zed", "amy", "bo"]);
+        block_on(accounts.set_ignoring("LEE", names(&["cy"]))).unwrap();
+        assert_eq!(ignoring(&accounts), ["cy"]);
+        let most: Vec<String> = (0..MAX_IGNORED).map(|i| format!("user{i}")).collect();
+        block_on(accounts.set_ignoring("lee", most.clone())).unwrap();
+        assert_eq!(ignoring(&accounts), most);
+        // Refused whole, nothing stored.
+        let too_many: Vec<String> = (0..=MAX_IGNORED).map(|i| format!("user{i}")).collect();
+        assert!(matches!(
+            block_on(accounts.set_ignoring("lee", too_many)),
+            Err(AccountError::Failed(_))
+        ));
+        assert!(matches!(
+            block_on(accounts.set_ignoring("lee", names(&["ok", "not,one"]))),
+            Err(AccountError::Failed(_))
+        ));
+        assert_eq!(ignoring(&accounts), most);
+        block_on(accounts.set_ignoring("lee", Vec::new())).unwrap();
+        assert!(ignoring(&accounts).is_empty());
+        block_on(accounts.set_ignoring("nobody", names(&["lee"]))).unwrap();
+    }
+
+    #[test]
+    fn channel_settings_round_trip_and_a_deleted_channel_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, _guard) = open(dir.path(), 2);
+        let mo = created(block_on(accounts.create_user("Mo", "secret1")).unwrap());
+        created(block_on(accounts.create_user("Ned", "secret1")).unwrap());
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("nowhere"))).unwrap(),
+            None
+        );
+        assert!(block_on(accounts.create_channel(&chan("Pub"), mo.id)).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("Äpfel"), mo.id)).unwrap());
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("pub"))).unwrap(),
+            Some(settings_owned_by("Mo"))
+        );
+        let settings = ChannelSettings {
+            owner: Some("ned".to_owned()),
+            topic: "Tea \\ \"cakes\"\nand more".to_owned(),
+            topic_open: true,
+            invite_only: true,
+            capacity: 40,
+            bans: vec!["Zed".into(), "amy".into(), "zed".into()],
+        };
+        assert!(block_on(accounts.save_channel_settings(&chan("PUB"), settings.clone())).unwrap());
+        let stored = ChannelSettings {
+            owner: Some("Ned".to_owned()),
+            bans: vec!["Zed".into(), "amy".into()],
+            ..settings.clone()
+        };
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("pub"))).unwrap(),
+            Some(stored.clone())
+        );
+        assert_eq!(
+            block_on(accounts.all_channel_settings()).unwrap(),
+            [
+                (chan("Pub"), stored.clone()),
+                (chan("Äpfel"), settings_owned_by("Mo"))
+            ]
+        );
+        assert!(
+            !block_on(accounts.save_channel_settings(&chan("nowhere"), settings.clone())).unwrap()
+        );
+        // An owner who is no account is no owner.
+        let ownerless = ChannelSettings {
+            owner: Some("nobody".to_owned()),
+            ..ChannelSettings::default()
+        };
+        assert!(block_on(accounts.save_channel_settings(&chan("äPFEL"), ownerless)).unwrap());
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("äpfel"))).unwrap(),
+            Some(ChannelSettings::default())
+        );
+        // Past a bound: refused, nothing changed.
+        let too_many = ChannelSettings {
+            bans: (0..=MAX_CHANNEL_BANS).map(|i| format!("user{i}")).collect(),
+            ..stored.clone()
+        };
+        let too_long = ChannelSettings {
+            topic: "x".repeat(MAX_TOPIC_BYTES + 1),
+            ..stored.clone()
+        };
+        for refused in [too_many, too_long] {
+            assert!(matches!(
+                block_on(accounts.save_channel_settings(&chan("pub"), refused)),
+                Err(AccountError::Failed(_))
+            ));
+        }
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("pub"))).unwrap(),
+            Some(stored)
+        );
+
+        assert!(block_on(accounts.delete_channel(&chan("PUB"))).unwrap());
+        assert!(!block_on(accounts.delete_channel(&chan("pub"))).unwrap());
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("pub"))).unwrap(),
+            None
+        );
+        assert_eq!(block_on(accounts.list_channels()).unwrap(), ["Äpfel"]);
+        assert!(block_on(accounts.create_channel(&chan("pub"), mo.id)).unwrap());
+        assert_eq!(
+            block_on(accounts.channel_settings(&chan("Pub"))).unwrap(),
+            Some(settings_owned_by("Mo"))
+        );
+    }
+
+    #[test]
+    fn bans_ignores_and_flags_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, guard) = open(dir.path(), 2);
+        let owner = created(block_on(accounts.create_user("Ola", "secret1")).unwrap());
+        assert!(block_on(accounts.create_channel(&chan("keep"), owner.id)).unwrap());
+        let settings = ChannelSettings {
+            owner: Some("Ola".to_owned()),
+            topic: "kept".to_owned(),
+            bans: vec!["pest".into()],
+            ..ChannelSettings::default()
+        };
+        assert!(block_on(accounts.save_channel_settings(&chan("keep"), settings.clone())).unwrap());
+        block_on(accounts.set_ignoring("ola", vec!["pest".into()])).unwrap();
+        assert!(block_on(accounts.set_admin("ola", true)).unwrap());
+        guard.shutdown();
+
+        let (reopened, _guard) = open(dir.path(), 2);
+        assert_eq!(
+            block_on(reopened.all_channel_settings()).unwrap(),
+            [(chan("keep"), settings)]
+        );
+        assert_eq!(
+            block_on(reopened.login("ola", "secret1", false)).unwrap(),
+            Login::Ok(LoggedIn {
+                user: owner,
+                ignoring: vec!["pest".to_owned()],
+                admin: true
+            })
+        );
     }
 
     #[test]

@@ -63,6 +63,31 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings as the database gives them.
+    pub fn from_stored(stored: crate::accounts::ChannelSettings) -> Settings {
+        let text = |s: String| -> Arc<str> { s.into() };
+        Settings {
+            owner: stored.owner.map(text),
+            topic: Some(stored.topic).filter(|t| !t.is_empty()).map(text),
+            topic_open: stored.topic_open,
+            invite_only: stored.invite_only,
+            capacity: stored.capacity,
+            bans: stored.bans.into_iter().map(text).collect(),
+        }
+    }
+
+    /// The settings as the database takes them.
+    pub fn to_stored(&self) -> crate::accounts::ChannelSettings {
+        crate::accounts::ChannelSettings {
+            owner: self.owner.as_deref().map(str::to_string),
+            topic: self.topic.as_deref().unwrap_or_default().to_string(),
+            topic_open: self.topic_open,
+            invite_only: self.invite_only,
+            capacity: self.capacity,
+            bans: self.bans.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
     /// Whether `user` (an admin if `admin`) may do what only the owner may.
     pub fn may_manage(&self, user: &str, admin: bool) -> bool {
         admin

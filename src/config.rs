@@ -13,6 +13,10 @@ use clap::Parser;
 use crate::defences::address::ExemptArg;
 use crate::defences::rate::Rate;
 
+/// Where the database and channel logs go unless `--data-dir` says otherwise (also the default of
+/// `ringtalk admin`).
+pub const DEFAULT_DATA_DIR: &str = "./ringtalk-data";
+
 /// Lowest and highest bcrypt cost accepted by `--bcrypt-cost`.
 pub const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=16;
 
@@ -42,7 +46,8 @@ pub const MAX_FLOOD: u32 = 1000;
 #[command(
     name = "ringtalk",
     version,
-    about = "A thread-per-core telnet chat server"
+    about = "A thread-per-core telnet chat server",
+    after_help = "Accounts can be made admins while the server is stopped: see `ringtalk admin --help`."
 )]
 pub struct Config {
     /// Address to listen on. The default accepts local users only; use 0.0.0.0:5555 (or `[::]:5555`) to accept
@@ -60,7 +65,7 @@ pub struct Config {
     pub backlog: u32,
 
     /// Directory for the database and channel logs; created if missing.
-    #[arg(long, default_value = "./ringtalk-data")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// bcrypt cost for new password hashes (4..=16).
@@ -148,6 +153,11 @@ pub struct Config {
     /// characters, no spaces.
     #[arg(long, value_parser = parse_node_name)]
     pub node_name: Option<String>,
+
+    /// A user who is a server admin while this server runs, besides those the data directory
+    /// names (`ringtalk admin grant`); may be given more than once.
+    #[arg(long = "admin", value_name = "NAME")]
+    pub admins: Vec<String>,
 
     /// Lines each channel keeps, in memory, and shows (marked `[history]`) to whoever joins it
     /// (0: none). Not kept across a restart.

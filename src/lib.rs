@@ -43,7 +43,8 @@
 //!   [`cmd`].
 //! - [`cluster`]: several nodes over NATS: the bridge thread, membership, placement, the wire, and
 //!   accounts and channels in JetStream key-value buckets (each shard's part is in `hub::cluster`).
-//! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags.
+//! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags;
+//!   [`data_dir`]: the lock that keeps a data directory to one process.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
 
@@ -55,6 +56,7 @@ pub mod channel;
 pub mod cluster;
 pub mod cmd;
 pub mod config;
+pub mod data_dir;
 pub mod defences;
 pub mod hub;
 pub mod limits;

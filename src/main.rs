@@ -1,4 +1,7 @@
-//! The `ringtalk` binary: flags in, server started, signals turned into a clean shutdown.
+//! The `ringtalk` binary: flags in, server started, signals turned into a clean shutdown; or,
+//! as `ringtalk admin ...`, account administration on a stopped server's data directory.
+
+mod admin_cli;
 
 use clap::Parser;
 use ringtalk::{Config, Server};
@@ -10,6 +13,20 @@ use tracing::{error, info};
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "admin")
+    {
+        // Warnings only: what it did goes to stdout.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .init();
+        std::process::exit(admin_cli::main(std::env::args_os().skip(2)));
+    }
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
     // Log lines are written by a thread of their own: a shard that logs never waits on stderr.

@@ -18,10 +18,12 @@ use tracing::{info, warn};
 
 use crate::accounts::{Accounts, OpenError};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
+use crate::channel::Settings;
 use crate::cluster::link::ShardLink;
 use crate::cluster::store::{Store, StoreGuard};
 use crate::cluster::{BridgeStart, Cluster, ClusterView, ClusterWatch};
 use crate::config::Config;
+use crate::data_dir::{DataDirLock, LockError};
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
@@ -75,6 +77,9 @@ pub enum StartError {
         /// What the kernel said.
         source: std::io::Error,
     },
+    /// The data directory could not be made or locked, or another process uses it.
+    #[error("{0}")]
+    DataDir(#[from] LockError),
     /// The database or the worker threads could not be started.
     #[error("cannot open the database: {0}")]
     Database(#[from] OpenError),
@@ -137,6 +142,9 @@ pub struct Server {
     cluster: Option<Cluster>,
     /// The thread that keeps accounts and channels in NATS, in cluster mode.
     store: Option<StoreGuard>,
+    /// The data directory is this server's while it runs; let go of last, once the database is
+    /// closed (in [`Server::wait`]).
+    _data_dir_lock: DataDirLock,
 }
 
 /// Sends the shard's failure to [`Server::start`] if the shard's future is dropped without running,
@@ -201,6 +209,8 @@ impl Server {
             .workers
             .unwrap_or(cpus.len())
             .clamp(1, crate::config::MAX_WORKERS);
+        // Before anything in the data directory is opened: it is this process's alone.
+        let data_dir_lock = DataDirLock::acquire_creating(&config.data_dir)?;
         // In a cluster, accounts and channels are the cluster's, in NATS key-value buckets.
         let (store, store_guard) = match config.cluster.as_deref().map(Store::start) {
             Some(Ok((store, guard))) => (Some(store), Some(guard)),
@@ -215,8 +225,8 @@ impl Server {
             store,
         )?;
 
-        let channels = match futures::executor::block_on(accounts.list_channels()) {
-            Ok(names) => names,
+        let channels = match futures::executor::block_on(accounts.all_channel_settings()) {
+            Ok(channels) => channels,
             // A node of a cluster that cannot reach NATS yet starts with no channels: it learns
             // each one when it is made, or when a node that knows it asks for it.
             Err(e) if store_guard.is_some() => {
@@ -228,14 +238,10 @@ impl Server {
                 return Err(StartError::Channels(format!("{e:?}")));
             }
         };
-        let mut homed: Vec<Vec<ChannelName>> = vec![Vec::new(); shard_count];
-        for name in channels {
-            match ChannelName::new(&name) {
-                Ok(name) => homed[shard_proto::home_of(&name, shard_count).index()].push(name),
-                Err(e) => {
-                    warn!(channel = %name, error = %e, "skipping a stored channel with an invalid name")
-                }
-            }
+        let mut homed: Vec<Vec<(ChannelName, Settings)>> = vec![Vec::new(); shard_count];
+        for (name, settings) in channels {
+            let home = shard_proto::home_of(&name, shard_count).index();
+            homed[home].push((name, Settings::from_stored(settings)));
         }
         let log_dir = Server::log_dir(&config.data_dir);
         let (chanlog, chanlog_guard) = match ChannelLog::start(&log_dir, LOG_QUEUE) {
@@ -423,6 +429,7 @@ impl Server {
             heartbeat,
             cluster,
             store: store_guard,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

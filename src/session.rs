@@ -31,10 +31,10 @@ use std::sync::Arc;
 
 use shard_proto::{SessionId, Traveller};
 
-use crate::accounts::{self, AccountError, Created, Login, User};
+use crate::accounts::{self, AccountError, Created, LoggedIn, Login, User};
 use crate::cmd;
 use crate::defences::flood::{flood_notice, Flood};
-use crate::defences::{in_time, Checking, Limit, LoginStart, Ticket};
+use crate::defences::{account_slowed_notice, in_time, Checking, Limit, LoginStart, Ticket};
 use crate::hub::Personal;
 use crate::line::FinishedLine;
 use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
@@ -88,6 +88,8 @@ pub(crate) enum Stop {
     TooManyFailures,
     /// The session goes on at its channel's home shard.
     MoveHome,
+    /// The user deleted their account, and has been told so (`/delete-account`).
+    AccountDeleted,
 }
 
 /// A logged-in session on its way to another shard: everything its new task needs. One that is
@@ -281,6 +283,9 @@ impl Session {
     /// (then returns what the shard kept for the user, to take along).
     fn user_left(&self, user: &User, outcome: &Result<(), Stop>) -> Option<Personal> {
         let key = self.key();
+        if !matches!(outcome, Err(Stop::MoveHome | Stop::AccountDeleted)) {
+            self.record_last_seen(user);
+        }
         self.shard.chat(|hub, out| match outcome {
             Err(Stop::MoveHome) => hub.user_moving(&user.name, key, out),
             _ => {
@@ -288,6 +293,24 @@ impl Session {
                 None
             }
         })
+    }
+
+    /// Records that the user was seen until now, without waiting for it: the write is queued at
+    /// once and runs even if nobody waits (see [`Accounts::record_last_seen`]), and a detached
+    /// task only logs a failure.
+    ///
+    /// [`Accounts::record_last_seen`]: crate::accounts::Accounts::record_last_seen
+    fn record_last_seen(&self, user: &User) {
+        let recorded = self
+            .shard
+            .accounts
+            .record_last_seen(&user.name, accounts::unix_now());
+        glommio::spawn_local(async move {
+            if let Err(e) = recorded.await {
+                debug!(error = %e, "cannot record when a user was last seen");
+            }
+        })
+        .detach();
     }
 
     /// Hands the connection to its channel's home shard. Its socket leaves this shard's readiness
@@ -334,10 +357,13 @@ impl Session {
                 Some("Login timed out. Connect again when you are ready.")
             }
             Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
-            Err(Stop::Closed | Stop::MoveHome) => None,
+            // Its last words were the command's own.
+            Err(Stop::Closed | Stop::MoveHome | Stop::AccountDeleted) => None,
         };
         if let Some(text) = last_words {
             self.term.print(&[text], &mut self.out);
+        }
+        if last_words.is_some() || matches!(outcome, Err(Stop::AccountDeleted)) {
             let grace = if matches!(outcome, Err(Stop::Kicked(Kick::Shutdown))) {
                 SHUTDOWN_GRACE
             } else {
@@ -365,7 +391,12 @@ impl Session {
         self.say("");
         // Boxed: the login dialogue's state is large and needed once, so the idle task does not
         // carry room for it.
-        let logged_in = user.insert(Box::pin(self.login()).await?);
+        let LoggedIn {
+            user: account,
+            ignoring,
+            admin,
+        } = Box::pin(self.login()).await?;
+        let logged_in = user.insert(account);
         let now = unix_secs();
         self.registration.mailbox().set_times(now, now);
         self.registration.mailbox().set_logged_in();
@@ -377,11 +408,30 @@ impl Session {
             let lines: Vec<&str> = motd.iter().map(String::as_str).collect();
             self.term.print(&lines, &mut self.out);
         }
-        let key = self.key();
         // One copy of the name, which the directory of who is online shares.
         let name: Arc<str> = logged_in.name.as_str().into();
-        self.shard.chat(|hub, out| hub.user_online(&name, key, out));
+        self.come_online(&name, ignoring, admin);
         self.chat_logged_in(logged_in, &name).await
+    }
+
+    /// Tells the hub that the user `name` is online here, whom they ignore and whether they are
+    /// an admin (the data directory says so, or `--admin`). A function of its own, so that the
+    /// list is gone before the session's long wait rather than kept in its task.
+    fn come_online(&self, name: &Arc<str>, ignoring: Vec<String>, admin: bool) {
+        let key = self.key();
+        let admin = admin
+            || self
+                .shard
+                .config
+                .admins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name));
+        let ignoring: Box<[Arc<str>]> = ignoring.into_iter().map(Arc::from).collect();
+        self.shard.chat(|hub, out| {
+            hub.user_online(name, key, out);
+            hub.set_ignoring(key, ignoring);
+            hub.set_admin(key, admin);
+        });
     }
 
     /// Commands of a logged-in user, counted as one while they last. The directory of who is
@@ -396,7 +446,7 @@ impl Session {
     }
 
     /// The login dialogue, with wtelnet's prompts. Returns the logged-in user.
-    async fn login(&mut self) -> Result<User, Stop> {
+    async fn login(&mut self) -> Result<LoggedIn, Stop> {
         let mut failures = 0;
         loop {
             let name = self.ask("Username: ", false).await?;
@@ -425,10 +475,7 @@ impl Session {
                     let ip = self.ticket().map(Ticket::ip);
                     self.shard.note_limit(Limit::AccountSlowed, ip);
                     let wait = Duration::from_secs(secs.into());
-                    self.say(&format!(
-                        "Too many failed logins for this account recently; your password will be checked {}.",
-                        in_time(wait)
-                    ));
+                    self.say(&account_slowed_notice(wait));
                     self.send_ready().await?;
                     self.wait(glommio::timer::sleep(wait)).await?;
                 }
@@ -439,10 +486,16 @@ impl Session {
                 };
                 let suspect = matches!(&turn, Turn::Mine(c) if c.is_suspect());
                 match self.wait(accounts.login(name, &password, suspect)).await? {
-                    Ok(Login::Ok(user)) => {
+                    Ok(Login::Ok(logged_in)) => {
                         self.shard.defences.login_succeeded(self.ticket(), name);
                         self.say("You are logged in. Use /help for help with commands.");
-                        return Ok(user);
+                        return Ok(logged_in);
+                    }
+                    Ok(Login::Banned) => {
+                        // The right password: no failure to count, and no success either (that
+                        // would forgive the address its failures).
+                        self.login_unanswered();
+                        self.say("This account is banned.");
                     }
                     Ok(Login::WrongPassword) => {
                         self.shard.defences.login_failed(name);
@@ -480,7 +533,11 @@ impl Session {
                 continue;
             }
             if let Some(user) = self.create_account(name).await? {
-                return Ok(user);
+                return Ok(LoggedIn {
+                    user,
+                    ignoring: Vec::new(),
+                    admin: false,
+                });
             }
         }
     }
@@ -760,6 +817,27 @@ impl Session {
         }
     }
 
+    /// Shows `prompt` to a logged-in user and returns the next line they type (hidden for
+    /// passwords). The line comes through flood control like any chat line, so lines typed ahead
+    /// are answered in the order typed and none of them is taken for something it was not meant
+    /// for (a password held back by flood control must never be said on a channel). ^D answers as
+    /// an empty line: in a command's dialogue it means "never mind", not "log off".
+    async fn ask_in_chat(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop> {
+        self.term.set_hidden(hidden, &mut self.out);
+        self.term.show_prompt(prompt, &mut self.out);
+        let input = self.next_chat_input().await;
+        self.term.set_hidden(false, &mut self.out);
+        match input? {
+            Input::EndOfInput => Ok(String::new()),
+            Input::Line(line) => {
+                if !hidden {
+                    self.report_line_problems(&line);
+                }
+                Ok(line.text)
+            }
+        }
+    }
+
     fn report_line_problems(&mut self, line: &FinishedLine) {
         if line.truncated {
             self.say(&format!(
@@ -972,6 +1050,10 @@ impl cmd::Ctx for Chat<'_> {
 
     async fn until_caught_up(&mut self) -> Result<(), Stop> {
         self.session.until_caught_up().await
+    }
+
+    async fn ask(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop> {
+        self.session.ask_in_chat(prompt, hidden).await
     }
 }
 

@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use shard_proto::{
     ChannelId, ChannelName, Line, SessionId, ShardId, ShardMsg, ToHome, ToMember, Traveller,
 };
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, ChannelSettings};
 use crate::chanlog::ChannelLog;
+use crate::channel::Settings;
 use crate::cluster::link::ShardLink;
 use crate::cluster::wire::ClusterOut;
 use crate::config::Config;
@@ -88,6 +89,13 @@ pub struct Shard {
     arrivals: RefCell<Vec<(Rc<Mailbox>, Traveller)>>,
     /// This shard's end of the queues to the node's bridge, in a cluster.
     pub(crate) cluster: Option<ShardLink>,
+    /// Channel settings changed at this shard's homes and not yet stored: the latest of each
+    /// channel, by key (one entry per channel at most, however fast they change).
+    settings_to_store: RefCell<HashMap<Arc<str>, (ChannelName, ChannelSettings)>>,
+    /// The settings writer's waker, while it waits for something to store.
+    settings_writer: RefCell<Option<Waker>>,
+    /// Set when the shard closes: the settings writer ends once it has stored everything.
+    settings_closing: Cell<bool>,
 }
 
 /// Messages for one other shard; its pump task moves them into the ring.
@@ -229,9 +237,12 @@ impl Outputs for ShardOutputs<'_> {
         self.shard.chanlog.append(channel.key(), line);
     }
 
-    fn save_settings(&mut self, channel: &ChannelName, settings: &crate::channel::Settings) {
-        // MERGE: handed to the shard's settings writer once accounts can store them.
-        let _ = (channel, settings);
+    fn save_settings(&mut self, channel: &ChannelName, settings: &Settings) {
+        self.shard.settings_to_store.borrow_mut().insert(
+            channel.key().clone(),
+            (channel.clone(), settings.to_stored()),
+        );
+        self.shard.ring_settings_bell();
     }
 
     fn times(&self, session: u64) -> Option<(u32, u32)> {
@@ -312,6 +323,55 @@ impl Drop for Registration {
 }
 
 impl Shard {
+    /// Wakes the settings writer (see [`Shard::store_settings`]).
+    pub(crate) fn ring_settings_bell(&self) {
+        if let Some(waker) = self.settings_writer.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Stores the channel settings changed at this shard's homes, one channel at a time, each
+    /// store awaited before the next (so a channel's changes are stored in the order made: only
+    /// its home makes them), until [`Shard::close_settings`] and nothing is left to store. A
+    /// store that fails is logged; the change stays in force until the server stops.
+    pub async fn store_settings(self: Rc<Self>) {
+        loop {
+            let next = {
+                let mut pending = self.settings_to_store.borrow_mut();
+                let key = pending.keys().next().cloned();
+                key.and_then(|key| pending.remove(&key))
+            };
+            if let Some((name, settings)) = next {
+                match self.accounts.save_channel_settings(&name, settings).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        warn!(channel = %name, "channel settings not stored: no such channel in the database")
+                    }
+                    Err(e) => warn!(channel = %name, error = %e, "channel settings not stored"),
+                }
+                continue;
+            }
+            if self.settings_closing.get() {
+                return;
+            }
+            futures::future::poll_fn(|cx| {
+                if !self.settings_to_store.borrow().is_empty() || self.settings_closing.get() {
+                    Poll::Ready(())
+                } else {
+                    *self.settings_writer.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Lets the settings writer end once it has stored everything (the shard is closing).
+    pub fn close_settings(&self) {
+        self.settings_closing.set(true);
+        self.ring_settings_bell();
+    }
+
     /// A shard with no sessions, home to `channels`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -322,7 +382,7 @@ impl Shard {
         stats: Arc<Stats>,
         defences: Arc<Defences>,
         chanlog: ChannelLog,
-        channels: Vec<ChannelName>,
+        channels: Vec<(ChannelName, Settings)>,
         readiness: Readiness,
         cluster: Option<(ShardLink, Arc<str>)>,
     ) -> Shard {
@@ -332,8 +392,9 @@ impl Shard {
             hub.join_cluster(node, crate::cluster::now_ms());
             link
         });
-        for name in channels {
-            hub.open(name);
+        for (name, settings) in channels {
+            hub.open(name.clone());
+            hub.set_settings(&name, settings);
         }
         stats
             .shard(id.index())
@@ -357,6 +418,9 @@ impl Shard {
             login_deadlines: RefCell::new(VecDeque::new()),
             scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             shutting_down: Cell::new(false),
+            settings_to_store: RefCell::new(HashMap::new()),
+            settings_writer: RefCell::new(None),
+            settings_closing: Cell::new(false),
             readiness,
             listener_ready: Cell::new(true),
             acceptor: RefCell::new(None),

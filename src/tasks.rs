@@ -20,6 +20,8 @@ use futures::channel::oneshot;
 use futures::future::{poll_fn, select, Either};
 use glommio::sync::Gate;
 use shard_proto::{ChannelName, ShardId};
+
+use crate::channel::Settings;
 use tracing::{debug, info, warn};
 
 use crate::accounts::Accounts;
@@ -69,7 +71,7 @@ pub struct ShardStart {
     /// The channel log writer.
     pub chanlog: ChannelLog,
     /// The channels homed on this shard.
-    pub channels: Vec<ChannelName>,
+    pub channels: Vec<(ChannelName, Settings)>,
     /// In a cluster: this shard's end of the queues to the bridge, and the node's name.
     pub cluster: Option<(ShardLink, Arc<str>)>,
 }
@@ -133,6 +135,7 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
     ));
 
     let sweeper = glommio::spawn_local(sweep_logins(shard.clone()));
+    let settings_writer = glommio::spawn_local(shard.clone().store_settings());
     let pacer = {
         let shard = shard.clone();
         glommio::spawn_local(async move { shard.pacer.run(glommio::timer::sleep).await })
@@ -160,6 +163,21 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
             left = shard.session_count(),
             "shard dropped sessions that did not close in time"
         ),
+    }
+    // What the last commands changed is stored before the shard goes (the writer ends once it
+    // has stored everything, the shard being closed).
+    shard.close_settings();
+    if glommio::timer::timeout(SHUTDOWN_GRACE, async {
+        settings_writer.await;
+        Ok(())
+    })
+    .await
+    .is_err()
+    {
+        warn!(
+            shard = shard.id.0,
+            "channel settings were not all stored in time"
+        );
     }
     drop(ring_tasks);
     // Cancelled and waited for, so their waits let go of their eventfds before those are closed.

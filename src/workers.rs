@@ -21,7 +21,8 @@
 //! - Each job runs under `catch_unwind`: a panicking job fails that one request with
 //!   [`JobError::Panicked`] and the thread goes on serving the queue. A future never hangs.
 //! - A job whose future was dropped before a worker reached it is skipped (its caller has gone,
-//!   e.g. the client disconnected while waiting for bcrypt).
+//!   e.g. the client disconnected while waiting for bcrypt); [`Workers::submit_detached`] is for
+//!   the few jobs that must run all the same.
 //! - [`WorkersGuard`] stops the pool at exit: new jobs are refused, jobs already queued run to
 //!   completion, then the threads are joined and each thread's state is dropped on its own thread
 //!   (closing a SQLite connection there checkpoints the WAL).
@@ -216,6 +217,28 @@ impl<S: 'static> Workers<S> {
             let _ = result_tx.send(result);
         });
 
+        self.enqueue(run)?;
+        Ok(JobFuture { rx: result_rx })
+    }
+
+    /// Queues `job` to run whether or not anyone waits for it: unlike [`Workers::submit`] there is
+    /// no future whose drop skips it. For writes whose caller is going away (a session that ends
+    /// records when it was last seen); the job reports its outcome itself, if anyone wants it.
+    /// Refused as `submit` refuses.
+    pub fn submit_detached<F>(&self, job: F) -> Result<(), SubmitError>
+    where
+        F: FnOnce(&mut S) + Send + 'static,
+    {
+        let run: Job<S> = Box::new(move |state: &mut S| {
+            // The thread survives a panic (see `worker_main`); the job's own result channel, if
+            // it has one, is dropped and its receiver hears of it.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| job(state)));
+        });
+        self.enqueue(run)
+    }
+
+    /// Puts a job on the queue without waiting: refused when the queue is full or the pool closed.
+    fn enqueue(&self, run: Job<S>) -> Result<(), SubmitError> {
         let closed = self
             .shared
             .closed
@@ -225,7 +248,7 @@ impl<S: 'static> Workers<S> {
             return Err(SubmitError::Closed);
         }
         match self.shared.tx.try_send(Msg::Run(run)) {
-            Ok(()) => Ok(JobFuture { rx: result_rx }),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
         }
@@ -470,6 +493,28 @@ mod tests {
         block_on(workers.submit(|_| ()).unwrap()).unwrap();
         // The skipped job dropped its sender without sending.
         assert!(ran_rx.recv().is_err());
+    }
+
+    #[test]
+    fn a_detached_job_runs_with_nobody_waiting_and_a_panic_spares_the_thread() {
+        let (workers, _guard) = pool(1, 2);
+        let (release, held) = hold_worker(&workers);
+        let (ran_tx, ran_rx) = mpsc::channel();
+        workers
+            .submit_detached(move |count: &mut u64| {
+                *count += 1;
+                ran_tx.send(*count).unwrap();
+            })
+            .unwrap();
+        workers.submit_detached(|_| panic!("boom")).unwrap();
+        assert!(matches!(
+            workers.submit_detached(|_| ()),
+            Err(SubmitError::Busy)
+        ));
+        release.send(()).unwrap();
+        block_on(held).unwrap();
+        assert_eq!(ran_rx.recv(), Ok(1));
+        assert_eq!(block_on(workers.submit(|count| *count).unwrap()), Ok(1));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The cluster's account and channel store against a real `nats-server` with JetStream: what one
-//! node stores another finds, concurrent creates on two nodes make exactly one, and a store whose
-//! NATS is away answers an error in time instead of holding its worker.
+//! node stores another finds, concurrent creates on two nodes make exactly one, concurrent
+//! updates lose nothing, an account keeps its id through updates, and a store whose NATS is away
+//! answers an error in time instead of holding its worker.
 //!
 //! Each [`Store`] here has its own NATS connection and thread, as each node would. The tests need
 //! `nats-server` (see `common/nats.rs`); without it they are skipped, unless
@@ -16,8 +17,11 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use nats::Nats;
-use ringtalk::accounts::{AccountError, Accounts, Created, Login, User, MIN_BCRYPT_COST};
-use ringtalk::cluster::store::{Store, StoreGuard, REQUEST_TIMEOUT};
+use ringtalk::accounts::{
+    AccountError, Accounts, ChannelSettings, Created, Deleted, LoggedIn, Login, PasswordChange,
+    Profile, User, MIN_BCRYPT_COST,
+};
+use ringtalk::cluster::store::{Store, StoreGuard, ACCOUNT_IDS_BUCKET, REQUEST_TIMEOUT};
 use shard_proto::ChannelName;
 
 /// Stands in for a bcrypt hash: the store keeps hashes, it never checks them.
@@ -259,11 +263,19 @@ fn accounts_on_two_nodes_share_users_and_channels_through_their_stores() {
     assert!(block_on(second.user_exists("carol")).unwrap());
     assert_eq!(
         block_on(second.login("carol", "secret1", false)).unwrap(),
-        Login::Ok(carol.clone())
+        Login::Ok(LoggedIn {
+            user: carol.clone(),
+            ignoring: Vec::new(),
+            admin: false
+        })
     );
     assert_eq!(
         block_on(second.login("CAROL", "secret1", true)).unwrap(),
-        Login::Ok(carol.clone())
+        Login::Ok(LoggedIn {
+            user: carol.clone(),
+            ignoring: Vec::new(),
+            admin: false
+        })
     );
     assert_eq!(
         block_on(second.login("carol", "secret2", false)).unwrap(),
@@ -288,4 +300,248 @@ fn accounts_on_two_nodes_share_users_and_channels_through_their_stores() {
         Accounts::open(first_dir.path(), MIN_BCRYPT_COST, 1, 4).expect("the file opens");
     assert!(!block_on(alone.user_exists("carol")).unwrap());
     assert!(block_on(alone.list_channels()).unwrap().is_empty());
+}
+
+/// Two nodes' accounts over one NATS server, each with its own store and SQLite file.
+struct TwoNodes {
+    first: Accounts,
+    second: Accounts,
+    _guards: Vec<Box<dyn std::any::Any>>,
+}
+
+fn two_nodes(url: &str) -> TwoNodes {
+    let mut guards: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut node = || {
+        let (store, store_guard) = store(url);
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, guard) =
+            Accounts::open_with_store(dir.path(), MIN_BCRYPT_COST, 2, 16, Some(store))
+                .expect("accounts open");
+        // Dropped in this order: the workers before their store.
+        guards.push(Box::new(guard));
+        guards.push(Box::new(store_guard));
+        guards.push(Box::new(dir));
+        accounts
+    };
+    let (first, second) = (node(), node());
+    TwoNodes {
+        first,
+        second,
+        _guards: guards,
+    }
+}
+
+/// Deletes an entry of a bucket behind the stores' backs.
+fn delete_behind_the_stores(url: &str, bucket: &str, key: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value(bucket)
+            .await
+            .unwrap();
+        kv.delete(key).await.unwrap();
+    });
+}
+
+#[test]
+fn an_accounts_id_stays_through_a_password_change_and_flags_and_a_new_account_of_its_name_gets_another(
+) {
+    let Some(nats) = Nats::start() else { return };
+    let nodes = two_nodes(&nats.url());
+    let (first, second) = (&nodes.first, &nodes.second);
+    let dana = created(block_on(first.create_user("Dana", "first-pw")).unwrap());
+    assert_eq!(
+        block_on(second.change_password("dana", "wrong-pw", "second-pw")).unwrap(),
+        PasswordChange::WrongPassword
+    );
+    assert_eq!(
+        block_on(second.change_password("dana", "first-pw", "second-pw")).unwrap(),
+        PasswordChange::Changed
+    );
+    assert_eq!(
+        block_on(first.login("dana", "first-pw", false)).unwrap(),
+        Login::WrongPassword
+    );
+    assert!(block_on(second.set_admin("DANA", true)).unwrap());
+    block_on(first.set_ignoring("dana", vec!["eve".into(), "Eve".into(), "mal".into()])).unwrap();
+    block_on(second.record_last_seen("dana", 1_700_000_000)).unwrap();
+    assert_eq!(
+        block_on(first.login("DANA", "second-pw", false)).unwrap(),
+        Login::Ok(LoggedIn {
+            user: dana.clone(),
+            ignoring: vec!["eve".to_owned(), "mal".to_owned()],
+            admin: true
+        })
+    );
+    assert_eq!(
+        block_on(second.profile("dana")).unwrap(),
+        Some(Profile {
+            name: "Dana".to_owned(),
+            created_at: block_on(first.profile("dana")).unwrap().unwrap().created_at,
+            last_seen: Some(1_700_000_000),
+            admin: true,
+            banned: false
+        })
+    );
+    assert_eq!(block_on(first.admins()).unwrap(), ["Dana"]);
+    assert!(block_on(first.set_banned("dana", true)).unwrap());
+    assert_eq!(
+        block_on(second.login("dana", "second-pw", false)).unwrap(),
+        Login::Banned
+    );
+    assert!(!block_on(first.set_banned("nobody", true)).unwrap());
+
+    assert_eq!(
+        block_on(first.delete_account("dana", "first-pw")).unwrap(),
+        Deleted::WrongPassword
+    );
+    assert_eq!(
+        block_on(first.delete_account("dana", "second-pw")).unwrap(),
+        Deleted::Deleted
+    );
+    assert!(!block_on(second.user_exists("dana")).unwrap());
+    assert_eq!(block_on(second.profile("dana")).unwrap(), None);
+    assert!(block_on(second.admins()).unwrap().is_empty());
+    let again = created(block_on(second.create_user("dana", "third-pw")).unwrap());
+    assert!(again.id > dana.id, "{again:?} after {dana:?}");
+    assert_eq!(
+        block_on(first.login("Dana", "third-pw", false)).unwrap(),
+        Login::Ok(LoggedIn {
+            user: again,
+            ignoring: Vec::new(),
+            admin: false
+        })
+    );
+}
+
+#[test]
+fn channel_settings_round_trip_across_nodes_and_a_deleted_owner_is_none() {
+    let Some(nats) = Nats::start() else { return };
+    let nodes = two_nodes(&nats.url());
+    let (first, second) = (&nodes.first, &nodes.second);
+    let fred = created(block_on(first.create_user("Fred", "secret1")).unwrap());
+    created(block_on(first.create_user("gina", "secret1")).unwrap());
+    assert_eq!(
+        block_on(second.channel_settings(&chan("Hof"))).unwrap(),
+        None
+    );
+    assert!(block_on(first.create_channel(&chan("Hof"), fred.id)).unwrap());
+    assert!(block_on(first.create_channel(&chan("Ärger"), fred.id)).unwrap());
+    let by = |owner: &str| ChannelSettings {
+        owner: Some(owner.to_owned()),
+        ..ChannelSettings::default()
+    };
+    assert_eq!(
+        block_on(second.channel_settings(&chan("hof"))).unwrap(),
+        Some(by("Fred"))
+    );
+    let settings = ChannelSettings {
+        owner: Some("GINA".to_owned()),
+        topic: "line one\nline \\two".to_owned(),
+        topic_open: true,
+        invite_only: true,
+        capacity: 12,
+        bans: vec!["zed".into(), "ZED".into(), "amy".into()],
+    };
+    assert!(block_on(second.save_channel_settings(&chan("HOF"), settings.clone())).unwrap());
+    let stored = ChannelSettings {
+        owner: Some("gina".to_owned()),
+        bans: vec!["zed".into(), "amy".into()],
+        ..settings.clone()
+    };
+    assert_eq!(
+        block_on(first.channel_settings(&chan("hof"))).unwrap(),
+        Some(stored.clone())
+    );
+    // Creation order, though the first one was updated after the second was made.
+    assert_eq!(
+        block_on(first.all_channel_settings()).unwrap(),
+        [(chan("Hof"), stored.clone()), (chan("Ärger"), by("Fred"))]
+    );
+    assert_eq!(block_on(second.list_channels()).unwrap(), ["Hof", "Ärger"]);
+    assert!(!block_on(first.save_channel_settings(&chan("nowhere"), settings)).unwrap());
+
+    // A channel whose owner the id index does not know (made before it existed) still names
+    // its owner, by a pass over the accounts.
+    delete_behind_the_stores(&nats.url(), ACCOUNT_IDS_BUCKET, &fred.id.to_string());
+    assert_eq!(
+        block_on(second.channel_settings(&chan("ärger"))).unwrap(),
+        Some(by("Fred"))
+    );
+    // Its owner deleted, it has none, and a new account of the name does not inherit it.
+    assert_eq!(
+        block_on(first.delete_account("fred", "secret1")).unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(
+        block_on(second.channel_settings(&chan("ärger"))).unwrap(),
+        Some(ChannelSettings::default())
+    );
+    created(block_on(second.create_user("Fred", "secret2")).unwrap());
+    assert_eq!(
+        block_on(first.all_channel_settings()).unwrap()[1],
+        (chan("Ärger"), ChannelSettings::default())
+    );
+
+    assert!(block_on(second.delete_channel(&chan("HOF"))).unwrap());
+    assert!(!block_on(first.delete_channel(&chan("hof"))).unwrap());
+    assert_eq!(
+        block_on(first.channel_settings(&chan("hof"))).unwrap(),
+        None
+    );
+    assert_eq!(block_on(first.list_channels()).unwrap(), ["Ärger"]);
+    let gina = block_on(first.login("gina", "secret1", false)).unwrap();
+    let Login::Ok(gina) = gina else {
+        panic!("{gina:?}")
+    };
+    assert!(block_on(second.create_channel(&chan("hof"), gina.user.id)).unwrap());
+    assert_eq!(
+        block_on(first.channel_settings(&chan("Hof"))).unwrap(),
+        Some(by("gina"))
+    );
+}
+
+/// Two stores changing one account at the same moment, each a different field, round after
+/// round: after each round both changes are there. (Without the compare-and-set, both read the
+/// same value and the second write puts back the field the first one changed.)
+#[test]
+fn concurrent_updates_of_one_account_on_two_nodes_are_not_lost() {
+    const ROUNDS: i64 = 40;
+    let Some(nats) = Nats::start() else { return };
+    let (first, _first_guard) = store(&nats.url());
+    let (second, _second_guard) = store(&nats.url());
+    let hugo = created(first.create_user("hugo", HASH).unwrap());
+    let stores = [first.clone(), second.clone()];
+    let ignoring = |round: i64| -> Vec<String> { (0..round).map(|i| format!("pest{i}")).collect() };
+    for round in 1..=ROUNDS {
+        let barrier = Arc::new(Barrier::new(2));
+        let writers: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(which, store)| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    if which == 0 {
+                        store.record_last_seen("hugo", round)
+                    } else {
+                        store.set_ignoring("HUGO", ignoring(round))
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("a writer panicked").unwrap();
+        }
+        for store in [&first, &second] {
+            let now = store.find_account("hugo").unwrap().expect("hugo is there");
+            assert_eq!(now.user, hugo, "round {round}");
+            assert_eq!(now.last_seen, Some(round), "round {round}");
+            assert_eq!(now.ignoring, ignoring(round), "round {round}");
+        }
+    }
 }

@@ -302,7 +302,8 @@ pub enum Managed {
     },
     /// The asker is not on the channel (any more).
     NotMember,
-    /// The channel is homed on another node of a cluster, which these changes do not reach yet.
+    /// In a cluster, where a channel's settings do not yet follow it between nodes: changes are
+    /// refused, and a channel homed on another node cannot be asked.
     Elsewhere,
 }
 

@@ -21,10 +21,11 @@
 //!
 //! # Buckets
 //!
-//! [`ACCOUNTS_BUCKET`] and [`CHANNELS_BUCKET`]: history 1 (only the current value matters), file
-//! storage, one replica, and otherwise what any KV client gives a bucket (new writes refused when
-//! full rather than old entries dropped, no deletes, direct gets). The store creates them when it
-//! starts; when a bucket already exists (another node made it, perhaps at the same moment,
+//! [`ACCOUNTS_BUCKET`], [`CHANNELS_BUCKET`] and [`ACCOUNT_IDS_BUCKET`]: history 1 (only the
+//! current value matters), file storage, one replica, and otherwise what any KV client gives a
+//! bucket (new writes refused when full rather than old entries dropped, no deletes of stream
+//! messages, direct gets; a KV delete is a marker written like a value). The store creates them
+//! when it starts; when a bucket already exists (another node made it, perhaps at the same moment,
 //! perhaps with other settings) it opens that one. If NATS is away at the start, the next request
 //! tries again. They are made as streams directly, not with async-nats's `create_key_value`,
 //! which cannot work with nats-server 2.9 (see `open_bucket`).
@@ -37,6 +38,7 @@
 //!   `_` or `-`, so that is a valid key as it is, and "Alice" and "alice" are one account.
 //! - A channel's key is its [`ChannelName::key`] (lower-cased, any script) written as lower-case
 //!   hex of its UTF-8 bytes: "Ärger" and "ärger" are both `c3a472676572`.
+//! - The id index's key is a user id in decimal; its value is that account's key.
 //!
 //! # Values
 //!
@@ -46,6 +48,11 @@
 //! name=Alice
 //! hash=$2b$12$…
 //! created_at=1700000000
+//! admin=0
+//! banned=0
+//! ignoring=bob,carol
+//! id=42
+//! last_seen=1700000500
 //! ```
 //!
 //! and a channel:
@@ -54,55 +61,94 @@
 //! name=Ärger
 //! owner=42
 //! created_at=1700000000
+//! topic=Shouting \\ welcome
+//! topic_open=0
+//! invite_only=0
+//! capacity=0
+//! bans=eve,mallory
+//! seq=17
 //! ```
 //!
-//! `name` is the name as it was created, in its case; `created_at` is in Unix seconds; `owner` is
-//! the creator's user id. Every field named here must be there exactly once, and the names must be
-//! valid; fields not named here are ignored, so a later version may add one. A value that is not
-//! UTF-8 or breaks these rules is an error, never a panic. When listing channels, an entry with
-//! such a value is left out and logged rather than failing the whole list.
+//! `name` is the name as it was created, in its case; times are Unix seconds; `owner` is the
+//! owner's user id (0: none); lists are usernames separated by commas; flags are `0` or `1`; the
+//! topic is escaped (`\\`, `\n`, `\r`) so that it stays one line. `name`, `hash`, `owner` and
+//! `created_at` must be there exactly once and the names must be valid; the other fields may be
+//! missing (values written before they existed): a missing flag or list is off or empty, a
+//! missing `last_seen` is never. Fields not named here are ignored, so a later version may add
+//! one. A value that is not UTF-8 or breaks these rules is an error, never a panic. When listing
+//! channels, an entry with such a value is left out and logged rather than failing the whole list.
+//!
+//! # Updates
+//!
+//! Every change to an existing entry is a compare-and-set: read the entry and its revision, change
+//! the value, write it with `update(key, value, revision)`, which JetStream refuses if anything
+//! wrote the key since; then read again and start over (up to 32 times). So two nodes changing one
+//! account at once (one records a last-seen time, the other an ignore list) both get their change
+//! in, and a password change or a deletion acts only on the hash its password was checked against.
+//! Deletes are revision-checked the same way.
 //!
 //! # User ids
 //!
 //! A user's id is the revision (stream sequence) of the KV create that made the account: positive,
-//! unique across the bucket, and known without a second write. Nothing updates an account, and the
-//! bucket keeps one revision per key, so reading the entry back gives that same revision as the id.
-//! Whatever comes to update accounts (a password change, say) must then store the id as a field.
-//! Unlike SQLite, nothing checks that a channel's owner is an account in the bucket.
+//! unique across the bucket, and known without a second write. An update gives the entry a new
+//! revision, so every update writes the id as the `id` field, and a value with one is read by it;
+//! a value without one has never been updated, and its revision is still the id. (A node of the
+//! version before `id` existed would read an updated account's id as its revision: upgrade every
+//! node before anything updates accounts.) A deleted account's key can be made again, with a new
+//! revision, hence a new id.
+//!
+//! Channels keep their owner's id; to name the owner, the [`ACCOUNT_IDS_BUCKET`] index gives the
+//! account's key for an id, written when the account is made. The account is then read, and its
+//! id must still be the owner's: a deleted owner's name may have been taken by a new account,
+//! which does not inherit the channel. Ids the index lacks (accounts made before it) are found by
+//! one pass over every account and indexed then. Unlike SQLite, nothing checks that a channel's
+//! owner is an account in the bucket, and deleting an account does not rewrite the channels it
+//! owned: they read as ownerless, and the next save of their settings writes `owner=0`.
 //!
 //! # Order
 //!
-//! [`Store::list_channels`] gives channels in creation order (by revision), as SQLite does.
+//! [`Store::list_channels`] gives channels in creation order (by the revision that created them,
+//! kept as `seq` once a channel's settings are saved), as SQLite does.
 
 use super::RuntimeThread;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use futures::future::{BoxFuture, Future};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use shard_proto::ChannelName;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tracing::{info, warn};
 
-use crate::accounts::{unix_now, validate_username, AccountError, Created, User};
+use crate::accounts::{
+    unix_now, validate_username, AccountError, AccountRecord, ChannelSettings, Created, Flag, User,
+};
 
 /// The bucket of accounts, one key per lower-cased username.
 pub const ACCOUNTS_BUCKET: &str = "ringtalk_accounts";
 /// The bucket of persistent channels, one key per channel (its lower-cased name in hex).
 pub const CHANNELS_BUCKET: &str = "ringtalk_channels";
+/// The index from a user id (in decimal) to its account's key, for naming channel owners.
+pub const ACCOUNT_IDS_BUCKET: &str = "ringtalk_account_ids";
+/// How many times an update that keeps meeting another node's update reads and tries again.
+const UPDATE_ATTEMPTS: usize = 32;
+/// How many reads a pass over a whole bucket keeps in flight.
+const SCAN_READS: usize = 64;
 /// How long a request may take before the store thread answers it with an error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than [`REQUEST_TIMEOUT`] a caller waits for that answer before giving up by
 /// itself; that happens only if the store thread is stuck.
 const REPLY_GRACE: Duration = Duration::from_millis(500);
 
-/// Both buckets, once opened. Cheap to clone (each is a few names and a client handle).
+/// The buckets, once opened. Cheap to clone (each is a few names and a client handle).
 #[derive(Clone)]
 struct Buckets {
     accounts: kv::Store,
     channels: kv::Store,
+    ids: kv::Store,
 }
 
 /// The buckets, opened (or opening) on the store thread when a request needs them.
@@ -173,38 +219,22 @@ impl Store {
         ))
     }
 
-    /// The account with this name (ASCII case ignored) and its password hash.
-    pub fn find_user(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+    /// Everything stored for the account with this name (ASCII case ignored).
+    pub fn find_account(&self, name: &str) -> Result<Option<AccountRecord>, AccountError> {
         // A name that is not a username has no account, and is no valid key either.
         let Some(key) = account_key(name) else {
             return Ok(None);
         };
         self.call(move |buckets| async move {
-            let Some(entry) = buckets
-                .accounts
-                .entry(key.as_str())
-                .await
-                .map_err(|e| failed(format!("reading account {key}: {e}")))?
-            else {
-                return Ok(None);
-            };
-            if entry.operation != kv::Operation::Put {
-                return Ok(None);
-            }
-            let account = AccountValue::decode(&entry.value)
-                .map_err(|e| failed(format!("account {key}: {e}")))?;
-            if account.name.to_ascii_lowercase() != key {
-                return Err(failed(format!(
-                    "account {key} holds the name {:?}",
-                    account.name
-                )));
-            }
-            let user = User {
-                id: revision_id(entry.revision)?,
-                name: account.name,
-            };
-            Ok(Some((user, account.hash)))
+            Ok(read_account(&buckets.accounts, &key)
+                .await?
+                .map(Current::into_record))
         })
+    }
+
+    /// The account with this name (ASCII case ignored) and its password hash.
+    pub fn find_user(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+        Ok(self.find_account(name)?.map(|a| (a.user, a.hash)))
     }
 
     /// Stores a new account under `name` with the bcrypt `hash` of its password.
@@ -212,25 +242,137 @@ impl Store {
     /// creates of one name, on any nodes, exactly one gets [`Created::Ok`].
     pub fn create_user(&self, name: &str, hash: &str) -> Result<Created, AccountError> {
         let key = account_key(name).ok_or_else(|| failed(format!("not a username: {name:?}")))?;
-        if hash.is_empty() || hash.contains('\n') {
-            return Err(failed(
-                "a password hash must be one line of text".to_owned(),
-            ));
-        }
-        let value = AccountValue {
-            name: name.to_owned(),
-            hash: hash.to_owned(),
-            created_at: unix_now(),
-        };
+        check_hash(hash)?;
+        let value = AccountValue::new(name, hash, unix_now());
         self.call(move |buckets| async move {
             match buckets.accounts.create(&key, value.encode().into()).await {
-                Ok(revision) => Ok(Created::Ok(User {
-                    id: revision_id(revision)?,
-                    name: value.name,
-                })),
+                Ok(revision) => {
+                    let id = revision_id(revision)?;
+                    // Only a hint, for naming channel owners: without it they are found by a
+                    // pass over every account.
+                    if let Err(e) = buckets.ids.put(id.to_string(), key.clone().into()).await {
+                        warn!(%key, id, error = %e, "store: cannot index the new account's id");
+                    }
+                    Ok(Created::Ok(User {
+                        id,
+                        name: value.name,
+                    }))
+                }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::NameTaken),
                 Err(e) => Err(failed(format!("creating account {key}: {e}"))),
             }
+        })
+    }
+
+    /// Replaces the password hash of the account `name`, but only while it is still `expected`
+    /// (the hash its old password was checked against). `Ok(false)`: the account is gone or its
+    /// hash changed meanwhile; nothing was written.
+    pub fn replace_hash(
+        &self,
+        name: &str,
+        expected: &str,
+        hash: &str,
+    ) -> Result<bool, AccountError> {
+        check_hash(hash)?;
+        let (expected, hash) = (expected.to_owned(), hash.to_owned());
+        let changed = self.update_account(name, move |account| {
+            if account.hash != expected {
+                return Edit::Keep(false);
+            }
+            account.hash = hash.clone();
+            Edit::Write(true)
+        })?;
+        Ok(changed == Some(true))
+    }
+
+    /// Deletes the account `name`, but only while its password hash is still `expected`.
+    /// `Ok(false)`: the account is gone or its hash changed meanwhile. Its id stays in the id
+    /// index, pointing at its name, where a later account of that name has another id: so no
+    /// channel it owned names an owner again.
+    pub fn delete_account(&self, name: &str, expected: &str) -> Result<bool, AccountError> {
+        let Some(key) = account_key(name) else {
+            return Ok(false);
+        };
+        let expected = expected.to_owned();
+        self.call(move |buckets| async move {
+            for _ in 0..UPDATE_ATTEMPTS {
+                let Some(current) = read_account(&buckets.accounts, &key).await? else {
+                    return Ok(false);
+                };
+                if current.value.hash != expected {
+                    return Ok(false);
+                }
+                match buckets
+                    .accounts
+                    .delete_expect_revision(&key, Some(current.revision))
+                    .await
+                {
+                    Ok(()) => return Ok(true),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(failed(format!("deleting account {key}: {e}"))),
+                }
+            }
+            Err(still_changing(&key))
+        })
+    }
+
+    /// Records when a session of the account `name` last ended; nothing if there is no such
+    /// account.
+    pub fn record_last_seen(&self, name: &str, at: i64) -> Result<(), AccountError> {
+        self.update_account(name, move |account| {
+            account.last_seen = Some(at);
+            Edit::Write(())
+        })?;
+        Ok(())
+    }
+
+    /// Replaces the ignore list of the account `name` (already checked: at most
+    /// [`MAX_IGNORED`](crate::accounts::MAX_IGNORED) usernames); nothing if there is no such
+    /// account.
+    pub fn set_ignoring(&self, name: &str, ignoring: Vec<String>) -> Result<(), AccountError> {
+        if let Some(bad) = ignoring.iter().find(|n| validate_username(n).is_err()) {
+            return Err(failed(format!("cannot ignore {bad:?}: not a username")));
+        }
+        self.update_account(name, move |account| {
+            account.ignoring = ignoring.clone();
+            Edit::Write(())
+        })?;
+        Ok(())
+    }
+
+    /// Sets or clears a flag of the account `name`. `Ok(false)`: there is no such account.
+    pub fn set_flag(&self, name: &str, flag: Flag, on: bool) -> Result<bool, AccountError> {
+        let changed = self.update_account(name, move |account| {
+            let field = match flag {
+                Flag::Admin => &mut account.admin,
+                Flag::Banned => &mut account.banned,
+            };
+            if *field == on {
+                return Edit::Keep(());
+            }
+            *field = on;
+            Edit::Write(())
+        })?;
+        Ok(changed.is_some())
+    }
+
+    /// The names of the administrators' accounts, sorted ignoring ASCII case. A pass over every
+    /// account.
+    pub fn admins(&self) -> Result<Vec<String>, AccountError> {
+        self.call(|buckets| async move {
+            let mut names: Vec<String> = all_entries(&buckets.accounts, "accounts")
+                .await?
+                .into_iter()
+                .filter_map(|entry| match AccountValue::decode(&entry.value) {
+                    Ok(account) => account.admin.then_some(account.name),
+                    Err(e) => {
+                        warn!(key = %entry.key, error = %e, "store: unreadable account; left out");
+                        None
+                    }
+                })
+                .collect();
+            names.sort_unstable_by_key(|name| name.to_ascii_lowercase());
+            Ok(names)
         })
     }
 
@@ -238,11 +380,7 @@ impl Store {
     /// case (Unicode lower-casing), exists; of two concurrent creates exactly one gets `Ok(true)`.
     pub fn create_channel(&self, channel: &ChannelName, owner: i64) -> Result<bool, AccountError> {
         let key = channel_key(channel);
-        let value = ChannelValue {
-            name: channel.clone(),
-            owner,
-            created_at: unix_now(),
-        };
+        let value = ChannelValue::new(channel.clone(), owner, unix_now());
         self.call(move |buckets| async move {
             match buckets.channels.create(&key, value.encode().into()).await {
                 Ok(_) => Ok(true),
@@ -259,62 +397,148 @@ impl Store {
     pub fn find_channel(&self, channel: &ChannelName) -> Result<Option<ChannelName>, AccountError> {
         let key = channel_key(channel);
         self.call(move |buckets| async move {
-            let entry = buckets
-                .channels
-                .entry(key.as_str())
-                .await
-                .map_err(|e| failed(format!("reading channel {key}: {e}")))?;
-            match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => {
-                    let value = ChannelValue::decode(&entry.value)
-                        .map_err(|e| failed(format!("channel {key}: {e}")))?;
-                    Ok(Some(value.name))
-                }
-                _ => Ok(None),
-            }
+            Ok(read_channel(&buckets.channels, &key)
+                .await?
+                .map(|(_, value)| value.name))
         })
     }
 
     /// Every stored channel's display name, oldest first.
     pub fn list_channels(&self) -> Result<Vec<String>, AccountError> {
         self.call(|buckets| async move {
-            let listing = |e: &dyn std::fmt::Display| failed(format!("listing channels: {e}"));
-            let keys: Vec<String> = buckets
-                .channels
-                .keys()
-                .await
-                .map_err(|e| listing(&e))?
-                .try_collect()
-                .await
-                .map_err(|e| listing(&e))?;
-            let entries = futures::future::try_join_all(
-                keys.into_iter().map(|key| buckets.channels.entry(key)),
-            )
-            .await
-            .map_err(|e| listing(&e))?;
-            let mut channels: Vec<(u64, ChannelName)> = entries
+            Ok(all_channels(&buckets.channels)
+                .await?
                 .into_iter()
-                .flatten()
-                .filter(|entry| entry.operation == kv::Operation::Put)
-                .filter_map(|entry| match ChannelValue::decode(&entry.value) {
-                    Ok(channel) if channel_key(&channel.name) == entry.key => {
-                        Some((entry.revision, channel.name))
-                    }
-                    Ok(channel) => {
-                        warn!(key = %entry.key, name = %channel.name.as_str(), "store: channel under another key; left out");
-                        None
-                    }
-                    Err(e) => {
-                        warn!(key = %entry.key, error = %e, "store: unreadable channel; left out");
-                        None
-                    }
-                })
-                .collect();
-            channels.sort_unstable_by_key(|&(revision, _)| revision);
+                .map(|channel| channel.name.as_str().to_owned())
+                .collect())
+        })
+    }
+
+    /// The settings of the stored channel of this name (ignoring case).
+    pub fn channel_settings(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<ChannelSettings>, AccountError> {
+        let key = channel_key(channel);
+        self.call(move |buckets| async move {
+            let Some((_, value)) = read_channel(&buckets.channels, &key).await? else {
+                return Ok(None);
+            };
+            let owners = owner_names(&buckets, [value.owner].into_iter().collect()).await?;
+            Ok(Some(value.settings(&owners)))
+        })
+    }
+
+    /// Every stored channel with its settings, oldest first.
+    pub fn all_channel_settings(
+        &self,
+    ) -> Result<Vec<(ChannelName, ChannelSettings)>, AccountError> {
+        self.call(|buckets| async move {
+            let channels = all_channels(&buckets.channels).await?;
+            let owners = owner_names(&buckets, channels.iter().map(|c| c.owner).collect()).await?;
             Ok(channels
                 .into_iter()
-                .map(|(_, name)| name.as_str().to_owned())
+                .map(|channel| {
+                    let settings = channel.settings(&owners);
+                    (channel.name, settings)
+                })
                 .collect())
+        })
+    }
+
+    /// Replaces the settings of the stored channel of this name (ignoring case); `Ok(false)`: there
+    /// is no such channel. The owner is stored as its id; a name that is no account is no owner.
+    pub fn save_channel_settings(
+        &self,
+        channel: &ChannelName,
+        settings: ChannelSettings,
+    ) -> Result<bool, AccountError> {
+        let key = channel_key(channel);
+        let owner_key = settings.owner.as_deref().and_then(account_key);
+        self.call(move |buckets| async move {
+            let owner = match owner_key {
+                Some(owner_key) => read_account(&buckets.accounts, &owner_key)
+                    .await?
+                    .map_or(NO_OWNER, |owner| owner.id),
+                None => NO_OWNER,
+            };
+            for _ in 0..UPDATE_ATTEMPTS {
+                let Some((revision, mut value)) = read_channel(&buckets.channels, &key).await?
+                else {
+                    return Ok(false);
+                };
+                value.seq.get_or_insert(revision);
+                value.set(owner, &settings);
+                match buckets
+                    .channels
+                    .update(&key, value.encode().into(), revision)
+                    .await
+                {
+                    Ok(_) => return Ok(true),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(failed(format!("updating channel {key}: {e}"))),
+                }
+            }
+            Err(still_changing(&key))
+        })
+    }
+
+    /// Deletes the stored channel of this name (ignoring case); `Ok(false)`: there is none.
+    pub fn delete_channel(&self, channel: &ChannelName) -> Result<bool, AccountError> {
+        let key = channel_key(channel);
+        self.call(move |buckets| async move {
+            for _ in 0..UPDATE_ATTEMPTS {
+                let Some((revision, _)) = read_channel(&buckets.channels, &key).await? else {
+                    return Ok(false);
+                };
+                match buckets
+                    .channels
+                    .delete_expect_revision(&key, Some(revision))
+                    .await
+                {
+                    Ok(()) => return Ok(true),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(failed(format!("deleting channel {key}: {e}"))),
+                }
+            }
+            Err(still_changing(&key))
+        })
+    }
+
+    /// Reads the account `name`, lets `edit` change it, and writes it back only if nobody wrote
+    /// it meanwhile (the KV's compare-and-set on the revision read); if somebody did, reads it
+    /// again and starts over, so two nodes changing one account at once both get their change
+    /// in. The value written carries the account's id. `Ok(None)`: there is no such account.
+    fn update_account<T, F>(&self, name: &str, mut edit: F) -> Result<Option<T>, AccountError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut AccountValue) -> Edit<T> + Send + 'static,
+    {
+        let Some(key) = account_key(name) else {
+            return Ok(None);
+        };
+        self.call(move |buckets| async move {
+            for _ in 0..UPDATE_ATTEMPTS {
+                let Some(current) = read_account(&buckets.accounts, &key).await? else {
+                    return Ok(None);
+                };
+                let mut value = current.value;
+                value.id = Some(current.id);
+                let answer = match edit(&mut value) {
+                    Edit::Keep(answer) => return Ok(Some(answer)),
+                    Edit::Write(answer) => answer,
+                };
+                match buckets
+                    .accounts
+                    .update(&key, value.encode().into(), current.revision)
+                    .await
+                {
+                    Ok(_) => return Ok(Some(answer)),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(failed(format!("updating account {key}: {e}"))),
+                }
+            }
+            Err(still_changing(&key))
         })
     }
 
@@ -426,11 +650,238 @@ async fn open_buckets(js: &jetstream::Context) -> Result<Buckets, AccountError> 
     Ok(Buckets {
         accounts: open_bucket(js, ACCOUNTS_BUCKET).await?,
         channels: open_bucket(js, CHANNELS_BUCKET).await?,
+        ids: open_bucket(js, ACCOUNT_IDS_BUCKET).await?,
     })
 }
 
 fn failed(why: String) -> AccountError {
     AccountError::Failed(why)
+}
+
+/// The error of an update that kept meeting other writers.
+fn still_changing(key: &str) -> AccountError {
+    failed(format!(
+        "{key} changed under each of {UPDATE_ATTEMPTS} attempts to update it"
+    ))
+}
+
+/// A password hash goes into a value as one line.
+fn check_hash(hash: &str) -> Result<(), AccountError> {
+    if hash.is_empty() || hash.contains('\n') {
+        return Err(failed(
+            "a password hash must be one line of text".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// What an edit of an account (see `Store::update_account`) decided.
+enum Edit<T> {
+    /// Write the edited value back, then answer this.
+    Write(T),
+    /// Write nothing; answer this.
+    Keep(T),
+}
+
+/// An account as read from its bucket.
+struct Current {
+    /// The revision read, for a compare-and-set.
+    revision: u64,
+    /// The account's id: its `id` field, or for an account never updated, the revision.
+    id: i64,
+    value: AccountValue,
+}
+
+impl Current {
+    fn into_record(self) -> AccountRecord {
+        let AccountValue {
+            name,
+            hash,
+            created_at,
+            last_seen,
+            admin,
+            banned,
+            ignoring,
+            ..
+        } = self.value;
+        AccountRecord {
+            user: User { id: self.id, name },
+            hash,
+            created_at,
+            last_seen,
+            admin,
+            banned,
+            ignoring,
+        }
+    }
+}
+
+/// Reads the account under `key`; `None` if there is none (or it was deleted).
+async fn read_account(accounts: &kv::Store, key: &str) -> Result<Option<Current>, AccountError> {
+    let Some(entry) = accounts
+        .entry(key)
+        .await
+        .map_err(|e| failed(format!("reading account {key}: {e}")))?
+    else {
+        return Ok(None);
+    };
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let value =
+        AccountValue::decode(&entry.value).map_err(|e| failed(format!("account {key}: {e}")))?;
+    if value.name.to_ascii_lowercase() != key {
+        return Err(failed(format!(
+            "account {key} holds the name {:?}",
+            value.name
+        )));
+    }
+    let id = match value.id {
+        Some(id) => id,
+        None => revision_id(entry.revision)?,
+    };
+    Ok(Some(Current {
+        revision: entry.revision,
+        id,
+        value,
+    }))
+}
+
+/// Reads the channel under `key` with its revision; `None` if there is none (or it was deleted).
+async fn read_channel(
+    channels: &kv::Store,
+    key: &str,
+) -> Result<Option<(u64, ChannelValue)>, AccountError> {
+    let entry = channels
+        .entry(key)
+        .await
+        .map_err(|e| failed(format!("reading channel {key}: {e}")))?;
+    match entry {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            let value = ChannelValue::decode(&entry.value)
+                .map_err(|e| failed(format!("channel {key}: {e}")))?;
+            Ok(Some((entry.revision, value)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Every live entry of a bucket, in no order; `what` names the bucket in errors.
+async fn all_entries(bucket: &kv::Store, what: &str) -> Result<Vec<kv::Entry>, AccountError> {
+    let listing = |e: &dyn std::fmt::Display| failed(format!("listing {what}: {e}"));
+    let keys: Vec<String> = bucket
+        .keys()
+        .await
+        .map_err(|e| listing(&e))?
+        .try_collect()
+        .await
+        .map_err(|e| listing(&e))?;
+    let entries: Vec<Option<kv::Entry>> = futures::stream::iter(keys)
+        .map(|key| bucket.entry(key))
+        .buffered(SCAN_READS)
+        .try_collect()
+        .await
+        .map_err(|e| listing(&e))?;
+    Ok(entries
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.operation == kv::Operation::Put)
+        .collect())
+}
+
+/// Every stored channel, oldest first (by the revision that created it). An entry that cannot be
+/// read, or sits under another name's key, is left out and logged rather than failing the list.
+async fn all_channels(channels: &kv::Store) -> Result<Vec<ChannelValue>, AccountError> {
+    let mut found: Vec<(u64, ChannelValue)> = all_entries(channels, "channels")
+        .await?
+        .into_iter()
+        .filter_map(|entry| match ChannelValue::decode(&entry.value) {
+            Ok(channel) if channel_key(&channel.name) == entry.key => {
+                Some((channel.seq.unwrap_or(entry.revision), channel))
+            }
+            Ok(channel) => {
+                warn!(key = %entry.key, name = %channel.name.as_str(), "store: channel under another key; left out");
+                None
+            }
+            Err(e) => {
+                warn!(key = %entry.key, error = %e, "store: unreadable channel; left out");
+                None
+            }
+        })
+        .collect();
+    found.sort_unstable_by_key(|&(seq, _)| seq);
+    Ok(found.into_iter().map(|(_, channel)| channel).collect())
+}
+
+/// The names of the accounts whose ids are `ids` (ids of no live account are left out).
+///
+/// Each id is looked up in the [`ACCOUNT_IDS_BUCKET`] index, and the account it names is read to
+/// check that it still has that id: a deleted account's name may belong to a new account now.
+/// Ids the index lacks (accounts made before it existed) are found by one pass over every
+/// account, and indexed then.
+async fn owner_names(
+    buckets: &Buckets,
+    ids: HashSet<i64>,
+) -> Result<HashMap<i64, String>, AccountError> {
+    let ids: Vec<i64> = ids.into_iter().filter(|&id| id != NO_OWNER).collect();
+    let looked_up = futures::stream::iter(ids)
+        .map(|id| async move {
+            let indexed = buckets
+                .ids
+                .get(id.to_string())
+                .await
+                .map_err(|e| failed(format!("reading the id index for {id}: {e}")))?;
+            let Some(key) = indexed else {
+                return Ok((id, None));
+            };
+            let Ok(key) = String::from_utf8(key.to_vec()) else {
+                return Ok((id, Some(None)));
+            };
+            let name = read_account(&buckets.accounts, &key)
+                .await?
+                .filter(|account| account.id == id)
+                .map(|account| account.value.name);
+            Ok::<_, AccountError>((id, Some(name)))
+        })
+        .buffer_unordered(SCAN_READS)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut names = HashMap::new();
+    let mut unindexed = HashSet::new();
+    for (id, found) in looked_up {
+        match found {
+            Some(Some(name)) => {
+                names.insert(id, name);
+            }
+            Some(None) => {}
+            None => {
+                unindexed.insert(id);
+            }
+        }
+    }
+    if unindexed.is_empty() {
+        return Ok(names);
+    }
+    for entry in all_entries(&buckets.accounts, "accounts").await? {
+        let Ok(account) = AccountValue::decode(&entry.value) else {
+            continue;
+        };
+        let id = match account.id {
+            Some(id) => id,
+            None => revision_id(entry.revision)?,
+        };
+        if unindexed.contains(&id) {
+            if let Err(e) = buckets
+                .ids
+                .put(id.to_string(), entry.key.clone().into())
+                .await
+            {
+                warn!(key = %entry.key, id, error = %e, "store: cannot index an account's id");
+            }
+            names.insert(id, account.name);
+        }
+    }
+    Ok(names)
 }
 
 /// A user id from the revision that created the account.
@@ -481,38 +932,148 @@ impl<'a> Fields<'a> {
         Ok(Fields(fields))
     }
 
-    fn text(&self, field: &str) -> Result<&'a str, ValueError> {
+    /// The field, if it is there.
+    fn get(&self, field: &str) -> Option<&'a str> {
         self.0
             .iter()
             .find(|&&(name, _)| name == field)
             .map(|&(_, value)| value)
+    }
+
+    fn text(&self, field: &str) -> Result<&'a str, ValueError> {
+        self.get(field)
             .ok_or_else(|| ValueError(format!("no field {field:?}")))
     }
 
     fn int(&self, field: &str) -> Result<i64, ValueError> {
-        let text = self.text(field)?;
-        text.parse()
-            .map_err(|_| ValueError(format!("field {field:?} is not a number: {text:?}")))
+        parse_number(field, self.text(field)?)
+    }
+
+    /// A number that may be missing.
+    fn optional<T: std::str::FromStr>(&self, field: &str) -> Result<Option<T>, ValueError> {
+        self.get(field)
+            .map(|text| parse_number(field, text))
+            .transpose()
+    }
+
+    /// `0` or `1`; missing is `false`.
+    fn flag(&self, field: &str) -> Result<bool, ValueError> {
+        match self.get(field) {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(other) => Err(ValueError(format!(
+                "field {field:?} is not 0 or 1: {other:?}"
+            ))),
+        }
+    }
+
+    /// A comma-separated list of usernames; missing or empty is none.
+    fn names(&self, field: &str) -> Result<Vec<String>, ValueError> {
+        match self.get(field) {
+            None | Some("") => Ok(Vec::new()),
+            Some(list) => list
+                .split(',')
+                .map(|name| match validate_username(name) {
+                    Ok(()) => Ok(name.to_owned()),
+                    Err(_) => Err(ValueError(format!(
+                        "field {field:?} holds {name:?}, no username"
+                    ))),
+                })
+                .collect(),
+        }
     }
 }
 
-/// What the accounts bucket holds for one account; its id is the entry's revision.
+fn parse_number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ValueError> {
+    text.parse()
+        .map_err(|_| ValueError(format!("field {field:?} is not a number: {text:?}")))
+}
+
+/// Free text as one line of a value: `\` becomes `\\`, a line feed `\n`, a carriage return `\r`.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The text [`escape`] made `escaped` from; any other use of `\` is an error.
+fn unescape(escaped: &str) -> Result<String, ValueError> {
+    let mut text = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            text.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => text.push('\\'),
+            Some('n') => text.push('\n'),
+            Some('r') => text.push('\r'),
+            other => return Err(ValueError(format!("bad escape \\{other:?} in {escaped:?}"))),
+        }
+    }
+    Ok(text)
+}
+
+/// What the accounts bucket holds for one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AccountValue {
+    /// The account's id, written with every update; `None` until the first (then the id is the
+    /// revision of the create, which is the entry's revision while nothing has updated it).
+    id: Option<i64>,
     /// The username as created, in its case.
     name: String,
     /// The bcrypt hash of the password.
     hash: String,
     /// Unix seconds.
     created_at: i64,
+    /// Unix seconds, when a session of it last ended.
+    last_seen: Option<i64>,
+    admin: bool,
+    banned: bool,
+    /// Usernames, in the order stored.
+    ignoring: Vec<String>,
 }
 
 impl AccountValue {
+    /// A new account's value: nothing but its name, hash and creation time.
+    fn new(name: &str, hash: &str, created_at: i64) -> AccountValue {
+        AccountValue {
+            id: None,
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            created_at,
+            last_seen: None,
+            admin: false,
+            banned: false,
+            ignoring: Vec::new(),
+        }
+    }
+
     fn encode(&self) -> String {
-        format!(
-            "name={}\nhash={}\ncreated_at={}\n",
-            self.name, self.hash, self.created_at
-        )
+        let mut value = format!(
+            "name={}\nhash={}\ncreated_at={}\nadmin={}\nbanned={}\nignoring={}\n",
+            self.name,
+            self.hash,
+            self.created_at,
+            u8::from(self.admin),
+            u8::from(self.banned),
+            self.ignoring.join(",")
+        );
+        if let Some(id) = self.id {
+            value.push_str(&format!("id={id}\n"));
+        }
+        if let Some(at) = self.last_seen {
+            value.push_str(&format!("last_seen={at}\n"));
+        }
+        value
     }
 
     fn decode(value: &[u8]) -> Result<AccountValue, ValueError> {
@@ -523,33 +1084,101 @@ impl AccountValue {
         if hash.is_empty() {
             return Err(ValueError("the hash is empty".to_owned()));
         }
+        let id = fields.optional("id")?;
+        if id.is_some_and(|id: i64| id <= 0) {
+            return Err(ValueError(format!("id {id:?} is not positive")));
+        }
         Ok(AccountValue {
+            id,
             name: name.to_owned(),
             hash: hash.to_owned(),
             created_at: fields.int("created_at")?,
+            last_seen: fields.optional("last_seen")?,
+            admin: fields.flag("admin")?,
+            banned: fields.flag("banned")?,
+            ignoring: fields.names("ignoring")?,
         })
     }
 }
 
+/// The `owner` of a channel whose owner was deleted (user ids are positive).
+const NO_OWNER: i64 = 0;
+
 /// What the channels bucket holds for one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ChannelValue {
+    /// The revision that created it, written with every update (until then, the entry's).
+    seq: Option<u64>,
     /// The name as created, in its case.
     name: ChannelName,
-    /// The id of the user who made it.
+    /// The owner's user id; [`NO_OWNER`] for none.
     owner: i64,
     /// Unix seconds.
     created_at: i64,
+    /// "" for none.
+    topic: String,
+    topic_open: bool,
+    invite_only: bool,
+    /// 0 for the server's default.
+    capacity: u32,
+    /// Usernames, as typed at ban time.
+    bans: Vec<String>,
 }
 
 impl ChannelValue {
+    /// A new channel's value: its name, owner and creation time, every setting at its default.
+    fn new(name: ChannelName, owner: i64, created_at: i64) -> ChannelValue {
+        ChannelValue {
+            seq: None,
+            name,
+            owner,
+            created_at,
+            topic: String::new(),
+            topic_open: false,
+            invite_only: false,
+            capacity: 0,
+            bans: Vec::new(),
+        }
+    }
+
+    /// Its settings, naming the owner from `owners` (an owner not there is none).
+    fn settings(&self, owners: &HashMap<i64, String>) -> ChannelSettings {
+        ChannelSettings {
+            owner: owners.get(&self.owner).cloned(),
+            topic: self.topic.clone(),
+            topic_open: self.topic_open,
+            invite_only: self.invite_only,
+            capacity: self.capacity,
+            bans: self.bans.clone(),
+        }
+    }
+
+    /// Takes `settings`, with the owner as the id `owner`.
+    fn set(&mut self, owner: i64, settings: &ChannelSettings) {
+        self.owner = owner;
+        self.topic.clone_from(&settings.topic);
+        self.topic_open = settings.topic_open;
+        self.invite_only = settings.invite_only;
+        self.capacity = settings.capacity;
+        self.bans.clone_from(&settings.bans);
+    }
+
     fn encode(&self) -> String {
-        format!(
-            "name={}\nowner={}\ncreated_at={}\n",
+        let mut value = format!(
+            "name={}\nowner={}\ncreated_at={}\ntopic={}\ntopic_open={}\ninvite_only={}\ncapacity={}\nbans={}\n",
             self.name.as_str(),
             self.owner,
-            self.created_at
-        )
+            self.created_at,
+            escape(&self.topic),
+            u8::from(self.topic_open),
+            u8::from(self.invite_only),
+            self.capacity,
+            self.bans.join(",")
+        );
+        if let Some(seq) = self.seq {
+            value.push_str(&format!("seq={seq}\n"));
+        }
+        value
     }
 
     fn decode(value: &[u8]) -> Result<ChannelValue, ValueError> {
@@ -558,9 +1187,19 @@ impl ChannelValue {
         let name = ChannelName::new(name)
             .map_err(|e| ValueError(format!("{name:?} is no channel name: {e}")))?;
         Ok(ChannelValue {
+            seq: fields.optional("seq")?,
             name,
             owner: fields.int("owner")?,
             created_at: fields.int("created_at")?,
+            topic: fields
+                .get("topic")
+                .map(unescape)
+                .transpose()?
+                .unwrap_or_default(),
+            topic_open: fields.flag("topic_open")?,
+            invite_only: fields.flag("invite_only")?,
+            capacity: fields.optional("capacity")?.unwrap_or(0),
+            bans: fields.names("bans")?,
         })
     }
 }
@@ -624,37 +1263,82 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let account = AccountValue {
-            name: "Alice".to_owned(),
-            hash: "$2b$04$abcdefghijklmnopqrstuu5mDP0VvMT5NU5rbqmeTGL2ycNeUkwXe".to_owned(),
-            created_at: 1_700_000_000,
+        let hash = "$2b$04$abcdefghijklmnopqrstuu5mDP0VvMT5NU5rbqmeTGL2ycNeUkwXe";
+        let fresh = AccountValue::new("Alice", hash, 1_700_000_000);
+        assert_eq!(
+            AccountValue::decode(fresh.encode().as_bytes()),
+            Ok(fresh.clone())
+        );
+        let updated = AccountValue {
+            id: Some(42),
+            last_seen: Some(1_700_000_500),
+            admin: true,
+            banned: true,
+            ignoring: vec!["bob".to_owned(), "Carol_2".to_owned()],
+            ..fresh
         };
         assert_eq!(
-            AccountValue::decode(account.encode().as_bytes()),
-            Ok(account)
+            AccountValue::decode(updated.encode().as_bytes()),
+            Ok(updated)
         );
-        let channel = ChannelValue {
-            name: chan("Ärger"),
-            owner: 42,
-            created_at: -1,
-        };
+        let mut channel = ChannelValue::new(chan("Ärger"), 42, -1);
         let decoded = ChannelValue::decode(channel.encode().as_bytes()).unwrap();
-        assert_eq!(decoded.name.as_str(), "Ärger");
-        assert_eq!((decoded.owner, decoded.created_at), (42, -1));
+        assert_eq!(decoded, channel);
+        channel.seq = Some(9);
+        channel.set(
+            NO_OWNER,
+            &ChannelSettings {
+                owner: None,
+                topic: "a\\b\nc\rd = e, f".to_owned(),
+                topic_open: true,
+                invite_only: true,
+                capacity: 7,
+                bans: vec!["eve".to_owned(), "Mallory".to_owned()],
+            },
+        );
+        assert_eq!(
+            ChannelValue::decode(channel.encode().as_bytes()),
+            Ok(channel)
+        );
+    }
+
+    /// Values written by the version before these fields: they decode, every new field at its
+    /// default.
+    #[test]
+    fn values_of_the_first_version_still_decode() {
+        let account = AccountValue::decode(b"name=Bob\nhash=$2b$x\ncreated_at=5\n").unwrap();
+        assert_eq!(account, AccountValue::new("Bob", "$2b$x", 5));
+        let channel = ChannelValue::decode(b"name=lobby\nowner=3\ncreated_at=5\n").unwrap();
+        assert_eq!(channel, ChannelValue::new(chan("lobby"), 3, 5));
+    }
+
+    #[test]
+    fn escaped_text_comes_back_and_bad_escapes_are_errors() {
+        for text in ["", "plain", "\\", "\\n", "\n\r\n", "é\\\\x", "ends with \\"] {
+            let escaped = escape(text);
+            assert!(!escaped.contains(['\n', '\r']), "{escaped:?}");
+            assert_eq!(unescape(&escaped).as_deref(), Ok(text));
+        }
+        for bad in ["\\", "a\\t", "\\x"] {
+            assert!(unescape(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
     fn unknown_fields_are_ignored_so_later_versions_may_add_some() {
-        let value = b"id=7\nname=Bob\nhash=$2b$x\ncreated_at=5\nnote=a=b\n";
+        let value = b"id=7\nname=Bob\nhash=$2b$x\ncreated_at=5\nnote=a=b\nnew_flag=2\n";
         let account = AccountValue::decode(value).unwrap();
         assert_eq!(
             (
+                account.id,
                 account.name.as_str(),
                 account.hash.as_str(),
                 account.created_at
             ),
-            ("Bob", "$2b$x", 5)
+            (Some(7), "Bob", "$2b$x", 5)
         );
+        let channel = ChannelValue::decode(b"name=x\nowner=1\ncreated_at=2\nmode=+s\n").unwrap();
+        assert_eq!(channel, ChannelValue::new(chan("x"), 1, 2));
     }
 
     #[test]
@@ -669,6 +1353,13 @@ mod tests {
             b"name=Bob\nhash=\ncreated_at=1\n",     // empty hash
             b"name=Bob\nhash=h\ncreated_at=1\ngarbage\n", // a line without '='
             b"name=Bob\xff\nhash=h\ncreated_at=1\n", // not UTF-8
+            b"name=Bob\nhash=h\ncreated_at=1\nid=0\n", // not a user id
+            b"name=Bob\nhash=h\ncreated_at=1\nid=x\n",
+            b"name=Bob\nhash=h\ncreated_at=1\nadmin=yes\n",
+            b"name=Bob\nhash=h\ncreated_at=1\nbanned=2\n",
+            b"name=Bob\nhash=h\ncreated_at=1\nlast_seen=later\n",
+            b"name=Bob\nhash=h\ncreated_at=1\nignoring=ann,,bo\n",
+            b"name=Bob\nhash=h\ncreated_at=1\nignoring=a b\n",
         ];
         for value in accounts {
             assert!(
@@ -684,6 +1375,12 @@ mod tests {
             b"name=\nowner=1\ncreated_at=1\n",
             b"name=has space\nowner=1\ncreated_at=1\n",
             b"\xc3\n",
+            b"name=lobby\nowner=1\ncreated_at=1\ncapacity=-1\n",
+            b"name=lobby\nowner=1\ncreated_at=1\ncapacity=4294967296\n",
+            b"name=lobby\nowner=1\ncreated_at=1\ntopic=bad \\q\n",
+            b"name=lobby\nowner=1\ncreated_at=1\ninvite_only=true\n",
+            b"name=lobby\nowner=1\ncreated_at=1\nbans=eve,\n",
+            b"name=lobby\nowner=1\ncreated_at=1\nseq=-3\n",
         ];
         for value in channels {
             assert!(

@@ -1,15 +1,18 @@
 //! What a logged-in user's line means, and doing it: a `/command`, one of the one-character
 //! shortcuts, or plain text to say on the current channel.
 //!
-//! Each family of commands has a file of its own ([`channel`], [`talk`], [`tell`], [`who`],
-//! [`meta`]) with the table of its commands and the code that applies them, so adding a command
+//! Each family of commands has a file of its own ([`channel`], [`moderation`], [`talk`], [`tell`],
+//! [`ignore`], [`who`], [`account`], [`meta`]) with the table of its commands and the code that applies them, so adding a command
 //! touches one file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
 //! (wtelnet's, kept so its users' habits and bots still work) is tested without a server; doing
 //! goes through [`Ctx`], the little the session lends a command: its user, its shard, a way to
 //! print and to wait for answers.
 
+pub mod account;
 pub mod channel;
+pub mod ignore;
 pub mod meta;
+pub mod moderation;
 pub mod talk;
 pub mod tell;
 pub mod who;
@@ -64,6 +67,22 @@ pub enum Command<'a> {
     Users(u32),
     /// `/whois <name>`.
     Whois(&'a str),
+    /// `/passwd`: change your password (the passwords are asked for).
+    Passwd,
+    /// `/delete-account`: delete your account (the password is asked for).
+    DeleteAccount,
+    /// `/ignore` alone: whom you ignore.
+    Ignoring,
+    /// `/ignore <name>`.
+    Ignore(&'a str),
+    /// `/unignore <name>`.
+    Unignore(&'a str),
+    /// `/topic [text|-]`: "" shows it, `-` clears it.
+    Topic(&'a str),
+    /// `/set`: show the channel's settings (`None`), or let anyone set its topic, or the owner only.
+    Set(Option<bool>),
+    /// `/owner <name>`: hand the channel over.
+    Owner(&'a str),
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -85,9 +104,12 @@ pub struct Spec {
 /// Every family's table, in the order `/help` lists them.
 const FAMILIES: &[&[Spec]] = &[
     channel::COMMANDS,
+    moderation::COMMANDS,
     talk::COMMANDS,
     tell::COMMANDS,
+    ignore::COMMANDS,
     who::COMMANDS,
+    account::COMMANDS,
     meta::COMMANDS,
 ];
 
@@ -161,6 +183,13 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         Command::Away(_) | Command::Back => tell::run_now(ctx, command),
         Command::Tell(_) | Command::Reply(_) => Box::pin(tell::run(ctx, command)).await,
         Command::Users(_) | Command::Whois(_) => Box::pin(who::run(ctx, command)).await,
+        Command::Passwd | Command::DeleteAccount => Box::pin(account::run(ctx, command)).await,
+        Command::Ignoring | Command::Ignore(_) | Command::Unignore(_) => {
+            Box::pin(ignore::run(ctx, command)).await
+        }
+        Command::Topic(_) | Command::Set(_) | Command::Owner(_) => {
+            Box::pin(moderation::run(ctx, command)).await
+        }
     }
 }
 
@@ -174,6 +203,11 @@ pub(crate) trait Ctx {
     fn key(&self) -> u64;
     /// The shard the session runs on.
     fn shard(&self) -> &Rc<Shard>;
+    /// Whether the user is a server admin.
+    fn admin(&self) -> bool {
+        let key = self.key();
+        self.shard().chat(|hub, _| hub.is_admin(key))
+    }
     /// Prints one line of server text for the user.
     fn say(&mut self, text: &str);
     /// Prints lines of server text at once.
@@ -186,6 +220,31 @@ pub(crate) trait Ctx {
     async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop>;
     /// Waits until a session that has just moved shards has every line it left behind.
     async fn until_caught_up(&mut self) -> Result<(), Stop>;
+    /// Shows `prompt` and returns the next line the user types, not echoed when `hidden`. Lines
+    /// typed ahead are answered in order, at flood control's pace. ^D answers as an empty line
+    /// (in a dialogue it means "never mind", not "log off").
+    async fn ask(&mut self, prompt: &str, hidden: bool) -> Result<String, Stop>;
+}
+
+/// The user named `name` as their account spells it, or `None` once the user typing has been
+/// told there is no such user (or why it could not be found out).
+pub(crate) async fn account_name(ctx: &mut impl Ctx, name: &str) -> Result<Option<String>, Stop> {
+    if crate::accounts::validate_username(name).is_err() {
+        ctx.say(&format!("There is no user named {name}."));
+        return Ok(None);
+    }
+    let accounts = ctx.shard().accounts.clone();
+    match ctx.wait(accounts.profile(name)).await? {
+        Ok(Some(profile)) => Ok(Some(profile.name)),
+        Ok(None) => {
+            ctx.say(&format!("There is no user named {name}."));
+            Ok(None)
+        }
+        Err(e) => {
+            ctx.say_account_error(&e);
+            Ok(None)
+        }
+    }
 }
 
 /// A command whose argument is free text.
@@ -278,6 +337,11 @@ mod tests {
             ("/away", Command::Away("")),
             ("/away gone  fishing ", Command::Away("gone  fishing")),
             ("/back", Command::Back),
+            ("/passwd", Command::Passwd),
+            ("/PASSWD now", Command::Passwd),
+            ("/delete-account", Command::DeleteAccount),
+            ("/Delete-Account ", Command::DeleteAccount),
+            ("/delete", Command::Unknown("/delete")),
             ("/reply", Command::Usage("Usage: /reply <text>")),
             ("/x", Command::Unknown("/x")),
             ("/x y", Command::Unknown("/x")),

@@ -453,6 +453,15 @@ impl Drop for Ticket {
     }
 }
 
+/// What a user is told when failed logins on their account hold a password check back for `wait`
+/// (at login, and when a command asks for the password again).
+pub fn account_slowed_notice(wait: Duration) -> String {
+    format!(
+        "Too many failed logins for this account recently; your password will be checked {}.",
+        in_time(wait)
+    )
+}
+
 /// "in N seconds" or "in N minutes", rounded up, for telling a user how long to wait.
 pub fn in_time(wait: Duration) -> String {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -56,7 +56,7 @@ mod cluster;
 mod users;
 
 pub use cluster::{list_entries, NodeState};
-pub use users::{by_name, speaker, Personal, MAX_IGNORED};
+pub use users::{by_name, speaker, Personal};
 
 /// Where a hub's decisions go. The shard implements it over rings, session queues and the log writer;
 /// tests implement it over vectors.
@@ -596,9 +596,14 @@ impl Hub {
         let Some(ch) = self.homed_mut(channel).filter(|ch| ch.contains(session)) else {
             return Managed::NotMember;
         };
-        if matches!(ch.role, Role::Replica(_)) {
+        // In a cluster a channel's settings do not yet follow it to another home node: a change
+        // made here could be lost, or overwrite what another node stored.
+        if matches!(ch.role, Role::Replica(_))
+            || (self.cluster.is_some() && !matches!(change, Change::Show))
+        {
             return Managed::Elsewhere;
         }
+        let ch = self.homed_mut(channel).expect("found above");
         let settings = &mut ch.settings;
         let allowed = settings.may_manage(by, admin);
         let refused = Managed::NotAllowed {

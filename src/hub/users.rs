@@ -31,7 +31,7 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -44,9 +44,6 @@ use super::{Hub, Outputs, Reached};
 /// Times a private message may be sent back to the directory before its sender is told the
 /// addressee is not online.
 pub const MAX_HOPS: u8 = 4;
-
-/// Most users one user may ignore.
-pub const MAX_IGNORED: usize = 100;
 
 /// The directory part a shard keeps.
 #[derive(Debug, Default)]
@@ -65,6 +62,8 @@ pub struct Directory {
     /// Local sessions → the names their users ignore: only sessions whose user ignores someone.
     /// Apart from `personal`, so that a delivery checks nothing while it is empty.
     ignoring: HashMap<u64, Box<[Arc<str>]>>,
+    /// Local sessions whose user is a server admin.
+    admins: HashSet<u64>,
 }
 
 /// A user name as the directory files it: spelt as the account has it, equal to any spelling
@@ -131,6 +130,8 @@ pub struct Personal {
     pub away: Option<Arc<str>>,
     /// The users they ignore (see the module doc), empty for most.
     pub ignoring: Box<[Arc<str>]>,
+    /// Whether they are a server admin.
+    pub admin: bool,
 }
 
 /// A user's sessions: nearly always one, kept in the table itself.
@@ -305,9 +306,8 @@ impl Hub {
         self.directory.ignoring.get(&key).map_or(&[], |names| names)
     }
 
-    /// Sets whom local session `key`'s user ignores (at most [`MAX_IGNORED`]; empty: nobody).
+    /// Sets whom local session `key`'s user ignores (empty: nobody).
     pub fn set_ignoring(&mut self, key: u64, names: Box<[Arc<str>]>) {
-        debug_assert!(names.len() <= MAX_IGNORED);
         if names.is_empty() {
             self.directory.ignoring.remove(&key);
         } else {
@@ -320,10 +320,25 @@ impl Hub {
         self.directory.ignores(key, name)
     }
 
+    /// Records whether local session `key`'s user is a server admin.
+    pub fn set_admin(&mut self, key: u64, admin: bool) {
+        if admin {
+            self.directory.admins.insert(key);
+        } else {
+            self.directory.admins.remove(&key);
+        }
+    }
+
+    /// Whether local session `key`'s user is a server admin.
+    pub fn is_admin(&self, key: u64) -> bool {
+        self.directory.admins.contains(&key)
+    }
+
     /// Local session `key`, logged in as `name`, has logged off.
     pub fn user_offline(&mut self, name: &str, key: u64, out: &mut impl Outputs) {
         self.directory.personal.remove(&key);
         self.directory.ignoring.remove(&key);
+        self.directory.admins.remove(&key);
         let session = self.session_id(key);
         self.send_about_user(
             ToUser::Offline {
@@ -345,6 +360,9 @@ impl Hub {
         let mut personal = self.directory.personal.remove(&key);
         if let Some(ignoring) = self.directory.ignoring.remove(&key) {
             personal.get_or_insert_with(Personal::default).ignoring = ignoring;
+        }
+        if self.directory.admins.remove(&key) {
+            personal.get_or_insert_with(Personal::default).admin = true;
         }
         let session = self.session_id(key);
         self.send_about_user(
@@ -369,6 +387,7 @@ impl Hub {
     ) {
         if let Some(mut personal) = personal {
             self.set_ignoring(key, std::mem::take(&mut personal.ignoring));
+            self.set_admin(key, personal.admin);
             if personal.teller.is_some() || personal.away.is_some() {
                 self.directory.personal.insert(key, personal);
             }

@@ -765,3 +765,48 @@ impl Client {
             .expect("setting SO_LINGER");
     }
 }
+
+// Helpers added for the account tests (tests/accounts.rs).
+
+impl TestServer {
+    /// Starts a server with `shards` shards and the test defaults on a data directory another one
+    /// left (see [`TestServer::stop_keeping_data`]), after `adjust` has changed the configuration.
+    pub fn over_with(
+        dir: tempfile::TempDir,
+        shards: usize,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let mut config = Config::for_tests(dir.path());
+        config.shards = Some(shards);
+        adjust(&mut config);
+        let server = Server::start(config).expect("starting the server");
+        TestServer {
+            addr: server.local_addr(),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// [`TestServer::over_with`] with the test defaults.
+    pub fn over(dir: tempfile::TempDir, shards: usize) -> TestServer {
+        TestServer::over_with(dir, shards, |_| {})
+    }
+
+    /// Stops the server (its users told, the database closed) and keeps its data directory.
+    pub fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+        // A fresh empty directory takes its place, to be dropped with `self`.
+        std::mem::replace(
+            &mut self._dir,
+            tempfile::tempdir().expect("creating a temporary directory"),
+        )
+    }
+
+    /// Stops this server and starts another with `shards` shards on the same data directory,
+    /// after `adjust` has changed the test configuration.
+    pub fn restart_with(self, shards: usize, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::over_with(self.stop_keeping_data(), shards, adjust)
+    }
+}
