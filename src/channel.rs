@@ -58,8 +58,17 @@ pub struct Settings {
     /// Members it may have, set by its owner (0: the server's `--channel-capacity`). Stored, not
     /// yet applied.
     pub capacity: u32,
-    /// Users who may not join. Stored, not yet applied.
+    /// Users who may not join, as the owner named them (ASCII case ignored).
     pub bans: Vec<Arc<str>>,
+    /// Members whose lines are refused, each until when (Unix seconds). Kept in memory only.
+    pub mutes: Vec<(Arc<str>, u32)>,
+    /// Users invited to join once, even while the channel is invite-only. Kept in memory only.
+    pub invites: Vec<Arc<str>>,
+}
+
+/// Whether `list` names `user` (ASCII case ignored); where.
+fn find_name(list: &[Arc<str>], user: &str) -> Option<usize> {
+    list.iter().position(|n| n.eq_ignore_ascii_case(user))
 }
 
 impl Settings {
@@ -73,6 +82,8 @@ impl Settings {
             invite_only: stored.invite_only,
             capacity: stored.capacity,
             bans: stored.bans.into_iter().map(text).collect(),
+            mutes: Vec::new(),
+            invites: Vec::new(),
         }
     }
 
@@ -86,6 +97,42 @@ impl Settings {
             capacity: self.capacity,
             bans: self.bans.iter().map(|b| b.to_string()).collect(),
         }
+    }
+
+    /// Whether `user` is banned.
+    pub fn is_banned(&self, user: &str) -> bool {
+        find_name(&self.bans, user).is_some()
+    }
+
+    /// Whether `user` owns the channel.
+    pub fn is_owner(&self, user: &str) -> bool {
+        self.owner
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case(user))
+    }
+
+    /// Whether `user` may join: not banned, and, if the channel is invite-only, its owner or
+    /// invited (an invitation is used up).
+    pub fn may_join(&mut self, user: &str) -> Result<(), shard_proto::JoinOutcome> {
+        if self.is_banned(user) {
+            return Err(shard_proto::JoinOutcome::Banned);
+        }
+        if self.invite_only && !self.is_owner(user) {
+            let at = find_name(&self.invites, user).ok_or(shard_proto::JoinOutcome::InviteOnly)?;
+            self.invites.swap_remove(at);
+        }
+        Ok(())
+    }
+
+    /// How many whole minutes (rounded up) `user` is still muted for at `now`; forgets mutes
+    /// that have ended.
+    pub fn muted_for(&mut self, user: &str, now: u32) -> Option<u32> {
+        self.mutes.retain(|&(_, until)| until > now);
+        let &(_, until) = self
+            .mutes
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(user))?;
+        Some((until - now).div_ceil(60))
     }
 
     /// Whether `user` (an admin if `admin`) may do what only the owner may.
@@ -311,6 +358,32 @@ impl Channel {
         self.members
             .get(first)
             .is_some_and(|m| m.session.shard == shard)
+    }
+
+    /// This node's members logged in as `user` (ASCII case ignored), with the name as their
+    /// account spells it.
+    pub fn sessions_of(&self, user: &str) -> Vec<(SessionId, Arc<str>)> {
+        self.members
+            .iter()
+            .filter(|m| m.user.eq_ignore_ascii_case(user))
+            .map(|m| (m.session, m.user.clone()))
+            .collect()
+    }
+
+    /// The user name member `session` joined as.
+    pub fn user_of(&self, session: SessionId) -> Option<&Arc<str>> {
+        let at = self.find(session).ok()?;
+        Some(&self.members[at].user)
+    }
+
+    /// The most members it takes (0: no limit).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The most members it takes from now on (0: no limit); those already in stay.
+    pub fn set_capacity(&mut self, capacity: u32) {
+        self.capacity = capacity;
     }
 
     /// Members' names, sorted, each once (a user logged in twice is listed once).

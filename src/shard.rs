@@ -245,6 +245,10 @@ impl Outputs for ShardOutputs<'_> {
         self.shard.ring_settings_bell();
     }
 
+    fn unix_now(&self) -> u32 {
+        u32::try_from(crate::accounts::unix_now()).unwrap_or(u32::MAX)
+    }
+
     fn times(&self, session: u64) -> Option<(u32, u32)> {
         self.sessions.get(&session)?.times()
     }

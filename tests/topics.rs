@@ -43,7 +43,9 @@ fn the_owner_sets_the_topic_lets_anyone_and_hands_the_channel_over() {
     carol.send_line("/set");
     carol.expect("Settings of #Den:\r\n  owner: alice\r\n  topic: anyone may set it\r\n");
     carol.send_line("/set topic everyone");
-    carol.expect("Usage: /set, or /set topic anyone|owner\r\n");
+    carol.expect(
+        "Usage: /set, or /set topic anyone|owner, /set invite-only on|off, /set capacity <members>\r\n",
+    );
 
     bob.send_line("/owner carol");
     bob.expect("Only the owner of #Den (alice) or an admin can do that.\r\n");

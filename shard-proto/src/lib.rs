@@ -17,8 +17,8 @@ pub use channel_name::{
     home_of, home_of_key, home_of_user, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS,
 };
 pub use messages::{
-    Change, JoinOutcome, ListEntry, Managed, OnlineUser, SessionFacts, ShardMsg, Tell, ToHome,
-    ToMember, ToUser, Told, Traveller, Welcome,
+    Change, JoinOutcome, ListEntry, Managed, OnlineUser, SessionFacts, SettingsShown, ShardMsg,
+    Tell, ToHome, ToMember, ToUser, Told, Traveller, Welcome,
 };
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.

@@ -202,6 +202,22 @@ pub enum ToMember {
         /// The answer. Boxed: every kind sizes every ring slot.
         answer: Box<Managed>,
     },
+    /// A line for one session from its channel's home (a muted member who spoke is told so).
+    Notice {
+        /// The session.
+        session: SessionId,
+        /// The line.
+        line: Line,
+    },
+    /// The channel's home has taken a member off the channel (kicked or banned; the members,
+    /// the member included, have been told in the channel's order, before this). Its shard
+    /// forgets the membership.
+    Removed {
+        /// The channel.
+        channel: ChannelId,
+        /// The member.
+        session: SessionId,
+    },
     /// The answer to [`ToUser::Census`].
     Census {
         /// Who asked.
@@ -241,6 +257,10 @@ pub enum JoinOutcome {
     Joined(ChannelId),
     /// The channel has as many members as its capacity allows.
     Full,
+    /// Its owner has banned the user.
+    Banned,
+    /// It lets in only those invited, and the user is not.
+    InviteOnly,
     /// No channel has that name.
     NoSuchChannel,
     /// The channel's home is another node of the cluster, which cannot be reached now.
@@ -279,6 +299,50 @@ pub enum Change {
     TopicOpen(bool),
     /// Hand the channel over to this user (as their account spells the name).
     Owner(Arc<str>),
+    /// Take this user's sessions off the channel, with a reason to tell.
+    Kick {
+        /// The user (any case).
+        name: Arc<str>,
+        /// Why, if the owner said.
+        reason: Option<Arc<str>>,
+    },
+    /// Keep this user (as their account spells the name) out, and take them off it now.
+    Ban(Arc<str>),
+    /// Let this user in again.
+    Unban(Arc<str>),
+    /// Refuse this member's lines for some minutes.
+    Mute {
+        /// The user (any case).
+        name: Arc<str>,
+        /// For how long.
+        minutes: u32,
+    },
+    /// Take a mute back.
+    Unmute(Arc<str>),
+    /// Let this user (as their account spells the name) join once, even when the channel is
+    /// invite-only.
+    Invite(Arc<str>),
+    /// Let only those invited join, or everyone.
+    InviteOnly(bool),
+    /// The most members the channel takes (0: the server's default).
+    Capacity(u32),
+}
+
+/// A channel's settings, as `/set` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsShown {
+    /// Its owner's name (`None`: nobody's: its owner deleted their account).
+    pub owner: Option<Arc<str>>,
+    /// Its topic.
+    pub topic: Option<Arc<str>>,
+    /// Whether anyone may set the topic.
+    pub topic_open: bool,
+    /// Whether only those invited may join.
+    pub invite_only: bool,
+    /// The most members it takes now (0: no limit).
+    pub capacity: u32,
+    /// Who is banned, as the owner named them.
+    pub bans: Vec<Arc<str>>,
 }
 
 /// The answer to a [`ToHome::Manage`].
@@ -286,15 +350,11 @@ pub enum Change {
 pub enum Managed {
     /// Done (the members have been told), or, for [`Change::Show`], nothing to do.
     Done,
-    /// The channel's settings as they are now.
-    Settings {
-        /// Its owner's name (`None`: nobody's: its owner deleted their account).
-        owner: Option<Arc<str>>,
-        /// Its topic.
-        topic: Option<Arc<str>>,
-        /// Whether anyone may set the topic.
-        topic_open: bool,
-    },
+    /// The channel's settings as they are now. Boxed: the answer is boxed in its message, and
+    /// this is the largest.
+    Settings(Box<SettingsShown>),
+    /// A line for the asker alone: a change that concerns nobody else, or why it was not made.
+    Said(Arc<str>),
     /// Only the owner (or an admin) may do that.
     NotAllowed {
         /// The owner, to name in the refusal.

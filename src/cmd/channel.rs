@@ -195,6 +195,10 @@ async fn enter(ctx: &mut impl Ctx, channel: ChannelName, create: bool) -> Result
             }
         }
         JoinOutcome::Full => ctx.say("Request to join channel denied: Channel is full"),
+        JoinOutcome::Banned => ctx.say(&format!("You are banned from #{channel}.")),
+        JoinOutcome::InviteOnly => ctx.say(&format!(
+            "#{channel} is invite-only; ask its owner for an invitation."
+        )),
         JoinOutcome::NoSuchChannel if ctx.shard().cluster.is_some() && !create => {
             // Another node may have made it a moment ago, before this node heard of it: the
             // cluster's store has the last word.

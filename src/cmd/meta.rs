@@ -52,7 +52,7 @@ fn usage(spec: &Spec) -> String {
 /// The `/help` text: a heading, then one line per command.
 pub fn help() -> Vec<String> {
     let mut lines = vec!["Commands:".to_string()];
-    lines.extend(commands().map(|spec| format!("  {:<22}{}", usage(spec), spec.summary)));
+    lines.extend(commands().map(|spec| format!("  {:<21} {}", usage(spec), spec.summary)));
     lines
 }
 

@@ -79,10 +79,22 @@ pub enum Command<'a> {
     Unignore(&'a str),
     /// `/topic [text|-]`: "" shows it, `-` clears it.
     Topic(&'a str),
-    /// `/set`: show the channel's settings (`None`), or let anyone set its topic, or the owner only.
-    Set(Option<bool>),
+    /// `/set [setting value]`: show or change the channel's settings.
+    Set(moderation::Setting),
     /// `/owner <name>`: hand the channel over.
     Owner(&'a str),
+    /// `/kick <name> [reason]`: what follows the word.
+    Kick(&'a str),
+    /// `/ban <name>`.
+    Ban(&'a str),
+    /// `/unban <name>`.
+    Unban(&'a str),
+    /// `/mute <name> [minutes]`: the name and the minutes (checked).
+    Mute(&'a str, u32),
+    /// `/unmute <name>`.
+    Unmute(&'a str),
+    /// `/invite <name>`.
+    Invite(&'a str),
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -187,9 +199,15 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         Command::Ignoring | Command::Ignore(_) | Command::Unignore(_) => {
             Box::pin(ignore::run(ctx, command)).await
         }
-        Command::Topic(_) | Command::Set(_) | Command::Owner(_) => {
-            Box::pin(moderation::run(ctx, command)).await
-        }
+        Command::Topic(_)
+        | Command::Set(_)
+        | Command::Owner(_)
+        | Command::Kick(_)
+        | Command::Ban(_)
+        | Command::Unban(_)
+        | Command::Mute(..)
+        | Command::Unmute(_)
+        | Command::Invite(_) => Box::pin(moderation::run(ctx, command)).await,
     }
 }
 

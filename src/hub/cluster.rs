@@ -729,6 +729,9 @@ mod tests {
             None
         }
         fn save_settings(&mut self, _channel: &ChannelName, _settings: &crate::channel::Settings) {}
+        fn unix_now(&self) -> u32 {
+            0
+        }
         fn adopt(&mut self, _traveller: Traveller) -> u64 {
             unreachable!("one shard per node")
         }

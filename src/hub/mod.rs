@@ -44,8 +44,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use shard_proto::{
-    Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, Managed, SessionId, ShardId,
-    ShardMsg, ToHome, ToMember, Traveller, Welcome,
+    Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg,
+    ToHome, ToMember, Traveller, Welcome,
 };
 
 use crate::channel::{Channel, Role, Settings};
@@ -53,9 +53,11 @@ use crate::cluster::wire::{ClusterOut, EventKind};
 use crate::mailbox::Reply;
 
 mod cluster;
+mod manage;
 mod users;
 
 pub use cluster::{list_entries, NodeState};
+pub use manage::minutes_text;
 pub use users::{by_name, speaker, Personal};
 
 /// Where a hub's decisions go. The shard implements it over rings, session queues and the log writer;
@@ -78,6 +80,8 @@ pub trait Outputs {
     /// Store a channel's settings, which its home has just changed. Changes of one channel are
     /// stored in the order made (they are all made at its home).
     fn save_settings(&mut self, channel: &ChannelName, settings: &Settings);
+    /// Now, in Unix seconds (for mutes, which end by themselves).
+    fn unix_now(&self) -> u32;
     /// When a local logged-in session logged in and when its user last typed (Unix seconds);
     /// `None` for a key no session here has.
     fn times(&self, session: u64) -> Option<(u32, u32)>;
@@ -190,14 +194,6 @@ impl Hub {
         channel.role = role;
         self.homed.push(channel);
         id
-    }
-
-    /// Sets what the owner of channel `name`, homed here, has decided (at start, from the
-    /// database); nothing if no such channel is homed here.
-    pub fn set_settings(&mut self, name: &ChannelName, settings: Settings) {
-        if let Some(&index) = self.by_key.get(name.key()) {
-            *self.homed[index as usize].settings = settings;
-        }
     }
 
     /// Channels homed here (in a cluster: those this node is the home of).
@@ -537,6 +533,12 @@ impl Hub {
                 };
                 if matches!(ch.role, Role::Replica(_)) {
                     self.post_to_home(channel.index, session, line, out);
+                } else if let Some(notice) = self.muted(channel.index, session, out) {
+                    let msg = ToMember::Notice {
+                        session,
+                        line: notice,
+                    };
+                    self.route(session.shard, ShardMsg::ToMember(msg), out);
                 } else {
                     self.order_said(channel.index, line, out);
                 }
@@ -582,71 +584,6 @@ impl Hub {
         }
     }
 
-    /// Applies what a member asks of its channel's settings (see [`ToHome::Manage`]); a change
-    /// is stored and told to the members in the channel's order.
-    fn apply_change(
-        &mut self,
-        channel: ChannelId,
-        session: SessionId,
-        by: &str,
-        admin: bool,
-        change: Change,
-        out: &mut impl Outputs,
-    ) -> Managed {
-        let Some(ch) = self.homed_mut(channel).filter(|ch| ch.contains(session)) else {
-            return Managed::NotMember;
-        };
-        // In a cluster a channel's settings do not yet follow it to another home node: a change
-        // made here could be lost, or overwrite what another node stored.
-        if matches!(ch.role, Role::Replica(_))
-            || (self.cluster.is_some() && !matches!(change, Change::Show))
-        {
-            return Managed::Elsewhere;
-        }
-        let ch = self.homed_mut(channel).expect("found above");
-        let settings = &mut ch.settings;
-        let allowed = settings.may_manage(by, admin);
-        let refused = Managed::NotAllowed {
-            owner: settings.owner.clone(),
-        };
-        let name = ch.name.clone();
-        let line = match change {
-            Change::Show => {
-                return Managed::Settings {
-                    owner: settings.owner.clone(),
-                    topic: settings.topic.clone(),
-                    topic_open: settings.topic_open,
-                }
-            }
-            Change::Topic(_) if !allowed && !settings.topic_open => return refused,
-            Change::Topic(topic) => {
-                let line = match &topic {
-                    Some(topic) => format!("{by} set the topic of #{name}: {topic}"),
-                    None => format!("{by} cleared the topic of #{name}."),
-                };
-                settings.topic = topic;
-                line
-            }
-            Change::TopicOpen(_) | Change::Owner(_) if !allowed => return refused,
-            Change::TopicOpen(open) => {
-                settings.topic_open = open;
-                if open {
-                    format!("{by} let anyone on #{name} set its topic.")
-                } else {
-                    format!("{by} let only the owner of #{name} set its topic.")
-                }
-            }
-            Change::Owner(to) => {
-                let line = format!("{by} handed #{name} over to {to}: {to} owns it now.");
-                settings.owner = Some(to);
-                line
-            }
-        };
-        out.save_settings(&name, settings);
-        self.order(channel.index, line.into(), out);
-        Managed::Done
-    }
-
     /// Lets a session into channel `index`, ordered here, unless it is full: the members are told
     /// first. A member already is answered as one.
     fn admit(
@@ -656,12 +593,15 @@ impl Hub {
         user: Arc<str>,
         out: &mut impl Outputs,
     ) -> JoinOutcome {
-        let ch = &self.homed[index as usize];
+        let ch = &mut self.homed[index as usize];
         if ch.contains(session) {
             return JoinOutcome::Joined(ch.id);
         }
         if ch.is_full() {
             return JoinOutcome::Full;
+        }
+        if let Err(refused) = ch.settings.may_join(&user) {
+            return refused;
         }
         let line = joined_line(&user, &ch.name);
         self.order(index, line, out);
@@ -859,6 +799,23 @@ impl Hub {
             } => out.reply(session.key, Reply::Census { total, users }),
             ToMember::Facts { session, facts } => out.reply(session.key, Reply::Facts(facts)),
             ToMember::Managed { session, answer } => out.reply(session.key, Reply::Managed(answer)),
+            ToMember::Notice { session, line } => {
+                if session.shard == self.id {
+                    out.deliver(session.key, &line);
+                }
+            }
+            ToMember::Removed { channel, session } => {
+                let key = session.key;
+                let here = session.shard == self.id
+                    && self
+                        .session_channel
+                        .get(&key)
+                        .is_some_and(|(id, _)| *id == channel);
+                if here {
+                    self.session_channel.remove(&key);
+                    self.unmirror(channel, key);
+                }
+            }
             ToMember::List { session, channels } => out.reply(session.key, Reply::List(channels)),
         }
     }
@@ -896,6 +853,7 @@ mod tests {
     //! picks operations and which ring moves next, so every interleaving is replayable.
 
     use super::*;
+    use shard_proto::{Managed, SettingsShown};
     use std::collections::{BTreeMap, HashSet, VecDeque};
 
     /// Everything one shard's hub produced, recorded.
@@ -923,6 +881,8 @@ mod tests {
         in_transit: HashSet<u64>,
         /// Channel settings stored, in order.
         saved: Vec<(Arc<str>, Settings)>,
+        /// What `unix_now` says; set by tests.
+        clock: u32,
     }
 
     /// A session on its way in the sim: who it was and what it had seen.
@@ -956,6 +916,9 @@ mod tests {
         }
         fn save_settings(&mut self, channel: &ChannelName, settings: &Settings) {
             self.saved.push((channel.key().clone(), settings.clone()));
+        }
+        fn unix_now(&self) -> u32 {
+            self.clock
         }
         fn tell(&mut self, session: u64, line: &Line) -> Reached {
             if !self.live.contains(&session) {
@@ -2520,11 +2483,14 @@ mod tests {
         ));
         assert_eq!(
             manage(&mut sim, 1, other, Change::Show),
-            Managed::Settings {
+            Managed::Settings(Box::new(SettingsShown {
                 owner: Some(owner_name),
                 topic: Some("pie".into()),
                 topic_open: true,
-            }
+                invite_only: false,
+                capacity: 0,
+                bans: vec![],
+            }))
         );
         // Whoever joins is given the topic with the answer; /list shows it.
         let third = sim.connect(1);
@@ -2560,5 +2526,150 @@ mod tests {
         sim.with_hub(0, |h, r| {
             assert!(!h.manage(stranger, by, true, Change::Show, r))
         });
+    }
+
+    #[test]
+    fn owners_kick_ban_mute_invite_and_limit_and_members_are_told_in_the_channels_order() {
+        let mut sim = Sim::new(2, 0, 13);
+        let (owner, bob, carol) = (sim.connect(0), sim.connect(1), sim.connect(1));
+        assert!(sim.join(0, owner, "Den", true));
+        sim.drain();
+        for key in [bob, carol] {
+            assert!(sim.join(1, key, "den", false));
+            sim.drain();
+        }
+        let manage = |sim: &mut Sim, s: usize, key: u64, change: Change| {
+            let by: Arc<str> = format!("u{key}").into();
+            sim.with_hub(s, |h, r| assert!(h.manage(key, by, false, change, r)));
+            sim.drain();
+            last_managed(sim, s, key)
+        };
+        let joined = |sim: &mut Sim, s: usize, key: u64| {
+            assert!(sim.join(s, key, "den", false));
+            sim.drain();
+            match replies_of(sim, s, key, |r| matches!(r, Reply::Joined { .. })).pop() {
+                Some(Reply::Joined { outcome, .. }) => outcome,
+                other => panic!("{other:?}"),
+            }
+        };
+        let (u_bob, u_carol): (Arc<str>, Arc<str>) =
+            (format!("u{bob}").into(), format!("u{carol}").into());
+        let kick = Change::Kick {
+            name: u_bob.to_uppercase().into(),
+            reason: Some("spam".into()),
+        };
+        assert!(matches!(
+            manage(&mut sim, 1, carol, kick.clone()),
+            Managed::NotAllowed { .. }
+        ));
+        assert_eq!(manage(&mut sim, 0, owner, kick), Managed::Done);
+        let said: Line = format!("u{owner} kicked {u_bob} from #Den: spam").into();
+        // Told to all, the one kicked included, then off the channel on its own shard too.
+        for (s, key) in [(0, owner), (1, bob), (1, carol)] {
+            assert_eq!(sim.rec[s].lines[&key].last(), Some(&said), "{key}");
+        }
+        assert_eq!(sim.hubs[1].channel_of(bob), None);
+        assert!(!sim
+            .hubs
+            .iter()
+            .any(|h| h.has_member(&name("den"), sid(1, bob))));
+        assert!(matches!(joined(&mut sim, 1, bob), JoinOutcome::Joined(_)));
+
+        // A ban takes them off and keeps them off; it is stored; an unban lets them back.
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::Ban(u_bob.clone())),
+            Managed::Done
+        );
+        assert_eq!(sim.hubs[1].channel_of(bob), None);
+        assert_eq!(joined(&mut sim, 1, bob), JoinOutcome::Banned);
+        let home = shard_proto::home_of(&name("den"), 2).index();
+        assert_eq!(
+            sim.rec[home].saved.last().unwrap().1.bans,
+            *std::slice::from_ref(&u_bob)
+        );
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::Ban(u_bob.clone())),
+            Managed::Said(format!("{u_bob} is already banned from #Den.").into())
+        );
+        assert_eq!(
+            manage(
+                &mut sim,
+                0,
+                owner,
+                Change::Unban(u_bob.to_uppercase().into())
+            ),
+            Managed::Said(format!("{} may join #Den again.", u_bob.to_uppercase()).into())
+        );
+        assert!(matches!(joined(&mut sim, 1, bob), JoinOutcome::Joined(_)));
+
+        // A mute refuses the member's lines (telling them) until it ends.
+        let mute = Change::Mute {
+            name: u_carol.clone(),
+            minutes: 5,
+        };
+        assert_eq!(manage(&mut sim, 0, owner, mute), Managed::Done);
+        let log_len = sim.log_of("den").len();
+        let hushed: Line = format!("{u_carol} says, \"hello?\"").into();
+        sim.with_hub(1, |h, r| assert!(h.post(carol, hushed.clone(), r)));
+        sim.drain();
+        assert_eq!(sim.log_of("den").len(), log_len, "a muted line was ordered");
+        let notice: Line = "You are muted on #Den for another 5 minutes; nobody heard that.".into();
+        assert_eq!(sim.rec[1].lines[&carol].last(), Some(&notice));
+        for rec in &mut sim.rec {
+            rec.clock += 5 * 60;
+        }
+        sim.with_hub(1, |h, r| assert!(h.post(carol, hushed.clone(), r)));
+        sim.drain();
+        assert_eq!(sim.log_of("den").last(), Some(&hushed));
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::Unmute(u_carol.clone())),
+            Managed::Said(format!("{u_carol} is not muted on #Den.").into())
+        );
+        assert_eq!(
+            manage(
+                &mut sim,
+                0,
+                owner,
+                Change::Kick {
+                    name: format!("u{owner}").into(),
+                    reason: None
+                }
+            ),
+            Managed::Said("You cannot do that to yourself.".into())
+        );
+
+        // Invite-only: only the invited join, once each.
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::InviteOnly(true)),
+            Managed::Done
+        );
+        let dave = sim.connect(1);
+        assert_eq!(joined(&mut sim, 1, dave), JoinOutcome::InviteOnly);
+        let u_dave: Arc<str> = format!("u{dave}").into();
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::Invite(u_dave)),
+            Managed::Done
+        );
+        assert!(matches!(joined(&mut sim, 1, dave), JoinOutcome::Joined(_)));
+        sim.with_hub(1, |h, r| {
+            h.exit(dave, r);
+        });
+        sim.drain();
+        assert_eq!(joined(&mut sim, 1, dave), JoinOutcome::InviteOnly);
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::InviteOnly(false)),
+            Managed::Done
+        );
+
+        // A capacity below the members there keeps them and refuses the next.
+        assert_eq!(
+            manage(&mut sim, 0, owner, Change::Capacity(2)),
+            Managed::Done
+        );
+        assert_eq!(joined(&mut sim, 1, dave), JoinOutcome::Full);
+        assert!(matches!(
+            manage(&mut sim, 0, owner, Change::Show),
+            Managed::Settings(shown) if shown.capacity == 2 && shown.bans.is_empty()
+        ));
     }
 }

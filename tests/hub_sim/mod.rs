@@ -177,6 +177,10 @@ impl Outputs for Recorder {
 
     fn save_settings(&mut self, _channel: &ChannelName, _settings: &Settings) {}
 
+    fn unix_now(&self) -> u32 {
+        0
+    }
+
     fn tell(&mut self, session: u64, line: &Line) -> Reached {
         if !self.live.contains(&session) {
             return Reached::Nobody;
@@ -498,7 +502,7 @@ impl Sim {
     fn forge(&mut self, pick: usize, bytes: &mut impl Iterator<Item = u8>) {
         self.break_protocol();
         let mut next = || bytes.next().unwrap_or(0);
-        let kind = next() % 20;
+        let kind = next() % 22;
         let (a, b) = (next(), next());
         let session = self.any_session(a);
         let id = self.any_channel(b);
@@ -601,16 +605,35 @@ impl Sim {
                 session,
                 by: "mallory".into(),
                 admin: b & 1 != 0,
-                change: Box::new(match b % 4 {
+                change: Box::new(match b % 12 {
                     0 => Change::Show,
                     1 => Change::Topic(Some(line)),
                     2 => Change::TopicOpen(b & 2 != 0),
+                    3 => Change::Kick {
+                        name: format!("u{a}").into(),
+                        reason: Some(line),
+                    },
+                    4 => Change::Ban(format!("u{a}").into()),
+                    5 => Change::Unban(format!("U{a}").into()),
+                    6 => Change::Mute {
+                        name: format!("u{a}").into(),
+                        minutes: u32::MAX,
+                    },
+                    7 => Change::Unmute(format!("u{a}").into()),
+                    8 => Change::Invite(format!("u{a}").into()),
+                    9 => Change::InviteOnly(b & 2 != 0),
+                    10 => Change::Capacity(u32::from(a) % 4),
                     _ => Change::Owner("mallory".into()),
                 }),
             }),
             18 => ShardMsg::ToMember(ToMember::Managed {
                 session,
                 answer: Box::new(Managed::NotMember),
+            }),
+            19 => ShardMsg::ToMember(ToMember::Notice { session, line }),
+            20 => ShardMsg::ToMember(ToMember::Removed {
+                channel: id,
+                session,
             }),
             _ => ShardMsg::ToMember(ToMember::Moved {
                 channel: id,

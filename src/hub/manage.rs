@@ -1,0 +1,342 @@
+//! What a channel's owner (or a server admin) decides, decided at the channel's home: its topic,
+//! who may set it, who owns it, who is kicked, banned, muted or invited, whether it is
+//! invite-only, and how many it takes.
+//!
+//! Every change is made at the home, so the one order of the channel's lines places it: a change
+//! that concerns the members is told to them as one of the channel's lines (and logged); a member
+//! taken off is told that line first, then its shard hears [`ToMember::Removed`] on the same ring.
+//! What is stored (see [`Outputs::save_settings`]) is the whole record, in the order changes are
+//! made. Mutes and invitations are kept in memory only.
+
+use std::sync::Arc;
+
+use shard_proto::{Change, ChannelId, Line, Managed, SessionId, SettingsShown, ShardMsg, ToMember};
+
+use super::{Hub, Outputs};
+use crate::accounts::MAX_CHANNEL_BANS;
+use crate::channel::{Role, Settings};
+
+/// Invitations a channel keeps at most.
+pub const MAX_INVITES: usize = 1000;
+
+/// What a change does beyond its answer.
+struct Effect {
+    /// The answer to the asker.
+    answer: Managed,
+    /// A line for every member, in the channel's order.
+    line: Option<String>,
+    /// Whether the stored record changed.
+    save: bool,
+    /// Members to take off the channel, after the line.
+    remove: Vec<SessionId>,
+    /// The channel's new capacity.
+    capacity: Option<u32>,
+}
+
+impl Effect {
+    /// Only an answer for the asker.
+    fn answer(answer: Managed) -> Effect {
+        Effect {
+            answer,
+            line: None,
+            save: false,
+            remove: Vec::new(),
+            capacity: None,
+        }
+    }
+
+    /// A line for the asker alone.
+    fn said(text: String) -> Effect {
+        Effect::answer(Managed::Said(text.into()))
+    }
+
+    /// A line for every member; `save`: the stored record changed.
+    fn told(line: String, save: bool) -> Effect {
+        Effect {
+            answer: Managed::Done,
+            line: Some(line),
+            save,
+            remove: Vec::new(),
+            capacity: None,
+        }
+    }
+}
+
+impl Hub {
+    /// Sets what the owner of channel `name`, homed here, has decided (at start, from the
+    /// database); nothing if no such channel is homed here.
+    pub fn set_settings(&mut self, name: &shard_proto::ChannelName, settings: Settings) {
+        if let Some(&index) = self.by_key.get(name.key()) {
+            let capacity = self.capacity_for(&settings);
+            let ch = &mut self.homed[index as usize];
+            ch.set_capacity(capacity);
+            *ch.settings = settings;
+        }
+    }
+
+    /// The capacity a channel with `settings` has: its owner's, or the server's.
+    fn capacity_for(&self, settings: &Settings) -> u32 {
+        match settings.capacity {
+            0 => self.capacity,
+            own => own,
+        }
+    }
+
+    /// Applies what a member asks of its channel's settings (see [`shard_proto::ToHome::Manage`]).
+    pub(super) fn apply_change(
+        &mut self,
+        channel: ChannelId,
+        session: SessionId,
+        by: &str,
+        admin: bool,
+        change: Change,
+        out: &mut impl Outputs,
+    ) -> Managed {
+        let Some(ch) = self.homed_mut(channel).filter(|ch| ch.contains(session)) else {
+            return Managed::NotMember;
+        };
+        // In a cluster a channel's settings do not yet follow it to another home node: a change
+        // made here could be lost, or overwrite what another node stored.
+        if matches!(ch.role, Role::Replica(_))
+            || (self.cluster.is_some() && !matches!(change, Change::Show))
+        {
+            return Managed::Elsewhere;
+        }
+        let now = out.unix_now();
+        let effect = self.decide(channel.index, by, admin, change, now);
+        let ch = &mut self.homed[channel.index as usize];
+        if let Some(capacity) = effect.capacity {
+            ch.set_capacity(capacity);
+        }
+        if effect.save {
+            out.save_settings(&ch.name, &ch.settings);
+        }
+        if let Some(line) = effect.line {
+            let line: Line = line.into();
+            self.order(channel.index, line, out);
+        }
+        for member in effect.remove {
+            if self.homed[channel.index as usize].remove(member).is_some() {
+                let msg = ToMember::Removed {
+                    channel,
+                    session: member,
+                };
+                self.route(member.shard, ShardMsg::ToMember(msg), out);
+            }
+        }
+        effect.answer
+    }
+
+    /// What `change`, asked by `by`, does to channel `index`.
+    fn decide(&mut self, index: u32, by: &str, admin: bool, change: Change, now: u32) -> Effect {
+        let server_capacity = self.capacity;
+        let ch = &mut self.homed[index as usize];
+        let name = ch.name.clone();
+        // The members a change names, found before the settings are borrowed to change them.
+        let members = match &change {
+            Change::Kick { name, .. } | Change::Mute { name, .. } | Change::Ban(name) => {
+                ch.sessions_of(name)
+            }
+            _ => Vec::new(),
+        };
+        let capacity_now = ch.capacity();
+        let settings = &mut *ch.settings;
+        let allowed = settings.may_manage(by, admin);
+        match change {
+            Change::Show => Effect::answer(Managed::Settings(Box::new(SettingsShown {
+                owner: settings.owner.clone(),
+                topic: settings.topic.clone(),
+                topic_open: settings.topic_open,
+                invite_only: settings.invite_only,
+                capacity: capacity_now,
+                bans: settings.bans.clone(),
+            }))),
+            Change::Topic(_) if !allowed && !settings.topic_open => refused(settings),
+            Change::Topic(topic) => {
+                let line = match &topic {
+                    Some(topic) => format!("{by} set the topic of #{name}: {topic}"),
+                    None => format!("{by} cleared the topic of #{name}."),
+                };
+                settings.topic = topic;
+                Effect::told(line, true)
+            }
+            _ if !allowed => refused(settings),
+            Change::TopicOpen(open) => {
+                settings.topic_open = open;
+                Effect::told(
+                    if open {
+                        format!("{by} let anyone on #{name} set its topic.")
+                    } else {
+                        format!("{by} let only the owner of #{name} set its topic.")
+                    },
+                    true,
+                )
+            }
+            Change::Owner(to) => {
+                let line = format!("{by} handed #{name} over to {to}: {to} owns it now.");
+                settings.owner = Some(to);
+                Effect::told(line, true)
+            }
+            Change::Kick { name: who, .. } | Change::Mute { name: who, .. }
+                if who.eq_ignore_ascii_case(by) =>
+            {
+                Effect::said("You cannot do that to yourself.".to_string())
+            }
+            Change::Kick { name: who, reason } => {
+                let Some((_, shown)) = members.first() else {
+                    return Effect::said(format!("{who} is not on #{name}."));
+                };
+                let line = match reason {
+                    Some(reason) => format!("{by} kicked {shown} from #{name}: {reason}"),
+                    None => format!("{by} kicked {shown} from #{name}."),
+                };
+                Effect {
+                    remove: members.iter().map(|(s, _)| *s).collect(),
+                    ..Effect::told(line, false)
+                }
+            }
+            Change::Ban(who) if who.eq_ignore_ascii_case(by) => {
+                Effect::said("You cannot do that to yourself.".to_string())
+            }
+            Change::Ban(who) if settings.is_banned(&who) => {
+                Effect::said(format!("{who} is already banned from #{name}."))
+            }
+            Change::Ban(_) if settings.bans.len() >= MAX_CHANNEL_BANS => Effect::said(format!(
+                "#{name} has {MAX_CHANNEL_BANS} bans, the most it can have; /unban someone first."
+            )),
+            Change::Ban(who) => {
+                let line = format!("{by} banned {who} from #{name}.");
+                settings.bans.push(who);
+                Effect {
+                    remove: members.iter().map(|(s, _)| *s).collect(),
+                    ..Effect::told(line, true)
+                }
+            }
+            Change::Unban(who) => match settings
+                .bans
+                .iter()
+                .position(|b| b.eq_ignore_ascii_case(&who))
+            {
+                None => Effect::said(format!("{who} is not banned from #{name}.")),
+                Some(at) => {
+                    settings.bans.remove(at);
+                    Effect {
+                        save: true,
+                        ..Effect::said(format!("{who} may join #{name} again."))
+                    }
+                }
+            },
+            Change::Mute { name: who, minutes } => {
+                let Some((_, shown)) = members.first() else {
+                    return Effect::said(format!("{who} is not on #{name}."));
+                };
+                let shown = shown.clone();
+                settings
+                    .mutes
+                    .retain(|(n, until)| *until > now && !n.eq_ignore_ascii_case(&who));
+                let until = now.saturating_add(minutes.saturating_mul(60));
+                settings.mutes.push((shown.clone(), until));
+                Effect::told(
+                    format!(
+                        "{by} muted {shown} on #{name} for {}.",
+                        minutes_text(minutes)
+                    ),
+                    false,
+                )
+            }
+            Change::Unmute(who) => match settings.muted_for(&who, now) {
+                None => Effect::said(format!("{who} is not muted on #{name}.")),
+                Some(_) => {
+                    settings
+                        .mutes
+                        .retain(|(n, _)| !n.eq_ignore_ascii_case(&who));
+                    Effect::told(format!("{by} unmuted {who} on #{name}."), false)
+                }
+            },
+            Change::Invite(who) => {
+                if !settings
+                    .invites
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&who))
+                {
+                    if settings.invites.len() >= MAX_INVITES {
+                        return Effect::said(format!(
+                            "#{name} has {MAX_INVITES} invitations waiting, the most it can have."
+                        ));
+                    }
+                    settings.invites.push(who.clone());
+                }
+                Effect::answer(Managed::Done)
+            }
+            Change::InviteOnly(only) => {
+                settings.invite_only = only;
+                Effect::told(
+                    if only {
+                        format!("{by} made #{name} invite-only.")
+                    } else {
+                        format!("{by} opened #{name} to everyone.")
+                    },
+                    true,
+                )
+            }
+            Change::Capacity(capacity) => {
+                settings.capacity = capacity;
+                let effective = if capacity == 0 {
+                    server_capacity
+                } else {
+                    capacity
+                };
+                let line = match (capacity, effective) {
+                    (0, 0) => format!("{by} set #{name} back to no limit of members."),
+                    (0, n) => {
+                        format!("{by} set #{name} back to the server's limit of {n} members.")
+                    }
+                    (n, _) => format!("{by} set #{name} to at most {n} members."),
+                };
+                Effect {
+                    capacity: Some(effective),
+                    ..Effect::told(line, true)
+                }
+            }
+        }
+    }
+
+    /// If member `session` of channel `index` is muted, the line that tells it so.
+    pub(super) fn muted(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        out: &mut impl Outputs,
+    ) -> Option<Line> {
+        let ch = &mut self.homed[index as usize];
+        // Nearly always empty: nothing to look up.
+        if ch.settings.mutes.is_empty() {
+            return None;
+        }
+        let user: Arc<str> = ch.user_of(session)?.clone();
+        let minutes = ch.settings.muted_for(&user, out.unix_now())?;
+        Some(
+            format!(
+                "You are muted on #{} for another {}; nobody heard that.",
+                ch.name,
+                minutes_text(minutes)
+            )
+            .into(),
+        )
+    }
+}
+
+/// Refused: only the owner or an admin may.
+fn refused(settings: &Settings) -> Effect {
+    Effect::answer(Managed::NotAllowed {
+        owner: settings.owner.clone(),
+    })
+}
+
+/// `1 minute`, `5 minutes`.
+pub fn minutes_text(minutes: u32) -> String {
+    match minutes {
+        1 => "1 minute".to_string(),
+        n => format!("{n} minutes"),
+    }
+}
