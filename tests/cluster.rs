@@ -1,7 +1,8 @@
 //! Cluster mode against a real `nats-server` on loopback: nodes find each other, share a port,
 //! notice a node that stops, and reconnect by themselves when NATS goes and comes back; accounts
 //! and channels are the cluster's; members on every node see one order; a killed node's channels
-//! move; chat resumes after NATS restarts.
+//! move; chat resumes after NATS restarts; private messages cross nodes; what the issue 12 commands
+//! do on a cluster.
 //!
 //! These need `nats-server` on the PATH (Debian: `apt-get install nats-server`; `.ci/run` installs
 //! it). Without it they are skipped with a message, unless `RINGTALK_REQUIRE_NATS` is set, as CI
@@ -443,7 +444,7 @@ fn a_node_listening_to_many_channels_switches_to_one_subscription_and_back_witho
 }
 
 #[test]
-fn a_tell_reaches_a_user_on_the_same_node_and_says_plainly_that_it_does_not_cross_nodes() {
+fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared() {
     let Some(nats) = Nats::start() else { return };
     let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
     let beta = node(&nats.url(), "beta", "127.0.0.1:0");
@@ -453,10 +454,86 @@ fn a_tell_reaches_a_user_on_the_same_node_and_says_plainly_that_it_does_not_cros
     );
     let mut ann = user(alpha.addr(), "ann", true);
     let mut amy = user(alpha.addr(), "amy", true);
-    let _bea = user(beta.addr(), "bea", true);
+    let mut bea = user(beta.addr(), "bea", true);
     ann.send_line("/tell amy same node");
     ann.expect("You tell amy, \"same node\"\r\n");
     amy.expect("ann tells you, \"same node\"\r\n");
-    ann.send_line("/tell bea other node");
-    ann.expect("bea is not online on this node; private messages do not cross nodes yet.\r\n");
+
+    // To another node and back, in order; /reply finds the sender there.
+    let mut burst = String::new();
+    for n in 0..20 {
+        burst.push_str(&format!("/tell BEA across {n}\r\n"));
+    }
+    ann.send(burst.as_bytes());
+    ann.expect("You tell BEA, \"across 19\"\r\n");
+    let heard = bea.expect("ann tells you, \"across 19\"\r\n");
+    let mut at = 0;
+    for n in 0..20 {
+        let tell = format!("ann tells you, \"across {n}\"\r\n");
+        match heard[at..].find(&tell) {
+            Some(i) => at += i + tell.len(),
+            None => panic!("tell {n} missing or out of order in {heard:?}"),
+        }
+    }
+    bea.send_line("/reply got them");
+    bea.expect("You tell ann, \"got them\"\r\n");
+    ann.expect("bea tells you, \"got them\"\r\n");
+
+    // Away, and someone on no node.
+    bea.send_line("/away lunch");
+    bea.expect("You are away: lunch\r\n");
+    ann.send_line("/tell bea back soon?");
+    ann.expect("You tell bea, \"back soon?\"\r\nbea is away: lunch\r\n");
+    ann.send_line("/tell nobody hello");
+    ann.expect("nobody is not online.\r\n");
+
+    // Ignoring works across nodes, and the one ignored cannot tell.
+    bea.send_line("/ignore ann");
+    bea.expect("You are ignoring ann: you will see nothing they say or tell you.\r\n");
+    ann.send_line("/tell bea are you there");
+    ann.expect("You tell bea, \"are you there\"\r\n");
+    amy.send_line("/tell bea hi from amy");
+    amy.expect("You tell bea, \"hi from amy\"\r\n");
+    let heard = bea.expect("amy tells you, \"hi from amy\"\r\n");
+    assert!(!heard.contains("are you there"), "{heard}");
+
+    // Accounts are the cluster's: a password changed through one node logs in through the other.
+    amy.send_line("/passwd");
+    amy.expect("Old password: ");
+    amy.send_line("secret1");
+    amy.expect("New password: ");
+    amy.send_line("battery-staple");
+    amy.expect("Repeat new password: ");
+    amy.send_line("battery-staple");
+    amy.expect("Your password has been changed.\r\n");
+    let mut again = Client::connect(beta.addr(), Kind::Raw);
+    again.login("amy", "battery-staple");
+}
+
+#[test]
+fn on_a_cluster_who_lists_this_node_and_channel_settings_are_shown_not_changed() {
+    let Some(nats) = Nats::start() else { return };
+    let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
+    let beta = node(&nats.url(), "beta", "127.0.0.1:0");
+    wait_until(
+        || nodes(&alpha).len() == 2 && nodes(&beta).len() == 2,
+        "both nodes to see each other",
+    );
+    let mut ann = user(alpha.addr(), "ann", true);
+    let _bea = user(beta.addr(), "bea", true);
+    ann.send_line("/who *");
+    ann.expect("Users online on this node: 1, page 1 of 1.\r\n");
+    ann.send_line("/whois bea");
+    ann.expect("bea is not online on this node.\r\n");
+    // A channel homed on ann's node: shown, not changed.
+    let den = (0..)
+        .map(|n| format!("den{n}"))
+        .find(|c| home_node(c, ["alpha", "beta"]) == Some("alpha"))
+        .unwrap();
+    ann.send_line(&format!("/create {den}"));
+    ann.expect(&format!("You have joined #{den}\r\n"));
+    ann.send_line("/topic hello");
+    ann.expect("On a cluster, channel settings cannot be changed yet, and are shown only by a node that is the channel's home.\r\n");
+    ann.send_line("/set");
+    ann.expect(&format!("Settings of #{den}:\r\n  owner: ann\r\n"));
 }

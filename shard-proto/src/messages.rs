@@ -484,6 +484,9 @@ pub struct Tell {
     pub line: Line,
     /// How many times it has been sent back to the directory (a session that moved meanwhile).
     pub hops: u8,
+    /// For a message from a user of another node of a cluster: where its answer goes (an
+    /// address the cluster's bridge understands); its `sender` then means nothing here.
+    pub remote: Option<Arc<str>>,
 }
 
 /// Anything that crosses a ring.

@@ -266,6 +266,7 @@ async fn bridge(
                 .await?,
             client.subscribe(wire::list_subject(&node)).await?,
             client.subscribe(wire::GONE_SUBJECT).await?,
+            client.subscribe(wire::tell_subject(&node)).await?,
         ))
     };
     let (
@@ -275,6 +276,7 @@ async fn bridge(
         mut node_inbox,
         mut list_requests,
         mut gone_hints,
+        mut tells,
     ) = match subscribed.await {
         Ok(subs) => subs,
         Err(e) => {
@@ -381,6 +383,18 @@ async fn bridge(
                     _ => debug!("cluster: an unreadable answer"),
                 }
             }
+            msg = tells.next() => {
+                let Some(msg) = msg else { break };
+                let Some(reply) = msg.reply else { continue };
+                match serde_json::from_slice::<wire::NodeTell>(&msg.payload) {
+                    Ok(tell) => {
+                        let shard = shard_proto::home_of_user(&tell.to, shards).index();
+                        let reply: Arc<str> = reply.as_str().into();
+                        to_shards.send(shard, ClusterIn::Tell { tell, reply });
+                    }
+                    Err(e) => debug!(error = %e, "cluster: an unreadable private message"),
+                }
+            }
             msg = list_requests.next() => {
                 let Some(msg) = msg else { break };
                 let Some(reply) = msg.reply else { continue };
@@ -423,6 +437,28 @@ async fn bridge(
                             let answer = ClusterIn::ListAnswer { session: session.key, channels };
                             to_shards.send(session.shard.index(), answer);
                         });
+                    }
+                    ClusterOut::Tell(tell) => {
+                        let others: Vec<String> = membership
+                            .nodes()
+                            .filter(|n| *n != node)
+                            .map(str::to_string)
+                            .collect();
+                        let asking = ask_to_tell(client.clone(), others, &tell, connected);
+                        let to_shards = to_shards.clone();
+                        tokio::spawn(async move {
+                            let outcome = asking.await;
+                            let answer = ClusterIn::Told { session: tell.sender, to: tell.to.clone(), outcome };
+                            to_shards.send(tell.sender.shard.index(), answer);
+                        });
+                    }
+                    ClusterOut::Told { reply, outcome } => {
+                        let answer = match outcome {
+                            shard_proto::Told::Delivered { away } => wire::TellAnswer { delivered: true, away },
+                            shard_proto::Told::NotOnline => wire::TellAnswer { delivered: false, away: None },
+                        };
+                        let payload = serde_json::to_vec(&answer).unwrap_or_default();
+                        send(&client, &traffic, connected, reply.to_string().into(), payload, false).await;
                     }
                     other => {
                         let droppable = other.droppable();
@@ -483,6 +519,42 @@ async fn ask_for_lists(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Asks each of `nodes`, all at once, to deliver `tell` to its user; delivered if any of them did
+/// within [`SEND_TIMEOUT`] (the addressee may be logged in on several), not online otherwise.
+fn ask_to_tell(
+    client: async_nats::Client,
+    nodes: Vec<String>,
+    tell: &shard_proto::Tell,
+    connected: bool,
+) -> impl std::future::Future<Output = shard_proto::Told> {
+    let asked = wire::NodeTell {
+        from: tell.from.clone(),
+        to: tell.to.clone(),
+        line: tell.line.clone(),
+    };
+    let payload = serde_json::to_vec(&asked).unwrap_or_default();
+    async move {
+        if !connected {
+            return shard_proto::Told::NotOnline;
+        }
+        let asks = nodes.into_iter().map(|node| {
+            let (client, payload) = (client.clone(), payload.clone());
+            async move {
+                let asked = client.request(wire::tell_subject(&node), payload.into());
+                match tokio::time::timeout(SEND_TIMEOUT, asked).await {
+                    Ok(Ok(msg)) => serde_json::from_slice::<wire::TellAnswer>(&msg.payload).ok(),
+                    _ => None,
+                }
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        match answers.into_iter().flatten().find(|a| a.delivered) {
+            Some(answer) => shard_proto::Told::Delivered { away: answer.away },
+            None => shard_proto::Told::NotOnline,
+        }
+    }
 }
 
 /// The subject and bytes of a message for another node.

@@ -65,6 +65,32 @@ pub fn node_subject(node: &str, shard: u16) -> String {
     format!("ringtalk.node.{}.{shard}", hex(node))
 }
 
+/// Where node `node` takes private messages for its users, as requests answered with a
+/// [`TellAnswer`].
+pub fn tell_subject(node: &str) -> String {
+    format!("ringtalk.tell.{}", hex(node))
+}
+
+/// A private message from a user of another node: to a node's [`tell_subject`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTell {
+    /// The sender's name.
+    pub from: Arc<str>,
+    /// The addressee, as the sender typed it.
+    pub to: Arc<str>,
+    /// The line the addressee sees.
+    pub line: Arc<str>,
+}
+
+/// A node's answer to a [`NodeTell`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TellAnswer {
+    /// It reached a session of the addressee there.
+    pub delivered: bool,
+    /// The addressee's away message (empty: away with none), if delivered and away.
+    pub away: Option<Arc<str>>,
+}
+
 /// Where node `node` answers requests for the channels homed on it.
 pub fn list_subject(node: &str) -> String {
     format!("ringtalk.list.{}", hex(node))
@@ -232,6 +258,17 @@ pub enum ClusterOut {
         /// Who asks.
         session: SessionId,
     },
+    /// A private message for a user not online on this node: every other node is asked, and
+    /// the answer comes as [`ClusterIn::Told`] (delivered if any node delivered it; not online if
+    /// none did within a second).
+    Tell(Box<shard_proto::Tell>),
+    /// This node's answer to a [`NodeTell`] from another node.
+    Told {
+        /// Where the answer goes.
+        reply: Arc<str>,
+        /// What became of it.
+        outcome: shard_proto::Told,
+    },
 }
 
 impl ClusterOut {
@@ -290,6 +327,22 @@ pub enum ClusterIn {
         /// The channels.
         channels: Vec<ListEntry>,
     },
+    /// A private message from a user of another node, for the directory on this shard.
+    Tell {
+        /// The message.
+        tell: NodeTell,
+        /// Where the answer goes.
+        reply: Arc<str>,
+    },
+    /// The other nodes' answer to a [`ClusterOut::Tell`] from this shard.
+    Told {
+        /// The sender, on this shard.
+        session: SessionId,
+        /// The addressee, as the sender typed it.
+        to: Arc<str>,
+        /// What became of it.
+        outcome: shard_proto::Told,
+    },
     /// Once a second: joins still unanswered are asked again.
     Tick,
 }
@@ -304,6 +357,8 @@ impl ClusterIn {
                 | ClusterIn::AtNode(_)
                 | ClusterIn::Created(_)
                 | ClusterIn::ListAnswer { .. }
+                | ClusterIn::Tell { .. }
+                | ClusterIn::Told { .. }
         )
     }
 

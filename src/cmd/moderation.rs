@@ -215,7 +215,7 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         )),
         Managed::NotMember => ctx.say(NOT_ON_A_CHANNEL),
         Managed::Elsewhere => {
-            ctx.say("Channel settings cannot be changed on a cluster yet; they can be shown.")
+            ctx.say("On a cluster, channel settings cannot be changed yet, and are shown only by a node that is the channel's home.")
         }
     }
     Ok(())

@@ -136,10 +136,12 @@ async fn send(ctx: &mut impl Ctx, to: &str, text: &str) -> Result<(), Stop> {
                     None => {}
                 }
             }
-            // Each node's directory knows its own users only.
-            Told::NotOnline if ctx.shard().cluster.is_some() => ctx.say(&format!(
-                "{to} is not online on this node; private messages do not cross nodes yet."
-            )),
+            // The other nodes could not be asked.
+            Told::NotOnline if ctx.shard().chat(|hub, _| hub.cluster_unreachable()) => {
+                ctx.say(&format!(
+                    "{to} is not online on this node, and the other nodes cannot be reached now."
+                ))
+            }
             Told::NotOnline => ctx.say(&format!("{to} is not online.")),
         }
     }

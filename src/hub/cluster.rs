@@ -129,6 +129,18 @@ impl Hub {
             ClusterIn::ListAnswer { session, channels } => {
                 out.reply(session, Reply::List(channels))
             }
+            ClusterIn::Tell { tell, reply } => {
+                self.tell_from_node(tell.from, tell.to, tell.line, reply, out)
+            }
+            ClusterIn::Told {
+                session,
+                to,
+                outcome,
+            } => {
+                if session.shard == self.id {
+                    out.reply(session.key, Reply::Told { to, outcome });
+                }
+            }
             ClusterIn::Tick => {
                 for index in 0..self.homed.len() as u32 {
                     self.ask_again(index, out);
@@ -864,7 +876,12 @@ mod tests {
                         }
                     }
                 }
-                ClusterOut::ListPart { .. } | ClusterOut::List { .. } => {}
+                // Lists and private messages between nodes are gathered by the bridge, which this
+                // stand-in does not model (tests/cluster.rs covers them).
+                ClusterOut::ListPart { .. }
+                | ClusterOut::List { .. }
+                | ClusterOut::Tell(_)
+                | ClusterOut::Told { .. } => {}
             }
         }
 
@@ -1150,7 +1167,7 @@ mod tests {
                 msg,
             })
         };
-        match kind % 9 {
+        match kind % 11 {
             0 => home_msg(HomeMsg::Join {
                 token: b % 4,
                 user: "mal".into(),
@@ -1188,6 +1205,22 @@ mod tests {
                 session: b,
                 names: None,
             }),
+            8 => ClusterIn::Tell {
+                tell: crate::cluster::wire::NodeTell {
+                    from: "mallory".into(),
+                    to: if a % 2 == 0 { "u1" } else { "" }.into(),
+                    line: "forged".into(),
+                },
+                reply: "anywhere".into(),
+            },
+            9 => ClusterIn::Told {
+                session: SessionId {
+                    shard: ShardId((a % 3) as u16),
+                    key: b,
+                },
+                to: "u1".into(),
+                outcome: shard_proto::Told::NotOnline,
+            },
             _ => ClusterIn::Created(if a % 2 == 0 { "lobby" } else { "" }.into()),
         }
     }
@@ -1199,7 +1232,7 @@ mod tests {
         /// own members; and the real members still hear one another afterwards.
         #[test]
         fn forged_messages_from_other_nodes_never_break_a_hub(
-            ops in proptest::collection::vec((0u8..12, 0u64..1000, 0u64..1000), 1..60)
+            ops in proptest::collection::vec((0u8..14, 0u64..1000, 0u64..1000), 1..60)
         ) {
             let names = ["n1", "n2"];
             let home = home_of_lobby(&names);
@@ -1212,13 +1245,13 @@ mod tests {
                 // so no forgery speaks for her), or from a node that is not in the cluster.
                 let to = (a % 2) as usize;
                 let node = if b % 2 == 0 { names[1 - to] } else { "stranger" };
-                let msg = if kind >= 9 {
+                let msg = if kind >= 11 {
                     // Now and then a view that comes and goes with the stranger in it.
                     let mut live: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
-                    if kind == 10 {
+                    if kind == 12 {
                         live.push("stranger".into());
                     }
-                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 11, epoch: a }
+                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 13, epoch: a }
                 } else {
                     forged(kind, a, b, node)
                 };

@@ -40,6 +40,7 @@ use shard_proto::{
 };
 
 use super::{Hub, Outputs, Reached};
+use crate::cluster::wire::ClusterOut;
 
 /// Times a private message may be sent back to the directory before its sender is told the
 /// addressee is not online.
@@ -476,6 +477,29 @@ impl Hub {
             to: to.into(),
             line,
             hops: 0,
+            remote: None,
+        });
+        self.send_about_user(ToUser::Tell(tell), out);
+    }
+
+    /// A user of another node of a cluster tells `to` (of this node, perhaps) the line `line`;
+    /// the answer goes back through the cluster's bridge to `reply`.
+    pub fn tell_from_node(
+        &mut self,
+        from: Arc<str>,
+        to: Arc<str>,
+        line: Line,
+        reply: Arc<str>,
+        out: &mut impl Outputs,
+    ) {
+        let tell = Box::new(Tell {
+            from,
+            // Nobody here waits: the answer goes to `reply`.
+            sender: self.session_id(0),
+            to,
+            line,
+            hops: 0,
+            remote: Some(reply),
         });
         self.send_about_user(ToUser::Tell(tell), out);
     }
@@ -568,6 +592,11 @@ impl Hub {
             }
             ToUser::Tell(tell) => {
                 let Some(sessions) = self.directory.online.get(Folded::new(&tell.to)) else {
+                    // Not on this node: the other nodes are asked (the bridge gathers their
+                    // answers into one), unless this came from one of them.
+                    if tell.remote.is_none() && self.cluster_connected() {
+                        return out.to_cluster(ClusterOut::Tell(tell));
+                    }
                     return self.told(&tell, Told::NotOnline, out);
                 };
                 let mut deliveries = Vec::new();
@@ -632,6 +661,12 @@ impl Hub {
     }
 
     fn told(&mut self, tell: &Tell, outcome: Told, out: &mut impl Outputs) {
+        if let Some(reply) = &tell.remote {
+            return out.to_cluster(ClusterOut::Told {
+                reply: reply.clone(),
+                outcome,
+            });
+        }
         let msg = ToMember::Told {
             session: tell.sender,
             to: tell.to.clone(),
