@@ -443,15 +443,21 @@ fn a_node_listening_to_many_channels_switches_to_one_subscription_and_back_witho
     ann.expect("says, \"and back\"");
 }
 
-#[test]
-fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared() {
-    let Some(nats) = Nats::start() else { return };
+/// Nodes `alpha` and `beta` of the cluster at `nats`, once each sees the other.
+fn alpha_and_beta(nats: &Nats) -> (TestServer, TestServer) {
     let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
     let beta = node(&nats.url(), "beta", "127.0.0.1:0");
     wait_until(
         || nodes(&alpha).len() == 2 && nodes(&beta).len() == 2,
         "both nodes to see each other",
     );
+    (alpha, beta)
+}
+
+#[test]
+fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared() {
+    let Some(nats) = Nats::start() else { return };
+    let (alpha, beta) = alpha_and_beta(&nats);
     let mut ann = user(alpha.addr(), "ann", true);
     let mut amy = user(alpha.addr(), "amy", true);
     let mut bea = user(beta.addr(), "bea", true);
@@ -513,12 +519,7 @@ fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared
 #[test]
 fn on_a_cluster_who_lists_this_node_and_channel_settings_are_shown_not_changed() {
     let Some(nats) = Nats::start() else { return };
-    let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
-    let beta = node(&nats.url(), "beta", "127.0.0.1:0");
-    wait_until(
-        || nodes(&alpha).len() == 2 && nodes(&beta).len() == 2,
-        "both nodes to see each other",
-    );
+    let (alpha, beta) = alpha_and_beta(&nats);
     let mut ann = user(alpha.addr(), "ann", true);
     let _bea = user(beta.addr(), "bea", true);
     ann.send_line("/who *");

@@ -57,15 +57,7 @@ pub fn start_server(shards: usize) -> TestServer {
 /// Starts a server with `shards` shards after `adjust` has changed the test configuration.
 pub fn start_server_with(shards: usize, adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
-    let mut config = Config::for_tests(dir.path());
-    config.shards = Some(shards);
-    adjust(&mut config);
-    let server = Server::start(config).expect("starting the server");
-    TestServer {
-        addr: server.local_addr(),
-        server: Some(server),
-        _dir: dir,
-    }
+    TestServer::over_with(dir, shards, adjust)
 }
 
 impl TestServer {
