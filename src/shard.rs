@@ -3,7 +3,8 @@
 //! is shared with another thread except the stats counters.
 //!
 //! The shard keeps a table of its live sessions so it can reach any of them without the session's help:
-//! to tell every one that the server is shutting down, and to close those that have not logged in in time.
+//! to tell every one that the server is shutting down, to close those that have not logged in in time,
+//! to end those an admin disconnects, and to give every one an admin's `/wall`.
 //! It reaches a session only through its [`Mailbox`]; it never touches a session's socket.
 
 use std::cell::{Cell, RefCell};

@@ -4,8 +4,8 @@
 //! Every chat action is a message: a session's request goes to the channel's home ([`ToHome`]); the
 //! home decides (admits, orders, logs) and answers with [`ToMember`] messages, one per shard that has
 //! members. The hub handles both kinds and says what should happen through [`Outputs`]: messages for
-//! other shards, lines and replies for local sessions, lines for the channel log. A message for its own
-//! shard is handled at once, never queued.
+//! other shards, lines and replies for local sessions, lines for the channel log, entries for the
+//! audit log, sessions an admin ends. A message for its own shard is handled at once, never queued.
 //!
 //! Because nothing here touches a socket, a ring or a clock, tests step several hubs over in-memory
 //! queues in any interleaving and check ordering and membership exactly (see `tests` below; and
