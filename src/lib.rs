@@ -28,7 +28,8 @@
 //!   io_uring; [`socket`]: a connection as a bare descriptor, non-blocking calls only.
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
 //!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
-//! - [`chanlog`]: per-channel daily log files, written by a thread of their own.
+//! - [`chanlog`]: per-channel daily log files, written by a thread of their own; [`audit`]: what
+//!   admins and channel owners did, in one file, written by another.
 //! - [`session`]: one connection, login then commands; [`pacing`]: at most one write per interval to a
 //!   busy connection.
 //!
@@ -51,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod accounts;
+pub mod audit;
 pub mod chanlog;
 pub mod channel;
 pub mod cluster;

@@ -53,6 +53,12 @@ pub enum Reply {
     Facts(Box<Vec<SessionFacts>>),
     /// The answer to a request about the session's channel's settings.
     Managed(Box<shard_proto::Managed>),
+    /// The answer to an admin's `/kill`: the user as the account spells the name, whose
+    /// sessions are being ended, or `None` if none is online.
+    Disconnected(Option<Arc<str>>),
+    /// The answer to an admin's `/delete-channel`: the channel as its home named it, or `None`
+    /// if its home did not know it.
+    Deleted(Option<ChannelName>),
 }
 
 /// How long sessions get to say goodbye and close at shutdown.
@@ -65,6 +71,10 @@ pub enum Kick {
     Shutdown,
     /// The connection did not log in within the login timeout.
     LoginTimeout,
+    /// A server admin ended the session (`/kill`, `/ban-account`). What its user is told is kept
+    /// by the shard, not here: a mailbox is one per user, and the text is needed once
+    /// (see [`crate::shard::Shard::take_farewell`]).
+    Disconnected,
 }
 
 /// What a session's shard can leave for it, and the waker to tell it.

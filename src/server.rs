@@ -17,6 +17,7 @@ use shard_proto::{ChannelName, ShardId};
 use tracing::{info, warn};
 
 use crate::accounts::{Accounts, OpenError};
+use crate::audit::{AuditGuard, AuditLog};
 use crate::chanlog::{ChannelLog, LogWriterGuard};
 use crate::channel::Settings;
 use crate::cluster::link::ShardLink;
@@ -41,6 +42,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Log lines that may wait for the log writer before new ones are dropped (and counted).
 const LOG_QUEUE: usize = 1 << 14;
+
+/// Audit entries that may wait for their writer before new ones are dropped (and counted).
+const AUDIT_QUEUE: usize = 1 << 12;
 
 /// How long a node of a cluster waits at start for NATS and the other nodes before it takes
 /// users anyway (it then serves its own users alone until NATS is there).
@@ -89,6 +93,14 @@ pub enum StartError {
     /// The cluster's store of accounts and channels could not start (a bad NATS URL).
     #[error("cannot use the cluster's store: {0}")]
     Store(String),
+    /// The audit log could not be opened.
+    #[error("cannot write the audit log {path}: {source}")]
+    Audit {
+        /// The audit log's path.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The channel log directory could not be used.
     #[error("cannot write channel logs in {dir}: {source}")]
     Logs {
@@ -137,6 +149,7 @@ pub struct Server {
     workers: WorkersGuard,
     chanlog: ChannelLog,
     chanlog_guard: LogWriterGuard,
+    audit_guard: AuditGuard,
     heartbeat: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
     /// The bridge to the other nodes, in cluster mode.
     cluster: Option<Cluster>,
@@ -254,6 +267,18 @@ impl Server {
                 });
             }
         };
+        let audit_path = config.data_dir.join(crate::audit::FILE_NAME);
+        let (audit, audit_guard) = match AuditLog::start(&audit_path, AUDIT_QUEUE) {
+            Ok(audit) => audit,
+            Err(source) => {
+                chanlog_guard.shutdown();
+                workers_guard.shutdown();
+                return Err(StartError::Audit {
+                    path: audit_path,
+                    source,
+                });
+            }
+        };
         let Mesh {
             mut ring_out,
             mut ring_in,
@@ -261,6 +286,8 @@ impl Server {
         } = match build_mesh(shard_count, config.ring_slots) {
             Ok(mesh) => mesh,
             Err(e) => {
+                audit_guard.shutdown();
+                chanlog_guard.shutdown();
                 workers_guard.shutdown();
                 return Err(StartError::Mesh(e));
             }
@@ -323,6 +350,7 @@ impl Server {
                 ring_in: std::mem::take(&mut ring_in[index]),
                 doorbell: doorbells[index].clone(),
                 chanlog: chanlog.clone(),
+                audit: audit.clone(),
                 channels: std::mem::take(&mut homed[index]),
                 cluster: cluster_links[index].take(),
             };
@@ -401,6 +429,7 @@ impl Server {
                 }
             }
             chanlog_guard.shutdown();
+            audit_guard.shutdown();
             workers_guard.shutdown();
             return Err(err);
         }
@@ -426,6 +455,7 @@ impl Server {
             workers: workers_guard,
             chanlog,
             chanlog_guard,
+            audit_guard,
             heartbeat,
             cluster,
             store: store_guard,
@@ -501,6 +531,8 @@ impl Server {
             cluster.stop();
         }
         self.chanlog_guard.shutdown();
+        // After the shards, the last to record anything: every entry they made is written.
+        self.audit_guard.shutdown();
         self.workers.shutdown();
         // After the workers, which are its callers.
         if let Some(store) = self.store {

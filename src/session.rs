@@ -241,6 +241,7 @@ impl Session {
         async move {
             let mut user = None;
             let outcome = session.serve(&mut user).await;
+            let outcome = session.unless_kicked(outcome);
             let personal = user.as_ref().and_then(|u| session.user_left(u, &outcome));
             match (outcome, user) {
                 (Err(Stop::MoveHome), Some(user)) => session.move_home(user, personal),
@@ -270,12 +271,23 @@ impl Session {
         let mut session = self;
         async move {
             let outcome = session.chat_logged_in(&user, &name).await;
+            let outcome = session.unless_kicked(outcome);
             let personal = session.user_left(&user, &outcome);
             if let Err(Stop::MoveHome) = outcome {
                 return session.move_home(user, personal);
             }
             debug!(session = %session.registration.mailbox().id, ?outcome, "session ends");
             Box::pin(session.close(outcome)).await;
+        }
+    }
+
+    /// A session about to move that its shard has kicked meanwhile ends here instead: the kick
+    /// would stay in the mailbox it leaves behind, which no session reads (an admin's order to
+    /// end it would be lost).
+    fn unless_kicked(&self, outcome: Result<(), Stop>) -> Result<(), Stop> {
+        match (outcome, self.registration.mailbox().kick()) {
+            (Err(Stop::MoveHome), Some(kick)) => Err(Stop::Kicked(kick)),
+            (outcome, _) => outcome,
         }
     }
 
@@ -350,11 +362,20 @@ impl Session {
     /// Says why the session ends (if there is anything to say), sends it within a grace period, and
     /// closes the socket.
     async fn close(&mut self, outcome: Result<(), Stop>) {
+        let farewell;
         let last_words = match outcome {
             Ok(()) | Err(Stop::Quit) => Some("Goodbye."),
             Err(Stop::Kicked(Kick::Shutdown)) => Some("Server is shutting down."),
             Err(Stop::Kicked(Kick::LoginTimeout)) => {
                 Some("Login timed out. Connect again when you are ready.")
+            }
+            Err(Stop::Kicked(Kick::Disconnected)) => {
+                farewell = self.shard.take_farewell(self.key());
+                Some(
+                    farewell
+                        .as_deref()
+                        .unwrap_or("You were disconnected by an admin."),
+                )
             }
             Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
             // Its last words were the command's own.

@@ -3,7 +3,8 @@
 //! is shared with another thread except the stats counters.
 //!
 //! The shard keeps a table of its live sessions so it can reach any of them without the session's help:
-//! to tell every one that the server is shutting down, and to close those that have not logged in in time.
+//! to tell every one that the server is shutting down, to close those that have not logged in in time,
+//! to end those an admin disconnects, and to give every one an admin's `/wall`.
 //! It reaches a session only through its [`Mailbox`]; it never touches a session's socket.
 
 use std::cell::{Cell, RefCell};
@@ -22,6 +23,7 @@ use shard_proto::{
 };
 
 use crate::accounts::{Accounts, ChannelSettings};
+use crate::audit::AuditLog;
 use crate::chanlog::ChannelLog;
 use crate::channel::Settings;
 use crate::cluster::link::ShardLink;
@@ -76,6 +78,11 @@ pub struct Shard {
     outboxes: Vec<Outbox>,
     /// Where ordered lines are logged.
     chanlog: ChannelLog,
+    /// Where admins' and owners' actions are recorded.
+    audit: AuditLog,
+    /// What sessions an admin has ended are to tell their users as they close, by key, until
+    /// they do (see [`Kick::Disconnected`]).
+    farewells: RefCell<HashMap<u64, Line>>,
     /// Spaces out writes to busy connections so their lines share system calls.
     pub pacer: Pacer,
     /// This shard's sockets, listening and connected, and which of them are ready.
@@ -298,6 +305,39 @@ impl Outputs for ShardOutputs<'_> {
             self.stats.dropped.fetch_add(u64::from(cut), Relaxed);
         }
     }
+
+    fn audit(&mut self, entry: &str) {
+        self.shard.audit(entry);
+    }
+
+    fn disconnect(&mut self, session: u64, farewell: &Line) -> Reached {
+        let Some(mailbox) = self.sessions.get(&session) else {
+            return Reached::Nobody;
+        };
+        // What is left of a session that has moved on is read by nobody.
+        if mailbox.has_departed() {
+            return Reached::InTransit;
+        }
+        self.shard
+            .farewells
+            .borrow_mut()
+            .insert(session, farewell.clone());
+        mailbox.kick_with(Kick::Disconnected);
+        Reached::Here
+    }
+
+    fn wall(&mut self, line: &Line) {
+        let limit = self.shard.config.queue_limit as usize;
+        // Sessions on their way here or away included: a line that reaches both ends of a move
+        // is seen twice rather than one that reaches neither missed.
+        for mailbox in self.sessions.values().filter(|m| m.is_logged_in()) {
+            if mailbox.push_line(line, limit) {
+                self.stats.deliveries.fetch_add(1, Relaxed);
+            } else {
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
 }
 
 /// Removes a session from its shard's table when the session ends, however it ends, unless it
@@ -317,10 +357,11 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let key = self.mailbox.id.key;
+        self.shard.farewells.borrow_mut().remove(&key);
         if self.mailbox.has_departed() {
             return;
         }
-        let key = self.mailbox.id.key;
         self.shard.sessions.borrow_mut().remove(&key);
         self.shard.chat(|hub, out| hub.session_ended(key, out));
     }
@@ -370,6 +411,17 @@ impl Shard {
         }
     }
 
+    /// Records an admin's or owner's action in the audit log (`entry`: `<actor> <what>`), without
+    /// waiting.
+    pub fn audit(&self, entry: &str) {
+        self.audit.record(entry);
+    }
+
+    /// What local session `key`, which an admin ended, is to tell its user as it closes (once).
+    pub fn take_farewell(&self, key: u64) -> Option<Line> {
+        self.farewells.borrow_mut().remove(&key)
+    }
+
     /// Lets the settings writer end once it has stored everything (the shard is closing).
     pub fn close_settings(&self) {
         self.settings_closing.set(true);
@@ -386,6 +438,7 @@ impl Shard {
         stats: Arc<Stats>,
         defences: Arc<Defences>,
         chanlog: ChannelLog,
+        audit: AuditLog,
         channels: Vec<(ChannelName, Settings)>,
         readiness: Readiness,
         cluster: Option<(ShardLink, Arc<str>)>,
@@ -410,6 +463,8 @@ impl Shard {
             pacer: Pacer::new(config.write_interval_us),
             outboxes: (0..shards).map(|_| Outbox::default()).collect(),
             chanlog,
+            audit,
+            farewells: RefCell::new(HashMap::new()),
             config,
             accounts,
             stats,

@@ -25,6 +25,7 @@ use crate::channel::Settings;
 use tracing::{debug, info, warn};
 
 use crate::accounts::Accounts;
+use crate::audit::AuditLog;
 use crate::chanlog::ChannelLog;
 use crate::cluster::link::ShardLink;
 use crate::config::Config;
@@ -70,6 +71,8 @@ pub struct ShardStart {
     pub doorbell: Arc<Doorbell>,
     /// The channel log writer.
     pub chanlog: ChannelLog,
+    /// The audit log writer.
+    pub audit: AuditLog,
     /// The channels homed on this shard.
     pub channels: Vec<(ChannelName, Settings)>,
     /// In a cluster: this shard's end of the queues to the bridge, and the node's name.
@@ -93,13 +96,14 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         ring_in,
         doorbell,
         chanlog,
+        audit,
         channels,
         cluster,
     } = start;
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
     let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
     let shard = Rc::new(Shard::new(
-        id, shards, config, accounts, stats, defences, chanlog, channels, readiness, cluster,
+        id, shards, config, accounts, stats, defences, chanlog, audit, channels, readiness, cluster,
     ));
     if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");

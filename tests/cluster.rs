@@ -2,7 +2,8 @@
 //! notice a node that stops, and reconnect by themselves when NATS goes and comes back; accounts
 //! and channels are the cluster's; members on every node see one order; a killed node's channels
 //! move; chat resumes after NATS restarts; private messages cross nodes; what the issue 12 commands
-//! do on a cluster.
+//! do on a cluster (an admin's `/kill` and `/wall` reach their own node, and channels cannot be
+//! deleted yet).
 //!
 //! These need `nats-server` on the PATH (Debian: `apt-get install nats-server`; `.ci/run` installs
 //! it). Without it they are skipped with a message, unless `RINGTALK_REQUIRE_NATS` is set, as CI
@@ -537,4 +538,37 @@ fn on_a_cluster_who_lists_this_node_and_channel_settings_are_shown_not_changed()
     ann.expect("On a cluster, channel settings cannot be changed yet, and are shown only by a node that is the channel's home.\r\n");
     ann.send_line("/set");
     ann.expect(&format!("Settings of #{den}:\r\n  owner: ann\r\n"));
+}
+
+#[test]
+fn an_admin_on_a_cluster_reaches_their_own_node_and_cannot_delete_channels_yet() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let alpha = start_server_with(1, |c| {
+        c.cluster = Some(url.clone());
+        c.node_name = Some("alpha".to_string());
+        c.admins = vec!["root".to_string()];
+    });
+    let beta = node(&url, "beta", "127.0.0.1:0");
+    wait_until(
+        || nodes(&alpha).len() == 2 && nodes(&beta).len() == 2,
+        "both nodes to see each other",
+    );
+    let mut root = user(alpha.addr(), "root", true);
+    let mut amy = user(alpha.addr(), "amy", true);
+    let mut bea = user(beta.addr(), "bea", true);
+    root.send_line("/create den");
+    root.expect("You have joined #den\r\n");
+    root.send_line("/delete-channel den");
+    root.expect("Channels cannot be deleted on a cluster yet.\r\n");
+    root.send_line("/kill bea");
+    root.expect("bea is not online on this node.\r\n");
+    root.send_line("/wall hello alpha");
+    amy.expect("[wall] root: hello alpha\r\n");
+    root.send_line("/kill amy");
+    root.expect("amy was disconnected.\r\n");
+    amy.expect("You were disconnected by root.\r\n");
+    amy.expect_closed();
+    bea.send_line("/join den");
+    bea.expect("You have joined #den\r\n");
 }

@@ -17,8 +17,8 @@ pub use channel_name::{
     home_of, home_of_key, home_of_user, ChannelName, ChannelNameError, MAX_CHANNEL_NAME_CHARS,
 };
 pub use messages::{
-    Change, JoinOutcome, ListEntry, Managed, OnlineUser, SessionFacts, SettingsShown, ShardMsg,
-    Tell, ToHome, ToMember, ToUser, Told, Traveller, Welcome,
+    Change, JoinOutcome, Kill, ListEntry, Managed, OnlineUser, SessionFacts, SettingsShown,
+    ShardMsg, Tell, ToHome, ToMember, ToUser, Told, Traveller, Welcome,
 };
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.
@@ -54,8 +54,9 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// A channel, anywhere in the server: its home shard and its index there. Channels are never removed
-/// while the server runs, so an id stays valid.
+/// A channel, anywhere in the server: its home shard and its index there. A channel's record is never
+/// removed while the server runs (one an admin deletes stays, emptied, with no name leading to it),
+/// so an id stays valid: at worst it leads to a channel with nobody in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId {
     /// The shard that orders the channel's messages (see [`home_of`]).

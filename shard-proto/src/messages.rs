@@ -116,6 +116,19 @@ pub enum ToHome {
         /// What they ask for. Boxed: every kind sizes every ring slot.
         change: Box<Change>,
     },
+    /// A server admin deletes the channel, which the database no longer has: its home tells each
+    /// shard with members ([`ToMember::Closed`]), forgets its name (a join then finds no such
+    /// channel) and empties its record, which stays, so that ids held anywhere lead to no member
+    /// rather than to another channel. Answered by [`ToMember::Deleted`]. Refused (answered as
+    /// unknown) on a node of a cluster, where other nodes keep the channel too.
+    Delete {
+        /// The channel.
+        channel: ChannelName,
+        /// The admin's session, which waits for the answer.
+        session: SessionId,
+        /// The admin's name, told to the members.
+        by: Arc<str>,
+    },
     /// The lines the old shard held for a session that moved (sent on [`ToMember::Moved`]), for the
     /// new session: they are older than any it got at its new shard.
     Forward {
@@ -247,6 +260,29 @@ pub enum ToMember {
         from: SessionId,
         /// The same session at the home's shard.
         to: SessionId,
+    },
+    /// The channel's home has deleted it ([`ToHome::Delete`]): each local member is told `line`
+    /// and is on no channel any more. Sent after every line the home ordered for the channel, on
+    /// the ring that carried them.
+    Closed {
+        /// The channel.
+        channel: ChannelId,
+        /// What its members are told.
+        line: Line,
+    },
+    /// The answer to [`ToHome::Delete`].
+    Deleted {
+        /// The admin's session.
+        session: SessionId,
+        /// The channel as its home named it, or `None` if the home did not know it.
+        channel: Option<ChannelName>,
+    },
+    /// The answer to [`ToUser::Kill`], from the directory: the user's sessions are being ended.
+    Disconnected {
+        /// The admin's session.
+        session: SessionId,
+        /// The user as the account spells the name, or `None` if no session of theirs is online.
+        name: Option<Arc<str>>,
     },
 }
 
@@ -433,6 +469,41 @@ pub enum ToUser {
         /// Whether this copy answers the sender (the first of the addressee's sessions).
         answer: bool,
     },
+    /// A server admin ends every session of a user: to the name's directory shard, which sends
+    /// [`ToUser::Disconnect`] to each and answers the admin ([`ToMember::Disconnected`]). A
+    /// session that has left its shard meanwhile sends it back here, where it follows the move
+    /// as a private message does.
+    Kill(Box<Kill>),
+    /// On from the directory to one session's shard: end the session, telling its user why.
+    Disconnect {
+        /// What to do, and whom it has reached.
+        kill: Box<Kill>,
+        /// The session.
+        session: SessionId,
+    },
+    /// A line for every logged-in session of the receiving shard (a server admin's `/wall`):
+    /// one message per shard, never one per session.
+    Wall {
+        /// The line, shared by every queue it goes into.
+        line: Line,
+    },
+}
+
+/// An admin's order to end every session of a user (see [`ToUser::Kill`]).
+#[derive(Clone, Debug)]
+pub struct Kill {
+    /// The user, as the admin typed the name.
+    pub name: Arc<str>,
+    /// The admin's session, which waits for the directory's answer; `None`: nobody waits (the
+    /// sessions of a banned account are ended this way).
+    pub asker: Option<SessionId>,
+    /// What each session's user is told as it closes.
+    pub farewell: Line,
+    /// The sessions it has been sent to (so one sent back finds only those it has not reached).
+    pub told: Vec<SessionId>,
+    /// How many times a session's shard has sent it back (the session had left); after
+    /// `MAX_HOPS` it is dropped.
+    pub hops: u8,
 }
 
 /// A user in a [`ToMember::Census`] answer.

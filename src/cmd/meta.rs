@@ -49,7 +49,8 @@ fn usage(spec: &Spec) -> String {
     }
 }
 
-/// The `/help` text: a heading, then one line per command.
+/// The `/help` text: a heading, then one line per command: its usage in a column of 22, or
+/// followed by one space where it is longer.
 pub fn help() -> Vec<String> {
     let mut lines = vec!["Commands:".to_string()];
     lines.extend(commands().map(|spec| format!("  {:<21} {}", usage(spec), spec.summary)));

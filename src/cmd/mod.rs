@@ -2,13 +2,14 @@
 //! shortcuts, or plain text to say on the current channel.
 //!
 //! Each family of commands has a file of its own ([`channel`], [`moderation`], [`talk`], [`tell`],
-//! [`ignore`], [`who`], [`account`], [`meta`]) with the table of its commands and the code that applies them, so adding a command
+//! [`ignore`], [`who`], [`account`], [`admin`], [`meta`]) with the table of its commands and the code that applies them, so adding a command
 //! touches one file. The tables are also where `/help` comes from. Parsing is separate from doing so that the syntax
 //! (wtelnet's, kept so its users' habits and bots still work) is tested without a server; doing
 //! goes through [`Ctx`], the little the session lends a command: its user, its shard, a way to
 //! print and to wait for answers.
 
 pub mod account;
+pub mod admin;
 pub mod channel;
 pub mod ignore;
 pub mod meta;
@@ -95,6 +96,16 @@ pub enum Command<'a> {
     Unmute(&'a str),
     /// `/invite <name>`.
     Invite(&'a str),
+    /// `/kill <name> [reason]` (admins): what follows the word, split when applied.
+    Kill(&'a str),
+    /// `/wall <text>` (admins).
+    Wall(&'a str),
+    /// `/ban-account <name> [reason]` (admins): what follows the word, split when applied.
+    BanAccount(&'a str),
+    /// `/unban-account <name>` (admins).
+    UnbanAccount(&'a str),
+    /// `/delete-channel <channel>` (admins).
+    DeleteChannel(&'a str),
     /// A known command without the argument it needs; holds the usage line to show.
     Usage(&'static str),
     /// A `/word` that is no command; holds the word as typed, slash included.
@@ -122,6 +133,7 @@ const FAMILIES: &[&[Spec]] = &[
     ignore::COMMANDS,
     who::COMMANDS,
     account::COMMANDS,
+    admin::COMMANDS,
     meta::COMMANDS,
 ];
 
@@ -208,6 +220,11 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         | Command::Mute(..)
         | Command::Unmute(_)
         | Command::Invite(_) => Box::pin(moderation::run(ctx, command)).await,
+        Command::Kill(_)
+        | Command::Wall(_)
+        | Command::BanAccount(_)
+        | Command::UnbanAccount(_)
+        | Command::DeleteChannel(_) => Box::pin(admin::run(ctx, command)).await,
     }
 }
 

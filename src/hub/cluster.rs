@@ -714,6 +714,7 @@ mod tests {
         lines: BTreeMap<u64, Vec<Line>>,
         replies: BTreeMap<u64, Vec<Reply>>,
         log: Vec<Line>,
+        audited: Vec<String>,
     }
 
     impl Outputs for Node {
@@ -756,6 +757,17 @@ mod tests {
         }
         fn to_cluster(&mut self, msg: ClusterOut) {
             self.cluster.push(msg);
+        }
+        fn audit(&mut self, entry: &str) {
+            self.audited.push(entry.to_string());
+        }
+        fn disconnect(&mut self, _session: u64, _farewell: &Line) -> crate::hub::Reached {
+            crate::hub::Reached::Here
+        }
+        fn wall(&mut self, line: &Line) {
+            for lines in self.lines.values_mut() {
+                lines.push(line.clone());
+            }
         }
     }
 
@@ -1268,5 +1280,34 @@ mod tests {
             let seen = c.seen(&home, 1);
             proptest::prop_assert_eq!(seen.last().map(String::as_str), Some("still one chat"));
         }
+    }
+
+    #[test]
+    fn a_channel_is_not_deleted_on_a_cluster_where_other_nodes_keep_it() {
+        let (mut c, home, away) = hal_at_home_and_ann_away();
+        let h = c.index(&home);
+        let lobby = ChannelName::new("lobby").unwrap();
+        assert!(!c.hubs[h].delete_channel(1, lobby.clone(), "root".into(), &mut c.nodes[h]));
+        // Asked all the same (a peer's bug): answered as unknown, and nothing changes.
+        let msg = ShardMsg::ToHome(shard_proto::ToHome::Delete {
+            channel: lobby,
+            session: SessionId {
+                shard: ShardId(0),
+                key: 1,
+            },
+            by: "root".into(),
+        });
+        c.hubs[h].handle(msg, &mut c.nodes[h]);
+        assert!(matches!(
+            c.nodes[h].replies[&1].last(),
+            Some(Reply::Deleted(None))
+        ));
+        c.say(&home, 1, "still here");
+        c.settle();
+        assert_eq!(
+            c.seen(away, 1).last().map(String::as_str),
+            Some("still here")
+        );
+        assert!(c.nodes.iter().all(|n| n.audited.is_empty()));
     }
 }

@@ -31,6 +31,8 @@ struct Effect {
     remove: Vec<SessionId>,
     /// The channel's new capacity.
     capacity: Option<u32>,
+    /// For the audit log (an owner's or admin's action): what was done, if not the line.
+    audit: Option<String>,
 }
 
 impl Effect {
@@ -42,6 +44,7 @@ impl Effect {
             save: false,
             remove: Vec::new(),
             capacity: None,
+            audit: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl Effect {
             save,
             remove: Vec::new(),
             capacity: None,
+            audit: None,
         }
     }
 }
@@ -103,7 +107,18 @@ impl Hub {
             return Managed::Elsewhere;
         }
         let now = out.unix_now();
+        // Whatever an owner or an admin does is audited; what anyone may do (set an open topic)
+        // is not.
+        let owners = self.homed[channel.index as usize]
+            .settings
+            .may_manage(by, admin);
         let effect = self.decide(channel.index, by, admin, change, now);
+        if owners {
+            match (&effect.audit, &effect.line) {
+                (Some(done), _) | (None, Some(done)) => out.audit(done),
+                (None, None) => {}
+            }
+        }
         let ch = &mut self.homed[channel.index as usize];
         if let Some(capacity) = effect.capacity {
             ch.set_capacity(capacity);
@@ -222,6 +237,7 @@ impl Hub {
                     settings.bans.remove(at);
                     Effect {
                         save: true,
+                        audit: Some(format!("{by} unbanned {who} from #{name}.")),
                         ..Effect::said(format!("{who} may join #{name} again."))
                     }
                 }
@@ -266,7 +282,10 @@ impl Hub {
                     }
                     settings.invites.push(who.clone());
                 }
-                Effect::answer(Managed::Done)
+                Effect {
+                    audit: Some(format!("{by} invited {who} to #{name}.")),
+                    ..Effect::answer(Managed::Done)
+                }
             }
             Change::InviteOnly(only) => {
                 settings.invite_only = only;

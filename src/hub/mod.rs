@@ -4,8 +4,8 @@
 //! Every chat action is a message: a session's request goes to the channel's home ([`ToHome`]); the
 //! home decides (admits, orders, logs) and answers with [`ToMember`] messages, one per shard that has
 //! members. The hub handles both kinds and says what should happen through [`Outputs`]: messages for
-//! other shards, lines and replies for local sessions, lines for the channel log. A message for its own
-//! shard is handled at once, never queued.
+//! other shards, lines and replies for local sessions, lines for the channel log, entries for the
+//! audit log, sessions an admin ends. A message for its own shard is handled at once, never queued.
 //!
 //! Because nothing here touches a socket, a ring or a clock, tests step several hubs over in-memory
 //! queues in any interleaving and check ordering and membership exactly (see `tests` below; and
@@ -99,6 +99,15 @@ pub trait Outputs {
     /// Hand a message to this node's bridge to the cluster. Only a hub that has joined a cluster
     /// ([`Hub::join_cluster`]) makes any; outside a cluster there is nowhere for them to go.
     fn to_cluster(&mut self, _msg: ClusterOut) {}
+    /// Record an admin's or a channel owner's action in the audit log: `entry` is
+    /// `<actor> <what>`, and the time it is recorded at is added.
+    fn audit(&mut self, entry: &str);
+    /// End a local session (an admin said so), telling its user `farewell` as it closes, and say
+    /// whose session that was: one that has just left for another shard cannot be ended here.
+    fn disconnect(&mut self, session: u64, farewell: &Line) -> Reached;
+    /// Put a line in the chat queue of every logged-in local session (the same bounded queue as
+    /// its channel's lines).
+    fn wall(&mut self, line: &Line);
 }
 
 /// Whose queue a private message went into (see [`Outputs::tell`]).
@@ -123,7 +132,8 @@ pub struct Hub {
     /// member's two ring crossings for the price of three messages once; past it, members stay
     /// spread over the shards that accepted them, so a big channel's writes run on every core.
     colocate_up_to: u32,
-    /// Channels homed here, by index.
+    /// Channels homed here, by index. A record is never removed nor moved: one an admin deleted
+    /// stays, emptied and out of `by_key` (see [`Hub::delete`]), so every id stays valid.
     homed: Vec<Channel>,
     /// Lower-cased name → index in `homed`.
     by_key: HashMap<Arc<str>, u32>,
@@ -378,6 +388,29 @@ impl Hub {
         true
     }
 
+    /// Local session `key`, a server admin's named `by`, deletes `channel`, which the database no
+    /// longer has: its home tells the members and forgets it (see [`ToHome::Delete`]), then
+    /// answers with [`Reply::Deleted`]. False, and nothing sent, on a node of a cluster.
+    pub fn delete_channel(
+        &mut self,
+        key: u64,
+        channel: ChannelName,
+        by: Arc<str>,
+        out: &mut impl Outputs,
+    ) -> bool {
+        if self.cluster.is_some() {
+            return false;
+        }
+        let home = shard_proto::home_of(&channel, self.shards);
+        let msg = ToHome::Delete {
+            channel,
+            session: self.session_id(key),
+            by,
+        };
+        self.route(home, ShardMsg::ToHome(msg), out);
+        true
+    }
+
     /// A local session asks for every channel: one [`Reply::List`] comes from each shard, and in
     /// a cluster one more with the other nodes' channels; returns how many.
     pub fn list(&mut self, session: u64, out: &mut impl Outputs) -> usize {
@@ -569,6 +602,15 @@ impl Hub {
                 };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
+            ToHome::Delete {
+                channel,
+                session,
+                by,
+            } => {
+                let channel = self.delete(&channel, &by, out);
+                let msg = ToMember::Deleted { session, channel };
+                self.route(session.shard, ShardMsg::ToMember(msg), out);
+            }
             ToHome::List { session } => {
                 let channels = self
                     .homes()
@@ -582,6 +624,49 @@ impl Hub {
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
         }
+    }
+
+    /// Deletes the channel named `name` homed here (see [`ToHome::Delete`]); returns its name as
+    /// it was, or `None` if no such channel is homed here (or this node is in a cluster, where
+    /// the channel lives on other nodes too and deleting is not offered yet).
+    ///
+    /// The members are told in the channel's order (and so is its log, which stays), one
+    /// [`ToMember::Closed`] per shard with members, after every line ordered before it. The
+    /// record stays where it is, emptied, and only its name is forgotten: ids held elsewhere
+    /// (a member's shard, a message on its way) lead to an empty channel, which nobody can enter
+    /// again (a join finds it by name, and a move finds its member gone), rather than to another
+    /// channel. A channel made later under the name gets a record of its own.
+    fn delete(
+        &mut self,
+        name: &ChannelName,
+        by: &str,
+        out: &mut impl Outputs,
+    ) -> Option<ChannelName> {
+        if self.cluster.is_some() {
+            return None;
+        }
+        let index = *self.by_key.get(name.key())?;
+        let ch = &self.homed[index as usize];
+        let (id, name) = (ch.id, ch.name.clone());
+        let line: Line = format!("#{name} was deleted by {by}.").into();
+        out.log(&name, &line);
+        let closed = || ToMember::Closed {
+            channel: id,
+            line: line.clone(),
+        };
+        self.send_to_member_shards(index, closed, out);
+        self.by_key.remove(name.key());
+        if matches!(self.homed[index as usize].role, Role::Home { .. }) {
+            self.homes -= 1;
+        }
+        self.homed[index as usize] = Channel::new(id, name.clone(), self.capacity, self.shards);
+        Some(name)
+    }
+
+    /// Whether channel record `ch` is a channel still, not one an admin deleted (whose record
+    /// stays, nameless: see [`Hub::delete`]).
+    fn is_open(&self, ch: &Channel) -> bool {
+        self.by_key.get(ch.name.key()) == Some(&ch.id.index)
     }
 
     /// Lets a session into channel `index`, ordered here, unless it is full: the members are told
@@ -677,11 +762,11 @@ impl Hub {
         }
     }
 
-    /// Channels this node orders (all of them outside a cluster).
+    /// Channels this node orders (all of them outside a cluster), deleted ones left out.
     fn homes(&self) -> impl Iterator<Item = &Channel> {
         self.homed
             .iter()
-            .filter(|ch| matches!(ch.role, Role::Home { .. }))
+            .filter(|ch| matches!(ch.role, Role::Home { .. }) && self.is_open(ch))
     }
 
     /// The index of the record of the channel named `name` (any case), without making a
@@ -791,6 +876,26 @@ impl Hub {
                     }
                 }
             }
+            ToMember::Closed { channel, line } => {
+                // Deleted at its home: its local members (and what is left here of one that has
+                // just moved on, whose lines follow it) are told, and are on no channel.
+                for key in self.local.remove(&channel).unwrap_or_default() {
+                    out.deliver(key, &line);
+                    if self
+                        .session_channel
+                        .get(&key)
+                        .is_some_and(|(id, _)| *id == channel)
+                    {
+                        self.session_channel.remove(&key);
+                    }
+                }
+            }
+            ToMember::Deleted { session, channel } => {
+                out.reply(session.key, Reply::Deleted(channel))
+            }
+            ToMember::Disconnected { session, name } => {
+                out.reply(session.key, Reply::Disconnected(name))
+            }
             ToMember::Who { session, names } => out.reply(session.key, Reply::Who(names)),
             ToMember::Census {
                 session,
@@ -883,6 +988,10 @@ mod tests {
         saved: Vec<(Arc<str>, Settings)>,
         /// What `unix_now` says; set by tests.
         clock: u32,
+        /// Audit entries, in order.
+        audited: Vec<String>,
+        /// Sessions an admin ended, with what each was told.
+        disconnected: BTreeMap<u64, Line>,
     }
 
     /// A session on its way in the sim: who it was and what it had seen.
@@ -964,6 +1073,26 @@ mod tests {
         fn log(&mut self, channel: &ChannelName, line: &Line) {
             self.log.push((channel.key().clone(), line.clone()));
         }
+        fn audit(&mut self, entry: &str) {
+            self.audited.push(entry.to_string());
+        }
+        fn disconnect(&mut self, session: u64, farewell: &Line) -> Reached {
+            if !self.live.contains(&session) {
+                return Reached::Nobody;
+            }
+            if self.in_transit.contains(&session) {
+                return Reached::InTransit;
+            }
+            let before = self.disconnected.insert(session, farewell.clone());
+            assert!(before.is_none(), "{session} was ended twice");
+            Reached::Here
+        }
+        fn wall(&mut self, line: &Line) {
+            let live: Vec<u64> = self.live.iter().copied().collect();
+            for session in live {
+                self.queue_of(session).push(line.clone());
+            }
+        }
     }
 
     /// The kinds of request a session waits on an answer for.
@@ -975,6 +1104,7 @@ mod tests {
         Tell,
         Census,
         Manage,
+        Admin,
     }
 
     /// The request a message in a ring asks or answers, and whose it is.
@@ -1001,6 +1131,7 @@ mod tests {
             Reply::Told { .. } => Request::Tell,
             Reply::Census { .. } | Reply::Facts(_) => Request::Census,
             Reply::Managed(_) => Request::Manage,
+            Reply::Disconnected(_) | Reply::Deleted(_) => Request::Admin,
         }
     }
 
@@ -1166,6 +1297,13 @@ mod tests {
             while self.step() {}
         }
 
+        /// Hands every message now on the ring from `src` to `dst` to `dst`, oldest first.
+        fn pass(&mut self, src: usize, dst: usize) {
+            while let Some(msg) = self.rings[src][dst].pop_front() {
+                self.with_hub(dst, |hub, rec| hub.handle(msg, rec));
+            }
+        }
+
         /// [`Sim::step`], then every invariant; false once the rings are empty.
         fn step_checked(&mut self, context: &str) -> bool {
             let moved = self.step();
@@ -1257,8 +1395,13 @@ mod tests {
                     );
                     let ch = &self.hubs[id.home.index()].homed[id.index as usize];
                     assert_eq!(ch.name.key(), name.key(), "{context}");
+                    // A channel an admin deleted lets go of its members at once; they hear of
+                    // it one ring trip later.
+                    let closing = self.ring(id.home.index(), s).any(|m| {
+                        matches!(m, ShardMsg::ToMember(ToMember::Closed { channel, .. }) if channel == id)
+                    });
                     assert!(
-                        ch.contains(sid(s, key)),
+                        ch.contains(sid(s, key)) || closing,
                         "{context}: {s}/{key} thinks it is on #{name}, whose home disagrees"
                     );
                 }
@@ -2671,5 +2814,280 @@ mod tests {
             manage(&mut sim, 0, owner, Change::Show),
             Managed::Settings(shown) if shown.capacity == 2 && shown.bans.is_empty()
         ));
+    }
+    /// A name whose directory shard of `shards` is `shard`.
+    fn user_filed_on(stem: &str, shard: usize, shards: usize) -> String {
+        (0..)
+            .map(|n| format!("{stem}{n}"))
+            .find(|u| shard_proto::home_of_user(u, shards).index() == shard)
+            .unwrap()
+    }
+
+    /// The admin's answers to `/kill`, in order.
+    fn kill_answers(sim: &Sim, s: usize, key: u64) -> Vec<Option<Arc<str>>> {
+        replies_of(sim, s, key, |r| matches!(r, Reply::Disconnected(_)))
+            .into_iter()
+            .map(|r| match r {
+                Reply::Disconnected(name) => name,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_admin_ends_every_session_of_a_user_on_any_shard_and_is_answered_once() {
+        let mut sim = Sim::new(3, 0, 17);
+        let bob: Arc<str> = "Bob".into();
+        let admin = sim.connect(0);
+        let sessions = [
+            (1, sim.connect(1)),
+            (2, sim.connect(2)),
+            (0, sim.connect(0)),
+        ];
+        for &(s, key) in &sessions {
+            sim.with_hub(s, |h, r| h.user_online(&bob, key, r));
+        }
+        sim.drain();
+        let farewell: Line = "You were disconnected by root: spam.".into();
+        sim.with_hub(0, |h, r| {
+            h.disconnect_user(Some(admin), "BOB", farewell.clone(), r)
+        });
+        sim.drain();
+        for (s, key) in sessions {
+            assert_eq!(
+                sim.rec[s].disconnected.get(&key),
+                Some(&farewell),
+                "{s}/{key}"
+            );
+        }
+        assert_eq!(kill_answers(&sim, 0, admin), [Some(bob)]);
+        assert!(!sim.rec[0].disconnected.contains_key(&admin));
+        // Nobody of that name: answered so, and nothing else happens.
+        sim.with_hub(0, |h, r| {
+            h.disconnect_user(Some(admin), "nobody", farewell, r)
+        });
+        sim.drain();
+        assert_eq!(kill_answers(&sim, 0, admin)[1], None);
+        assert_eq!(
+            sim.rec.iter().map(|r| r.disconnected.len()).sum::<usize>(),
+            3
+        );
+    }
+
+    /// The order reaches the shard a session is leaving after it left: sent back to the
+    /// directory, it follows the session to where it arrives, whether the directory has heard of
+    /// the arrival by then or not.
+    #[test]
+    fn an_order_to_end_a_session_that_is_moving_follows_it_to_its_new_shard() {
+        for arrived_first in [false, true] {
+            // Directory on 2, the session leaves 1 for 0, the admin is on 0.
+            let mut sim = Sim::new(3, 0, 23);
+            let name: Arc<str> = user_filed_on("cy", 2, 3).into();
+            let admin = sim.connect(0);
+            let old = sim.connect(1);
+            sim.with_hub(1, |h, r| h.user_online(&name, old, r));
+            sim.drain();
+            let farewell: Line = "You were disconnected by root.".into();
+            sim.with_hub(0, |h, r| {
+                h.disconnect_user(Some(admin), &name, farewell.clone(), r)
+            });
+            sim.pass(0, 2);
+            assert_eq!(
+                sim.rings[2][1].len(),
+                1,
+                "the order is on its way to shard 1"
+            );
+            // Meanwhile the session leaves shard 1 (what is left of it there is a stub).
+            sim.with_hub(1, |h, r| {
+                h.user_moving(&name, old, r);
+            });
+            sim.rec[1].in_transit.insert(old);
+            let new = sim.connect(0);
+            let from = sid(1, old);
+            if arrived_first {
+                // The directory hears of the move and the arrival, and the stub is gone, before
+                // the order reaches shard 1: there it finds nobody.
+                sim.pass(1, 2);
+                sim.with_hub(0, |h, r| h.user_arrived(&name, from, new, None, r));
+                sim.pass(0, 2);
+                sim.rec[1].live.remove(&old);
+                sim.rec[1].in_transit.remove(&old);
+                sim.pass(2, 1);
+            } else {
+                // The order finds the stub, goes back, and waits for the arrival.
+                sim.pass(2, 1);
+                sim.pass(1, 2);
+                assert!(sim.rings[2][0].iter().all(|m| !matches!(
+                    m,
+                    ShardMsg::ToUser(shard_proto::ToUser::Disconnect { .. })
+                )));
+                sim.with_hub(0, |h, r| h.user_arrived(&name, from, new, None, r));
+            }
+            sim.drain();
+            assert_eq!(
+                sim.rec[0].disconnected.get(&new),
+                Some(&farewell),
+                "arrived first: {arrived_first}"
+            );
+            assert!(sim.rec[1].disconnected.is_empty());
+            assert_eq!(kill_answers(&sim, 0, admin), [Some(name.clone())]);
+        }
+    }
+
+    #[test]
+    fn a_wall_is_one_message_per_shard_and_reaches_every_session_once() {
+        let mut sim = Sim::new(3, 0, 29);
+        let admin = sim.connect(0);
+        let (a, b) = (sim.connect(1), sim.connect(2));
+        assert!(sim.join(1, a, "den", true));
+        sim.drain();
+        let line: Line = "[wall] root: hello".into();
+        sim.with_hub(0, |h, r| h.wall(line.clone(), r));
+        assert_eq!((sim.rings[0][1].len(), sim.rings[0][2].len()), (1, 1));
+        sim.drain();
+        for (s, key) in [(0, admin), (1, a), (2, b)] {
+            let seen = sim.rec[s].lines.get(&key).cloned().unwrap_or_default();
+            assert_eq!(seen.iter().filter(|l| **l == line).count(), 1, "{s}/{key}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_channel_tells_its_members_forgets_them_and_its_name_and_stale_ids_lead_nowhere() {
+        let mut sim = Sim::new(2, 0, 31);
+        let den = (0..)
+            .map(|n| format!("den{n}"))
+            .find(|c| shard_proto::home_of(&name(c), 2).index() == 0)
+            .unwrap();
+        let (a, b, c) = (sim.connect(0), sim.connect(1), sim.connect(1));
+        assert!(sim.join(0, a, &den, true));
+        sim.drain();
+        for (s, key) in [(1, b), (1, c)] {
+            assert!(sim.join(s, key, &den, false));
+        }
+        sim.drain_checked("joined");
+        sim.with_hub(0, |h, r| assert!(h.post(a, "ua says hi".into(), r)));
+        sim.drain();
+        let old = sim.hubs[0].session_channel[&a].0;
+        // `c` is on its way home when the channel goes: the deletion reaches it through the
+        // lines its old shard held.
+        assert!(sim.depart(1, c));
+        let admin = sim.connect(1);
+        sim.with_hub(1, |h, r| {
+            assert!(h.delete_channel(admin, name(&den), "root".into(), r))
+        });
+        sim.drain_checked("deleted");
+        sim.check_settled("deleted");
+        let said: Line = format!("#{den} was deleted by root.").into();
+        let moved = sim
+            .moves
+            .iter()
+            .find(|(from, _)| *from == (1, c))
+            .unwrap()
+            .1;
+        for (s, key) in [(0, a), (1, b), moved] {
+            assert_eq!(sim.rec[s].lines[&key].last(), Some(&said), "{s}/{key}");
+            assert_eq!(sim.hubs[s].channel_of(key), None, "{s}/{key}");
+        }
+        assert_eq!(sim.log_of(&den).last(), Some(&said));
+        assert!(matches!(
+            replies_of(&sim, 1, admin, |r| matches!(r, Reply::Deleted(_)))[..],
+            [Reply::Deleted(Some(ref n))] if n.key() == name(&den).key()
+        ));
+        assert_eq!(sim.hubs[0].homed_channels(), 0);
+        assert!(sim.hubs.iter().all(|h| h.local.is_empty()));
+        // Its name leads nowhere; its id leads to nobody.
+        assert!(sim.join(1, b, &den, false));
+        sim.drain();
+        assert!(matches!(
+            replies_of(&sim, 1, b, |r| matches!(r, Reply::Joined { .. })).last(),
+            Some(Reply::Joined {
+                outcome: JoinOutcome::NoSuchChannel,
+                ..
+            })
+        ));
+        sim.list(1, b);
+        sim.drain();
+        assert!(replies_of(&sim, 1, b, |r| matches!(r, Reply::List(_)))
+            .iter()
+            .all(|r| matches!(r, Reply::List(e) if e.is_empty())));
+        let stale = [
+            ToHome::Post {
+                channel: old,
+                session: sid(0, a),
+                line: "ua says late".into(),
+            },
+            ToHome::Who {
+                channel: old,
+                session: sid(0, a),
+            },
+            ToHome::Leave {
+                channel: old,
+                session: sid(0, a),
+            },
+        ];
+        sim.asked.get_mut(&(0, a)).unwrap().whos += 1;
+        for msg in stale {
+            sim.with_hub(0, |h, r| h.handle(ShardMsg::ToHome(msg), r));
+        }
+        assert!(matches!(
+            sim.rec[0].replies[&a].last(),
+            Some(Reply::Who(None))
+        ));
+        assert_eq!(sim.rec[0].lines[&a].last(), Some(&said));
+        // Made again, it is another channel, and the first one is still nobody's.
+        assert!(sim.join(0, a, &den, true));
+        sim.drain_checked("made again");
+        let again = sim.hubs[0].session_channel[&a].0;
+        assert_ne!(again, old);
+        assert_eq!(sim.hubs[0].homed[old.index as usize].len(), 0);
+        assert_eq!(sim.hubs[0].homed_channels(), 1);
+        // Asking for a channel nobody has: answered so.
+        sim.with_hub(1, |h, r| {
+            assert!(h.delete_channel(admin, name("nosuch"), "root".into(), r))
+        });
+        sim.drain();
+        assert!(matches!(
+            replies_of(&sim, 1, admin, |r| matches!(r, Reply::Deleted(_))).last(),
+            Some(Reply::Deleted(None))
+        ));
+    }
+
+    #[test]
+    fn what_an_owner_or_admin_changes_is_audited_and_what_anyone_may_do_is_not() {
+        let mut sim = Sim::new(2, 0, 37);
+        let (owner, other) = (sim.connect(0), sim.connect(1));
+        assert!(sim.join(0, owner, "Den", true));
+        sim.drain();
+        assert!(sim.join(1, other, "den", false));
+        sim.drain();
+        let manage = |sim: &mut Sim, s: usize, key: u64, admin: bool, change: Change| {
+            let by: Arc<str> = format!("u{key}").into();
+            sim.with_hub(s, |h, r| assert!(h.manage(key, by, admin, change, r)));
+            sim.drain();
+        };
+        manage(
+            &mut sim,
+            0,
+            owner,
+            false,
+            Change::Topic(Some("cake".into())),
+        );
+        manage(&mut sim, 0, owner, false, Change::TopicOpen(true));
+        manage(&mut sim, 1, other, false, Change::Topic(Some("pie".into())));
+        manage(&mut sim, 1, other, true, Change::Topic(None));
+        manage(&mut sim, 0, owner, false, Change::Owner("Bea".into()));
+        manage(&mut sim, 0, owner, false, Change::TopicOpen(false));
+        let home = shard_proto::home_of(&name("den"), 2).index();
+        let audited = &sim.rec[home].audited;
+        assert_eq!(
+            audited,
+            &[
+                format!("u{owner} set the topic of #Den: cake"),
+                format!("u{owner} let anyone on #Den set its topic."),
+                format!("u{other} cleared the topic of #Den."),
+                format!("u{owner} handed #Den over to Bea: Bea owns it now."),
+            ]
+        );
+        assert!(sim.rec[1 - home].audited.is_empty());
     }
 }

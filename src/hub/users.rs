@@ -16,6 +16,15 @@
 //! [`MAX_HOPS`] of those (only a session that ended without saying so could cause them) the sender
 //! is told the addressee is not online rather than the message going round forever.
 //!
+//! An admin's `/kill` (and `/ban-account`) finds the user's sessions the same way
+//! ([`ToUser::Kill`]): the directory sends each an order to end ([`ToUser::Disconnect`]) and
+//! answers the admin at once. A session that has left its shard by the time the order arrives
+//! sends it back, and the directory follows the move as for a private message: it holds the
+//! order until the session has arrived (or ends it where it has arrived already). The order
+//! remembers which sessions it reached, so coming back it goes only to those it has not. Two
+//! edges: after [`MAX_HOPS`] returns it is dropped, and a session of the user that logs in while
+//! the order is coming back (only then) is ended with the others.
+//!
 //! The directory also answers who is online (`/who *`, `/whois`), in two rounds: each directory
 //! shard names its users and where their sessions are ([`ToUser::Census`]), then the shards of
 //! those sessions say when each logged in, last typed, and whether it is away
@@ -36,7 +45,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use shard_proto::{
-    home_of_user, Line, OnlineUser, SessionFacts, SessionId, ShardMsg, Tell, ToMember, ToUser, Told,
+    home_of_user, Kill, Line, OnlineUser, SessionFacts, SessionId, ShardMsg, Tell, ToMember,
+    ToUser, Told,
 };
 
 use super::{Hub, Outputs, Reached};
@@ -51,9 +61,9 @@ pub const MAX_HOPS: u8 = 4;
 pub struct Directory {
     /// Name (as the account spells it; found in any case) → its sessions.
     online: HashMap<Filed, Sessions>,
-    /// Sessions moving between shards → the private messages for them, held here until they
-    /// arrive (at most one per sender, who waits for the answer), each with whether it answers.
-    moving: HashMap<SessionId, Vec<(Box<Tell>, bool)>>,
+    /// Sessions moving between shards → the private messages (at most one per sender, who waits
+    /// for the answer) and admins' orders to end them, held here until they arrive.
+    moving: HashMap<SessionId, Vec<Held>>,
     /// Arrivals heard before the session they continue was: old session → new. Each is taken up
     /// when that session's own login or arrival is heard, which always comes, by another ring.
     early: HashMap<SessionId, SessionId>,
@@ -65,6 +75,15 @@ pub struct Directory {
     ignoring: HashMap<u64, Box<[Arc<str>]>>,
     /// Local sessions whose user is a server admin.
     admins: HashSet<u64>,
+}
+
+/// What the directory holds for a session on its way between shards.
+#[derive(Debug)]
+enum Held {
+    /// A private message, and whether this copy answers its sender.
+    Tell(Box<Tell>, bool),
+    /// An admin's order to end the session.
+    Kill(Box<Kill>),
 }
 
 /// A user name as the directory files it: spelt as the account has it, equal to any spelling
@@ -170,7 +189,7 @@ impl Directory {
     }
 
     /// Forgets `session`, giving back what was held for it; `None` if it was not here.
-    fn remove(&mut self, name: &str, session: SessionId) -> Option<Vec<(Box<Tell>, bool)>> {
+    fn remove(&mut self, name: &str, session: SessionId) -> Option<Vec<Held>> {
         let sessions = self.online.get_mut(Folded::new(name))?;
         match sessions {
             Sessions::One(s) if *s == session => {
@@ -512,6 +531,10 @@ impl Hub {
             | ToUser::Moving { name, .. }
             | ToUser::Arrived { name, .. } => home_of_user(name, self.shards),
             ToUser::Tell(tell) => home_of_user(&tell.to, self.shards),
+            ToUser::Kill(kill) => home_of_user(&kill.name, self.shards),
+            ToUser::Disconnect { session, .. } => session.shard,
+            // To every shard (see `wall`), not through here.
+            ToUser::Wall { .. } => self.id,
             // Without a name it goes to every shard (see `census`), not through here.
             ToUser::Census { name, asker, .. } => match name {
                 Some(name) => home_of_user(name, self.shards),
@@ -530,9 +553,10 @@ impl Hub {
                 self.directory.add(name, session);
             }
             ToUser::Offline { name, session } => {
-                // Held for a session that ended on its way (its new shard was closing).
-                for (tell, answer) in self.directory.remove(&name, session).unwrap_or_default() {
-                    if answer {
+                // Held for a session that ended on its way (its new shard was closing); an order
+                // to end it has nothing left to do.
+                for held in self.directory.remove(&name, session).unwrap_or_default() {
+                    if let Held::Tell(tell, true) = held {
                         self.told(&tell, Told::NotOnline, out);
                     }
                 }
@@ -547,13 +571,19 @@ impl Hub {
                 };
                 let to = self.directory.follow(to);
                 self.directory.add(name, to);
-                for (tell, answer) in held {
-                    let deliver = ToUser::Deliver {
-                        tell,
-                        session: to,
-                        answer,
+                for held in held {
+                    let msg = match held {
+                        Held::Tell(tell, answer) => ToUser::Deliver {
+                            tell,
+                            session: to,
+                            answer,
+                        },
+                        Held::Kill(mut kill) => {
+                            kill.told.push(to);
+                            ToUser::Disconnect { kill, session: to }
+                        }
                     };
-                    self.send_about_user(deliver, out);
+                    self.send_about_user(msg, out);
                 }
             }
             ToUser::Census { asker, first, name } => {
@@ -603,7 +633,7 @@ impl Hub {
                 for (i, &session) in sessions.as_slice().iter().enumerate() {
                     let answer = i == 0;
                     match self.directory.moving.get_mut(&session) {
-                        Some(held) => held.push((tell.clone(), answer)),
+                        Some(held) => held.push(Held::Tell(tell.clone(), answer)),
                         None => deliveries.push((session, answer)),
                     }
                 }
@@ -616,6 +646,24 @@ impl Hub {
                     self.send_about_user(deliver, out);
                 }
             }
+            ToUser::Kill(kill) => self.kill(kill, out),
+            ToUser::Disconnect { mut kill, session } => {
+                if session.shard != self.id {
+                    return;
+                }
+                match out.disconnect(session.key, &kill.farewell) {
+                    Reached::Here => {}
+                    // Gone on to another shard (or ended): the directory, which heard of the
+                    // move (or the end) from this shard before this comes back, knows better.
+                    Reached::InTransit | Reached::Nobody if kill.hops < MAX_HOPS => {
+                        kill.hops += 1;
+                        kill.told.retain(|s| *s != session);
+                        self.send_about_user(ToUser::Kill(kill), out);
+                    }
+                    Reached::InTransit | Reached::Nobody => {}
+                }
+            }
+            ToUser::Wall { line } => out.wall(&line),
             ToUser::Deliver {
                 tell,
                 session,
@@ -657,6 +705,77 @@ impl Hub {
                     self.told(&tell, outcome, out);
                 }
             }
+        }
+    }
+
+    /// At the directory: sends an admin's order to each session of its user it has not reached
+    /// yet (holding it for one on its way between shards), answering the admin the first time.
+    fn kill(&mut self, mut kill: Box<Kill>, out: &mut impl Outputs) {
+        let found = self
+            .directory
+            .online
+            .get_key_value(Folded::new(&kill.name))
+            .map(|(name, sessions)| (name.0.clone(), sessions.as_slice().to_vec()));
+        if let (0, Some(asker)) = (kill.hops, kill.asker) {
+            let msg = ToMember::Disconnected {
+                session: asker,
+                name: found.as_ref().map(|(name, _)| name.clone()),
+            };
+            self.route(asker.shard, ShardMsg::ToMember(msg), out);
+        }
+        let Some((_, sessions)) = found else {
+            return;
+        };
+        let targets: Vec<SessionId> = sessions
+            .into_iter()
+            .filter(|s| !kill.told.contains(s))
+            .collect();
+        kill.told.extend(&targets);
+        for session in targets {
+            match self.directory.moving.get_mut(&session) {
+                Some(held) => held.push(Held::Kill(kill.clone())),
+                None => {
+                    let msg = ToUser::Disconnect {
+                        kill: kill.clone(),
+                        session,
+                    };
+                    self.send_about_user(msg, out);
+                }
+            }
+        }
+    }
+
+    /// Ends every session of user `name` (any case), on any shard, each telling its user
+    /// `farewell` as it closes: a server admin's order. With `asker` (a local session), the
+    /// directory answers it with [`crate::mailbox::Reply::Disconnected`]: the user as the account
+    /// spells the name, or that none of their sessions is online.
+    pub fn disconnect_user(
+        &mut self,
+        asker: Option<u64>,
+        name: &str,
+        farewell: Line,
+        out: &mut impl Outputs,
+    ) {
+        let kill = Box::new(Kill {
+            name: name.into(),
+            asker: asker.map(|key| self.session_id(key)),
+            farewell,
+            told: Vec::new(),
+            hops: 0,
+        });
+        self.send_about_user(ToUser::Kill(kill), out);
+    }
+
+    /// Puts `line` in the chat queue of every logged-in session of every shard: one
+    /// [`ToUser::Wall`] per shard.
+    pub fn wall(&mut self, line: Line, out: &mut impl Outputs) {
+        for shard in 0..self.shards {
+            let msg = ToUser::Wall { line: line.clone() };
+            self.route(
+                shard_proto::ShardId(shard as u16),
+                ShardMsg::ToUser(msg),
+                out,
+            );
         }
     }
 

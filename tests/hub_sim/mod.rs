@@ -42,8 +42,8 @@ use ringtalk::channel::Settings;
 use ringtalk::hub::{Hub, Outputs, Reached};
 use ringtalk::mailbox::Reply;
 use shard_proto::{
-    home_of, Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, Managed, OnlineUser,
-    SessionFacts, SessionId, ShardId, ShardMsg, ToHome, ToMember, ToUser, Traveller,
+    home_of, Change, ChannelId, ChannelName, JoinOutcome, Kill, Line, ListEntry, Managed,
+    OnlineUser, SessionFacts, SessionId, ShardId, ShardMsg, ToHome, ToMember, ToUser, Traveller,
 };
 
 /// The channels sessions join; the last is the first in other letters, so one channel is asked
@@ -87,9 +87,10 @@ const TELL: usize = 3;
 const CENSUS: usize = 4;
 const FACTS: usize = 5;
 const MANAGE: usize = 6;
+const ADMIN: usize = 7;
 
 /// Requests a session made, or answers it got, by kind ([`JOIN`], [`WHO`], [`LIST`]).
-type Asked = [usize; 7];
+type Asked = [usize; 8];
 
 /// Everything one shard's hub hands out, recorded, with the checks that can be made on the spot.
 struct Recorder {
@@ -162,6 +163,7 @@ impl Outputs for Recorder {
             Reply::Census { .. } => CENSUS,
             Reply::Facts(_) => FACTS,
             Reply::Managed(_) => MANAGE,
+            Reply::Disconnected(_) | Reply::Deleted(_) => ADMIN,
         };
         assert!(
             !self.strict || kind != JOIN || self.live.contains(&session),
@@ -233,6 +235,26 @@ impl Outputs for Recorder {
 
     fn dropped_on_the_way(&self, _dest: ShardId, _channel: ChannelId) -> u32 {
         0
+    }
+
+    fn audit(&mut self, _entry: &str) {}
+
+    fn disconnect(&mut self, session: u64, _farewell: &Line) -> Reached {
+        // Only forged messages end sessions here; the session is not taken away.
+        if self.live.contains(&session) {
+            Reached::Here
+        } else if self.away.contains(&session) {
+            Reached::InTransit
+        } else {
+            Reached::Nobody
+        }
+    }
+
+    fn wall(&mut self, line: &Line) {
+        let live: Vec<u64> = self.live.iter().copied().collect();
+        for session in live {
+            self.queue_of(session, line).push(line.clone());
+        }
     }
 }
 
@@ -502,7 +524,7 @@ impl Sim {
     fn forge(&mut self, pick: usize, bytes: &mut impl Iterator<Item = u8>) {
         self.break_protocol();
         let mut next = || bytes.next().unwrap_or(0);
-        let kind = next() % 22;
+        let kind = next() % 29;
         let (a, b) = (next(), next());
         let session = self.any_session(a);
         let id = self.any_channel(b);
@@ -634,6 +656,26 @@ impl Sim {
             20 => ShardMsg::ToMember(ToMember::Removed {
                 channel: id,
                 session,
+            }),
+            21 => ShardMsg::ToHome(ToHome::Delete {
+                channel: name,
+                session,
+                by: "mallory".into(),
+            }),
+            22 => ShardMsg::ToMember(ToMember::Closed { channel: id, line }),
+            23 => ShardMsg::ToMember(ToMember::Deleted {
+                session,
+                channel: (b & 1 != 0).then_some(name),
+            }),
+            24 => ShardMsg::ToUser(ToUser::Kill(forged_kill(session, self.any_session(b), b))),
+            25 => ShardMsg::ToUser(ToUser::Disconnect {
+                kill: forged_kill(session, self.any_session(b), b),
+                session: self.any_session(b ^ 1),
+            }),
+            26 => ShardMsg::ToUser(ToUser::Wall { line }),
+            27 => ShardMsg::ToMember(ToMember::Disconnected {
+                session,
+                name: (b & 1 != 0).then(|| "Mallory".into()),
             }),
             _ => ShardMsg::ToMember(ToMember::Moved {
                 channel: id,
@@ -929,6 +971,18 @@ fn sid(shard: usize, key: u64) -> SessionId {
     }
 }
 
+/// An order to end the sessions of a user the harness names (`u<key>`, as its sessions log in)
+/// or of nobody, from `asker`, having reached `told`, sent back up to 255 times.
+fn forged_kill(asker: SessionId, told: SessionId, b: u8) -> Box<Kill> {
+    Box::new(Kill {
+        name: if b & 2 != 0 { "mallory" } else { "U1" }.into(),
+        asker: (b & 4 != 0).then_some(asker),
+        farewell: "forged".into(),
+        told: vec![told; usize::from(b % 3)],
+        hops: b,
+    })
+}
+
 /// A traveller nobody sent: what a forged or repeated move carries.
 fn stranger() -> Traveller {
     Traveller(Box::new(Arrival {
@@ -1004,6 +1058,15 @@ fn copy(msg: &ShardMsg) -> ShardMsg {
                 by: by.clone(),
                 admin: *admin,
                 change: change.clone(),
+            },
+            ToHome::Delete {
+                channel,
+                session,
+                by,
+            } => ToHome::Delete {
+                channel: channel.clone(),
+                session: *session,
+                by: by.clone(),
             },
         }),
     }
