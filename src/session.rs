@@ -412,12 +412,21 @@ impl Session {
         self.say("");
         // Boxed: the login dialogue's state is large and needed once, so the idle task does not
         // carry room for it.
+        let logged_in = Box::pin(self.login()).await?;
+        let name = self.begin_chat(logged_in, user);
+        let logged_in = user.as_ref().expect("just logged in");
+        self.chat_logged_in(logged_in, &name).await
+    }
+
+    /// What follows a login, up to the first prompt: the user is kept in `user`, and the name is
+    /// returned (one copy, which the directory of who is online shares). Not in `serve`, so
+    /// that nothing used here takes room in the session's task for the rest of its life.
+    fn begin_chat(&mut self, logged_in: LoggedIn, user: &mut Option<User>) -> Arc<str> {
         let LoggedIn {
             user: account,
             ignoring,
             admin,
-        } = Box::pin(self.login()).await?;
-        let logged_in = user.insert(account);
+        } = logged_in;
         let now = unix_secs();
         self.registration.mailbox().set_times(now, now);
         self.registration.mailbox().set_logged_in();
@@ -429,10 +438,10 @@ impl Session {
             let lines: Vec<&str> = motd.iter().map(String::as_str).collect();
             self.term.print(&lines, &mut self.out);
         }
-        // One copy of the name, which the directory of who is online shares.
-        let name: Arc<str> = logged_in.name.as_str().into();
+        let name: Arc<str> = account.name.as_str().into();
+        *user = Some(account);
         self.come_online(&name, ignoring, admin);
-        self.chat_logged_in(logged_in, &name).await
+        name
     }
 
     /// Tells the hub that the user `name` is online here, whom they ignore and whether they are
