@@ -536,9 +536,9 @@ async fn chat(
                 // sent them together too). Open loop: the schedule never waits for the server, and
                 // each line carries its scheduled time, so latency counts from the schedule.
                 let now = now_ns();
-                let window = ctx.window_of(now - go);
-                let mut due = 0u64;
-                let mut late = 0u64;
+                // Each line counts as sent in the window of its scheduled time, as its deliveries
+                // do (a line due just before a window's end may leave just after it).
+                let mut due: Vec<(Option<usize>, bool)> = Vec::new();
                 let mut said = Spoke::default();
                 while let Some(at) = next {
                     let planned = go + (at * 1e9) as u64;
@@ -553,8 +553,7 @@ async fn chat(
                     } else {
                         conn.queue_chat(channel, &text);
                     }
-                    due += 1;
-                    late += (now > planned + LATE_NS) as u64;
+                    due.push((ctx.window_of(planned - go), now > planned + LATE_NS));
                     if planned >= kill {
                         said.after_kill += 1;
                         said.last_ns = Some(planned);
@@ -569,12 +568,14 @@ async fn chat(
                 }
                 spoke.after_kill += said.after_kill;
                 spoke.last_ns = spoke.last_ns.max(said.last_ns);
-                if let Some(w) = window {
-                    let mut acc = ctx.acc.borrow_mut();
-                    let w = &mut acc.windows[w];
-                    w.sent += due;
-                    w.expected += expected * due;
-                    w.late_sends += late;
+                let mut acc = ctx.acc.borrow_mut();
+                for (window, late) in due {
+                    if let Some(w) = window {
+                        let w = &mut acc.windows[w];
+                        w.sent += 1;
+                        w.expected += expected;
+                        w.late_sends += u64::from(late);
+                    }
                 }
                 if let Some(at) = next {
                     send.reset(go + (at * 1e9) as u64);
