@@ -106,7 +106,7 @@ fn who_star_pages_fifty_at_a_time_across_shards() {
 }
 
 #[test]
-fn whois_says_where_someone_is_and_whether_they_are_there_at_all() {
+fn whois_says_where_someone_is_or_when_they_were_last_seen() {
     let server = two_shards();
     let mut alice = user_on(&server, "alice", 0);
     let mut bob = user_on(&server, "Bob", 1);
@@ -147,8 +147,22 @@ fn whois_says_where_someone_is_and_whether_they_are_there_at_all() {
     dave.send_line("/quit");
     dave.expect("Goodbye.\r\n");
     dave.expect_closed();
-    alice.send_line("/whois dave");
-    alice.expect("dave is not online.\r\n");
+    // The time dave left is stored by a worker after his session ends: asked again until it is
+    // there (each answer is either "never" or the time).
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        alice.send_line("/whois DAVE");
+        alice.expect("dave is not online.\r\n  Last seen: ");
+        let (i, _) = alice.expect_any(&["never\r\n", " ago)\r\n"]);
+        alice.expect("  Account made: ");
+        if i == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dave's last time was never stored"
+        );
+    }
     alice.send_line("/whois nobody");
     alice.expect("There is no user named nobody.\r\n");
     alice.send_line("/whois b@d");

@@ -245,14 +245,37 @@ async fn whois(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
 /// `/whois` of someone the directory does not have.
 async fn not_online(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
     let accounts = ctx.shard().accounts.clone();
-    match ctx.wait(accounts.user_exists(name)).await? {
-        Ok(false) => ctx.say(&format!("There is no user named {name}.")),
-        Ok(true) if ctx.shard().cluster.is_some() => {
-            ctx.say(&format!("{name} is not online on this node."))
+    let profile = match ctx.wait(accounts.profile(name)).await? {
+        Ok(Some(profile)) => profile,
+        Ok(None) => {
+            ctx.say(&format!("There is no user named {name}."));
+            return Ok(());
         }
-        Ok(true) => ctx.say(&format!("{name} is not online.")),
-        Err(e) => ctx.say_account_error(&e),
-    }
+        Err(e) => {
+            ctx.say_account_error(&e);
+            return Ok(());
+        }
+    };
+    let name = &profile.name;
+    let here = if ctx.shard().cluster.is_some() {
+        " on this node"
+    } else {
+        ""
+    };
+    let seen = match profile.last_seen.and_then(|t| u32::try_from(t).ok()) {
+        Some(at) => format!(
+            "  Last seen: {} ({} ago)",
+            date(at),
+            short_duration(now().saturating_sub(at))
+        ),
+        None => "  Last seen: never".to_string(),
+    };
+    let created = u32::try_from(profile.created_at).unwrap_or_default();
+    ctx.print(&[
+        &format!("{name} is not online{here}."),
+        &seen,
+        &format!("  Account made: {}", date(created)),
+    ]);
     Ok(())
 }
 
