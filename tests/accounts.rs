@@ -201,6 +201,9 @@ fn delete_account_closes_the_session_and_the_name_can_be_made_anew() {
     gus.expect("You have joined #porch");
     hal.send_line("/join porch");
     hal.expect("You have joined #porch");
+    // Logged in a second time, through either shard: ended too.
+    let (mut gus_again, _) = server.connect_on_shard();
+    gus_again.login("gus", PASSWORD);
 
     gus.send_line("/delete-account");
     gus.expect("Password to confirm: ");
@@ -209,6 +212,8 @@ fn delete_account_closes_the_session_and_the_name_can_be_made_anew() {
     let rest = gus.expect_closed();
     assert!(!rest.contains("Goodbye"), "said goodbye twice: {rest:?}");
     hal.expect("gus has left #porch");
+    gus_again.expect("Your account was deleted in another session.\r\n");
+    gus_again.expect_closed();
 
     let mut anew = server.connect(Kind::Raw);
     anew.expect("Username: ");
