@@ -51,6 +51,14 @@ pub enum Reply {
     },
     /// What one shard knows of some sessions (see [`shard_proto::ToMember::Facts`]).
     Facts(Box<Vec<SessionFacts>>),
+    /// The users online on the other nodes of a cluster (all of them, for one name; else the
+    /// first of them by name, as many as asked for), and how many there are.
+    Elsewhere {
+        /// How many users the other nodes have online.
+        total: u32,
+        /// The first of them.
+        users: Vec<shard_proto::UserElsewhere>,
+    },
     /// The answer to a request about the session's channel's settings.
     Managed(Box<shard_proto::Managed>),
     /// The answer to an admin's `/kill`: the user as the account spells the name, whose

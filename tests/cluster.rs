@@ -518,15 +518,41 @@ fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared
 }
 
 #[test]
-fn on_a_cluster_who_lists_this_node_and_channel_settings_are_shown_not_changed() {
+fn on_a_cluster_who_lists_every_node_and_channel_settings_are_shown_not_changed() {
     let Some(nats) = Nats::start() else { return };
     let (alpha, beta) = alpha_and_beta(&nats);
     let mut ann = user(alpha.addr(), "ann", true);
-    let _bea = user(beta.addr(), "bea", true);
+    let mut bea = user(beta.addr(), "bea", true);
+    let _cy = user(beta.addr(), "Cy", true);
+    bea.send_line("/away tea");
+    bea.expect("You are away: tea\r\n");
+    // Everyone on both nodes, in one list by name.
     ann.send_line("/who *");
-    ann.expect("Users online on this node: 1, page 1 of 1.\r\n");
-    ann.send_line("/whois bea");
-    ann.expect("bea is not online on this node.\r\n");
+    ann.expect("Users online: 3, page 1 of 1.\r\n");
+    let list = ann.expect(&common::prompt("ann"));
+    let names: Vec<&str> = list
+        .split("\r\n")
+        .filter(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["ann", "bea", "Cy"], "{list}");
+    assert!(list.contains(" (away: tea)"), "{list}");
+    ann.send_line("/whois BEA");
+    ann.expect("bea is online.\r\n");
+    ann.expect("  Node: beta\r\n  Away: tea\r\n");
+    ann.send_line("/whois ann");
+    ann.expect("  Node: alpha\r\n");
+    // Logged in on both nodes: one user, in two sessions, on both.
+    let mut ann_again = Client::connect(beta.addr(), Kind::Raw);
+    ann_again.login("ann", "secret1");
+    bea.send_line("/whois ann");
+    bea.expect("ann is online, in 2 sessions.\r\n");
+    bea.expect("  Node: beta, alpha\r\n");
+    // Listed once, though each node counts them.
+    ann.send_line("/who *");
+    ann.expect("Users online: 4, page 1 of 1.\r\n");
+    let list = ann.expect(&common::prompt("ann"));
+    assert_eq!(list.matches("  ann ").count(), 1, "{list}");
     // A channel homed on ann's node: shown, not changed.
     let den = (0..)
         .map(|n| format!("den{n}"))

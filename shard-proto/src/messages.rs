@@ -515,6 +515,26 @@ pub struct OnlineUser {
     pub sessions: Vec<SessionId>,
 }
 
+/// A user online on another node of a cluster, as `/who *` and `/whois` show them (what that
+/// node's shards said of their sessions there, put together).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserElsewhere {
+    /// The name as the account spells it.
+    pub name: Arc<str>,
+    /// The node.
+    pub node: Arc<str>,
+    /// The earliest login of their sessions there (Unix seconds).
+    pub since: u32,
+    /// The latest line typed in any of them (Unix seconds).
+    pub last_input: u32,
+    /// The away message of the first that is away.
+    pub away: Option<Arc<str>>,
+    /// The channels their sessions are on there.
+    pub channels: Vec<String>,
+    /// Their sessions there.
+    pub sessions: u32,
+}
+
 /// What a [`ToMember::Facts`] answer says of one session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionFacts {

@@ -204,6 +204,22 @@ struct Gathering {
     channels: Vec<ListItem>,
 }
 
+/// Another node's question of who is online here, while this node's shards answer it: first
+/// each shard's part of the directory, then what the shards of the sessions named say of them.
+struct UsersGathering {
+    reply: async_nats::Subject,
+    /// Shards yet to answer the current round.
+    waiting: usize,
+    /// How many names at most.
+    first: usize,
+    /// Users this node has online.
+    total: u32,
+    /// The first of them, with their sessions.
+    users: Vec<shard_proto::OnlineUser>,
+    /// What the sessions' shards said.
+    facts: Vec<shard_proto::SessionFacts>,
+}
+
 /// The bridge: keeps the connection, announces this node, follows the others, and carries the
 /// shards' messages both ways.
 async fn bridge(
@@ -267,6 +283,7 @@ async fn bridge(
             client.subscribe(wire::list_subject(&node)).await?,
             client.subscribe(wire::GONE_SUBJECT).await?,
             client.subscribe(wire::tell_subject(&node)).await?,
+            client.subscribe(wire::users_subject(&node)).await?,
         ))
     };
     let (
@@ -277,6 +294,7 @@ async fn bridge(
         mut list_requests,
         mut gone_hints,
         mut tells,
+        mut users_asked,
     ) = match subscribed.await {
         Ok(subs) => subs,
         Err(e) => {
@@ -294,6 +312,7 @@ async fn bridge(
     let mut changed = true;
     let mut listening = listening::Listening::default();
     let mut gatherings: HashMap<u64, Gathering> = HashMap::new();
+    let mut users_gatherings: HashMap<u64, UsersGathering> = HashMap::new();
     let mut next_gathering = 0u64;
     let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
     let mut same_name_log = crate::listener::LogLimiter::new(Duration::from_secs(10));
@@ -395,6 +414,32 @@ async fn bridge(
                     Err(e) => debug!(error = %e, "cluster: an unreadable private message"),
                 }
             }
+            msg = users_asked.next() => {
+                let Some(msg) = msg else { break };
+                let Some(reply) = msg.reply else { continue };
+                let Ok(asked) = serde_json::from_slice::<wire::UsersAsked>(&msg.payload) else {
+                    debug!("cluster: an unreadable question of who is online");
+                    continue;
+                };
+                let id = next_gathering;
+                next_gathering += 1;
+                let shards_asked: Vec<usize> = match &asked.name {
+                    Some(name) => vec![shard_proto::home_of_user(name, shards).index()],
+                    None => (0..shards).collect(),
+                };
+                users_gatherings.insert(id, UsersGathering {
+                    reply,
+                    waiting: shards_asked.len(),
+                    first: usize::try_from(asked.first).unwrap_or(usize::MAX),
+                    total: 0,
+                    users: Vec::new(),
+                    facts: Vec::new(),
+                });
+                for shard in shards_asked {
+                    let name = asked.name.clone();
+                    to_shards.send(shard, ClusterIn::Census { id, first: asked.first, name });
+                }
+            }
             msg = list_requests.next() => {
                 let Some(msg) = msg else { break };
                 let Some(reply) = msg.reply else { continue };
@@ -435,6 +480,57 @@ async fn bridge(
                         tokio::spawn(async move {
                             let channels = crate::hub::list_entries(asking.await);
                             let answer = ClusterIn::ListAnswer { session: session.key, channels };
+                            to_shards.send(session.shard.index(), answer);
+                        });
+                    }
+                    ClusterOut::CensusPart { id, total, users } => {
+                        let Some(g) = users_gatherings.get_mut(&id) else { continue };
+                        g.total = g.total.saturating_add(total);
+                        g.users.extend(users);
+                        g.waiting -= 1;
+                        if g.waiting > 0 {
+                            continue;
+                        }
+                        g.users.sort_by(|a, b| crate::hub::by_name(&a.name, &b.name));
+                        g.users.truncate(g.first);
+                        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); shards];
+                        for session in g.users.iter().flat_map(|u| &u.sessions) {
+                            if let Some(keys) = by_shard.get_mut(session.shard.index()) {
+                                keys.push(session.key);
+                            }
+                        }
+                        for (shard, keys) in by_shard.into_iter().enumerate() {
+                            if !keys.is_empty() {
+                                g.waiting += 1;
+                                to_shards.send(shard, ClusterIn::Facts { id, keys });
+                            }
+                        }
+                        if g.waiting == 0 {
+                            let g = users_gatherings.remove(&id).expect("looked up above");
+                            answer_users(&client, &traffic, connected, &node, g).await;
+                        }
+                    }
+                    ClusterOut::FactsPart { id, facts } => {
+                        let Some(g) = users_gatherings.get_mut(&id) else { continue };
+                        g.facts.extend(facts);
+                        g.waiting -= 1;
+                        if g.waiting == 0 {
+                            let g = users_gatherings.remove(&id).expect("looked up above");
+                            answer_users(&client, &traffic, connected, &node, g).await;
+                        }
+                    }
+                    ClusterOut::Users { session, first, name } => {
+                        let others: Vec<String> = membership
+                            .nodes()
+                            .filter(|n| *n != node)
+                            .map(str::to_string)
+                            .collect();
+                        let asked = wire::UsersAsked { first, name };
+                        let asking = ask_for_users(client.clone(), others, asked, connected);
+                        let to_shards = to_shards.clone();
+                        tokio::spawn(async move {
+                            let answer = asking.await;
+                            let answer = ClusterIn::UsersAnswer { session: session.key, answer };
                             to_shards.send(session.shard.index(), answer);
                         });
                     }
@@ -519,6 +615,91 @@ async fn ask_for_lists(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Answers another node's question of who is online here, once this node's shards have said:
+/// each user with what their sessions' shards said of them put together (a user whose sessions
+/// have all ended meanwhile is left out).
+async fn answer_users(
+    client: &async_nats::Client,
+    traffic: &Traffic,
+    connected: bool,
+    node: &str,
+    g: UsersGathering,
+) {
+    let node: Arc<str> = node.into();
+    let users = g
+        .users
+        .iter()
+        .filter_map(|user| {
+            let facts: Vec<&shard_proto::SessionFacts> = g
+                .facts
+                .iter()
+                .filter(|f| user.sessions.contains(&f.session))
+                .collect();
+            let first = facts.first()?;
+            let mut channels: Vec<String> = Vec::new();
+            for channel in facts.iter().filter_map(|f| f.channel.as_ref()) {
+                let channel = channel.to_string();
+                if !channels.contains(&channel) {
+                    channels.push(channel);
+                }
+            }
+            Some(wire::RemoteUser {
+                name: user.name.clone(),
+                node: node.clone(),
+                since: facts.iter().map(|f| f.since).min().unwrap_or(first.since),
+                last_input: facts.iter().map(|f| f.last_input).max().unwrap_or(0),
+                away: facts.iter().find_map(|f| f.away.clone()),
+                channels,
+                sessions: facts.len() as u32,
+            })
+        })
+        .collect();
+    let answer = wire::UsersAnswer {
+        total: g.total,
+        users,
+    };
+    let payload = serde_json::to_vec(&answer).unwrap_or_default();
+    send(client, traffic, connected, g.reply, payload, false).await;
+}
+
+/// Asks each of `nodes`, all at once, who of its users are online, and merges what came within
+/// [`SEND_TIMEOUT`]: the totals added, the users in name order, the first `asked.first` kept.
+fn ask_for_users(
+    client: async_nats::Client,
+    nodes: Vec<String>,
+    asked: wire::UsersAsked,
+    connected: bool,
+) -> impl std::future::Future<Output = wire::UsersAnswer> {
+    let payload = serde_json::to_vec(&asked).unwrap_or_default();
+    async move {
+        if !connected {
+            return wire::UsersAnswer::default();
+        }
+        let asks = nodes.into_iter().map(|node| {
+            let (client, payload) = (client.clone(), payload.clone());
+            async move {
+                let asked = client.request(wire::users_subject(&node), payload.into());
+                match tokio::time::timeout(SEND_TIMEOUT, asked).await {
+                    Ok(Ok(msg)) => serde_json::from_slice::<wire::UsersAnswer>(&msg.payload).ok(),
+                    _ => None,
+                }
+            }
+        });
+        let mut merged = wire::UsersAnswer::default();
+        for answer in futures::future::join_all(asks).await.into_iter().flatten() {
+            merged.total = merged.total.saturating_add(answer.total);
+            merged.users.extend(answer.users);
+        }
+        merged
+            .users
+            .sort_by(|a, b| crate::hub::by_name(&a.name, &b.name));
+        merged
+            .users
+            .truncate(usize::try_from(asked.first).unwrap_or(usize::MAX));
+        merged
+    }
 }
 
 /// Asks each of `nodes`, all at once, to deliver `tell` to its user; delivered if any of them did

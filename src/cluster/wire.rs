@@ -91,6 +91,63 @@ pub struct TellAnswer {
     pub away: Option<Arc<str>>,
 }
 
+/// Where node `node` answers who of its users are online (`/who *`, `/whois`), as requests
+/// ([`UsersAsked`]) answered with [`UsersAnswer`].
+pub fn users_subject(node: &str) -> String {
+    format!("ringtalk.users.{}", hex(node))
+}
+
+/// A request for a node's users online.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersAsked {
+    /// How many names at most, the first in name order.
+    pub first: u32,
+    /// Only this user (any case).
+    pub name: Option<Arc<str>>,
+}
+
+/// A node's answer to [`UsersAsked`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersAnswer {
+    /// How many users the node has online (for one name: 0 or 1).
+    pub total: u32,
+    /// The first of them, in name order, with what their sessions' shards said.
+    pub users: Vec<RemoteUser>,
+}
+
+/// One user online on another node, as `/who *` and `/whois` show them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteUser {
+    /// The name as the account spells it.
+    pub name: Arc<str>,
+    /// The node.
+    pub node: Arc<str>,
+    /// The earliest login of their sessions there (Unix seconds).
+    pub since: u32,
+    /// The latest line typed in any of them (Unix seconds).
+    pub last_input: u32,
+    /// The away message of the first that is away.
+    pub away: Option<Arc<str>>,
+    /// The channels their sessions are on there.
+    pub channels: Vec<String>,
+    /// Their sessions there.
+    pub sessions: u32,
+}
+
+impl From<RemoteUser> for shard_proto::UserElsewhere {
+    fn from(u: RemoteUser) -> Self {
+        shard_proto::UserElsewhere {
+            name: u.name,
+            node: u.node,
+            since: u.since,
+            last_input: u.last_input,
+            away: u.away,
+            channels: u.channels,
+            sessions: u.sessions,
+        }
+    }
+}
+
 /// Where node `node` answers requests for the channels homed on it.
 pub fn list_subject(node: &str) -> String {
     format!("ringtalk.list.{}", hex(node))
@@ -262,6 +319,33 @@ pub enum ClusterOut {
     /// the answer comes as [`ClusterIn::Told`] (delivered if any node delivered it; not online if
     /// none did within a second).
     Tell(Box<shard_proto::Tell>),
+    /// Ask every other node who of its users are online (the first `first` by name, or one
+    /// name), for this session: answered by [`ClusterIn::UsersAnswer`] (after at most a second,
+    /// with what came).
+    Users {
+        /// Who asks.
+        session: SessionId,
+        /// How many names at most.
+        first: u32,
+        /// Only this user.
+        name: Option<Arc<str>>,
+    },
+    /// One shard's part of the directory, for the bridge's [`ClusterIn::Census`] `id`.
+    CensusPart {
+        /// The request.
+        id: u64,
+        /// How many users this shard's part has.
+        total: u32,
+        /// The first of them.
+        users: Vec<shard_proto::OnlineUser>,
+    },
+    /// What one shard knows of some of its sessions, for the bridge's [`ClusterIn::Facts`] `id`.
+    FactsPart {
+        /// The request.
+        id: u64,
+        /// The sessions still there.
+        facts: Vec<shard_proto::SessionFacts>,
+    },
     /// This node's answer to a [`NodeTell`] from another node.
     Told {
         /// Where the answer goes.
@@ -334,6 +418,30 @@ pub enum ClusterIn {
         /// Where the answer goes.
         reply: Arc<str>,
     },
+    /// Another node asks who is online here: this shard's part of the directory, answered with
+    /// [`ClusterOut::CensusPart`].
+    Census {
+        /// The request.
+        id: u64,
+        /// How many names at most.
+        first: u32,
+        /// Only this user.
+        name: Option<Arc<str>>,
+    },
+    /// What this shard knows of these of its sessions, answered with [`ClusterOut::FactsPart`].
+    Facts {
+        /// The request.
+        id: u64,
+        /// The sessions.
+        keys: Vec<u64>,
+    },
+    /// The other nodes' users, for this session's `/who *` or `/whois`.
+    UsersAnswer {
+        /// Who asked.
+        session: u64,
+        /// The answers, merged.
+        answer: UsersAnswer,
+    },
     /// The other nodes' answer to a [`ClusterOut::Tell`] from this shard.
     Told {
         /// The sender, on this shard.
@@ -359,6 +467,9 @@ impl ClusterIn {
                 | ClusterIn::ListAnswer { .. }
                 | ClusterIn::Tell { .. }
                 | ClusterIn::Told { .. }
+                | ClusterIn::Census { .. }
+                | ClusterIn::Facts { .. }
+                | ClusterIn::UsersAnswer { .. }
         )
     }
 

@@ -4,11 +4,15 @@
 //! names its users, in name order, as many as the page asked for needs; then the shards of the
 //! sessions on that page say when each logged in, last typed and whether it is away, which only
 //! a session's own shard knows. A page costs the asker two ring round trips and at most
-//! [`PAGE`] users' facts, however many are online.
+//! [`PAGE`] users' facts, however many are online. In a cluster the other nodes are asked too,
+//! through the bridge, each answering for its own users with both rounds done (at most a second
+//! for a node that does not answer); a user logged in on two nodes is one line, counted by each.
 
 use std::collections::HashMap;
 
-use shard_proto::{OnlineUser, SessionFacts, SessionId};
+use std::sync::Arc;
+
+use shard_proto::{OnlineUser, SessionFacts, SessionId, UserElsewhere};
 
 use super::{Command, Ctx, Spec};
 use crate::accounts;
@@ -109,36 +113,69 @@ async fn facts(
     Ok(all)
 }
 
-/// One user as both lists show them, from what their sessions' shards said.
-struct Seen<'a> {
+/// One user as both lists show them, from what their sessions' shards said (on this node, or
+/// another node's bridge for that node's sessions).
+#[derive(Debug)]
+struct Seen {
+    /// The name as the account spells it.
+    name: Arc<str>,
     /// The earliest login of their sessions.
     since: u32,
     /// The latest line typed in any of them.
     last_input: u32,
     /// The away message of the first session that is away.
-    away: Option<&'a str>,
+    away: Option<Arc<str>>,
     /// The channels their sessions are on, without repeats.
     channels: Vec<String>,
     /// Sessions still there.
-    sessions: usize,
+    sessions: u32,
+    /// The nodes they are on (in a cluster).
+    nodes: Vec<Arc<str>>,
 }
 
-fn seen<'a>(user: &OnlineUser, facts: &'a HashMap<SessionId, SessionFacts>) -> Option<Seen<'a>> {
+impl Seen {
+    /// Adds what `other` says of the same user's other sessions.
+    fn merge(&mut self, other: Seen) {
+        self.since = self.since.min(other.since);
+        self.last_input = self.last_input.max(other.last_input);
+        if self.away.is_none() {
+            self.away = other.away;
+        }
+        for channel in other.channels {
+            if !self.channels.contains(&channel) {
+                self.channels.push(channel);
+            }
+        }
+        self.sessions += other.sessions;
+        self.nodes.extend(other.nodes);
+    }
+}
+
+/// What this node's shards said of `user`'s sessions, put together; `None` if all have ended.
+fn seen_here(
+    user: &OnlineUser,
+    facts: &HashMap<SessionId, SessionFacts>,
+    node: Option<&Arc<str>>,
+) -> Option<Seen> {
     let mut found = user.sessions.iter().filter_map(|s| facts.get(s)).peekable();
     found.peek()?;
     let mut seen = Seen {
+        name: user.name.clone(),
         since: u32::MAX,
         last_input: 0,
         away: None,
         channels: Vec::new(),
         sessions: 0,
+        nodes: node.into_iter().cloned().collect(),
     };
     for f in found {
         seen.since = seen.since.min(f.since);
         seen.last_input = seen.last_input.max(f.last_input);
-        seen.away = seen.away.or(f.away.as_deref());
+        if seen.away.is_none() {
+            seen.away = f.away.clone();
+        }
         if let Some(channel) = &f.channel {
-            let channel = format!("#{channel}");
+            let channel = channel.to_string();
             if !seen.channels.contains(&channel) {
                 seen.channels.push(channel);
             }
@@ -148,8 +185,56 @@ fn seen<'a>(user: &OnlineUser, facts: &'a HashMap<SessionId, SessionFacts>) -> O
     Some(seen)
 }
 
+impl From<UserElsewhere> for Seen {
+    fn from(u: UserElsewhere) -> Seen {
+        Seen {
+            name: u.name,
+            since: u.since,
+            last_input: u.last_input,
+            away: u.away,
+            channels: u.channels,
+            sessions: u.sessions,
+            nodes: vec![u.node],
+        }
+    }
+}
+
+/// Asks the other nodes of a cluster (the first `first` users by name, or `name`); `None` when
+/// there are none to ask or they cannot be reached now.
+async fn elsewhere(
+    ctx: &mut impl Ctx,
+    first: u32,
+    name: Option<&str>,
+) -> Result<Option<(u32, Vec<UserElsewhere>)>, Stop> {
+    let key = ctx.key();
+    if !ctx
+        .shard()
+        .chat(|hub, out| hub.census_elsewhere(key, first, name, out))
+    {
+        return Ok(None);
+    }
+    match ctx.reply(|r| matches!(r, Reply::Elsewhere { .. })).await? {
+        Reply::Elsewhere { total, users } => Ok(Some((total, users))),
+        _ => Ok(None),
+    }
+}
+
+/// A note for the heading when only this node's users could be counted.
+fn this_node_only(ctx: &impl Ctx, asked_elsewhere: bool) -> &'static str {
+    if ctx.shard().cluster.is_some() && !asked_elsewhere {
+        " on this node"
+    } else {
+        ""
+    }
+}
+
 async fn everyone(ctx: &mut impl Ctx, page: u32) -> Result<(), Stop> {
-    let (total, users) = census(ctx, page.saturating_mul(PAGE), None).await?;
+    let first = page.saturating_mul(PAGE);
+    let (here_total, here) = census(ctx, first, None).await?;
+    let there = elsewhere(ctx, first, None).await?;
+    let somewhere = this_node_only(ctx, there.is_some());
+    let (there_total, there) = there.unwrap_or_default();
+    let total = here_total.saturating_add(there_total);
     let pages = total.div_ceil(PAGE).max(1);
     if page > pages {
         let have = if pages == 1 {
@@ -160,31 +245,53 @@ async fn everyone(ctx: &mut impl Ctx, page: u32) -> Result<(), Stop> {
         ctx.say(&format!("There is no page {page}; {have}."));
         return Ok(());
     }
+    // Both lists in name order, and the page taken from the two together.
+    enum Entry {
+        Here(OnlineUser),
+        There(UserElsewhere),
+    }
+    let name_of = |e: &Entry| match e {
+        Entry::Here(u) => u.name.clone(),
+        Entry::There(u) => u.name.clone(),
+    };
+    let mut all: Vec<Entry> = here.into_iter().map(Entry::Here).collect();
+    all.extend(there.into_iter().map(Entry::There));
+    all.sort_by(|a, b| by_name(&name_of(a), &name_of(b)));
     let start = ((page - 1) * PAGE) as usize;
-    let shown = users.get(start..).unwrap_or_default();
-    let shown = &shown[..shown.len().min(PAGE as usize)];
+    let shown: Vec<Entry> = all.into_iter().skip(start).take(PAGE as usize).collect();
     let sessions: Vec<SessionId> = shown
         .iter()
-        .flat_map(|u| u.sessions.iter().copied())
+        .filter_map(|e| match e {
+            Entry::Here(u) => Some(u.sessions.iter().copied()),
+            Entry::There(_) => None,
+        })
+        .flatten()
         .collect();
     let facts = facts(ctx, &sessions).await?;
     let now = now();
-    let somewhere = if ctx.shard().cluster.is_some() {
-        " on this node"
-    } else {
-        ""
-    };
     let mut lines = vec![format!(
         "Users online{somewhere}: {total}, page {page} of {pages}."
     )];
-    for user in shown {
+    // A user logged in on several nodes is one line (listed by each node, so counted by each).
+    let mut seen_all: Vec<Seen> = Vec::new();
+    for entry in shown {
         // Logged off between the two rounds: not online any more.
-        let Some(seen) = seen(user, &facts) else {
-            continue;
+        let seen = match entry {
+            Entry::Here(user) => match seen_here(&user, &facts, None) {
+                Some(seen) => seen,
+                None => continue,
+            },
+            Entry::There(user) => user.into(),
         };
+        match seen_all.last_mut() {
+            Some(last) if last.name.eq_ignore_ascii_case(&seen.name) => last.merge(seen),
+            _ => seen_all.push(seen),
+        }
+    }
+    for seen in seen_all {
         let idle = short_duration(now.saturating_sub(seen.last_input));
-        let mut line = format!("  {:<24} idle {idle:<7}", user.name);
-        match seen.away {
+        let mut line = format!("  {:<24} idle {idle:<7}", seen.name);
+        match seen.away.as_deref() {
             Some("") => line.push_str(" (away)"),
             Some(message) => line.push_str(&format!(" (away: {message})")),
             None => {}
@@ -199,6 +306,9 @@ async fn everyone(ctx: &mut impl Ctx, page: u32) -> Result<(), Stop> {
     Ok(())
 }
 
+/// Nodes one user may be on at most, as `/whois` asks the others.
+const WHOIS_NODES: u32 = 64;
+
 async fn whois(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
     if accounts::validate_username(name).is_err() {
         ctx.say(&format!("There is no user named {name}."));
@@ -207,13 +317,23 @@ async fn whois(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
     let (_, users) = census(ctx, 1, Some(name)).await?;
     let sessions = users.first().map_or(&[][..], |u| &u.sessions[..]);
     let facts = facts(ctx, sessions).await?;
-    let found = users
+    let node = ctx.shard().chat(|hub, _| hub.node_name());
+    let mut found = users
         .first()
-        .and_then(|user| Some((&user.name, seen(user, &facts)?)));
-    let Some((name, seen)) = found else {
-        return not_online(ctx, name).await;
+        .and_then(|user| seen_here(user, &facts, node.as_ref()));
+    let there = elsewhere(ctx, WHOIS_NODES, Some(name)).await?;
+    let asked_elsewhere = there.is_some();
+    for user in there.map(|(_, users)| users).unwrap_or_default() {
+        match &mut found {
+            Some(seen) => seen.merge(user.into()),
+            None => found = Some(user.into()),
+        }
+    }
+    let Some(seen) = found else {
+        return not_online(ctx, name, asked_elsewhere).await;
     };
     let now = now();
+    let name = &seen.name;
     let mut lines = vec![match seen.sessions {
         1 => format!("{name} is online."),
         n => format!("{name} is online, in {n} sessions."),
@@ -230,9 +350,14 @@ async fn whois(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
     lines.push(if seen.channels.is_empty() {
         "  Channel: none".to_string()
     } else {
-        format!("  Channel: {}", seen.channels.join(", "))
+        let channels: Vec<String> = seen.channels.iter().map(|c| format!("#{c}")).collect();
+        format!("  Channel: {}", channels.join(", "))
     });
-    match seen.away {
+    if !seen.nodes.is_empty() {
+        let nodes: Vec<&str> = seen.nodes.iter().map(|n| &**n).collect();
+        lines.push(format!("  Node: {}", nodes.join(", ")));
+    }
+    match seen.away.as_deref() {
         Some("") => lines.push("  Away.".to_string()),
         Some(message) => lines.push(format!("  Away: {message}")),
         None => {}
@@ -243,7 +368,7 @@ async fn whois(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
 }
 
 /// `/whois` of someone the directory does not have.
-async fn not_online(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
+async fn not_online(ctx: &mut impl Ctx, name: &str, asked_elsewhere: bool) -> Result<(), Stop> {
     let accounts = ctx.shard().accounts.clone();
     let profile = match ctx.wait(accounts.profile(name)).await? {
         Ok(Some(profile)) => profile,
@@ -257,11 +382,7 @@ async fn not_online(ctx: &mut impl Ctx, name: &str) -> Result<(), Stop> {
         }
     };
     let name = &profile.name;
-    let here = if ctx.shard().cluster.is_some() {
-        " on this node"
-    } else {
-        ""
-    };
+    let here = this_node_only(ctx, asked_elsewhere);
     let seen = match profile.last_seen.and_then(|t| u32::try_from(t).ok()) {
         Some(at) => format!(
             "  Last seen: {} ({} ago)",

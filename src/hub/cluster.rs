@@ -129,6 +129,21 @@ impl Hub {
             ClusterIn::ListAnswer { session, channels } => {
                 out.reply(session, Reply::List(channels))
             }
+            ClusterIn::Census { id, first, name } => {
+                let (total, users) = self.census_part(first, name.as_deref());
+                out.to_cluster(ClusterOut::CensusPart { id, total, users });
+            }
+            ClusterIn::Facts { id, keys } => {
+                let facts = self.facts_of(&keys, out);
+                out.to_cluster(ClusterOut::FactsPart { id, facts });
+            }
+            ClusterIn::UsersAnswer { session, answer } => out.reply(
+                session,
+                Reply::Elsewhere {
+                    total: answer.total,
+                    users: answer.users.into_iter().map(Into::into).collect(),
+                },
+            ),
             ClusterIn::Tell { tell, reply } => {
                 self.tell_from_node(tell.from, tell.to, tell.line, reply, out)
             }
@@ -893,7 +908,10 @@ mod tests {
                 ClusterOut::ListPart { .. }
                 | ClusterOut::List { .. }
                 | ClusterOut::Tell(_)
-                | ClusterOut::Told { .. } => {}
+                | ClusterOut::Told { .. }
+                | ClusterOut::Users { .. }
+                | ClusterOut::CensusPart { .. }
+                | ClusterOut::FactsPart { .. } => {}
             }
         }
 
@@ -1179,7 +1197,7 @@ mod tests {
                 msg,
             })
         };
-        match kind % 11 {
+        match kind % 13 {
             0 => home_msg(HomeMsg::Join {
                 token: b % 4,
                 user: "mal".into(),
@@ -1225,6 +1243,15 @@ mod tests {
                 },
                 reply: "anywhere".into(),
             },
+            10 => ClusterIn::Census {
+                id: a,
+                first: b as u32,
+                name: (b % 2 == 0).then(|| "U1".into()),
+            },
+            11 => ClusterIn::Facts {
+                id: a,
+                keys: vec![a, b, u64::MAX],
+            },
             9 => ClusterIn::Told {
                 session: SessionId {
                     shard: ShardId((a % 3) as u16),
@@ -1244,7 +1271,7 @@ mod tests {
         /// own members; and the real members still hear one another afterwards.
         #[test]
         fn forged_messages_from_other_nodes_never_break_a_hub(
-            ops in proptest::collection::vec((0u8..14, 0u64..1000, 0u64..1000), 1..60)
+            ops in proptest::collection::vec((0u8..16, 0u64..1000, 0u64..1000), 1..60)
         ) {
             let names = ["n1", "n2"];
             let home = home_of_lobby(&names);
@@ -1257,13 +1284,13 @@ mod tests {
                 // so no forgery speaks for her), or from a node that is not in the cluster.
                 let to = (a % 2) as usize;
                 let node = if b % 2 == 0 { names[1 - to] } else { "stranger" };
-                let msg = if kind >= 11 {
+                let msg = if kind >= 13 {
                     // Now and then a view that comes and goes with the stranger in it.
                     let mut live: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
-                    if kind == 12 {
+                    if kind == 14 {
                         live.push("stranger".into());
                     }
-                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 13, epoch: a }
+                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 15, epoch: a }
                 } else {
                     forged(kind, a, b, node)
                 };

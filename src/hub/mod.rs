@@ -1129,7 +1129,7 @@ mod tests {
             Reply::Who(_) => Request::Who,
             Reply::List(_) => Request::List,
             Reply::Told { .. } => Request::Tell,
-            Reply::Census { .. } | Reply::Facts(_) => Request::Census,
+            Reply::Census { .. } | Reply::Facts(_) | Reply::Elsewhere { .. } => Request::Census,
             Reply::Managed(_) => Request::Manage,
             Reply::Disconnected(_) | Reply::Deleted(_) => Request::Admin,
         }

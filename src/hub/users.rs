@@ -458,6 +458,55 @@ impl Hub {
         self.shards
     }
 
+    /// This shard's part of the directory: how many users it has, and the first `first` of
+    /// them by name (or, with `name`, that one).
+    pub(super) fn census_part(&self, first: u32, name: Option<&str>) -> (u32, Vec<OnlineUser>) {
+        let first = usize::try_from(first).unwrap_or(usize::MAX);
+        self.directory.census(first, name)
+    }
+
+    /// What this shard knows of those of `keys` that are its logged-in sessions.
+    pub(super) fn facts_of(&self, keys: &[u64], out: &impl Outputs) -> Vec<SessionFacts> {
+        keys.iter()
+            .filter_map(|&key| {
+                let (since, last_input) = out.times(key)?;
+                Some(SessionFacts {
+                    session: self.session_id(key),
+                    since,
+                    last_input,
+                    away: self
+                        .directory
+                        .personal
+                        .get(&key)
+                        .and_then(|p| p.away.clone()),
+                    channel: self.channel_of(key).cloned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Local session `key` asks the other nodes of a cluster who of their users are online (the
+    /// first `first` by name, or `name` alone): the answer comes as
+    /// [`crate::mailbox::Reply::Elsewhere`]. False (and nothing asked) outside a cluster or while
+    /// NATS is away.
+    pub fn census_elsewhere(
+        &mut self,
+        key: u64,
+        first: u32,
+        name: Option<&str>,
+        out: &mut impl Outputs,
+    ) -> bool {
+        if !self.cluster_connected() {
+            return false;
+        }
+        out.to_cluster(ClusterOut::Users {
+            session: self.session_id(key),
+            first,
+            name: name.map(Arc::from),
+        });
+        true
+    }
+
     /// Local session `key` asks the shards of `sessions` what they know of them: each shard
     /// answers with [`crate::mailbox::Reply::Facts`]. Returns how many answers come.
     pub fn facts(&mut self, key: u64, sessions: &[SessionId], out: &mut impl Outputs) -> usize {
@@ -587,8 +636,7 @@ impl Hub {
                 }
             }
             ToUser::Census { asker, first, name } => {
-                let first = usize::try_from(first).unwrap_or(usize::MAX);
-                let (total, users) = self.directory.census(first, name.as_deref());
+                let (total, users) = self.census_part(first, name.as_deref());
                 let msg = ToMember::Census {
                     session: asker,
                     total,
@@ -597,23 +645,7 @@ impl Hub {
                 self.route(asker.shard, ShardMsg::ToMember(msg), out);
             }
             ToUser::Facts { asker, keys } => {
-                let facts = keys
-                    .iter()
-                    .filter_map(|&key| {
-                        let (since, last_input) = out.times(key)?;
-                        Some(SessionFacts {
-                            session: self.session_id(key),
-                            since,
-                            last_input,
-                            away: self
-                                .directory
-                                .personal
-                                .get(&key)
-                                .and_then(|p| p.away.clone()),
-                            channel: self.channel_of(key).cloned(),
-                        })
-                    })
-                    .collect();
+                let facts = self.facts_of(&keys, out);
                 let msg = ToMember::Facts {
                     session: asker,
                     facts: Box::new(facts),

@@ -161,7 +161,7 @@ impl Outputs for Recorder {
             Reply::List(_) => LIST,
             Reply::Told { .. } => TELL,
             Reply::Census { .. } => CENSUS,
-            Reply::Facts(_) => FACTS,
+            Reply::Facts(_) | Reply::Elsewhere { .. } => FACTS,
             Reply::Managed(_) => MANAGE,
             Reply::Disconnected(_) | Reply::Deleted(_) => ADMIN,
         };
