@@ -64,6 +64,9 @@ pub enum Reply {
     /// The answer to an admin's `/kill`: the user as the account spells the name, whose
     /// sessions are being ended, or `None` if none is online.
     Disconnected(Option<Arc<str>>),
+    /// The other nodes' answer to an admin's order to end a user's sessions: the user as the
+    /// account spells the name, if any node had a session of theirs.
+    DisconnectedElsewhere(Option<Arc<str>>),
     /// The answer to an admin's `/delete-channel`: the channel as its home named it, or `None`
     /// if its home did not know it.
     Deleted(Option<ChannelName>),

@@ -2,8 +2,8 @@
 //! notice a node that stops, and reconnect by themselves when NATS goes and comes back; accounts
 //! and channels are the cluster's; members on every node see one order; a killed node's channels
 //! move; chat resumes after NATS restarts; private messages cross nodes; what the issue 12 commands
-//! do on a cluster (an admin's `/kill` and `/wall` reach their own node, and channels cannot be
-//! deleted yet).
+//! do on a cluster (an admin's `/kill`, `/ban-account` and `/wall` reach every node, and channels
+//! cannot be deleted yet).
 //!
 //! These need `nats-server` on the PATH (Debian: `apt-get install nats-server`; `.ci/run` installs
 //! it). Without it they are skipped with a message, unless `RINGTALK_REQUIRE_NATS` is set, as CI
@@ -567,7 +567,7 @@ fn on_a_cluster_who_lists_every_node_and_channel_settings_are_shown_not_changed(
 }
 
 #[test]
-fn an_admin_on_a_cluster_reaches_their_own_node_and_cannot_delete_channels_yet() {
+fn an_admin_on_a_cluster_reaches_every_node_and_cannot_delete_channels_yet() {
     let Some(nats) = Nats::start() else { return };
     let url = nats.url();
     let alpha = start_server_with(1, |c| {
@@ -587,14 +587,30 @@ fn an_admin_on_a_cluster_reaches_their_own_node_and_cannot_delete_channels_yet()
     root.expect("You have joined #den\r\n");
     root.send_line("/delete-channel den");
     root.expect("Channels cannot be deleted on a cluster yet.\r\n");
-    root.send_line("/kill bea");
-    root.expect("bea is not online on this node.\r\n");
-    root.send_line("/wall hello alpha");
-    amy.expect("[wall] root: hello alpha\r\n");
+    root.send_line("/wall hello everyone");
+    for user in [&mut root, &mut amy, &mut bea] {
+        user.expect("[wall] root: hello everyone\r\n");
+    }
+    bea.send_line("/join den");
+    bea.expect("You have joined #den\r\n");
     root.send_line("/kill amy");
     root.expect("amy was disconnected.\r\n");
     amy.expect("You were disconnected by root.\r\n");
     amy.expect_closed();
-    bea.send_line("/join den");
-    bea.expect("You have joined #den\r\n");
+    // On the other node, and logged in on both: every session ends.
+    let mut bea_here = user(alpha.addr(), "bea", false);
+    root.send_line("/kill BEA spamming");
+    root.expect("bea was disconnected.\r\n");
+    for session in [&mut bea, &mut bea_here] {
+        session.expect("You were disconnected by root: spamming.\r\n");
+        session.expect_closed();
+    }
+    root.send_line("/kill nobody");
+    root.expect("nobody is not online.\r\n");
+    // A banned account's sessions end on every node too.
+    let mut cy = user(beta.addr(), "cy", true);
+    root.send_line("/ban-account cy");
+    root.expect("cy may no longer log in.\r\n");
+    cy.expect("You were disconnected by root.\r\n");
+    cy.expect_closed();
 }

@@ -284,6 +284,8 @@ async fn bridge(
             client.subscribe(wire::GONE_SUBJECT).await?,
             client.subscribe(wire::tell_subject(&node)).await?,
             client.subscribe(wire::users_subject(&node)).await?,
+            client.subscribe(wire::WALL_SUBJECT).await?,
+            client.subscribe(wire::kill_subject(&node)).await?,
         ))
     };
     let (
@@ -295,6 +297,8 @@ async fn bridge(
         mut gone_hints,
         mut tells,
         mut users_asked,
+        mut walls,
+        mut kills,
     ) = match subscribed.await {
         Ok(subs) => subs,
         Err(e) => {
@@ -414,6 +418,28 @@ async fn bridge(
                     Err(e) => debug!(error = %e, "cluster: an unreadable private message"),
                 }
             }
+            msg = walls.next() => {
+                let Some(msg) = msg else { break };
+                match std::str::from_utf8(&msg.payload) {
+                    Ok(line) => {
+                        let line: Arc<str> = line.into();
+                        to_shards.send_all(|| ClusterIn::Wall(line.clone()));
+                    }
+                    Err(_) => debug!("cluster: an unreadable message to everyone"),
+                }
+            }
+            msg = kills.next() => {
+                let Some(msg) = msg else { break };
+                let Some(reply) = msg.reply else { continue };
+                match serde_json::from_slice::<wire::KillAsked>(&msg.payload) {
+                    Ok(asked) => {
+                        let shard = shard_proto::home_of_user(&asked.name, shards).index();
+                        let reply: Arc<str> = reply.as_str().into();
+                        to_shards.send(shard, ClusterIn::Kill { asked, reply });
+                    }
+                    Err(e) => debug!(error = %e, "cluster: an unreadable order to end sessions"),
+                }
+            }
             msg = users_asked.next() => {
                 let Some(msg) = msg else { break };
                 let Some(reply) = msg.reply else { continue };
@@ -482,6 +508,31 @@ async fn bridge(
                             let answer = ClusterIn::ListAnswer { session: session.key, channels };
                             to_shards.send(session.shard.index(), answer);
                         });
+                    }
+                    ClusterOut::Wall(line) => {
+                        let payload = line.as_bytes().to_vec();
+                        send(&client, &traffic, connected, wire::WALL_SUBJECT.into(), payload, false).await;
+                    }
+                    ClusterOut::Kill { asker, name, farewell } => {
+                        let others: Vec<String> = membership
+                            .nodes()
+                            .filter(|n| *n != node)
+                            .map(str::to_string)
+                            .collect();
+                        let asked = wire::KillAsked { name, farewell };
+                        let asking = ask_to_kill(client.clone(), others, asked, connected);
+                        let to_shards = to_shards.clone();
+                        tokio::spawn(async move {
+                            let found = asking.await;
+                            if let Some(asker) = asker {
+                                let answer = ClusterIn::KilledElsewhere { session: asker.key, found };
+                                to_shards.send(asker.shard.index(), answer);
+                            }
+                        });
+                    }
+                    ClusterOut::Killed { reply, found } => {
+                        let payload = serde_json::to_vec(&found).unwrap_or_default();
+                        send(&client, &traffic, connected, reply.to_string().into(), payload, false).await;
                     }
                     ClusterOut::CensusPart { id, total, users } => {
                         let Some(g) = users_gatherings.get_mut(&id) else { continue };
@@ -699,6 +750,39 @@ fn ask_for_users(
             .users
             .truncate(usize::try_from(asked.first).unwrap_or(usize::MAX));
         merged
+    }
+}
+
+/// Orders each of `nodes`, all at once, to end a user's sessions there; the user's name as the
+/// account spells it if any node had one (within [`SEND_TIMEOUT`]).
+fn ask_to_kill(
+    client: async_nats::Client,
+    nodes: Vec<String>,
+    asked: wire::KillAsked,
+    connected: bool,
+) -> impl std::future::Future<Output = Option<Arc<str>>> {
+    let payload = serde_json::to_vec(&asked).unwrap_or_default();
+    async move {
+        if !connected {
+            return None;
+        }
+        let asks = nodes.into_iter().map(|node| {
+            let (client, payload) = (client.clone(), payload.clone());
+            async move {
+                let asked = client.request(wire::kill_subject(&node), payload.into());
+                match tokio::time::timeout(SEND_TIMEOUT, asked).await {
+                    Ok(Ok(msg)) => serde_json::from_slice::<Option<Arc<str>>>(&msg.payload)
+                        .ok()
+                        .flatten(),
+                    _ => None,
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
     }
 }
 

@@ -148,6 +148,25 @@ impl From<RemoteUser> for shard_proto::UserElsewhere {
     }
 }
 
+/// Where every node hears an admin's message to everyone (payload: the line).
+pub const WALL_SUBJECT: &str = "ringtalk.wall";
+
+/// Where node `node` takes an admin's order to end a user's sessions there, as requests
+/// ([`KillAsked`]) answered with the user's name if any of their sessions was there (JSON
+/// `Option<name>`).
+pub fn kill_subject(node: &str) -> String {
+    format!("ringtalk.kill.{}", hex(node))
+}
+
+/// An admin's order, from another node, to end a user's sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillAsked {
+    /// The user (any case).
+    pub name: Arc<str>,
+    /// What each session's user is told as it closes.
+    pub farewell: Arc<str>,
+}
+
 /// Where node `node` answers requests for the channels homed on it.
 pub fn list_subject(node: &str) -> String {
     format!("ringtalk.list.{}", hex(node))
@@ -346,6 +365,26 @@ pub enum ClusterOut {
         /// The sessions still there.
         facts: Vec<shard_proto::SessionFacts>,
     },
+    /// An admin's message to everyone, for the other nodes' users.
+    Wall(Arc<str>),
+    /// End user `name`'s sessions on every other node; with `asker`, answered by
+    /// [`ClusterIn::KilledElsewhere`] (after at most a second).
+    Kill {
+        /// The admin's session, if it waits for the answer.
+        asker: Option<SessionId>,
+        /// The user.
+        name: Arc<str>,
+        /// What each session's user is told.
+        farewell: Arc<str>,
+    },
+    /// This node's answer to a [`KillAsked`] from another node: the user as the account spells
+    /// the name, if any of their sessions was here.
+    Killed {
+        /// Where the answer goes.
+        reply: Arc<str>,
+        /// The user, if found.
+        found: Option<Arc<str>>,
+    },
     /// This node's answer to a [`NodeTell`] from another node.
     Told {
         /// Where the answer goes.
@@ -442,6 +481,23 @@ pub enum ClusterIn {
         /// The answers, merged.
         answer: UsersAnswer,
     },
+    /// An admin of another node says this to everyone.
+    Wall(Arc<str>),
+    /// An admin of another node ends user `name`'s sessions: this shard keeps the name's entry
+    /// in the directory. Answer through the bridge to `reply`.
+    Kill {
+        /// The order.
+        asked: KillAsked,
+        /// Where the answer goes.
+        reply: Arc<str>,
+    },
+    /// The other nodes' answer to a [`ClusterOut::Kill`] from this shard's admin.
+    KilledElsewhere {
+        /// The admin's session.
+        session: u64,
+        /// The user, if any node had a session of theirs.
+        found: Option<Arc<str>>,
+    },
     /// The other nodes' answer to a [`ClusterOut::Tell`] from this shard.
     Told {
         /// The sender, on this shard.
@@ -470,6 +526,9 @@ impl ClusterIn {
                 | ClusterIn::Census { .. }
                 | ClusterIn::Facts { .. }
                 | ClusterIn::UsersAnswer { .. }
+                | ClusterIn::Wall(_)
+                | ClusterIn::Kill { .. }
+                | ClusterIn::KilledElsewhere { .. }
         )
     }
 

@@ -104,9 +104,11 @@ async fn delete_account(ctx: &mut impl Ctx) -> Result<(), Stop> {
         Ok(Deleted::Deleted) => {
             ctx.say("Your account has been deleted. Goodbye.");
             // Its other sessions, on any shard, end too (this one is ending anyway).
-            let farewell = "Your account was deleted in another session.".into();
-            ctx.shard()
-                .chat(|hub, out| hub.disconnect_user(None, &name, farewell, out));
+            let farewell: shard_proto::Line = "Your account was deleted in another session.".into();
+            ctx.shard().chat(|hub, out| {
+                hub.disconnect_user(None, &name, farewell.clone(), out);
+                hub.disconnect_elsewhere(None, &name, farewell, out);
+            });
             Err(Stop::AccountDeleted)
         }
         Ok(Deleted::WrongPassword) => {

@@ -9,8 +9,8 @@
 //! ([`crate::hub::Hub::disconnect_user`]); a message to everyone goes once to each shard, which
 //! puts it in each logged-in session's queue; a channel is deleted in the database first (so a
 //! restart does not bring it back), then at its home, which tells the members. In a cluster, each
-//! node's directory knows its own users, so `/kill` and `/wall` reach this node's users only;
-//! deleting a channel is refused there (other nodes keep it too).
+//! node's directory knows its own users, so `/kill`, `/ban-account` and `/wall` also go to every
+//! other node through the bridge; deleting a channel is refused there (other nodes keep it too).
 
 use std::sync::Arc;
 
@@ -156,24 +156,40 @@ async fn kill(ctx: &mut impl Ctx, name: &str, reason: Option<&str>) -> Result<()
     }
     let key = ctx.key();
     let admin = ctx.name().clone();
-    let words = farewell(&admin, reason).into();
+    let words: shard_proto::Line = farewell(&admin, reason).into();
+    let here_words = words.clone();
     ctx.shard()
-        .chat(|hub, out| hub.disconnect_user(Some(key), name, words, out));
-    match ctx.reply(|r| matches!(r, Reply::Disconnected(_))).await? {
-        Reply::Disconnected(Some(found)) => {
+        .chat(|hub, out| hub.disconnect_user(Some(key), name, here_words, out));
+    let mut found = match ctx.reply(|r| matches!(r, Reply::Disconnected(_))).await? {
+        Reply::Disconnected(found) => found,
+        _ => None,
+    };
+    // Then the other nodes of a cluster (asked after this node answered, so the two answers
+    // cannot cross).
+    let elsewhere = ctx
+        .shard()
+        .chat(|hub, out| hub.disconnect_elsewhere(Some(key), name, words, out));
+    if elsewhere {
+        let wanted = |r: &Reply| matches!(r, Reply::DisconnectedElsewhere(_));
+        if let Reply::DisconnectedElsewhere(there) = ctx.reply(wanted).await? {
+            found = found.or(there);
+        }
+    }
+    match found {
+        Some(found) => {
             ctx.say(&format!("{found} was disconnected."));
             let entry = with_reason(format!("{admin} disconnected {found}"), reason);
             ctx.shard().audit(&entry);
         }
-        _ => not_online(ctx, name),
+        None => not_online(ctx, name),
     }
     Ok(())
 }
 
-/// Tells the admin that no session of `name` is online (in a cluster: on this node, whose
-/// directory knows its own users only).
+/// Tells the admin that no session of `name` is online (in a cluster whose other nodes cannot
+/// be reached now: on this node).
 fn not_online(ctx: &mut impl Ctx, name: &str) {
-    if ctx.shard().cluster.is_some() {
+    if ctx.shard().chat(|hub, _| hub.cluster_unreachable()) {
         ctx.say(&format!("{name} is not online on this node."));
     } else {
         ctx.say(&format!("{name} is not online."));
@@ -203,9 +219,11 @@ async fn ban(ctx: &mut impl Ctx, name: &str, reason: Option<&str>) -> Result<(),
     ctx.shard()
         .audit(&with_reason(format!("{admin} banned {account}"), reason));
     // Stored first: a session that ends here cannot log in again.
-    let words = farewell(&admin, reason).into();
-    ctx.shard()
-        .chat(|hub, out| hub.disconnect_user(None, &account, words, out));
+    let words: shard_proto::Line = farewell(&admin, reason).into();
+    ctx.shard().chat(|hub, out| {
+        hub.disconnect_user(None, &account, words.clone(), out);
+        hub.disconnect_elsewhere(None, &account, words, out);
+    });
     Ok(())
 }
 

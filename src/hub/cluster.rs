@@ -144,6 +144,13 @@ impl Hub {
                     users: answer.users.into_iter().map(Into::into).collect(),
                 },
             ),
+            ClusterIn::Wall(line) => out.wall(&line),
+            ClusterIn::Kill { asked, reply } => {
+                self.kill_from_node(asked.name, asked.farewell, reply, out)
+            }
+            ClusterIn::KilledElsewhere { session, found } => {
+                out.reply(session, Reply::DisconnectedElsewhere(found))
+            }
             ClusterIn::Tell { tell, reply } => {
                 self.tell_from_node(tell.from, tell.to, tell.line, reply, out)
             }
@@ -910,6 +917,9 @@ mod tests {
                 | ClusterOut::Tell(_)
                 | ClusterOut::Told { .. }
                 | ClusterOut::Users { .. }
+                | ClusterOut::Wall(_)
+                | ClusterOut::Kill { .. }
+                | ClusterOut::Killed { .. }
                 | ClusterOut::CensusPart { .. }
                 | ClusterOut::FactsPart { .. } => {}
             }

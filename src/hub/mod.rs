@@ -1131,7 +1131,9 @@ mod tests {
             Reply::Told { .. } => Request::Tell,
             Reply::Census { .. } | Reply::Facts(_) | Reply::Elsewhere { .. } => Request::Census,
             Reply::Managed(_) => Request::Manage,
-            Reply::Disconnected(_) | Reply::Deleted(_) => Request::Admin,
+            Reply::Disconnected(_) | Reply::DisconnectedElsewhere(_) | Reply::Deleted(_) => {
+                Request::Admin
+            }
         }
     }
 

@@ -798,9 +798,58 @@ impl Hub {
         self.send_about_user(ToUser::Kill(kill), out);
     }
 
+    /// [`Hub::disconnect_user`] on the other nodes of a cluster: with `asker`, the answer comes
+    /// as [`crate::mailbox::Reply::DisconnectedElsewhere`]. False (and nothing asked) outside a
+    /// cluster or while NATS is away.
+    pub fn disconnect_elsewhere(
+        &mut self,
+        asker: Option<u64>,
+        name: &str,
+        farewell: Line,
+        out: &mut impl Outputs,
+    ) -> bool {
+        if !self.cluster_connected() {
+            return false;
+        }
+        out.to_cluster(ClusterOut::Kill {
+            asker: asker.map(|key| self.session_id(key)),
+            name: name.into(),
+            farewell,
+        });
+        true
+    }
+
+    /// An admin of another node ends user `name`'s sessions here (this shard keeps the name's
+    /// directory entry); the answer, whether any was here, goes back through the bridge.
+    pub(super) fn kill_from_node(
+        &mut self,
+        name: Arc<str>,
+        farewell: Line,
+        reply: Arc<str>,
+        out: &mut impl Outputs,
+    ) {
+        let found = self
+            .directory
+            .online
+            .get_key_value(Folded::new(&name))
+            .map(|(name, _)| name.0.clone());
+        out.to_cluster(ClusterOut::Killed { reply, found });
+        let kill = Box::new(Kill {
+            name,
+            asker: None,
+            farewell,
+            told: Vec::new(),
+            hops: 0,
+        });
+        self.kill(kill, out);
+    }
+
     /// Puts `line` in the chat queue of every logged-in session of every shard: one
-    /// [`ToUser::Wall`] per shard.
+    /// [`ToUser::Wall`] per shard; in a cluster, every other node's too.
     pub fn wall(&mut self, line: Line, out: &mut impl Outputs) {
+        if self.cluster_connected() {
+            out.to_cluster(ClusterOut::Wall(line.clone()));
+        }
         for shard in 0..self.shards {
             let msg = ToUser::Wall { line: line.clone() };
             self.route(

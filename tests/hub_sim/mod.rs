@@ -163,7 +163,7 @@ impl Outputs for Recorder {
             Reply::Census { .. } => CENSUS,
             Reply::Facts(_) | Reply::Elsewhere { .. } => FACTS,
             Reply::Managed(_) => MANAGE,
-            Reply::Disconnected(_) | Reply::Deleted(_) => ADMIN,
+            Reply::Disconnected(_) | Reply::DisconnectedElsewhere(_) | Reply::Deleted(_) => ADMIN,
         };
         assert!(
             !self.strict || kind != JOIN || self.live.contains(&session),
