@@ -564,6 +564,20 @@ fn on_a_cluster_who_lists_every_node_and_channel_settings_are_shown_not_changed(
     ann.expect("On a cluster, channel settings cannot be changed yet, and are shown only by a node that is the channel's home.\r\n");
     ann.send_line("/set");
     ann.expect(&format!("Settings of #{den}:\r\n  owner: ann\r\n"));
+    // Someone joining through the other node is shown what was said before, as on one node.
+    ann.send_line("before you came");
+    ann.expect("ann says, \"before you came\"\r\n");
+    bea.send_line(&format!("/join {den}"));
+    bea.send_line("/who");
+    let text = bea.expect("On this channel: ann, bea\r\n");
+    assert!(
+        text.contains(&format!("You have joined #{den}\r\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("[history] ann says, \"before you came\"\r\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -260,7 +260,20 @@ pub enum EventKind {
         token: u64,
         /// What happened.
         outcome: Outcome,
+        /// For a member just let in: the channel's topic and its last lines said, which the
+        /// member's node shows it (absent from a node of an older version).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        welcome: Option<Box<Welcome>>,
     },
+}
+
+/// What a member let in from another node is shown first (see [`shard_proto::Welcome`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The channel's topic.
+    pub topic: Option<Arc<str>>,
+    /// Its last lines said, oldest first.
+    pub history: Vec<Arc<str>>,
 }
 
 /// How a join from another node ended.
@@ -594,6 +607,7 @@ mod tests {
                 node: "node-a".into(),
                 token: 1,
                 outcome: Outcome::Full,
+                welcome: None,
             },
         };
         let bytes = serde_json::to_vec(&event).unwrap();

@@ -428,11 +428,19 @@ impl Hub {
         match req.msg {
             HomeMsg::Join { token, user, .. } => {
                 let ch = &self.homed[index as usize];
+                let mut welcome = None;
                 let outcome = if ch.contains_remote(&from, token) {
                     Outcome::Joined
                 } else if ch.is_full() {
                     Outcome::Full
                 } else {
+                    // Taken before the member's own "has joined", which it sees live.
+                    if !ch.history.is_empty() || ch.settings.topic.is_some() {
+                        welcome = Some(Box::new(crate::cluster::wire::Welcome {
+                            topic: ch.settings.topic.clone(),
+                            history: ch.history.iter().cloned().collect(),
+                        }));
+                    }
                     let line = super::joined_line(&user, &ch.name);
                     self.order(index, line, out);
                     self.homed[index as usize].add_remote(&from, token, user);
@@ -442,6 +450,7 @@ impl Hub {
                     node: from,
                     token,
                     outcome,
+                    welcome,
                 };
                 self.publish(index, what, out);
             }
@@ -551,6 +560,7 @@ impl Hub {
                 node,
                 token,
                 outcome,
+                welcome,
             } => {
                 if !self.cluster.as_ref().is_some_and(|c| c.me == node) {
                     return;
@@ -575,6 +585,15 @@ impl Hub {
                     }
                     Outcome::Full => JoinOutcome::Full,
                 };
+                if let (JoinOutcome::Joined(_), Some(welcome)) = (outcome, welcome) {
+                    // Ahead of the answer, on the same ring, as at a home on this node.
+                    let welcome = Box::new(shard_proto::Welcome {
+                        topic: welcome.topic,
+                        history: welcome.history,
+                    });
+                    let msg = ToMember::Welcome { session, welcome };
+                    self.route(session.shard, ShardMsg::ToMember(msg), out);
+                }
                 self.answer_join(index, session, outcome, out);
                 self.listen_as_needed(index, out);
             }
@@ -1238,6 +1257,12 @@ mod tests {
                         node: "n1".into(),
                         token: a % 4,
                         outcome: Outcome::Joined,
+                        welcome: (b % 4 == 1).then(|| {
+                            Box::new(crate::cluster::wire::Welcome {
+                                topic: Some("forged".into()),
+                                history: vec!["forged".into()],
+                            })
+                        }),
                     }
                 },
             }),
