@@ -19,6 +19,9 @@ use crate::channel::{Role, Settings};
 /// Invitations a channel keeps at most.
 pub const MAX_INVITES: usize = 1000;
 
+/// Members a channel keeps muted at most.
+pub const MAX_MUTES: usize = 1000;
+
 /// What a change does beyond its answer.
 struct Effect {
     /// The answer to the asker.
@@ -250,6 +253,11 @@ impl Hub {
                 settings
                     .mutes
                     .retain(|(n, until)| *until > now && !n.eq_ignore_ascii_case(&who));
+                if settings.mutes.len() >= MAX_MUTES {
+                    return Effect::said(format!(
+                        "#{name} has {MAX_MUTES} members muted, the most it can have; /unmute someone first."
+                    ));
+                }
                 let until = now.saturating_add(minutes.saturating_mul(60));
                 settings.mutes.push((shown.clone(), until));
                 Effect::told(
