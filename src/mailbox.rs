@@ -61,6 +61,9 @@ pub enum Reply {
     },
     /// The answer to a request about the session's channel's settings.
     Managed(Box<shard_proto::Managed>),
+    /// Not an answer: the session's channel's home has taken it off the channel (kicked, banned,
+    /// or the channel deleted), so its prompt must no longer name the channel.
+    ChannelGone,
     /// The answer to an admin's `/kill`: the user as the account spells the name, whose
     /// sessions are being ended, or `None` if none is online.
     Disconnected(Option<Arc<str>>),
@@ -285,6 +288,18 @@ impl Mailbox {
             *replies = Vec::new();
         }
         Some(reply)
+    }
+
+    /// Whether the session has been taken off its channel since it last looked (see
+    /// [`Reply::ChannelGone`]); the notice is taken. Nearly always an empty vector's check.
+    pub fn take_channel_gone(&self) -> bool {
+        let mut replies = self.replies.borrow_mut();
+        if replies.is_empty() {
+            return false;
+        }
+        let before = replies.len();
+        replies.retain(|r| !matches!(r, Reply::ChannelGone));
+        replies.len() != before
     }
 
     /// Records that the user logged in at `at` (Unix seconds), or, for a session that moved here,

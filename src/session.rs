@@ -947,6 +947,9 @@ impl Session {
                     return Poll::Pending;
                 }
                 if let Some((lines, dropped)) = mailbox.take_lines() {
+                    if mailbox.take_channel_gone() {
+                        self.prompt_off_channel();
+                    }
                     // Room for the lines, their line ends and a redraw of the prompt, at once: the
                     // buffer would otherwise grow by doubling through every write.
                     let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
@@ -967,6 +970,16 @@ impl Session {
                 // nobody): go round again, to the pacer.
                 Poll::Ready(Ok(())) => {}
             }
+        }
+    }
+
+    /// The prompt, redrawn after the lines that told the user, names no channel: `<name>
+    /// #<channel>> ` becomes `<name> #(no channel)> ` (user names have no spaces).
+    fn prompt_off_channel(&mut self) {
+        let prompt = self.term.prompt();
+        if let Some((name, _)) = prompt.split_once(' ') {
+            let prompt = format!("{name} #(no channel)> ");
+            self.term.replace_prompt(&prompt);
         }
     }
 

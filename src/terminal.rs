@@ -249,6 +249,18 @@ impl Terminal {
         self.mid_line = !self.mud;
     }
 
+    /// Changes the prompt drawn again after the next lines printed (the session has been taken off
+    /// its channel, which the prompt names) without drawing it now.
+    pub fn replace_prompt(&mut self, prompt: &str) {
+        self.prompt.clear();
+        self.prompt.push_str(prompt);
+    }
+
+    /// The prompt last shown.
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+
     /// Prints lines of text for the user. If the prompt is on screen in character mode, the prompt and
     /// half-typed input are erased, the lines printed, and both drawn again. Otherwise the lines start
     /// on a fresh row (a line break first if a prompt left the row open) and the prompt is not repeated.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::shards::{user_on, PASSWORD};
-use common::{start_server_with, Client, TestServer};
+use common::{prompt, start_server_with, Client, Kind, TestServer};
 
 fn two_shards() -> TestServer {
     start_server_with(2, |_| {})
@@ -136,4 +136,21 @@ fn invite_only_lets_in_the_invited_once_and_a_capacity_refuses_the_next() {
     dave.expect("You have joined #Den\r\n");
     dave.send_line("/set");
     dave.expect("Settings of #Den:\r\n  owner: alice\r\n  topic: owner may set it\r\n  invite-only: off\r\n");
+}
+
+#[test]
+fn a_terminal_users_prompt_stops_naming_the_channel_they_were_kicked_from() {
+    let server = two_shards();
+    let mut alice = user_on(&server, "alice", 0);
+    let mut bob = server.connect(Kind::Xterm);
+    bob.create_account("bob", PASSWORD);
+    alice.send_line("/create Den");
+    alice.expect("You have joined #Den\r\n");
+    bob.send_line("/join den");
+    bob.expect("bob #Den> ");
+    alice.send_line("/kick bob");
+    // Character mode: the line is printed and the prompt drawn again, without the channel,
+    // before bob types anything.
+    bob.expect("alice kicked bob from #Den.");
+    bob.expect(&prompt("bob"));
 }

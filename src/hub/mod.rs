@@ -887,6 +887,7 @@ impl Hub {
                         .is_some_and(|(id, _)| *id == channel)
                     {
                         self.session_channel.remove(&key);
+                        out.reply(key, Reply::ChannelGone);
                     }
                 }
             }
@@ -919,6 +920,7 @@ impl Hub {
                 if here {
                     self.session_channel.remove(&key);
                     self.unmirror(channel, key);
+                    out.reply(key, Reply::ChannelGone);
                 }
             }
             ToMember::List { session, channels } => out.reply(session.key, Reply::List(channels)),
@@ -1130,7 +1132,7 @@ mod tests {
             Reply::List(_) => Request::List,
             Reply::Told { .. } => Request::Tell,
             Reply::Census { .. } | Reply::Facts(_) | Reply::Elsewhere { .. } => Request::Census,
-            Reply::Managed(_) => Request::Manage,
+            Reply::Managed(_) | Reply::ChannelGone => Request::Manage,
             Reply::Disconnected(_) | Reply::DisconnectedElsewhere(_) | Reply::Deleted(_) => {
                 Request::Admin
             }

@@ -162,7 +162,7 @@ impl Outputs for Recorder {
             Reply::Told { .. } => TELL,
             Reply::Census { .. } => CENSUS,
             Reply::Facts(_) | Reply::Elsewhere { .. } => FACTS,
-            Reply::Managed(_) => MANAGE,
+            Reply::Managed(_) | Reply::ChannelGone => MANAGE,
             Reply::Disconnected(_) | Reply::DisconnectedElsewhere(_) | Reply::Deleted(_) => ADMIN,
         };
         assert!(
