@@ -97,3 +97,38 @@ fn an_ignore_list_lasts_across_a_restart() {
     let heard = bob.expect("carol tells you, \"still there?\"\r\n");
     assert!(!heard.contains("alice tells you"), "{heard}");
 }
+
+#[test]
+fn an_ignore_reaches_the_users_other_sessions_on_any_shard() {
+    let server = two_shards();
+    let mut alice = user_on(&server, "alice", 0);
+    let mut bob = user_on(&server, "bob", 0);
+    let (mut bob_again, _) = server.connect_on_shard();
+    bob_again.login("bob", PASSWORD);
+    let mut carol = user_on(&server, "carol", 1);
+    all_on("den", &mut [&mut alice, &mut bob_again, &mut carol]);
+
+    bob.send_line("/ignore alice");
+    bob.expect("You are ignoring alice");
+    // The other session hears of it through the directory: asked until it has.
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        bob_again.send_line("/ignore");
+        let (i, _) = bob_again.expect_any(&[
+            "You are ignoring: alice.\r\n",
+            "You are ignoring no one.\r\n",
+        ]);
+        if i == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other session never heard"
+        );
+    }
+    alice.send_line("only carol hears this");
+    carol.expect("alice says, \"only carol hears this\"\r\n");
+    carol.send_line("and this");
+    let heard = bob_again.expect("carol says, \"and this\"\r\n");
+    assert!(!heard.contains("only carol hears this"), "{heard}");
+}

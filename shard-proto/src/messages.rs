@@ -487,6 +487,23 @@ pub enum ToUser {
         /// The line, shared by every queue it goes into.
         line: Line,
     },
+    /// User `name` has changed whom they ignore (in one session): to the name's directory shard,
+    /// which sends [`ToUser::SetIgnoring`] to each of the user's other sessions.
+    Ignoring {
+        /// The user.
+        name: Arc<str>,
+        /// The session that made the change, which has it already.
+        from: SessionId,
+        /// Whom they ignore now.
+        names: Arc<[Arc<str>]>,
+    },
+    /// The list of whom this session's user ignores, changed in another session of theirs.
+    SetIgnoring {
+        /// The session.
+        session: SessionId,
+        /// Whom they ignore now.
+        names: Arc<[Arc<str>]>,
+    },
 }
 
 /// An admin's order to end every session of a user (see [`ToUser::Kill`]).

@@ -3,8 +3,8 @@
 //! The list is stored with the account, and the session's shard keeps a copy, checked where a
 //! line is put in the session's queue (see `hub::users`): nothing of the ignored user's
 //! reaches this user, on a channel or privately, and the ignored user is not told. A change
-//! applies to the session that makes it at once, and to the user's other sessions, if any, when
-//! they next log in.
+//! applies to the session that makes it at once, and to the user's other sessions on this node
+//! through the directory (on other nodes of a cluster, at their next login).
 
 use std::sync::Arc;
 
@@ -89,8 +89,9 @@ async fn save(ctx: &mut impl Ctx, names: Vec<Arc<str>>) -> Result<bool, Stop> {
     match ctx.wait(accounts.set_ignoring(ctx.name(), stored)).await? {
         Ok(()) => {
             let key = ctx.key();
+            let name = ctx.name().clone();
             ctx.shard()
-                .chat(|hub, _| hub.set_ignoring(key, names.into_boxed_slice()));
+                .chat(|hub, out| hub.change_ignoring(key, &name, names.into_boxed_slice(), out));
             Ok(true)
         }
         Err(e) => {

@@ -335,6 +335,25 @@ impl Hub {
         }
     }
 
+    /// Local session `key`'s user, `name`, has changed whom they ignore to `names`: this session
+    /// at once, and the user's other sessions on this node through the directory.
+    pub fn change_ignoring(
+        &mut self,
+        key: u64,
+        name: &str,
+        names: Box<[Arc<str>]>,
+        out: &mut impl Outputs,
+    ) {
+        let shared: Arc<[Arc<str>]> = names.iter().cloned().collect();
+        self.set_ignoring(key, names);
+        let msg = ToUser::Ignoring {
+            name: name.into(),
+            from: self.session_id(key),
+            names: shared,
+        };
+        self.send_about_user(msg, out);
+    }
+
     /// Whether local session `key`'s user ignores `name` (any case).
     pub fn ignores(&self, key: u64, name: &str) -> bool {
         self.directory.ignores(key, name)
@@ -590,6 +609,8 @@ impl Hub {
                 None => asker.shard,
             },
             ToUser::Facts { asker, .. } => asker.shard,
+            ToUser::Ignoring { name, .. } => home_of_user(name, self.shards),
+            ToUser::SetIgnoring { session, .. } => session.shard,
             ToUser::Deliver { session, .. } => session.shard,
         };
         self.route(dest, ShardMsg::ToUser(msg), out);
@@ -696,6 +717,28 @@ impl Hub {
                 }
             }
             ToUser::Wall { line } => out.wall(&line),
+            ToUser::Ignoring { name, from, names } => {
+                let sessions: Vec<SessionId> = self
+                    .directory
+                    .online
+                    .get(Folded::new(&name))
+                    .map(|s| s.as_slice().to_vec())
+                    .unwrap_or_default();
+                for session in sessions.into_iter().filter(|s| *s != from) {
+                    let msg = ToUser::SetIgnoring {
+                        session,
+                        names: names.clone(),
+                    };
+                    self.send_about_user(msg, out);
+                }
+            }
+            ToUser::SetIgnoring { session, names } => {
+                // A session that has left this shard meanwhile took its old list along: it has the
+                // new one at its next login.
+                if session.shard == self.id && out.times(session.key).is_some() {
+                    self.set_ignoring(session.key, names.iter().cloned().collect());
+                }
+            }
             ToUser::Deliver {
                 tell,
                 session,

@@ -524,7 +524,7 @@ impl Sim {
     fn forge(&mut self, pick: usize, bytes: &mut impl Iterator<Item = u8>) {
         self.break_protocol();
         let mut next = || bytes.next().unwrap_or(0);
-        let kind = next() % 29;
+        let kind = next() % 31;
         let (a, b) = (next(), next());
         let session = self.any_session(a);
         let id = self.any_channel(b);
@@ -676,6 +676,15 @@ impl Sim {
             27 => ShardMsg::ToMember(ToMember::Disconnected {
                 session,
                 name: (b & 1 != 0).then(|| "Mallory".into()),
+            }),
+            28 => ShardMsg::ToUser(ToUser::Ignoring {
+                name: format!("u{a}").into(),
+                from: session,
+                names: vec![Arc::<str>::from("mallory")].into(),
+            }),
+            29 => ShardMsg::ToUser(ToUser::SetIgnoring {
+                session,
+                names: vec![Arc::<str>::from(format!("u{b}"))].into(),
             }),
             _ => ShardMsg::ToMember(ToMember::Moved {
                 channel: id,
