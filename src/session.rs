@@ -123,6 +123,14 @@ struct Limits {
     flood: Flood<Input>,
 }
 
+impl Arrival {
+    /// The user and the session as the shard it left knew it, for the directory to hear that
+    /// it has gone when it cannot be taken up.
+    pub fn who(&self) -> Option<(&str, SessionId)> {
+        self.0.as_ref().map(|p| (p.user.name.as_str(), p.from))
+    }
+}
+
 impl Drop for Arrival {
     fn drop(&mut self) {
         if let Some(mut parts) = self.0.take() {
@@ -339,8 +347,11 @@ impl Session {
             ..
         } = self;
         if let Err(err) = shard.readiness.remove(socket.as_fd()) {
-            // Still watched here, it would be read by two shards: end it instead.
+            // Still watched here, it would be read by two shards: end it instead (the directory
+            // heard it was moving: it hears it has gone).
             debug!(session = %registration.mailbox().id, error = %err, "cannot move; closing");
+            let key = registration.mailbox().id.key;
+            shard.chat(|hub, out| hub.user_offline(&user.name, key, out));
             return;
         }
         out.drain(..written);

@@ -482,8 +482,15 @@ fn start_arrivals(shard: &Rc<Shard>, gate: &Gate) {
             );
             continue;
         };
+        // A session not taken up here has gone: the directory, which heard it was moving, hears
+        // that too (or it would hold what is sent to it, and its senders would wait).
+        let gone = |name: &str, from| shard.chat(|hub, out| hub.user_gone(name, from, out));
         let Ok(pass) = gate.enter() else {
-            continue; // closing: the arrival, dropped, tells its user so
+            // Closing: the arrival, dropped, tells its user so.
+            if let Some((name, from)) = arrival.who() {
+                gone(name, from);
+            }
+            continue;
         };
         let key = registration.mailbox().id.key;
         let (session, user, came_from) =
@@ -491,6 +498,7 @@ fn start_arrivals(shard: &Rc<Shard>, gate: &Gate) {
         if let Err(err) = shard.readiness.add(session.socket().as_fd(), key) {
             // The session, dropped, ends like any other: out of its channel, connection closed.
             warn!(shard = shard.id.0, error = %err, "cannot watch a connection that moved here, so it is closed");
+            gone(&user.name, came_from.0);
             continue;
         }
         glommio::spawn_local(session.run_arrived(user, came_from)).detach();

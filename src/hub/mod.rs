@@ -3094,4 +3094,39 @@ mod tests {
         );
         assert!(sim.rec[1 - home].audited.is_empty());
     }
+
+    /// A session that said it was moving and never arrived (its move failed) is said to have
+    /// gone: the directory forgets it and answers what it held for it, instead of keeping both
+    /// and leaving the senders waiting.
+    #[test]
+    fn a_move_that_never_arrives_leaves_no_one_waiting() {
+        let mut sim = Sim::new(2, 0, 3);
+        let (amy, zed) = (sim.connect(0), sim.connect(1));
+        sim.with_hub(0, |h, r| h.user_online(&"amy".into(), amy, r));
+        sim.with_hub(1, |h, r| h.user_online(&"zed".into(), zed, r));
+        sim.drain();
+        sim.with_hub(1, |h, r| {
+            h.user_moving("zed", zed, r);
+        });
+        sim.drain();
+        let line: Line = "amy tells you, \"hi\"".into();
+        sim.with_hub(0, |h, r| h.tell(amy, "amy".into(), "zed", line, r));
+        sim.drain();
+        assert!(replies_of(&sim, 0, amy, |r| matches!(r, Reply::Told { .. })).is_empty());
+        sim.with_hub(1, |h, r| h.user_gone("zed", sid(1, zed), r));
+        sim.drain();
+        assert!(matches!(
+            replies_of(&sim, 0, amy, |r| matches!(r, Reply::Told { .. }))[..],
+            [Reply::Told {
+                outcome: shard_proto::Told::NotOnline,
+                ..
+            }]
+        ));
+        let d = shard_proto::home_of_user("zed", 2).index();
+        let dir = format!("{:?}", sim.hubs[d].directory);
+        assert!(
+            !dir.contains("\"zed\"") && dir.contains("moving: {}"),
+            "{dir}"
+        );
+    }
 }

@@ -379,6 +379,13 @@ impl Hub {
         self.directory.ignoring.remove(&key);
         self.directory.admins.remove(&key);
         let session = self.session_id(key);
+        self.user_gone(name, session, out);
+    }
+
+    /// Session `session` (of any shard), logged in as `name`, has ended: also one that said it
+    /// was moving and never arrived (its move failed, or its new shard was closing), which the
+    /// directory would otherwise keep, holding what is sent to it.
+    pub fn user_gone(&mut self, name: &str, session: SessionId, out: &mut impl Outputs) {
         self.send_about_user(
             ToUser::Offline {
                 name: name.into(),
