@@ -53,10 +53,9 @@ pub struct Settings {
     pub topic: Option<Arc<str>>,
     /// Whether anyone on it may set the topic, not only the owner.
     pub topic_open: bool,
-    /// Whether only those invited may join. Stored, not yet applied.
+    /// Whether only its owner and those invited may join.
     pub invite_only: bool,
-    /// Members it may have, set by its owner (0: the server's `--channel-capacity`). Stored, not
-    /// yet applied.
+    /// Members it may have, set by its owner (0: the server's `--channel-capacity`).
     pub capacity: u32,
     /// Users who may not join, as the owner named them (ASCII case ignored).
     pub bans: Vec<Arc<str>>,
@@ -137,11 +136,7 @@ impl Settings {
 
     /// Whether `user` (an admin if `admin`) may do what only the owner may.
     pub fn may_manage(&self, user: &str, admin: bool) -> bool {
-        admin
-            || self
-                .owner
-                .as_deref()
-                .is_some_and(|o| o.eq_ignore_ascii_case(user))
+        admin || self.is_owner(user)
     }
 }
 

@@ -302,8 +302,8 @@ impl Mailbox {
         replies.len() != before
     }
 
-    /// Records that the user logged in at `at` (Unix seconds), or, for a session that moved here,
-    /// when it did at its first shard and last typed there.
+    /// Records when the user logged in (`since`) and last typed (Unix seconds): both the login's
+    /// time at a login, or, for a session that moved here, what its first shard knew.
     pub fn set_times(&self, since: u32, last_input: u32) {
         self.since.set(since);
         self.last_input.set(last_input);

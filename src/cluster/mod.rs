@@ -456,14 +456,16 @@ async fn bridge(
                 users_gatherings.insert(id, UsersGathering {
                     reply,
                     waiting: shards_asked.len(),
-                    first: usize::try_from(asked.first).unwrap_or(usize::MAX),
+                    // As many as the last page a user may ask for needs, whatever was asked.
+                    first: usize::try_from(asked.first.min(MAX_USERS_ASKED)).unwrap_or(usize::MAX),
                     total: 0,
                     users: Vec::new(),
                     facts: Vec::new(),
                 });
+                let first = asked.first.min(MAX_USERS_ASKED);
                 for shard in shards_asked {
                     let name = asked.name.clone();
-                    to_shards.send(shard, ClusterIn::Census { id, first: asked.first, name });
+                    to_shards.send(shard, ClusterIn::Census { id, first, name });
                 }
             }
             msg = list_requests.next() => {
@@ -872,6 +874,9 @@ async fn send(
         }
     }
 }
+
+/// The most users another node's `/who *` may ask this node for.
+const MAX_USERS_ASKED: u32 = crate::cmd::who::MAX_PAGE * crate::cmd::who::PAGE;
 
 /// How long a stopping node waits to send what it has queued for NATS.
 const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(1);

@@ -535,13 +535,8 @@ impl ClusterIn {
                 | ClusterIn::Created(_)
                 | ClusterIn::ListAnswer { .. }
                 | ClusterIn::Tell { .. }
-                | ClusterIn::Told { .. }
-                | ClusterIn::Census { .. }
-                | ClusterIn::Facts { .. }
-                | ClusterIn::UsersAnswer { .. }
                 | ClusterIn::Wall(_)
                 | ClusterIn::Kill { .. }
-                | ClusterIn::KilledElsewhere { .. }
         )
     }
 

@@ -58,7 +58,20 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
             let Some(name) = account_name(ctx, name).await? else {
                 return Ok(());
             };
-            let mut names = current.clone();
+            // Read again: another session of the user may have changed it while the account was
+            // looked up.
+            let key = ctx.key();
+            let mut names: Vec<Arc<str>> = ctx.shard().chat(|hub, _| hub.ignoring(key).to_vec());
+            if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                ctx.say(&format!("You are already ignoring {name}."));
+                return Ok(());
+            }
+            if names.len() >= MAX_IGNORED {
+                ctx.say(&format!(
+                    "You are ignoring {MAX_IGNORED} users, the most there can be; /unignore someone first."
+                ));
+                return Ok(());
+            }
             names.push(name.as_str().into());
             if save(ctx, names).await? {
                 ctx.say(&format!(

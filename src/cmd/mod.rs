@@ -343,6 +343,8 @@ mod tests {
             ("/users", Command::Users(1)),
             ("/users 3", Command::Users(3)),
             ("/users -1", Command::Usage("Usage: /users [page]")),
+            ("/users 10000", Command::Users(10_000)),
+            ("/users 10001", Command::Usage("Usage: /users [page]")),
             ("/whois Bob", Command::Whois("Bob")),
             ("/whois", Command::Usage("Usage: /whois <name>")),
             ("/exit", Command::Exit),

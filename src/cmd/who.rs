@@ -23,6 +23,10 @@ use crate::session::Stop;
 /// Users on one page of `/who *`.
 pub const PAGE: u32 = 50;
 
+/// The last page that may be asked for: enough for 500,000 users, and a bound on what one
+/// `/who *` makes every shard and node send.
+pub const MAX_PAGE: u32 = 10_000;
+
 const WHO_USAGE: &str = "Usage: /who, or /who * [page] for everyone online";
 const USERS_USAGE: &str = "Usage: /users [page]";
 
@@ -58,7 +62,7 @@ fn users<'a>(page: &str, usage: &'static str) -> Command<'a> {
         return Command::Users(1);
     }
     match page.parse::<u32>() {
-        Ok(page) if page > 0 => Command::Users(page),
+        Ok(page) if (1..=MAX_PAGE).contains(&page) => Command::Users(page),
         _ => Command::Usage(usage),
     }
 }

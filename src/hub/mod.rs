@@ -802,7 +802,7 @@ impl Hub {
             }
             ToMember::Deliver { channel, line } => {
                 if let Some(members) = self.local.get(&channel) {
-                    if self.directory.ignoring_nobody() {
+                    if !self.directory.anyone_ignores(&line) {
                         for &session in members {
                             out.deliver(session, &line);
                         }
@@ -2570,7 +2570,11 @@ mod tests {
         assert!(sim.hubs[0].ignores(77, &format!("u{a}")));
         sim.hubs[0].user_offline(&to, 77, &mut rec);
         assert!(!sim.hubs[0].ignores(77, &format!("u{a}")));
-        assert!(sim.hubs[0].directory.ignoring_nobody());
+        assert!(!sim.hubs[0]
+            .directory
+            .anyone_ignores(&format!("u{a} says, \"hi\"")));
+        let dir = format!("{:?}", sim.hubs[0].directory);
+        assert!(dir.contains("ignoring: {}, ignored: {}"), "{dir}");
     }
 
     /// What session `key` of shard `s` was last answered about its channel's settings.

@@ -73,6 +73,9 @@ pub struct Directory {
     /// Local sessions → the names their users ignore: only sessions whose user ignores someone.
     /// Apart from `personal`, so that a delivery checks nothing while it is empty.
     ignoring: HashMap<u64, Box<[Arc<str>]>>,
+    /// Every name some local session's user ignores, with how many ignore it: a delivery looks
+    /// its speaker up here once, and looks at each member only when someone ignores the speaker.
+    ignored: HashMap<Filed, u32>,
     /// Local sessions whose user is a server admin.
     admins: HashSet<u64>,
 }
@@ -176,15 +179,12 @@ impl Directory {
             Entry::Vacant(e) => {
                 e.insert(Sessions::One(session));
             }
-            Entry::Occupied(mut e) => {
-                let sessions = e.get_mut();
-                if sessions.as_slice().contains(&session) {
-                    return;
-                }
-                let mut all = sessions.as_slice().to_vec();
-                all.push(session);
-                *sessions = Sessions::Many(all);
-            }
+            Entry::Occupied(mut e) => match e.get_mut() {
+                Sessions::One(one) if *one == session => {}
+                Sessions::One(one) => *e.get_mut() = Sessions::Many(vec![*one, session]),
+                Sessions::Many(all) if all.contains(&session) => {}
+                Sessions::Many(all) => all.push(session),
+            },
         }
     }
 
@@ -255,9 +255,37 @@ impl Directory {
         (total, all.into_iter().map(user).collect())
     }
 
-    /// Whether no local session's user ignores anyone.
-    pub(super) fn ignoring_nobody(&self) -> bool {
-        self.ignoring.is_empty()
+    /// Whether some local session's user ignores who said `line` (see [`speaker`]): nearly
+    /// always an empty table's check.
+    pub(super) fn anyone_ignores(&self, line: &str) -> bool {
+        !self.ignored.is_empty() && self.ignored.contains_key(Folded::new(speaker(line)))
+    }
+
+    /// Sets (or, with none, clears) whom local session `key`'s user ignores, keeping the count
+    /// of who is ignored.
+    fn set_ignoring(&mut self, key: u64, names: Box<[Arc<str>]>) {
+        self.take_ignoring(key);
+        if names.is_empty() {
+            return;
+        }
+        for name in names.iter() {
+            *self.ignored.entry(Filed(name.clone())).or_default() += 1;
+        }
+        self.ignoring.insert(key, names);
+    }
+
+    /// Forgets whom local session `key`'s user ignores, giving the list back.
+    fn take_ignoring(&mut self, key: u64) -> Option<Box<[Arc<str>]>> {
+        let names = self.ignoring.remove(&key)?;
+        for name in names.iter() {
+            if let Some(count) = self.ignored.get_mut(Folded::new(name)) {
+                *count -= 1;
+                if *count == 0 {
+                    self.ignored.remove(Folded::new(name));
+                }
+            }
+        }
+        Some(names)
     }
 
     /// Whether local session `key`'s user ignores `name`.
@@ -328,11 +356,7 @@ impl Hub {
 
     /// Sets whom local session `key`'s user ignores (empty: nobody).
     pub fn set_ignoring(&mut self, key: u64, names: Box<[Arc<str>]>) {
-        if names.is_empty() {
-            self.directory.ignoring.remove(&key);
-        } else {
-            self.directory.ignoring.insert(key, names);
-        }
+        self.directory.set_ignoring(key, names);
     }
 
     /// Local session `key`'s user, `name`, has changed whom they ignore to `names`: this session
@@ -376,7 +400,7 @@ impl Hub {
     /// Local session `key`, logged in as `name`, has logged off.
     pub fn user_offline(&mut self, name: &str, key: u64, out: &mut impl Outputs) {
         self.directory.personal.remove(&key);
-        self.directory.ignoring.remove(&key);
+        self.directory.take_ignoring(key);
         self.directory.admins.remove(&key);
         let session = self.session_id(key);
         self.user_gone(name, session, out);
@@ -404,7 +428,7 @@ impl Hub {
         out: &mut impl Outputs,
     ) -> Option<Personal> {
         let mut personal = self.directory.personal.remove(&key);
-        if let Some(ignoring) = self.directory.ignoring.remove(&key) {
+        if let Some(ignoring) = self.directory.take_ignoring(key) {
             personal.get_or_insert_with(Personal::default).ignoring = ignoring;
         }
         if self.directory.admins.remove(&key) {
