@@ -63,6 +63,9 @@ pub struct Settings {
     pub mutes: Vec<(Arc<str>, u32)>,
     /// Users invited to join once, even while the channel is invite-only. Kept in memory only.
     pub invites: Vec<Arc<str>>,
+    /// In a cluster, a node that has just become the channel's home reads the stored settings
+    /// again (another node may have changed them): until they come, changes are refused.
+    pub loading: bool,
 }
 
 /// Whether `list` names `user` (ASCII case ignored); where.
@@ -83,6 +86,7 @@ impl Settings {
             bans: stored.bans.into_iter().map(text).collect(),
             mutes: Vec::new(),
             invites: Vec::new(),
+            loading: false,
         }
     }
 
@@ -276,6 +280,33 @@ impl Channel {
     pub fn token_of(&self, session: SessionId) -> Option<u64> {
         let at = self.find(session).ok()?;
         Some(self.members[at].token).filter(|&t| t != NO_TOKEN)
+    }
+
+    /// The local member the channel's home knows by `token`.
+    pub fn session_of_token(&self, token: u64) -> Option<SessionId> {
+        if token == NO_TOKEN {
+            return None;
+        }
+        self.members
+            .iter()
+            .find(|m| m.token == token)
+            .map(|m| m.session)
+    }
+
+    /// The user name member `token` of `node` joined as (this node being the home).
+    pub fn remote_user(&self, node: &str, token: u64) -> Option<&Arc<str>> {
+        let at = self.find_remote(node, token).ok()?;
+        Some(&self.remote[at].user)
+    }
+
+    /// Members of other nodes logged in as `user` (ASCII case ignored): (node, token, the name
+    /// as their account spells it).
+    pub fn remote_of(&self, user: &str) -> Vec<(Arc<str>, u64, Arc<str>)> {
+        self.remote
+            .iter()
+            .filter(|m| m.user.eq_ignore_ascii_case(user))
+            .map(|m| (m.node.clone(), m.token, m.user.clone()))
+            .collect()
     }
 
     /// Members now.

@@ -99,11 +99,18 @@ pub struct Shard {
     /// Channel settings changed at this shard's homes and not yet stored: the latest of each
     /// channel, by key (one entry per channel at most, however fast they change).
     settings_to_store: RefCell<HashMap<Arc<str>, (ChannelName, ChannelSettings)>>,
+    /// In a cluster, channels whose home has just become this node and whose stored settings
+    /// are to be read again, by key (one entry per channel at most).
+    settings_to_load: RefCell<HashMap<Arc<str>, ChannelName>>,
     /// The settings writer's waker, while it waits for something to store.
     settings_writer: RefCell<Option<Waker>>,
     /// Set when the shard closes: the settings writer ends once it has stored everything.
     settings_closing: Cell<bool>,
 }
+
+/// Channels whose settings a shard reads one request each; more, waiting at once, are read in
+/// one pass over every stored channel (see [`Shard::store_settings`]).
+const LOAD_ONE_BY_ONE_UP_TO: usize = 32;
 
 /// Messages for one other shard; its pump task moves them into the ring.
 #[derive(Default)]
@@ -252,6 +259,14 @@ impl Outputs for ShardOutputs<'_> {
         self.shard.ring_settings_bell();
     }
 
+    fn load_settings(&mut self, channel: &ChannelName) {
+        self.shard
+            .settings_to_load
+            .borrow_mut()
+            .insert(channel.key().clone(), channel.clone());
+        self.shard.ring_settings_bell();
+    }
+
     fn unix_now(&self) -> u32 {
         u32::try_from(crate::accounts::unix_now()).unwrap_or(u32::MAX)
     }
@@ -379,6 +394,10 @@ impl Shard {
     /// store awaited before the next (so a channel's changes are stored in the order made: only
     /// its home makes them), until [`Shard::close_settings`] and nothing is left to store. A
     /// store that fails is logged; the change stays in force until the server stops.
+    ///
+    /// In a cluster it also reads the settings of channels whose home has just become this node
+    /// (see [`Outputs::load_settings`]), once nothing is left to store: a channel this node was
+    /// the home of before reads back what it stored then.
     pub async fn store_settings(self: Rc<Self>) {
         loop {
             let next = {
@@ -396,11 +415,61 @@ impl Shard {
                 }
                 continue;
             }
+            let many = self.settings_to_load.borrow().len() > LOAD_ONE_BY_ONE_UP_TO;
+            if many {
+                // A node that takes over many channels at once (another has gone) reads them
+                // all in one pass, rather than one request each.
+                let loads: Vec<ChannelName> = self
+                    .settings_to_load
+                    .borrow_mut()
+                    .drain()
+                    .map(|(_, name)| name)
+                    .collect();
+                let mut stored: HashMap<Arc<str>, ChannelSettings> = match self
+                    .accounts
+                    .all_channel_settings()
+                    .await
+                {
+                    Ok(all) => all
+                        .into_iter()
+                        .map(|(name, settings)| (name.key().clone(), settings))
+                        .collect(),
+                    Err(e) => {
+                        warn!(channels = loads.len(), error = %e, "cluster: cannot read the settings of channels this node has taken over; they keep what this node knew");
+                        HashMap::new()
+                    }
+                };
+                let mut hub = self.hub.borrow_mut();
+                for name in loads {
+                    let settings = stored.remove(name.key()).map(Settings::from_stored);
+                    hub.settings_loaded(&name, settings);
+                }
+                continue;
+            }
+            let load = {
+                let mut pending = self.settings_to_load.borrow_mut();
+                let key = pending.keys().next().cloned();
+                key.and_then(|key| pending.remove(&key))
+            };
+            if let Some(name) = load {
+                let stored = match self.accounts.channel_settings(&name).await {
+                    Ok(stored) => stored.map(Settings::from_stored),
+                    Err(e) => {
+                        warn!(channel = %name, error = %e, "cluster: cannot read a channel's settings; it keeps what this node knew");
+                        None
+                    }
+                };
+                self.hub.borrow_mut().settings_loaded(&name, stored);
+                continue;
+            }
             if self.settings_closing.get() {
                 return;
             }
             futures::future::poll_fn(|cx| {
-                if !self.settings_to_store.borrow().is_empty() || self.settings_closing.get() {
+                if !self.settings_to_store.borrow().is_empty()
+                    || !self.settings_to_load.borrow().is_empty()
+                    || self.settings_closing.get()
+                {
                     Poll::Ready(())
                 } else {
                     *self.settings_writer.borrow_mut() = Some(cx.waker().clone());
@@ -478,6 +547,7 @@ impl Shard {
             scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             shutting_down: Cell::new(false),
             settings_to_store: RefCell::new(HashMap::new()),
+            settings_to_load: RefCell::new(HashMap::new()),
             settings_writer: RefCell::new(None),
             settings_closing: Cell::new(false),
             readiness,

@@ -4,6 +4,9 @@
 //! Why a crate of its own: everything here must mean the same on every shard and be testable without an
 //! executor, a socket or a thread. Keeping glommio and I/O out of this crate makes that a compile-time fact
 //! rather than a convention: the shard logic built on these types can be stepped by hand in tests.
+//!
+//! The `serde` feature (the server turns it on) lets the few messages that also cross between
+//! nodes of a cluster, a channel's settings asked for and the answer, be encoded as they are.
 
 #![deny(missing_docs)]
 

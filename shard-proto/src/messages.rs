@@ -325,6 +325,7 @@ pub struct Welcome {
 
 /// What a [`ToHome::Manage`] asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Change {
     /// Nothing: show the settings.
     Show,
@@ -366,6 +367,7 @@ pub enum Change {
 
 /// A channel's settings, as `/set` shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SettingsShown {
     /// Its owner's name (`None`: nobody's: its owner deleted their account).
     pub owner: Option<Arc<str>>,
@@ -383,6 +385,7 @@ pub struct SettingsShown {
 
 /// The answer to a [`ToHome::Manage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Managed {
     /// Done (the members have been told), or, for [`Change::Show`], nothing to do.
     Done,
@@ -398,9 +401,9 @@ pub enum Managed {
     },
     /// The asker is not on the channel (any more).
     NotMember,
-    /// In a cluster, where a channel's settings do not yet follow it between nodes: changes are
-    /// refused, and a channel homed on another node cannot be asked.
-    Elsewhere,
+    /// In a cluster: the channel's home node cannot be reached now, or has just become its home
+    /// and is still reading its stored settings. Nothing was changed; asking again later may do.
+    Unavailable,
 }
 
 /// About logged-in users, by name: to the shard that keeps the name's entry in the directory of

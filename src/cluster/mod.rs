@@ -274,6 +274,7 @@ async fn bridge(
         Ok::<_, async_nats::SubscribeError>((
             client.subscribe(NODES_SUBJECT).await?,
             client.subscribe(wire::CREATED_SUBJECT).await?,
+            client.subscribe(wire::DELETED_SUBJECT).await?,
             client
                 .subscribe(format!("ringtalk.home.{}.>", wire::hex(&node)))
                 .await?,
@@ -291,6 +292,7 @@ async fn bridge(
     let (
         mut announcements,
         mut created,
+        mut deleted,
         mut home_inbox,
         mut node_inbox,
         mut list_requests,
@@ -373,6 +375,15 @@ async fn bridge(
                     if membership.forget_if_silent(&node, name, Instant::now()) {
                         info!(node = %name, "cluster: node gone (another node said so)");
                         changed = true;
+                    }
+                }
+            }
+            msg = deleted.next() => {
+                let Some(msg) = msg else { break };
+                if let Ok(said) = serde_json::from_slice::<wire::ChannelDeleted>(&msg.payload) {
+                    if let Ok(channel) = shard_proto::ChannelName::new(&said.channel) {
+                        let shard = shard_proto::home_of(&channel, shards).index();
+                        to_shards.send(shard, ClusterIn::Deleted(said));
                     }
                 }
             }
@@ -837,6 +848,7 @@ fn encode(msg: ClusterOut) -> Option<(String, Vec<u8>)> {
             (wire::node_subject(&node, shard), serde_json::to_vec(&msg))
         }
         ClusterOut::Created(name) => (wire::CREATED_SUBJECT.to_string(), Ok(name.into_bytes())),
+        ClusterOut::Deleted(said) => (wire::DELETED_SUBJECT.to_string(), serde_json::to_vec(&said)),
         _ => return None,
     };
     match encoded {

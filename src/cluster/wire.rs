@@ -25,6 +25,18 @@ pub const NODES_SUBJECT: &str = "ringtalk.nodes";
 pub const GONE_SUBJECT: &str = "ringtalk.gone";
 /// Where a node says it made a channel, so every node knows it (payload: the display name).
 pub const CREATED_SUBJECT: &str = "ringtalk.created";
+/// Where a node says an admin deleted a channel, so every node forgets it and tells its members
+/// there ([`ChannelDeleted`]).
+pub const DELETED_SUBJECT: &str = "ringtalk.deleted";
+
+/// An admin deleted a channel: on [`DELETED_SUBJECT`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDeleted {
+    /// The channel's display name.
+    pub channel: String,
+    /// The admin.
+    pub by: Arc<str>,
+}
 
 /// Lower-case hex of `s`'s UTF-8 bytes: a subject token whatever `s` holds.
 pub fn hex(s: &str) -> String {
@@ -229,6 +241,19 @@ pub enum HomeMsg {
     /// know (the home restarted, or took that node for gone). The node answers with
     /// [`HomeMsg::Rejoin`].
     Forgotten,
+    /// This member asks to see or change the channel's settings; answered by
+    /// [`NodeMsg::Managed`]. The home decides as the member's user (whom it knows by the
+    /// token), a server admin if `admin`.
+    Manage {
+        /// The member's number at its node.
+        token: u64,
+        /// The session asking, at the asking node.
+        session: (u16, u64),
+        /// Its user is a server admin.
+        admin: bool,
+        /// What it asks.
+        change: shard_proto::Change,
+    },
 }
 
 /// What a channel's home publishes on the channel's subject.
@@ -265,6 +290,23 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         welcome: Option<Box<Welcome>>,
     },
+    /// Member `token` of `node` is off the channel (kicked or banned): after the line that said
+    /// so, so it sees that line first.
+    Removed {
+        /// The member's node.
+        node: Arc<str>,
+        /// Its number there.
+        token: u64,
+    },
+    /// A line for member `token` of `node` alone: why the home refused its line.
+    Notice {
+        /// The member's node.
+        node: Arc<str>,
+        /// Its number there.
+        token: u64,
+        /// What it is told.
+        line: Arc<str>,
+    },
 }
 
 /// What a member let in from another node is shown first (see [`shard_proto::Welcome`]).
@@ -283,6 +325,10 @@ pub enum Outcome {
     Joined,
     /// The channel is at its capacity.
     Full,
+    /// The user is banned from it.
+    Banned,
+    /// It is invite-only and the user was not invited.
+    InviteOnly,
 }
 
 /// An answer to one shard of a node.
@@ -295,10 +341,26 @@ pub enum NodeMsg {
         /// The names, sorted.
         names: Option<Vec<Arc<str>>>,
     },
+    /// The answer to [`HomeMsg::Manage`].
+    Managed {
+        /// The session that asked.
+        session: u64,
+        /// The answer.
+        answer: shard_proto::Managed,
+    },
 }
 
-/// One channel in an answer to a list request: display name and members.
-pub type ListItem = (String, u32);
+/// One channel in an answer to a list request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListItem {
+    /// Its display name.
+    pub name: String,
+    /// Its members, on every node.
+    pub members: u32,
+    /// Its topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Arc<str>>,
+}
 
 /// What a hub asks its node's bridge to do.
 #[derive(Debug)]
@@ -334,6 +396,8 @@ pub enum ClusterOut {
     Unsubscribe(Arc<str>),
     /// Tell every node of a channel just made (its display name).
     Created(String),
+    /// Tell every node that an admin deleted this channel.
+    Deleted(ChannelDeleted),
     /// One shard's part of the answer to [`ClusterIn::ListRequest`].
     ListPart {
         /// The request.
@@ -441,6 +505,8 @@ pub enum ClusterIn {
     AtNode(NodeMsg),
     /// Another node made this channel (display name).
     Created(String),
+    /// An admin (of any node, this one too) deleted this channel.
+    Deleted(ChannelDeleted),
     /// The live nodes (this one included, in name order) and whether NATS is reachable; sent when
     /// either changes.
     Nodes {
@@ -533,6 +599,7 @@ impl ClusterIn {
                 | ClusterIn::Event(_)
                 | ClusterIn::AtNode(_)
                 | ClusterIn::Created(_)
+                | ClusterIn::Deleted(_)
                 | ClusterIn::ListAnswer { .. }
                 | ClusterIn::Tell { .. }
                 | ClusterIn::Wall(_)

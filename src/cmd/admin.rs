@@ -263,10 +263,6 @@ async fn set_banned(ctx: &mut impl Ctx, name: &str, banned: bool) -> Result<Opti
 /// of its home, which tells its members; the admin is answered once the home has done it, so a
 /// join after the answer finds no such channel.
 async fn delete_channel(ctx: &mut impl Ctx, typed: &str) -> Result<(), Stop> {
-    if ctx.shard().cluster.is_some() {
-        ctx.say("Channels cannot be deleted on a cluster yet.");
-        return Ok(());
-    }
     let channel = match ChannelName::new(typed) {
         Ok(channel) => channel,
         Err(e) => {
@@ -289,13 +285,9 @@ async fn delete_channel(ctx: &mut impl Ctx, typed: &str) -> Result<(), Stop> {
     let key = ctx.key();
     let admin: Arc<str> = ctx.name().clone();
     let asked = channel.clone();
-    let sent = ctx
-        .shard()
+    ctx.shard()
         .chat(|hub, out| hub.delete_channel(key, asked, admin.clone(), out));
-    let deleted = match sent {
-        true => ctx.reply(|r| matches!(r, Reply::Deleted(_))).await?,
-        false => Reply::Deleted(None),
-    };
+    let deleted = ctx.reply(|r| matches!(r, Reply::Deleted(_))).await?;
     let shown = match deleted {
         Reply::Deleted(Some(name)) => name,
         _ => channel,

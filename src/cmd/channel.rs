@@ -215,7 +215,7 @@ async fn enter(ctx: &mut impl Ctx, channel: ChannelName, create: bool) -> Result
             "Channel #{asked} does not exist. Use /create {asked} to make it."
         )),
         JoinOutcome::Unavailable => ctx.say(&format!(
-            "Channel #{asked} is served by another node, which cannot be reached now; try again in a moment."
+            "Channel #{asked} cannot be joined just now (its home node is out of reach, or has only just taken it over); try again in a moment."
         )),
     }
     Ok(())

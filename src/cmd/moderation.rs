@@ -214,9 +214,9 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
             "#{channel} has no owner; only an admin can do that."
         )),
         Managed::NotMember => ctx.say(NOT_ON_A_CHANNEL),
-        Managed::Elsewhere => {
-            ctx.say("On a cluster, channel settings cannot be changed yet, and are shown only by a node that is the channel's home.")
-        }
+        Managed::Unavailable => ctx.say(&format!(
+            "The settings of #{channel} cannot be reached just now (its home node is out of reach, or has only just taken it over); nothing was changed. Try again in a moment."
+        )),
     }
     Ok(())
 }

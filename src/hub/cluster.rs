@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use shard_proto::{ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardMsg, ToMember};
+use shard_proto::{
+    Change, ChannelName, JoinOutcome, Line, ListEntry, Managed, SessionId, ShardMsg, ToMember,
+};
 
 use super::{Hub, Outputs};
 use crate::channel::{Replica, Role};
 use crate::cluster::placement;
 use crate::cluster::wire::{
-    ClusterIn, ClusterOut, Event, EventKind, HomeMsg, NodeMsg, Outcome, ToHomeNode,
+    ClusterIn, ClusterOut, Event, EventKind, HomeMsg, ListItem, NodeMsg, Outcome, ToHomeNode,
 };
 use crate::listener::LogLimiter;
 use crate::mailbox::Reply;
@@ -102,11 +104,21 @@ impl Hub {
             ClusterIn::AtNode(NodeMsg::Who { session, names }) => {
                 out.reply(session, Reply::Who(names))
             }
+            ClusterIn::AtNode(NodeMsg::Managed { session, answer }) => {
+                out.reply(session, Reply::Managed(Box::new(answer)))
+            }
             ClusterIn::Created(name) => {
                 if let Ok(name) = ChannelName::new(&name) {
                     if shard_proto::home_of(&name, self.shards) == self.id {
+                        // Just made: nobody has changed it yet, and its home learns its owner
+                        // from the maker's join.
                         self.open(name);
                     }
+                }
+            }
+            ClusterIn::Deleted(said) => {
+                if let Ok(name) = ChannelName::new(&said.channel) {
+                    self.delete(&name, &said.by, out);
                 }
             }
             ClusterIn::Nodes {
@@ -122,7 +134,11 @@ impl Hub {
             ClusterIn::ListRequest { id } => {
                 let channels = self
                     .homes()
-                    .map(|ch| (ch.name.as_str().to_string(), ch.len()))
+                    .map(|ch| ListItem {
+                        name: ch.name.as_str().to_string(),
+                        members: ch.len(),
+                        topic: ch.settings.topic.clone(),
+                    })
                     .collect();
                 out.to_cluster(ClusterOut::ListPart { id, channels });
             }
@@ -167,6 +183,65 @@ impl Hub {
                 for index in 0..self.homed.len() as u32 {
                     self.ask_again(index, out);
                 }
+            }
+        }
+    }
+
+    /// Opens a record of channel `name`, which another node made and this node missed the
+    /// making of; if this node is its home, reads what is stored of it.
+    fn open_missed(&mut self, name: ChannelName, out: &mut impl Outputs) -> u32 {
+        let known = self.by_key.contains_key(name.key());
+        let index = self.open(name).index;
+        if !known && matches!(self.homed[index as usize].role, Role::Home { .. }) {
+            self.reload_settings(index, out);
+        }
+        index
+    }
+
+    /// Channel `index` is going (an admin deleted it): if it is a replica, this node stops
+    /// listening to it, and the joins that waited for its home are told there is no such channel.
+    pub(super) fn forget_replica(&mut self, index: u32, out: &mut impl Outputs) {
+        let ch = &mut self.homed[index as usize];
+        let Role::Replica(replica) = &mut ch.role else {
+            return;
+        };
+        if std::mem::take(&mut replica.subscribed) {
+            out.to_cluster(ClusterOut::Unsubscribe(ch.name.key().clone()));
+        }
+        let asked: Vec<SessionId> = replica.pending.drain().map(|(_, p)| p.0).collect();
+        for session in asked {
+            self.answer_join(index, session, JoinOutcome::NoSuchChannel, out);
+        }
+    }
+
+    /// A local member asks to see or change the settings of channel `index`, homed on another
+    /// node: the home decides, and answers the member's shard.
+    pub(super) fn manage_at_home(
+        &mut self,
+        index: u32,
+        session: SessionId,
+        admin: bool,
+        change: Change,
+        out: &mut impl Outputs,
+    ) {
+        let token = self.homed[index as usize].token_of(session);
+        match token {
+            Some(token) if self.cluster_connected() => {
+                let session = (session.shard.0, session.key);
+                let msg = HomeMsg::Manage {
+                    token,
+                    session,
+                    admin,
+                    change,
+                };
+                self.send_to_home(index, msg, out);
+            }
+            _ => {
+                let msg = ToMember::Managed {
+                    session,
+                    answer: Box::new(Managed::Unavailable),
+                };
+                self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
         }
     }
@@ -402,7 +477,7 @@ impl Hub {
             (None, HomeMsg::Join { .. } | HomeMsg::Rejoin { .. }) => {
                 match ChannelName::new(&req.channel) {
                     Ok(name) if shard_proto::home_of(&name, self.shards) == self.id => {
-                        self.open(name).index
+                        self.open_missed(name, out)
                     }
                     _ => return,
                 }
@@ -426,13 +501,29 @@ impl Hub {
         }
         let from = req.from;
         match req.msg {
-            HomeMsg::Join { token, user, .. } => {
-                let ch = &self.homed[index as usize];
+            HomeMsg::Join {
+                token,
+                user,
+                create,
+            } => {
+                let ch = &mut self.homed[index as usize];
+                if create && ch.settings.owner.is_none() {
+                    // Its maker owns it (as stored, which the home may not have read yet).
+                    ch.settings.owner = Some(user.clone());
+                }
                 let mut welcome = None;
                 let outcome = if ch.contains_remote(&from, token) {
                     Outcome::Joined
+                } else if ch.settings.loading {
+                    // Whom it bans is on its way: the asking node asks again within a second.
+                    return;
                 } else if ch.is_full() {
                     Outcome::Full
+                } else if let Err(refused) = ch.settings.may_join(&user) {
+                    match refused {
+                        JoinOutcome::Banned => Outcome::Banned,
+                        _ => Outcome::InviteOnly,
+                    }
                 } else {
                     // Taken before the member's own "has joined", which it sees live.
                     if !ch.history.is_empty() || ch.settings.topic.is_some() {
@@ -462,11 +553,49 @@ impl Hub {
                 }
             }
             HomeMsg::Post { token, line } => {
-                if self.homed[index as usize].contains_remote(&from, token) {
-                    self.order_said(index, line, out);
-                } else {
-                    self.forgotten(index, from, out);
+                let user = self.homed[index as usize]
+                    .remote_user(&from, token)
+                    .cloned();
+                let Some(user) = user else {
+                    return self.forgotten(index, from, out);
+                };
+                match self.muted_user(index, &user, out) {
+                    Some(line) => {
+                        let what = EventKind::Notice {
+                            node: from,
+                            token,
+                            line,
+                        };
+                        self.publish(index, what, out);
+                    }
+                    None => self.order_said(index, line, out),
                 }
+            }
+            HomeMsg::Manage {
+                token,
+                session,
+                admin,
+                change,
+            } => {
+                // Decided as the member's user, whom this home knows by its token.
+                let user = self.homed[index as usize]
+                    .remote_user(&from, token)
+                    .cloned();
+                let answer = match user {
+                    Some(user) => self.apply_change(index, &user, admin, change, out),
+                    None => {
+                        self.forgotten(index, from.clone(), out);
+                        Managed::Unavailable
+                    }
+                };
+                out.to_cluster(ClusterOut::ToNode {
+                    node: from,
+                    shard: session.0,
+                    msg: NodeMsg::Managed {
+                        session: session.1,
+                        answer,
+                    },
+                });
             }
             HomeMsg::Who { token, session } => {
                 let ch = &self.homed[index as usize];
@@ -554,8 +683,34 @@ impl Hub {
             // An answer to a join may have been among them.
             self.ask_again(index, out);
         }
+        let is_me = |node: &str| self.cluster.as_ref().is_some_and(|c| &*c.me == node);
         match event.what {
             EventKind::Line(line) => self.fan_out(index, line, out),
+            EventKind::Removed { node, token } => {
+                if !is_me(&node) {
+                    return;
+                }
+                let ch = &mut self.homed[index as usize];
+                let Some(session) = ch.session_of_token(token) else {
+                    return;
+                };
+                ch.remove(session);
+                let msg = ToMember::Removed {
+                    channel: id,
+                    session,
+                };
+                self.route(session.shard, ShardMsg::ToMember(msg), out);
+                self.listen_as_needed(index, out);
+            }
+            EventKind::Notice { node, token, line } => {
+                if !is_me(&node) {
+                    return;
+                }
+                if let Some(session) = self.homed[index as usize].session_of_token(token) {
+                    let msg = ToMember::Notice { session, line };
+                    self.route(session.shard, ShardMsg::ToMember(msg), out);
+                }
+            }
             EventKind::Answer {
                 node,
                 token,
@@ -584,6 +739,8 @@ impl Hub {
                         JoinOutcome::Joined(id)
                     }
                     Outcome::Full => JoinOutcome::Full,
+                    Outcome::Banned => JoinOutcome::Banned,
+                    Outcome::InviteOnly => JoinOutcome::InviteOnly,
                 };
                 if let (JoinOutcome::Joined(_), Some(welcome)) = (outcome, welcome) {
                     // Ahead of the answer, on the same ring, as at a home on this node.
@@ -681,11 +838,14 @@ impl Hub {
                 if replica.subscribed {
                     out.to_cluster(ClusterOut::Unsubscribe(ch.name.key().clone()));
                 }
-                // Joins that waited for the old home are decided here now.
+                // Joins that waited for the old home are decided here now, by the settings this
+                // node knew (they waited long enough).
                 for (_, (session, user, _)) in replica.pending {
                     self.admit_here(index, session, user, out);
                 }
             }
+            // Another node may have changed its settings while it was the home.
+            self.reload_settings(index, out);
         } else {
             // Members of other nodes rejoin the new home from their own nodes.
             ch.remove_nodes(|_| false);
@@ -723,16 +883,14 @@ impl Hub {
 }
 
 /// Merges the list answers of other nodes: their channels, for one session.
-pub fn list_entries(items: impl IntoIterator<Item = (String, u32)>) -> Vec<ListEntry> {
+pub fn list_entries(items: impl IntoIterator<Item = ListItem>) -> Vec<ListEntry> {
     items
         .into_iter()
-        .filter_map(|(name, members)| {
-            let name = ChannelName::new(&name).ok()?;
-            // Other nodes do not send topics (yet).
+        .filter_map(|item| {
             Some(ListEntry {
-                name,
-                members,
-                topic: None,
+                name: ChannelName::new(&item.name).ok()?,
+                members: item.members,
+                topic: item.topic,
             })
         })
         .collect()
@@ -756,6 +914,10 @@ mod tests {
         replies: BTreeMap<u64, Vec<Reply>>,
         log: Vec<Line>,
         audited: Vec<String>,
+        /// Settings stored, oldest first, not yet carried to the cluster's store.
+        saved: Vec<(ChannelName, crate::channel::Settings)>,
+        /// Channels whose stored settings this node asked for.
+        to_load: Vec<ChannelName>,
     }
 
     impl Outputs for Node {
@@ -782,7 +944,12 @@ mod tests {
         fn times(&self, _session: u64) -> Option<(u32, u32)> {
             None
         }
-        fn save_settings(&mut self, _channel: &ChannelName, _settings: &crate::channel::Settings) {}
+        fn save_settings(&mut self, channel: &ChannelName, settings: &crate::channel::Settings) {
+            self.saved.push((channel.clone(), settings.clone()));
+        }
+        fn load_settings(&mut self, channel: &ChannelName) {
+            self.to_load.push(channel.clone());
+        }
         fn unix_now(&self) -> u32 {
             0
         }
@@ -822,6 +989,10 @@ mod tests {
         wire: Vec<VecDeque<ClusterIn>>,
         /// Drop the next published line.
         lose_next_line: bool,
+        /// The settings every node stores and reads, by channel key.
+        store: BTreeMap<String, crate::channel::Settings>,
+        /// Leave the nodes' reads of the store unanswered.
+        hold_loads: bool,
     }
 
     impl Cluster {
@@ -844,6 +1015,8 @@ mod tests {
                 listening: vec![BTreeSet::new(); n],
                 wire: (0..n).map(|_| VecDeque::new()).collect(),
                 lose_next_line: false,
+                store: BTreeMap::new(),
+                hold_loads: false,
             };
             let all = c.names.clone();
             c.view(&all, true);
@@ -873,6 +1046,22 @@ mod tests {
         fn settle(&mut self) {
             loop {
                 let mut moved = false;
+                // The store: what was saved first, then what is read.
+                for i in 0..self.hubs.len() {
+                    for (name, settings) in std::mem::take(&mut self.nodes[i].saved) {
+                        self.store.insert(name.key().to_string(), settings);
+                    }
+                }
+                for i in 0..self.hubs.len() {
+                    if self.hold_loads {
+                        break;
+                    }
+                    for name in std::mem::take(&mut self.nodes[i].to_load) {
+                        moved = true;
+                        let stored = self.store.get(&**name.key()).cloned();
+                        self.hubs[i].settings_loaded(&name, stored);
+                    }
+                }
                 for from in 0..self.hubs.len() {
                     for msg in std::mem::take(&mut self.nodes[from].cluster) {
                         moved = true;
@@ -929,6 +1118,12 @@ mod tests {
                         }
                     }
                 }
+                // To every node, the sender too, as NATS does.
+                ClusterOut::Deleted(said) => {
+                    for to in 0..self.hubs.len() {
+                        self.wire[to].push_back(ClusterIn::Deleted(said.clone()));
+                    }
+                }
                 // Lists and private messages between nodes are gathered by the bridge, which this
                 // stand-in does not model (tests/cluster.rs covers them).
                 ClusterOut::ListPart { .. }
@@ -947,8 +1142,27 @@ mod tests {
         fn join(&mut self, node: &str, session: u64, user: &str, create: bool) {
             let i = self.index(node);
             let name = ChannelName::new("lobby").unwrap();
+            if create {
+                // As the database records a channel made, before its home hears of it.
+                let owned = crate::channel::Settings {
+                    owner: Some(user.into()),
+                    ..Default::default()
+                };
+                self.store.insert(name.key().to_string(), owned);
+            }
             self.hubs[i].join(session, name, user.into(), create, &mut self.nodes[i]);
             self.settle();
+        }
+
+        /// Session `session` of `node`, user `by`, asks `change` of its channel; the answer.
+        fn manage(&mut self, node: &str, session: u64, by: &str, change: Change) -> Managed {
+            let i = self.index(node);
+            assert!(self.hubs[i].manage(session, by.into(), false, change, &mut self.nodes[i]));
+            self.settle();
+            match self.nodes[i].replies[&session].last() {
+                Some(Reply::Managed(answer)) => (**answer).clone(),
+                other => panic!("no answer to a change: {other:?}"),
+            }
         }
 
         fn say(&mut self, node: &str, session: u64, text: &str) {
@@ -1226,7 +1440,7 @@ mod tests {
                 msg,
             })
         };
-        match kind % 13 {
+        match kind % 17 {
             0 => home_msg(HomeMsg::Join {
                 token: b % 4,
                 user: "mal".into(),
@@ -1295,6 +1509,44 @@ mod tests {
                 to: "u1".into(),
                 outcome: shard_proto::Told::NotOnline,
             },
+            13 => home_msg(HomeMsg::Manage {
+                token: b % 4,
+                session: ((a % 3) as u16, b),
+                admin: a % 2 == 0,
+                // Nothing that would take a real member off.
+                change: match b % 4 {
+                    0 => Change::Show,
+                    1 => Change::Topic(Some("forged".into())),
+                    2 => Change::Ban("mal".into()),
+                    _ => Change::InviteOnly(a % 4 == 0),
+                },
+            }),
+            14 => ClusterIn::Event(Event {
+                channel,
+                home: from,
+                epoch: a % 3,
+                seq: b % 8,
+                what: if a % 2 == 0 {
+                    EventKind::Removed {
+                        node: "n1".into(),
+                        token: b % 4,
+                    }
+                } else {
+                    EventKind::Notice {
+                        node: "n2".into(),
+                        token: b % 4,
+                        line: "forged".into(),
+                    }
+                },
+            }),
+            15 => ClusterIn::AtNode(NodeMsg::Managed {
+                session: b,
+                answer: Managed::Done,
+            }),
+            16 => ClusterIn::Deleted(crate::cluster::wire::ChannelDeleted {
+                channel: if a % 2 == 0 { "other" } else { "" }.into(),
+                by: "mal".into(),
+            }),
             _ => ClusterIn::Created(if a % 2 == 0 { "lobby" } else { "" }.into()),
         }
     }
@@ -1306,7 +1558,7 @@ mod tests {
         /// own members; and the real members still hear one another afterwards.
         #[test]
         fn forged_messages_from_other_nodes_never_break_a_hub(
-            ops in proptest::collection::vec((0u8..16, 0u64..1000, 0u64..1000), 1..60)
+            ops in proptest::collection::vec((0u8..20, 0u64..1000, 0u64..1000), 1..60)
         ) {
             let names = ["n1", "n2"];
             let home = home_of_lobby(&names);
@@ -1319,13 +1571,13 @@ mod tests {
                 // so no forgery speaks for her), or from a node that is not in the cluster.
                 let to = (a % 2) as usize;
                 let node = if b % 2 == 0 { names[1 - to] } else { "stranger" };
-                let msg = if kind >= 13 {
+                let msg = if kind >= 17 {
                     // Now and then a view that comes and goes with the stranger in it.
                     let mut live: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
-                    if kind == 14 {
+                    if kind == 18 {
                         live.push("stranger".into());
                     }
-                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 15, epoch: a }
+                    ClusterIn::Nodes { nodes: live.into(), connected: kind != 19, epoch: a }
                 } else {
                     forged(kind, a, b, node)
                 };
@@ -1344,32 +1596,244 @@ mod tests {
         }
     }
 
+    /// The last line `session` of `node` saw.
+    fn last_seen(c: &Cluster, node: &str, session: u64) -> String {
+        c.seen(node, session).last().cloned().unwrap_or_default()
+    }
+
     #[test]
-    fn a_channel_is_not_deleted_on_a_cluster_where_other_nodes_keep_it() {
+    fn a_member_of_another_node_changes_the_settings_at_the_home_as_its_own_user() {
         let (mut c, home, away) = hal_at_home_and_ann_away();
-        let h = c.index(&home);
-        let lobby = ChannelName::new("lobby").unwrap();
-        assert!(!c.hubs[h].delete_channel(1, lobby.clone(), "root".into(), &mut c.nodes[h]));
-        // Asked all the same (a peer's bug): answered as unknown, and nothing changes.
-        let msg = ShardMsg::ToHome(shard_proto::ToHome::Delete {
-            channel: lobby,
-            session: SessionId {
-                shard: ShardId(0),
-                key: 1,
-            },
-            by: "root".into(),
-        });
-        c.hubs[h].handle(msg, &mut c.nodes[h]);
+        // Not the owner: refused by the home, and told whose it is.
+        assert_eq!(
+            c.manage(away, 1, "ann", Change::Topic(Some("mine".into()))),
+            Managed::NotAllowed {
+                owner: Some("hal".into())
+            }
+        );
+        // The node's word for who asks is not taken: the home knows its member as ann.
+        assert_eq!(
+            c.manage(away, 1, "hal", Change::Owner("ann".into())),
+            Managed::NotAllowed {
+                owner: Some("hal".into())
+            }
+        );
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::TopicOpen(true)),
+            Managed::Done
+        );
+        assert_eq!(
+            c.manage(away, 1, "ann", Change::Topic(Some("cake".into()))),
+            Managed::Done
+        );
+        let said = "ann set the topic of #lobby: cake";
+        assert_eq!(last_seen(&c, &home, 1), said);
+        assert_eq!(last_seen(&c, away, 1), said);
+        assert_eq!(c.nodes[c.index(&home)].log.last().unwrap().as_ref(), said);
+        // Stored by the home alone, and shown to a member of any node.
+        assert_eq!(c.store["lobby"].topic.as_deref(), Some("cake"));
+        assert!(c.nodes.iter().all(|n| n.saved.is_empty()));
+        match c.manage(away, 1, "ann", Change::Show) {
+            Managed::Settings(shown) => {
+                assert_eq!(shown.topic.as_deref(), Some("cake"));
+                assert!(shown.topic_open);
+            }
+            other => panic!("{other:?}"),
+        }
+        // While NATS is away, the home cannot be asked: nothing changes, and the member is told.
+        let all = c.names.clone();
+        c.view(&all, false);
+        assert_eq!(
+            c.manage(away, 1, "ann", Change::Topic(None)),
+            Managed::Unavailable
+        );
+        assert_eq!(c.store["lobby"].topic.as_deref(), Some("cake"));
+    }
+
+    #[test]
+    fn an_owner_kicks_bans_mutes_and_invites_members_of_other_nodes() {
+        let (mut c, home, away) = hal_at_home_and_ann_away();
+        let kick = Change::Kick {
+            name: "ANN".into(),
+            reason: Some("spam".into()),
+        };
+        assert_eq!(c.manage(&home, 1, "hal", kick), Managed::Done);
+        // She sees the line, then her node takes her off.
+        let said = "hal kicked ann from #lobby: spam";
+        assert_eq!(last_seen(&c, away, 1), said);
+        assert_eq!(last_seen(&c, &home, 1), said);
+        let a = c.index(away);
+        assert!(c.hubs[a].channel_of(1).is_none());
         assert!(matches!(
-            c.nodes[h].replies[&1].last(),
-            Some(Reply::Deleted(None))
+            c.nodes[a].replies[&1].last(),
+            Some(Reply::ChannelGone)
         ));
-        c.say(&home, 1, "still here");
+        assert_eq!(c.hubs[c.index(&home)].homed_members(), 1);
+        // A kick is not a ban: she may come back; a ban takes her off and keeps her out.
+        c.join(away, 1, "ann", false);
+        assert!(matches!(c.joined(away, 1), Some(JoinOutcome::Joined(_))));
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Ban("ann".into())),
+            Managed::Done
+        );
+        assert!(c.hubs[a].channel_of(1).is_none());
+        c.join(away, 1, "ann", false);
+        assert_eq!(c.joined(away, 1), Some(JoinOutcome::Banned));
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Unban("ann".into())),
+            Managed::Said("ann may join #lobby again.".into())
+        );
+        c.join(away, 1, "ann", false);
+        assert!(matches!(c.joined(away, 1), Some(JoinOutcome::Joined(_))));
+        // A mute holds her lines back at the home, and tells her alone.
+        let mute = Change::Mute {
+            name: "ann".into(),
+            minutes: 5,
+        };
+        assert_eq!(c.manage(&home, 1, "hal", mute), Managed::Done);
+        c.say(away, 1, "ann says, \"let me speak\"");
         c.settle();
         assert_eq!(
-            c.seen(away, 1).last().map(String::as_str),
-            Some("still here")
+            last_seen(&c, away, 1),
+            "You are muted on #lobby for another 5 minutes; nobody heard that."
         );
-        assert!(c.nodes.iter().all(|n| n.audited.is_empty()));
+        assert_eq!(
+            last_seen(&c, &home, 1),
+            "hal muted ann on #lobby for 5 minutes."
+        );
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Unmute("ann".into())),
+            Managed::Done
+        );
+        c.say(away, 1, "ann says, \"thanks\"");
+        c.settle();
+        assert_eq!(last_seen(&c, &home, 1), "ann says, \"thanks\"");
+        // Invite-only: a member of another node needs an invitation, used once.
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::InviteOnly(true)),
+            Managed::Done
+        );
+        c.join(away, 2, "bob", false);
+        assert_eq!(c.joined(away, 2), Some(JoinOutcome::InviteOnly));
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Invite("bob".into())),
+            Managed::Done
+        );
+        c.join(away, 2, "bob", false);
+        assert!(matches!(c.joined(away, 2), Some(JoinOutcome::Joined(_))));
+        c.join(away, 3, "bob", false);
+        assert_eq!(c.joined(away, 3), Some(JoinOutcome::InviteOnly));
+    }
+
+    #[test]
+    fn a_new_home_reads_the_stored_settings_and_takes_no_change_until_it_has() {
+        let names = ["n1", "n2", "n3"];
+        let first = home_of_lobby(&names);
+        let rest: Vec<&str> = names.into_iter().filter(|n| *n != first).collect();
+        let mut c = Cluster::new(&names);
+        // ann makes the channel on a node that is not its home; bea is on the third.
+        c.join(rest[0], 1, "ann", true);
+        c.join(rest[1], 1, "bea", false);
+        assert_eq!(
+            c.manage(rest[1], 1, "bea", Change::Topic(Some("no".into()))),
+            Managed::NotAllowed {
+                owner: Some("ann".into())
+            }
+        );
+        assert_eq!(
+            c.manage(rest[0], 1, "ann", Change::Topic(Some("old news".into()))),
+            Managed::Done
+        );
+        assert_eq!(
+            c.manage(rest[0], 1, "ann", Change::Ban("eve".into())),
+            Managed::Done
+        );
+        // The home dies; one of the others takes the channel over. Until its read of the store
+        // is answered, a change is refused rather than made and then overwritten.
+        c.hold_loads = true;
+        let live: Vec<Arc<str>> = rest.iter().map(|n| Arc::from(*n)).collect();
+        c.view(&live, true);
+        let next = home_of_lobby(&rest);
+        assert_eq!(c.hubs[c.index(&next)].homed_channels(), 1);
+        assert_eq!(
+            c.manage(rest[0], 1, "ann", Change::Topic(Some("new".into()))),
+            Managed::Unavailable
+        );
+        c.hold_loads = false;
+        c.settle();
+        match c.manage(rest[1], 1, "bea", Change::Show) {
+            Managed::Settings(shown) => {
+                assert_eq!(shown.owner.as_deref(), Some("ann"));
+                assert_eq!(shown.topic.as_deref(), Some("old news"));
+                assert_eq!(shown.bans, vec![Arc::<str>::from("eve")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.manage(rest[0], 1, "ann", Change::Topic(Some("new".into()))),
+            Managed::Done
+        );
+        assert_eq!(
+            last_seen(&c, rest[1], 1),
+            "ann set the topic of #lobby: new"
+        );
+        // The ban holds at the new home.
+        c.join(rest[1], 2, "eve", false);
+        assert_eq!(c.joined(rest[1], 2), Some(JoinOutcome::Banned));
+    }
+
+    #[test]
+    fn a_channel_made_on_a_node_that_is_not_its_home_is_owned_there_by_its_maker() {
+        let names = ["n1", "n2"];
+        let home = home_of_lobby(&names);
+        let away = names.into_iter().find(|n| *n != home).unwrap();
+        let mut c = Cluster::new(&names);
+        // The home reads nothing for a channel just made (a read held back would leave its
+        // changes refused): it learns the owner from the maker's join.
+        c.hold_loads = true;
+        c.join(away, 1, "ann", true);
+        assert!(matches!(c.joined(away, 1), Some(JoinOutcome::Joined(_))));
+        c.join(&home, 1, "hal", false);
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Topic(Some("x".into()))),
+            Managed::NotAllowed {
+                owner: Some("ann".into())
+            }
+        );
+        assert_eq!(
+            c.manage(away, 1, "ann", Change::Topic(Some("x".into()))),
+            Managed::Done
+        );
+    }
+
+    #[test]
+    fn a_deleted_channel_is_forgotten_by_every_node_whose_members_are_told() {
+        let (mut c, home, away) = hal_at_home_and_ann_away();
+        let a = c.index(away);
+        let lobby = ChannelName::new("lobby").unwrap();
+        // The admin is a member of the node that is not the home.
+        c.hubs[a].delete_channel(2, lobby.clone(), "root".into(), &mut c.nodes[a]);
+        c.settle();
+        assert!(matches!(
+            c.nodes[a].replies[&2].last(),
+            Some(Reply::Deleted(Some(name))) if name.as_str() == "lobby"
+        ));
+        let said = "#lobby was deleted by root.";
+        for node in [&*home, away] {
+            assert_eq!(last_seen(&c, node, 1), said, "{node}");
+            let i = c.index(node);
+            assert!(c.hubs[i].channel_of(1).is_none(), "{node}");
+            assert_eq!(c.hubs[i].homed_channels(), 0, "{node}");
+            assert!(c.listening[i].is_empty(), "{node} stopped listening to it");
+        }
+        // Logged once, at the home.
+        assert_eq!(c.nodes[c.index(&home)].log.last().unwrap().as_ref(), said);
+        assert!(c.nodes[a].log.is_empty());
+        // Made again, it is a new channel on every node.
+        c.join(away, 1, "ann", true);
+        c.join(&home, 1, "hal", false);
+        c.say(away, 1, "fresh");
+        c.settle();
+        assert_eq!(last_seen(&c, &home, 1), "fresh");
     }
 }

@@ -7,14 +7,22 @@
 //! taken off is told that line first, then its shard hears [`ToMember::Removed`] on the same ring.
 //! What is stored (see [`Outputs::save_settings`]) is the whole record, in the order changes are
 //! made. Mutes and invitations are kept in memory only.
+//!
+//! In a cluster the home node decides for every node: another node's member asks through its
+//! node's record of the channel (`HomeMsg::Manage`), a member of another node taken off hears it
+//! as an event after the line, and a node that becomes the home reads the stored record again
+//! before it takes changes ([`Hub::settings_loaded`]).
 
 use std::sync::Arc;
 
-use shard_proto::{Change, ChannelId, Line, Managed, SessionId, SettingsShown, ShardMsg, ToMember};
+use shard_proto::{
+    Change, ChannelName, Line, Managed, SessionId, SettingsShown, ShardMsg, ToMember,
+};
 
 use super::{Hub, Outputs};
 use crate::accounts::MAX_CHANNEL_BANS;
-use crate::channel::{Role, Settings};
+use crate::channel::Settings;
+use crate::cluster::wire::EventKind;
 
 /// Invitations a channel keeps at most.
 pub const MAX_INVITES: usize = 1000;
@@ -32,6 +40,8 @@ struct Effect {
     save: bool,
     /// Members to take off the channel, after the line.
     remove: Vec<SessionId>,
+    /// Members of other nodes to take off, after the line: (node, token).
+    remove_remote: Vec<(Arc<str>, u64)>,
     /// The channel's new capacity.
     capacity: Option<u32>,
     /// For the audit log (an owner's or admin's action): what was done, if not the line.
@@ -46,6 +56,7 @@ impl Effect {
             line: None,
             save: false,
             remove: Vec::new(),
+            remove_remote: Vec::new(),
             capacity: None,
             audit: None,
         }
@@ -63,6 +74,7 @@ impl Effect {
             line: Some(line),
             save,
             remove: Vec::new(),
+            remove_remote: Vec::new(),
             capacity: None,
             audit: None,
         }
@@ -81,6 +93,37 @@ impl Hub {
         }
     }
 
+    /// In a cluster, what the store holds for channel `name` (`None`: nothing, or it could not be
+    /// read), asked for when this node became its home: taken unless the channel is no longer
+    /// waiting for it. Mutes and invitations, kept in memory only, stay as this node knew them.
+    pub fn settings_loaded(&mut self, name: &ChannelName, stored: Option<Settings>) {
+        let Some(&index) = self.by_key.get(name.key()) else {
+            return;
+        };
+        if !self.homed[index as usize].settings.loading {
+            return;
+        }
+        let Some(mut stored) = stored else {
+            self.homed[index as usize].settings.loading = false;
+            return;
+        };
+        let capacity = self.capacity_for(&stored);
+        let ch = &mut self.homed[index as usize];
+        stored.mutes = std::mem::take(&mut ch.settings.mutes);
+        stored.invites = std::mem::take(&mut ch.settings.invites);
+        stored.loading = false;
+        ch.set_capacity(capacity);
+        *ch.settings = stored;
+    }
+
+    /// Channel `index` has just become homed on this node of a cluster: its stored settings are
+    /// read again, and changes wait for them.
+    pub(super) fn reload_settings(&mut self, index: u32, out: &mut impl Outputs) {
+        let ch = &mut self.homed[index as usize];
+        ch.settings.loading = true;
+        out.load_settings(&ch.name);
+    }
+
     /// The capacity a channel with `settings` has: its owner's, or the server's.
     fn capacity_for(&self, settings: &Settings) -> u32 {
         match settings.capacity {
@@ -89,26 +132,23 @@ impl Hub {
         }
     }
 
-    /// Applies what a member asks of its channel's settings (see [`shard_proto::ToHome::Manage`]).
+    /// Applies what a member of channel `index`, homed here, asks of its settings (see
+    /// [`shard_proto::ToHome::Manage`]): `by` is the member's user, a server admin if `admin`.
     pub(super) fn apply_change(
         &mut self,
-        channel: ChannelId,
-        session: SessionId,
+        index: u32,
         by: &str,
         admin: bool,
         change: Change,
         out: &mut impl Outputs,
     ) -> Managed {
-        let Some(ch) = self.homed_mut(channel).filter(|ch| ch.contains(session)) else {
-            return Managed::NotMember;
-        };
-        // In a cluster a channel's settings do not yet follow it to another home node: a change
-        // made here could be lost, or overwrite what another node stored.
-        if matches!(ch.role, Role::Replica(_))
-            || (self.cluster.is_some() && !matches!(change, Change::Show))
-        {
-            return Managed::Elsewhere;
+        let ch = &self.homed[index as usize];
+        // A change made now would be overwritten when the stored settings come, and what is
+        // shown now may be out of date.
+        if ch.settings.loading {
+            return Managed::Unavailable;
         }
+        let channel = ch.id;
         let now = out.unix_now();
         // Whatever an owner or an admin does is audited; what anyone may do (set an open topic)
         // is not.
@@ -142,6 +182,14 @@ impl Hub {
                 self.route(member.shard, ShardMsg::ToMember(msg), out);
             }
         }
+        for (node, token) in effect.remove_remote {
+            if self.homed[index as usize]
+                .remove_remote(&node, token)
+                .is_some()
+            {
+                self.publish(index, EventKind::Removed { node, token }, out);
+            }
+        }
         effect.answer
     }
 
@@ -150,13 +198,23 @@ impl Hub {
         let server_capacity = self.capacity;
         let ch = &mut self.homed[index as usize];
         let name = ch.name.clone();
-        // The members a change names, found before the settings are borrowed to change them.
-        let members = match &change {
+        // The members a change names, here and on other nodes, found before the settings are
+        // borrowed to change them; and the name as their account spells it.
+        let (members, remote) = match &change {
             Change::Kick { name, .. } | Change::Mute { name, .. } | Change::Ban(name) => {
-                ch.sessions_of(name)
+                (ch.sessions_of(name), ch.remote_of(name))
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), Vec::new()),
         };
+        let shown = members
+            .first()
+            .map(|(_, user)| user.clone())
+            .or_else(|| remote.first().map(|(_, _, user)| user.clone()));
+        let remove: Vec<SessionId> = members.iter().map(|(s, _)| *s).collect();
+        let remove_remote: Vec<(Arc<str>, u64)> = remote
+            .into_iter()
+            .map(|(node, token, _)| (node, token))
+            .collect();
         let capacity_now = ch.capacity();
         let settings = &mut *ch.settings;
         let allowed = settings.may_manage(by, admin);
@@ -201,7 +259,7 @@ impl Hub {
                 Effect::said("You cannot do that to yourself.".to_string())
             }
             Change::Kick { name: who, reason } => {
-                let Some((_, shown)) = members.first() else {
+                let Some(shown) = shown else {
                     return Effect::said(format!("{who} is not on #{name}."));
                 };
                 let line = match reason {
@@ -209,7 +267,8 @@ impl Hub {
                     None => format!("{by} kicked {shown} from #{name}."),
                 };
                 Effect {
-                    remove: members.iter().map(|(s, _)| *s).collect(),
+                    remove,
+                    remove_remote,
                     ..Effect::told(line, false)
                 }
             }
@@ -226,7 +285,8 @@ impl Hub {
                 let line = format!("{by} banned {who} from #{name}.");
                 settings.bans.push(who);
                 Effect {
-                    remove: members.iter().map(|(s, _)| *s).collect(),
+                    remove,
+                    remove_remote,
                     ..Effect::told(line, true)
                 }
             }
@@ -246,10 +306,9 @@ impl Hub {
                 }
             },
             Change::Mute { name: who, minutes } => {
-                let Some((_, shown)) = members.first() else {
+                let Some(shown) = shown else {
                     return Effect::said(format!("{who} is not on #{name}."));
                 };
-                let shown = shown.clone();
                 settings
                     .mutes
                     .retain(|(n, until)| *until > now && !n.eq_ignore_ascii_case(&who));
@@ -335,13 +394,27 @@ impl Hub {
         session: SessionId,
         out: &mut impl Outputs,
     ) -> Option<Line> {
-        let ch = &mut self.homed[index as usize];
+        let ch = &self.homed[index as usize];
         // Nearly always empty: nothing to look up.
         if ch.settings.mutes.is_empty() {
             return None;
         }
         let user: Arc<str> = ch.user_of(session)?.clone();
-        let minutes = ch.settings.muted_for(&user, out.unix_now())?;
+        self.muted_user(index, &user, out)
+    }
+
+    /// If `user`, a member of channel `index`, is muted, the line that tells it so.
+    pub(super) fn muted_user(
+        &mut self,
+        index: u32,
+        user: &str,
+        out: &mut impl Outputs,
+    ) -> Option<Line> {
+        let ch = &mut self.homed[index as usize];
+        if ch.settings.mutes.is_empty() {
+            return None;
+        }
+        let minutes = ch.settings.muted_for(user, out.unix_now())?;
         Some(
             format!(
                 "You are muted on #{} for another {}; nobody heard that.",

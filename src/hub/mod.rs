@@ -44,12 +44,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use shard_proto::{
-    Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, SessionId, ShardId, ShardMsg,
-    ToHome, ToMember, Traveller, Welcome,
+    Change, ChannelId, ChannelName, JoinOutcome, Line, ListEntry, Managed, SessionId, ShardId,
+    ShardMsg, ToHome, ToMember, Traveller, Welcome,
 };
 
 use crate::channel::{Channel, Role, Settings};
-use crate::cluster::wire::{ClusterOut, EventKind};
+use crate::cluster::wire::{ChannelDeleted, ClusterOut, EventKind};
 use crate::mailbox::Reply;
 
 mod cluster;
@@ -99,6 +99,9 @@ pub trait Outputs {
     /// Hand a message to this node's bridge to the cluster. Only a hub that has joined a cluster
     /// ([`Hub::join_cluster`]) makes any; outside a cluster there is nowhere for them to go.
     fn to_cluster(&mut self, _msg: ClusterOut) {}
+    /// Read a channel's stored settings and hand them to [`Hub::settings_loaded`]: in a cluster,
+    /// for a channel whose home has just become this node. Stores made before come first.
+    fn load_settings(&mut self, _channel: &ChannelName) {}
     /// Record an admin's or a channel owner's action in the audit log: `entry` is
     /// `<actor> <what>`, and the time it is recorded at is added.
     fn audit(&mut self, entry: &str);
@@ -390,16 +393,20 @@ impl Hub {
 
     /// Local session `key`, a server admin's named `by`, deletes `channel`, which the database no
     /// longer has: its home tells the members and forgets it (see [`ToHome::Delete`]), then
-    /// answers with [`Reply::Deleted`]. False, and nothing sent, on a node of a cluster.
+    /// answers with [`Reply::Deleted`]. In a cluster every other node is told to do the same for
+    /// its members (and no node waits for another).
     pub fn delete_channel(
         &mut self,
         key: u64,
         channel: ChannelName,
         by: Arc<str>,
         out: &mut impl Outputs,
-    ) -> bool {
+    ) {
         if self.cluster.is_some() {
-            return false;
+            out.to_cluster(ClusterOut::Deleted(ChannelDeleted {
+                channel: channel.as_str().to_string(),
+                by: by.clone(),
+            }));
         }
         let home = shard_proto::home_of(&channel, self.shards);
         let msg = ToHome::Delete {
@@ -408,7 +415,6 @@ impl Hub {
             by,
         };
         self.route(home, ShardMsg::ToHome(msg), out);
-        true
     }
 
     /// A local session asks for every channel: one [`Reply::List`] comes from each shard, and in
@@ -595,7 +601,17 @@ impl Hub {
                 admin,
                 change,
             } => {
-                let answer = self.apply_change(channel, session, &by, admin, *change, out);
+                let relays = self
+                    .homed_mut(channel)
+                    .filter(|ch| ch.contains(session))
+                    .map(|ch| matches!(ch.role, Role::Replica(_)));
+                let answer = match relays {
+                    None => Managed::NotMember,
+                    Some(true) => {
+                        return self.manage_at_home(channel.index, session, admin, *change, out)
+                    }
+                    Some(false) => self.apply_change(channel.index, &by, admin, *change, out),
+                };
                 let msg = ToMember::Managed {
                     session,
                     answer: Box::new(answer),
@@ -627,8 +643,8 @@ impl Hub {
     }
 
     /// Deletes the channel named `name` homed here (see [`ToHome::Delete`]); returns its name as
-    /// it was, or `None` if no such channel is homed here (or this node is in a cluster, where
-    /// the channel lives on other nodes too and deleting is not offered yet).
+    /// it was, or `None` if no such channel is homed here. In a cluster every node does this for
+    /// its own record (see [`crate::cluster::wire::ClusterIn::Deleted`]): this node's members are told here.
     ///
     /// The members are told in the channel's order (and so is its log, which stays), one
     /// [`ToMember::Closed`] per shard with members, after every line ordered before it. The
@@ -642,14 +658,15 @@ impl Hub {
         by: &str,
         out: &mut impl Outputs,
     ) -> Option<ChannelName> {
-        if self.cluster.is_some() {
-            return None;
-        }
         let index = *self.by_key.get(name.key())?;
+        self.forget_replica(index, out);
         let ch = &self.homed[index as usize];
         let (id, name) = (ch.id, ch.name.clone());
         let line: Line = format!("#{name} was deleted by {by}.").into();
-        out.log(&name, &line);
+        // A replica's lines are logged at the home.
+        if matches!(ch.role, Role::Home { .. }) {
+            out.log(&name, &line);
+        }
         let closed = || ToMember::Closed {
             channel: id,
             line: line.clone(),
@@ -681,6 +698,10 @@ impl Hub {
         let ch = &mut self.homed[index as usize];
         if ch.contains(session) {
             return JoinOutcome::Joined(ch.id);
+        }
+        // Whom it bans, and whether it is invite-only, are on their way.
+        if ch.settings.loading {
+            return JoinOutcome::Unavailable;
         }
         if ch.is_full() {
             return JoinOutcome::Full;
@@ -2981,7 +3002,7 @@ mod tests {
         assert!(sim.depart(1, c));
         let admin = sim.connect(1);
         sim.with_hub(1, |h, r| {
-            assert!(h.delete_channel(admin, name(&den), "root".into(), r))
+            h.delete_channel(admin, name(&den), "root".into(), r)
         });
         sim.drain_checked("deleted");
         sim.check_settled("deleted");
@@ -3051,7 +3072,7 @@ mod tests {
         assert_eq!(sim.hubs[0].homed_channels(), 1);
         // Asking for a channel nobody has: answered so.
         sim.with_hub(1, |h, r| {
-            assert!(h.delete_channel(admin, name("nosuch"), "root".into(), r))
+            h.delete_channel(admin, name("nosuch"), "root".into(), r)
         });
         sim.drain();
         assert!(matches!(
