@@ -669,19 +669,40 @@ impl Session {
     /// there; anything that is (an answer to a request this session no longer waits for) is
     /// dropped rather than taken for the answer.
     async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop> {
-        poll_fn(|cx| {
-            if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
-                return Poll::Ready(Err(stop));
-            }
-            while let Some(reply) = self.registration.mailbox().take_reply() {
-                if wanted(&reply) {
-                    return Poll::Ready(Ok(reply));
-                }
-                debug!(session = %self.registration.mailbox().id, ?reply, "unexpected answer dropped");
-            }
-            Poll::Pending
+        poll_fn(|cx| self.poll_reply(cx, wanted)).await
+    }
+
+    /// [`Session::reply`], giving up after `limit` (`None`): for an answer that may come from
+    /// another node of a cluster, which can go, or lose the message, before answering.
+    async fn reply_within(
+        &mut self,
+        wanted: fn(&Reply) -> bool,
+        limit: Duration,
+    ) -> Result<Option<Reply>, Stop> {
+        let mut timer = pin!(glommio::timer::sleep(limit));
+        poll_fn(|cx| match self.poll_reply(cx, wanted) {
+            Poll::Ready(answer) => Poll::Ready(answer.map(Some)),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| Ok(None)),
         })
         .await
+    }
+
+    /// The next answer that `wanted` accepts, if it has come; others are dropped.
+    fn poll_reply(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: fn(&Reply) -> bool,
+    ) -> Poll<Result<Reply, Stop>> {
+        if let Poll::Ready(Err(stop)) = self.poll_kick_and_flush(cx) {
+            return Poll::Ready(Err(stop));
+        }
+        while let Some(reply) = self.registration.mailbox().take_reply() {
+            if wanted(&reply) {
+                return Poll::Ready(Ok(reply));
+            }
+            debug!(session = %self.registration.mailbox().id, ?reply, "unexpected answer dropped");
+        }
+        Poll::Pending
     }
 
     /// Ready once the session no longer waits for lines from the shard it moved from, while output
@@ -1096,6 +1117,14 @@ impl cmd::Ctx for Chat<'_> {
 
     async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop> {
         self.session.reply(wanted).await
+    }
+
+    async fn reply_within(
+        &mut self,
+        wanted: fn(&Reply) -> bool,
+        limit: Duration,
+    ) -> Result<Option<Reply>, Stop> {
+        self.session.reply_within(wanted, limit).await
     }
 
     async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop> {

@@ -3,7 +3,8 @@
 //! and channels are the cluster's; members on every node see one order; a killed node's channels
 //! move; chat resumes after NATS restarts; private messages cross nodes; the issue 12 commands
 //! on a cluster (an owner's topic, kick, ban, mute and invitation reach members of every node and
-//! follow a channel to its next home; an admin's `/kill`, `/ban-account`, `/wall` and
+//! follow a channel to its next home, and a home that stops answering does not leave the asker
+//! waiting; an admin's `/kill`, `/ban-account`, `/wall` and
 //! `/delete-channel` reach every node).
 //!
 //! These need `nats-server` on the PATH (Debian: `apt-get install nats-server`; `.ci/run` installs
@@ -739,4 +740,40 @@ fn an_admin_on_a_cluster_reaches_every_node() {
     root.expect("cy may no longer log in.\r\n");
     cy.expect("You were disconnected by root.\r\n");
     cy.expect_closed();
+}
+
+#[test]
+fn a_change_asked_of_a_home_node_that_stopped_answers_the_asker_within_seconds() {
+    let Some(nats) = Nats::start() else { return };
+    let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
+    let victim = Process::start(&nats.url(), "victim");
+    wait_until(
+        || nodes(&alpha) == ["alpha", "victim"],
+        "alpha to see the other node",
+    );
+    let channel = (0..)
+        .map(|i| format!("room{i}"))
+        .find(|c| home_node(c, ["alpha", "victim"]) == Some("victim"))
+        .unwrap();
+    let mut vic = user(victim.addr, "vic", true);
+    let mut ann = user(alpha.addr(), "ann", true);
+    vic.send_line(&format!("/create {channel}"));
+    vic.expect(&format!("You have joined #{channel}"));
+    ann.send_line(&format!("/join {channel}"));
+    ann.expect(&format!("You have joined #{channel}"));
+    // The home stops, and so answers nothing; its node is taken for gone after 3 s, and the
+    // channel moves, but the question went to the stopped node.
+    let pid = victim.child.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    ann.send_line("/topic hello");
+    ann.expect(&format!("[#{channel} moved to another node"));
+    ann.expect("No answer came from the channel's home node in time; the change may or may not have been made (/set shows).\r\n");
+    // The next asks reach the new home.
+    ann.send_line("/topic hello");
+    ann.expect(&format!(
+        "Only the owner of #{channel} (vic) or an admin can do that.\r\n"
+    ));
+    ann.send_line("/who");
+    ann.expect("On this channel: ann\r\n");
 }

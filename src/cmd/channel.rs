@@ -75,12 +75,19 @@ async fn who(ctx: &mut impl Ctx) -> Result<(), Stop> {
         ctx.say(NOT_ON_A_CHANNEL);
         return Ok(());
     }
-    match ctx.reply(|r| matches!(r, Reply::Who(_))).await? {
-        Reply::Who(Some(names)) => {
+    match ctx
+        .reply_within(
+            |r| matches!(r, Reply::Who(_)),
+            super::HOME_NODE_ANSWERS_WITHIN,
+        )
+        .await?
+    {
+        Some(Reply::Who(Some(names))) => {
             let names: Vec<&str> = names.iter().map(|n| &**n).collect();
             ctx.say(&format!("On this channel: {}", names.join(", ")));
         }
-        _ => ctx.say(NOT_ON_A_CHANNEL),
+        Some(_) => ctx.say(NOT_ON_A_CHANNEL),
+        None => ctx.say(super::NO_ANSWER_FROM_HOME),
     }
     Ok(())
 }

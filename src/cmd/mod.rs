@@ -125,6 +125,19 @@ pub struct Spec {
 }
 
 /// Every family's table, in the order `/help` lists them.
+/// How long a command waits for an answer from a channel's home on another node of a cluster,
+/// which can go (or NATS lose the message) before it answers; answers from this node's shards
+/// come in well under that, even under load.
+pub(crate) const HOME_NODE_ANSWERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Said when that answer did not come.
+pub(crate) const NO_ANSWER_FROM_HOME: &str =
+    "No answer came from the channel's home node in time; try again in a moment.";
+
+/// Said when the answer to a change did not come.
+pub(crate) const NO_ANSWER_FROM_HOME_TO_A_CHANGE: &str =
+    "No answer came from the channel's home node in time; the change may or may not have been made (/set shows).";
+
 const FAMILIES: &[&[Spec]] = &[
     channel::COMMANDS,
     moderation::COMMANDS,
@@ -251,6 +264,13 @@ pub(crate) trait Ctx {
     fn say_account_error(&mut self, err: &AccountError);
     /// The next answer the session's mailbox gets that `wanted` accepts, while output flows.
     async fn reply(&mut self, wanted: fn(&Reply) -> bool) -> Result<Reply, Stop>;
+    /// [`Ctx::reply`], or `None` after `limit`: for an answer that may come from another node of
+    /// a cluster (a channel's home there), which can go before it answers.
+    async fn reply_within(
+        &mut self,
+        wanted: fn(&Reply) -> bool,
+        limit: std::time::Duration,
+    ) -> Result<Option<Reply>, Stop>;
     /// Waits for `job` (work on the worker pool) while output flows.
     async fn wait<T>(&mut self, job: impl Future<Output = T>) -> Result<T, Stop>;
     /// Waits until a session that has just moved shards has every line it left behind.

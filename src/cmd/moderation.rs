@@ -187,8 +187,17 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         ctx.say(NOT_ON_A_CHANNEL);
         return Ok(());
     }
-    let Reply::Managed(answer) = ctx.reply(|r| matches!(r, Reply::Managed(_))).await? else {
-        return Ok(());
+    let wanted = |r: &Reply| matches!(r, Reply::Managed(_));
+    let answer = match ctx
+        .reply_within(wanted, super::HOME_NODE_ANSWERS_WITHIN)
+        .await?
+    {
+        Some(Reply::Managed(answer)) => answer,
+        Some(_) => return Ok(()),
+        None => {
+            ctx.say(super::NO_ANSWER_FROM_HOME_TO_A_CHANGE);
+            return Ok(());
+        }
     };
     match *answer {
         Managed::Done => {
