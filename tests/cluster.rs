@@ -528,6 +528,17 @@ fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared
     bea.expect("You tell ann, \"got them\"\r\n");
     ann.expect("bea tells you, \"got them\"\r\n");
 
+    // Logged in on both nodes: every session gets it, in order.
+    let mut bea_here = user(alpha.addr(), "bea", false);
+    for n in 0..3 {
+        ann.send_line(&format!("/tell bea both {n}"));
+        ann.expect(&format!("You tell bea, \"both {n}\"\r\n"));
+    }
+    for session in [&mut bea, &mut bea_here] {
+        session.expect("ann tells you, \"both 0\"\r\nann tells you, \"both 1\"\r\nann tells you, \"both 2\"\r\n");
+    }
+    drop(bea_here);
+
     // Away, and someone on no node.
     bea.send_line("/away lunch");
     bea.expect("You are away: lunch\r\n");

@@ -21,7 +21,7 @@ pub use channel_name::{
 };
 pub use messages::{
     Change, JoinOutcome, Kill, ListEntry, Managed, OnlineUser, SessionFacts, SettingsShown,
-    ShardMsg, Tell, ToHome, ToMember, ToUser, Told, Traveller, UserElsewhere, Welcome,
+    ShardMsg, Tell, TellOrigin, ToHome, ToMember, ToUser, Told, Traveller, UserElsewhere, Welcome,
 };
 
 /// The index of a shard: one glommio executor, pinned to one CPU. Shards are numbered `0..shards`.

@@ -595,9 +595,23 @@ pub struct Tell {
     pub line: Line,
     /// How many times it has been sent back to the directory (a session that moved meanwhile).
     pub hops: u8,
-    /// For a message from a user of another node of a cluster: where its answer goes (an
-    /// address the cluster's bridge understands); its `sender` then means nothing here.
-    pub remote: Option<Arc<str>>,
+    /// Where it comes from, and so where its answer goes.
+    pub origin: TellOrigin,
+}
+
+/// Where a private message comes from (see [`Tell`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TellOrigin {
+    /// A user of this node: its `sender` waits for the answer.
+    Here,
+    /// A user of another node of a cluster (the message's `sender` means nothing here): the
+    /// answer goes to `reply`, an address the cluster's bridge understands; with none, nobody
+    /// waits for it (a copy for the addressee's sessions here, the sender's node having
+    /// delivered it to the sessions there).
+    Node {
+        /// Where the answer goes.
+        reply: Option<Arc<str>>,
+    },
 }
 
 /// Anything that crosses a ring.

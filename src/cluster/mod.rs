@@ -419,11 +419,10 @@ async fn bridge(
             }
             msg = tells.next() => {
                 let Some(msg) = msg else { break };
-                let Some(reply) = msg.reply else { continue };
                 match serde_json::from_slice::<wire::NodeTell>(&msg.payload) {
                     Ok(tell) => {
                         let shard = shard_proto::home_of_user(&tell.to, shards).index();
-                        let reply: Arc<str> = reply.as_str().into();
+                        let reply = msg.reply.map(|reply| Arc::from(reply.as_str()));
                         to_shards.send(shard, ClusterIn::Tell { tell, reply });
                     }
                     Err(e) => debug!(error = %e, "cluster: an unreadable private message"),
@@ -611,6 +610,14 @@ async fn bridge(
                             let answer = ClusterIn::Told { session: tell.sender, to: tell.to.clone(), outcome };
                             to_shards.send(tell.sender.shard.index(), answer);
                         });
+                    }
+                    ClusterOut::TellCopy(tell) => {
+                        let copy = wire::NodeTell { from: tell.from, to: tell.to, line: tell.line };
+                        let payload = serde_json::to_vec(&copy).unwrap_or_default();
+                        for other in membership.nodes().filter(|n| *n != node) {
+                            let subject = wire::tell_subject(other);
+                            send(&client, &traffic, connected, subject.into(), payload.clone(), false).await;
+                        }
                     }
                     ClusterOut::Told { reply, outcome } => {
                         let answer = match outcome {

@@ -415,6 +415,9 @@ pub enum ClusterOut {
     /// the answer comes as [`ClusterIn::Told`] (delivered if any node delivered it; not online if
     /// none did within a second).
     Tell(Box<shard_proto::Tell>),
+    /// A copy of a private message delivered on this node, for the addressee's sessions on every
+    /// other node (a user may be logged in on several); nobody answers.
+    TellCopy(Box<shard_proto::Tell>),
     /// Ask every other node who of its users are online (the first `first` by name, or one
     /// name), for this session: answered by [`ClusterIn::UsersAnswer`] (after at most a second,
     /// with what came).
@@ -533,8 +536,8 @@ pub enum ClusterIn {
     Tell {
         /// The message.
         tell: NodeTell,
-        /// Where the answer goes.
-        reply: Arc<str>,
+        /// Where the answer goes (none for a copy, which nobody waits for).
+        reply: Option<Arc<str>>,
     },
     /// Another node asks who is online here: this shard's part of the directory, answered with
     /// [`ClusterOut::CensusPart`].

@@ -1129,6 +1129,7 @@ mod tests {
                 ClusterOut::ListPart { .. }
                 | ClusterOut::List { .. }
                 | ClusterOut::Tell(_)
+                | ClusterOut::TellCopy(_)
                 | ClusterOut::Told { .. }
                 | ClusterOut::Users { .. }
                 | ClusterOut::Wall(_)
@@ -1490,7 +1491,7 @@ mod tests {
                     to: if a % 2 == 0 { "u1" } else { "" }.into(),
                     line: "forged".into(),
                 },
-                reply: "anywhere".into(),
+                reply: (b % 2 == 0).then(|| "anywhere".into()),
             },
             10 => ClusterIn::Census {
                 id: a,

@@ -45,8 +45,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use shard_proto::{
-    home_of_user, Kill, Line, OnlineUser, SessionFacts, SessionId, ShardMsg, Tell, ToMember,
-    ToUser, Told,
+    home_of_user, Kill, Line, OnlineUser, SessionFacts, SessionId, ShardMsg, Tell, TellOrigin,
+    ToMember, ToUser, Told,
 };
 
 use super::{Hub, Outputs, Reached};
@@ -595,19 +595,20 @@ impl Hub {
             to: to.into(),
             line,
             hops: 0,
-            remote: None,
+            origin: TellOrigin::Here,
         });
         self.send_about_user(ToUser::Tell(tell), out);
     }
 
     /// A user of another node of a cluster tells `to` (of this node, perhaps) the line `line`;
-    /// the answer goes back through the cluster's bridge to `reply`.
+    /// the answer goes back through the cluster's bridge to `reply` (with none, nobody waits for
+    /// it).
     pub fn tell_from_node(
         &mut self,
         from: Arc<str>,
         to: Arc<str>,
         line: Line,
-        reply: Arc<str>,
+        reply: Option<Arc<str>>,
         out: &mut impl Outputs,
     ) {
         let tell = Box::new(Tell {
@@ -617,7 +618,7 @@ impl Hub {
             to,
             line,
             hops: 0,
-            remote: Some(reply),
+            origin: TellOrigin::Node { reply },
         });
         self.send_about_user(ToUser::Tell(tell), out);
     }
@@ -705,14 +706,20 @@ impl Hub {
                 self.route(asker.shard, ShardMsg::ToMember(msg), out);
             }
             ToUser::Tell(tell) => {
+                let asks_others = tell.origin == TellOrigin::Here && self.cluster_connected();
                 let Some(sessions) = self.directory.online.get(Folded::new(&tell.to)) else {
                     // Not on this node: the other nodes are asked (the bridge gathers their
                     // answers into one), unless this came from one of them.
-                    if tell.remote.is_none() && self.cluster_connected() {
+                    if asks_others {
                         return out.to_cluster(ClusterOut::Tell(tell));
                     }
                     return self.told(&tell, Told::NotOnline, out);
                 };
+                if asks_others {
+                    // The addressee may be logged in on other nodes too: a copy goes there,
+                    // answered by nobody (the answer comes from here).
+                    out.to_cluster(ClusterOut::TellCopy(tell.clone()));
+                }
                 let mut deliveries = Vec::new();
                 for (i, &session) in sessions.as_slice().iter().enumerate() {
                     let answer = i == 0;
@@ -935,11 +942,15 @@ impl Hub {
     }
 
     fn told(&mut self, tell: &Tell, outcome: Told, out: &mut impl Outputs) {
-        if let Some(reply) = &tell.remote {
-            return out.to_cluster(ClusterOut::Told {
-                reply: reply.clone(),
-                outcome,
-            });
+        match &tell.origin {
+            TellOrigin::Here => {}
+            TellOrigin::Node { reply: Some(reply) } => {
+                return out.to_cluster(ClusterOut::Told {
+                    reply: reply.clone(),
+                    outcome,
+                })
+            }
+            TellOrigin::Node { reply: None } => return,
         }
         let msg = ToMember::Told {
             session: tell.sender,
