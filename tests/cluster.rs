@@ -556,6 +556,27 @@ fn tells_cross_nodes_in_order_with_away_reply_and_ignore_and_accounts_are_shared
     amy.expect("You tell bea, \"hi from amy\"\r\n");
     let heard = bea.expect("amy tells you, \"hi from amy\"\r\n");
     assert!(!heard.contains("are you there"), "{heard}");
+    // A change reaches the user's sessions on the other node too.
+    let mut bea_here = user(alpha.addr(), "bea", false);
+    bea.send_line("/unignore ann");
+    bea.expect("You are no longer ignoring ann.\r\n");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        bea_here.send_line("/ignore");
+        let (found, _) =
+            bea_here.expect_any(&["You are ignoring no one.\r\n", "You are ignoring: ann.\r\n"]);
+        if found == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the other node"
+        );
+    }
+    ann.send_line("/tell bea heard again");
+    bea_here.expect("ann tells you, \"heard again\"\r\n");
+    bea.expect("ann tells you, \"heard again\"\r\n");
+    drop(bea_here);
 
     // Accounts are the cluster's: a password changed through one node logs in through the other.
     amy.send_line("/passwd");

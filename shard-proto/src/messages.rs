@@ -495,8 +495,9 @@ pub enum ToUser {
     Ignoring {
         /// The user.
         name: Arc<str>,
-        /// The session that made the change, which has it already.
-        from: SessionId,
+        /// The session that made the change, which has it already (none: the change was made on
+        /// another node of a cluster).
+        from: Option<SessionId>,
         /// Whom they ignore now.
         names: Arc<[Arc<str>]>,
     },

@@ -286,6 +286,7 @@ async fn bridge(
             client.subscribe(wire::tell_subject(&node)).await?,
             client.subscribe(wire::users_subject(&node)).await?,
             client.subscribe(wire::WALL_SUBJECT).await?,
+            client.subscribe(wire::IGNORING_SUBJECT).await?,
             client.subscribe(wire::kill_subject(&node)).await?,
         ))
     };
@@ -300,6 +301,7 @@ async fn bridge(
         mut tells,
         mut users_asked,
         mut walls,
+        mut ignorings,
         mut kills,
     ) = match subscribed.await {
         Ok(subs) => subs,
@@ -436,6 +438,16 @@ async fn bridge(
                         to_shards.send_all(|| ClusterIn::Wall(line.clone()));
                     }
                     Err(_) => debug!("cluster: an unreadable message to everyone"),
+                }
+            }
+            msg = ignorings.next() => {
+                let Some(msg) = msg else { break };
+                match serde_json::from_slice::<wire::IgnoringChanged>(&msg.payload) {
+                    Ok(changed) => {
+                        let shard = shard_proto::home_of_user(&changed.name, shards).index();
+                        to_shards.send(shard, ClusterIn::Ignoring(changed));
+                    }
+                    Err(e) => debug!(error = %e, "cluster: an unreadable change of whom a user ignores"),
                 }
             }
             msg = kills.next() => {
@@ -856,6 +868,10 @@ fn encode(msg: ClusterOut) -> Option<(String, Vec<u8>)> {
         }
         ClusterOut::Created(name) => (wire::CREATED_SUBJECT.to_string(), Ok(name.into_bytes())),
         ClusterOut::Deleted(said) => (wire::DELETED_SUBJECT.to_string(), serde_json::to_vec(&said)),
+        ClusterOut::Ignoring { name, names } => (
+            wire::IGNORING_SUBJECT.to_string(),
+            serde_json::to_vec(&wire::IgnoringChanged { name, names }),
+        ),
         _ => return None,
     };
     match encoded {

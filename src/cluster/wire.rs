@@ -160,6 +160,19 @@ impl From<RemoteUser> for shard_proto::UserElsewhere {
     }
 }
 
+/// Where every node hears that a user changed whom they ignore ([`IgnoringChanged`]), for the
+/// user's sessions there.
+pub const IGNORING_SUBJECT: &str = "ringtalk.ignoring";
+
+/// A user changed whom they ignore: on [`IGNORING_SUBJECT`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoringChanged {
+    /// The user.
+    pub name: Arc<str>,
+    /// Whom they ignore now.
+    pub names: Vec<Arc<str>>,
+}
+
 /// Where every node hears an admin's message to everyone (payload: the line).
 pub const WALL_SUBJECT: &str = "ringtalk.wall";
 
@@ -415,6 +428,13 @@ pub enum ClusterOut {
     /// the answer comes as [`ClusterIn::Told`] (delivered if any node delivered it; not online if
     /// none did within a second).
     Tell(Box<shard_proto::Tell>),
+    /// A user of this node changed whom they ignore: for their sessions on every other node.
+    Ignoring {
+        /// The user.
+        name: Arc<str>,
+        /// Whom they ignore now.
+        names: Vec<Arc<str>>,
+    },
     /// A copy of a private message delivered on this node, for the addressee's sessions on every
     /// other node (a user may be logged in on several); nobody answers.
     TellCopy(Box<shard_proto::Tell>),
@@ -565,6 +585,8 @@ pub enum ClusterIn {
     },
     /// An admin of another node says this to everyone.
     Wall(Arc<str>),
+    /// A user changed whom they ignore on another node: for the name's directory shard.
+    Ignoring(IgnoringChanged),
     /// An admin of another node ends user `name`'s sessions: this shard keeps the name's entry
     /// in the directory. Answer through the bridge to `reply`.
     Kill {
@@ -606,6 +628,7 @@ impl ClusterIn {
                 | ClusterIn::ListAnswer { .. }
                 | ClusterIn::Tell { .. }
                 | ClusterIn::Wall(_)
+                | ClusterIn::Ignoring(_)
                 | ClusterIn::Kill { .. }
         )
     }

@@ -161,6 +161,9 @@ impl Hub {
                 },
             ),
             ClusterIn::Wall(line) => out.wall(&line),
+            ClusterIn::Ignoring(changed) => {
+                self.ignoring_changed_elsewhere(changed.name, changed.names, out)
+            }
             ClusterIn::Kill { asked, reply } => {
                 self.kill_from_node(asked.name, asked.farewell, reply, out)
             }
@@ -1130,6 +1133,7 @@ mod tests {
                 | ClusterOut::List { .. }
                 | ClusterOut::Tell(_)
                 | ClusterOut::TellCopy(_)
+                | ClusterOut::Ignoring { .. }
                 | ClusterOut::Told { .. }
                 | ClusterOut::Users { .. }
                 | ClusterOut::Wall(_)

@@ -370,10 +370,33 @@ impl Hub {
     ) {
         let shared: Arc<[Arc<str>]> = names.iter().cloned().collect();
         self.set_ignoring(key, names);
+        if self.cluster.is_some() {
+            // The user's sessions on other nodes (no node knows who is online elsewhere).
+            out.to_cluster(ClusterOut::Ignoring {
+                name: name.into(),
+                names: shared.to_vec(),
+            });
+        }
         let msg = ToUser::Ignoring {
             name: name.into(),
-            from: self.session_id(key),
+            from: Some(self.session_id(key)),
             names: shared,
+        };
+        self.send_about_user(msg, out);
+    }
+
+    /// User `name` has changed whom they ignore on another node of a cluster: their sessions
+    /// here take the new list.
+    pub fn ignoring_changed_elsewhere(
+        &mut self,
+        name: Arc<str>,
+        names: Vec<Arc<str>>,
+        out: &mut impl Outputs,
+    ) {
+        let msg = ToUser::Ignoring {
+            name,
+            from: None,
+            names: names.into(),
         };
         self.send_about_user(msg, out);
     }
@@ -762,7 +785,7 @@ impl Hub {
                     .get(Folded::new(&name))
                     .map(|s| s.as_slice().to_vec())
                     .unwrap_or_default();
-                for session in sessions.into_iter().filter(|s| *s != from) {
+                for session in sessions.into_iter().filter(|s| Some(*s) != from) {
                     let msg = ToUser::SetIgnoring {
                         session,
                         names: names.clone(),

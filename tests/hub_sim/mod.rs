@@ -679,7 +679,7 @@ impl Sim {
             }),
             28 => ShardMsg::ToUser(ToUser::Ignoring {
                 name: format!("u{a}").into(),
-                from: session,
+                from: (b & 1 != 0).then_some(session),
                 names: vec![Arc::<str>::from("mallory")].into(),
             }),
             29 => ShardMsg::ToUser(ToUser::SetIgnoring {
