@@ -259,6 +259,17 @@ impl Outputs for ShardOutputs<'_> {
         self.shard.ring_settings_bell();
     }
 
+    fn forget_settings(&mut self, channel: &ChannelName) {
+        self.shard
+            .settings_to_store
+            .borrow_mut()
+            .remove(channel.key());
+        self.shard
+            .settings_to_load
+            .borrow_mut()
+            .remove(channel.key());
+    }
+
     fn load_settings(&mut self, channel: &ChannelName) {
         self.shard
             .settings_to_load

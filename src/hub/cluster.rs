@@ -953,6 +953,10 @@ mod tests {
         fn load_settings(&mut self, channel: &ChannelName) {
             self.to_load.push(channel.clone());
         }
+        fn forget_settings(&mut self, channel: &ChannelName) {
+            self.saved.retain(|(c, _)| c.key() != channel.key());
+            self.to_load.retain(|c| c.key() != channel.key());
+        }
         fn unix_now(&self) -> u32 {
             0
         }

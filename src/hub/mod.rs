@@ -102,6 +102,9 @@ pub trait Outputs {
     /// Read a channel's stored settings and hand them to [`Hub::settings_loaded`]: in a cluster,
     /// for a channel whose home has just become this node. Stores made before come first.
     fn load_settings(&mut self, _channel: &ChannelName) {}
+    /// Forget what waits to be stored or read for a channel an admin has deleted: a store
+    /// made late could otherwise land on a channel made again under its name.
+    fn forget_settings(&mut self, channel: &ChannelName);
     /// Record an admin's or a channel owner's action in the audit log: `entry` is
     /// `<actor> <what>`, and the time it is recorded at is added.
     fn audit(&mut self, entry: &str);
@@ -667,6 +670,7 @@ impl Hub {
         if matches!(ch.role, Role::Home { .. }) {
             out.log(&name, &line);
         }
+        out.forget_settings(&name);
         let closed = || ToMember::Closed {
             channel: id,
             line: line.clone(),
@@ -1009,6 +1013,8 @@ mod tests {
         in_transit: HashSet<u64>,
         /// Channel settings stored, in order.
         saved: Vec<(Arc<str>, Settings)>,
+        /// Channels whose waiting stores and reads were forgotten, in order.
+        forgotten: Vec<Arc<str>>,
         /// What `unix_now` says; set by tests.
         clock: u32,
         /// Audit entries, in order.
@@ -1048,6 +1054,9 @@ mod tests {
         }
         fn save_settings(&mut self, channel: &ChannelName, settings: &Settings) {
             self.saved.push((channel.key().clone(), settings.clone()));
+        }
+        fn forget_settings(&mut self, channel: &ChannelName) {
+            self.forgotten.push(channel.key().clone());
         }
         fn unix_now(&self) -> u32 {
             self.clock
@@ -3018,6 +3027,8 @@ mod tests {
             assert_eq!(sim.hubs[s].channel_of(key), None, "{s}/{key}");
         }
         assert_eq!(sim.log_of(&den).last(), Some(&said));
+        // A store still waiting would land on a channel made again under the name.
+        assert_eq!(sim.rec[0].forgotten, [name(&den).key().clone()]);
         assert!(matches!(
             replies_of(&sim, 1, admin, |r| matches!(r, Reply::Deleted(_)))[..],
             [Reply::Deleted(Some(ref n))] if n.key() == name(&den).key()

@@ -179,6 +179,8 @@ impl Outputs for Recorder {
 
     fn save_settings(&mut self, _channel: &ChannelName, _settings: &Settings) {}
 
+    fn forget_settings(&mut self, _channel: &ChannelName) {}
+
     fn unix_now(&self) -> u32 {
         0
     }
