@@ -556,13 +556,19 @@ impl Hub {
                 }
             }
             HomeMsg::Post { token, line } => {
-                let user = self.homed[index as usize]
-                    .remote_user(&from, token)
-                    .cloned();
-                let Some(user) = user else {
+                let ch = &self.homed[index as usize];
+                if !ch.contains_remote(&from, token) {
                     return self.forgotten(index, from, out);
+                }
+                // Nearly always no mutes: nothing to look up.
+                let muted = match ch.settings.mutes.is_empty() {
+                    true => None,
+                    false => {
+                        let user = ch.remote_user(&from, token).cloned().unwrap_or_default();
+                        self.muted_user(index, &user, out)
+                    }
                 };
-                match self.muted_user(index, &user, out) {
+                match muted {
                     Some(line) => {
                         let what = EventKind::Notice {
                             node: from,
