@@ -267,7 +267,7 @@ pub struct User {
     /// The database id; stable for the life of the account.
     pub id: i64,
     /// The name as stored, in the case it was created with.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 /// What a login returns beside the user (not kept in the session task).
@@ -354,7 +354,7 @@ impl AccountRecord {
     /// What anyone may see of it.
     pub fn profile(&self) -> Profile {
         Profile {
-            name: self.user.name.clone(),
+            name: self.user.name.to_string(),
             created_at: self.created_at,
             last_seen: self.last_seen,
             admin: self.admin,
@@ -958,7 +958,7 @@ impl Db {
         match inserted {
             Ok(_) => Ok(Created::Ok(User {
                 id: self.conn.last_insert_rowid(),
-                name: name.to_owned(),
+                name: name.into(),
             })),
             Err(e) if is_unique_violation(&e) => Ok(Created::NameTaken),
             Err(e) => Err(e.into()),
@@ -1510,7 +1510,7 @@ mod tests {
         let (accounts, _guard) = open(dir.path(), 2);
         assert!(!block_on(accounts.user_exists("alice")).unwrap());
         let alice = created(block_on(accounts.create_user("alice", "secret1")).unwrap());
-        assert_eq!(alice.name, "alice");
+        assert_eq!(&*alice.name, "alice");
         assert!(block_on(accounts.user_exists("alice")).unwrap());
         assert_eq!(
             block_on(accounts.login("alice", "secret1", false)).unwrap(),
@@ -1604,7 +1604,7 @@ mod tests {
         match block_on(accounts.login("ALICE", "secret1", false)).unwrap() {
             Login::Ok(LoggedIn { user, .. }) => {
                 assert_eq!(user, alice);
-                assert_eq!(user.name, "Alice");
+                assert_eq!(&*user.name, "Alice");
             }
             other => panic!("expected login, got {other:?}"),
         }
@@ -1765,7 +1765,7 @@ mod tests {
             let (accounts, guard) = open(dir.path(), 2);
             let elder = User {
                 id: 7,
-                name: "Elder".to_owned(),
+                name: "Elder".into(),
             };
             if round == 0 {
                 assert_eq!(
@@ -1807,7 +1807,7 @@ mod tests {
                 Login::Ok(LoggedIn {
                     user: User {
                         id: 1,
-                        name: "Old".to_owned()
+                        name: "Old".into()
                     },
                     ignoring: vec!["Elder".to_owned()],
                     admin: false

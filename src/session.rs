@@ -127,7 +127,7 @@ impl Arrival {
     /// The user and the session as the shard it left knew it, for the directory to hear that
     /// it has gone when it cannot be taken up.
     pub fn who(&self) -> Option<(&str, SessionId)> {
-        self.0.as_ref().map(|p| (p.user.name.as_str(), p.from))
+        self.0.as_ref().map(|p| (&*p.user.name, p.from))
     }
 }
 
@@ -273,7 +273,7 @@ impl Session {
         // Said here, not in the task, which would keep `came` all its life.
         let key = self.key();
         let (from, personal) = came;
-        let name: Arc<str> = user.name.as_str().into();
+        let name: Arc<str> = user.name.clone();
         self.shard
             .chat(|hub, out| hub.user_arrived(&name, from, key, personal, out));
         let mut session = self;
@@ -449,7 +449,7 @@ impl Session {
             let lines: Vec<&str> = motd.iter().map(String::as_str).collect();
             self.term.print(&lines, &mut self.out);
         }
-        let name: Arc<str> = account.name.as_str().into();
+        let name: Arc<str> = account.name.clone();
         *user = Some(account);
         self.come_online(&name, ignoring, admin);
         name

@@ -76,7 +76,7 @@ fn an_account_made_through_one_store_is_found_through_another() {
 
     assert_eq!(second.find_user("alice").unwrap(), None);
     let alice = created(first.create_user("Alice", HASH).unwrap());
-    assert_eq!(alice.name, "Alice");
+    assert_eq!(&*alice.name, "Alice");
     assert!(alice.id > 0);
     // Any case finds it, with the case it was made in, the same id, and its hash.
     for spelling in ["Alice", "alice", "ALICE"] {

@@ -255,7 +255,7 @@ impl Store {
                     }
                     Ok(Created::Ok(User {
                         id,
-                        name: value.name,
+                        name: value.name.into(),
                     }))
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::NameTaken),
@@ -705,7 +705,10 @@ impl Current {
             ..
         } = self.value;
         AccountRecord {
-            user: User { id: self.id, name },
+            user: User {
+                id: self.id,
+                name: name.into(),
+            },
             hash,
             created_at,
             last_seen,
