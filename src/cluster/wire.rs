@@ -703,4 +703,15 @@ mod tests {
         assert!(!ClusterIn::Event(event).droppable());
         assert!(serde_json::from_slice::<Event>(b"{\"channel\":1}").is_err());
     }
+
+    #[test]
+    fn a_user_online_and_a_welcome_keep_their_json_field_for_field() {
+        let users = r#"{"total":3,"users":[{"name":"Alice","node":"n1","since":10,"last_input":20,"away":"lunch","channels":["Lobby"],"sessions":2}]}"#;
+        let answer: UsersAnswer = serde_json::from_str(users).unwrap();
+        assert_eq!(serde_json::to_string(&answer).unwrap(), users);
+        assert_eq!(answer.users[0].last_input, 20);
+        let event = r#"{"channel":"Lobby","home":"n2","epoch":1,"seq":2,"what":{"Answer":{"node":"n1","token":7,"outcome":"Joined","welcome":{"topic":"hi","history":["a","b"]}}}}"#;
+        let decoded: Event = serde_json::from_str(event).unwrap();
+        assert_eq!(serde_json::to_string(&decoded).unwrap(), event);
+    }
 }
