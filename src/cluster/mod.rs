@@ -712,7 +712,7 @@ async fn answer_users(
                     channels.push(channel);
                 }
             }
-            Some(wire::RemoteUser {
+            Some(shard_proto::UserElsewhere {
                 name: user.name.clone(),
                 node: node.clone(),
                 since: facts.iter().map(|f| f.since).min().unwrap_or(first.since),

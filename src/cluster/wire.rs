@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shard_proto::{ListEntry, SessionId};
+use shard_proto::{ListEntry, SessionId, UserElsewhere};
 
 /// Where every node announces itself once a second.
 pub const NODES_SUBJECT: &str = "ringtalk.nodes";
@@ -124,40 +124,7 @@ pub struct UsersAnswer {
     /// How many users the node has online (for one name: 0 or 1).
     pub total: u32,
     /// The first of them, in name order, with what their sessions' shards said.
-    pub users: Vec<RemoteUser>,
-}
-
-/// One user online on another node, as `/who *` and `/whois` show them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteUser {
-    /// The name as the account spells it.
-    pub name: Arc<str>,
-    /// The node.
-    pub node: Arc<str>,
-    /// The earliest login of their sessions there (Unix seconds).
-    pub since: u32,
-    /// The latest line typed in any of them (Unix seconds).
-    pub last_input: u32,
-    /// The away message of the first that is away.
-    pub away: Option<Arc<str>>,
-    /// The channels their sessions are on there.
-    pub channels: Vec<String>,
-    /// Their sessions there.
-    pub sessions: u32,
-}
-
-impl From<RemoteUser> for shard_proto::UserElsewhere {
-    fn from(u: RemoteUser) -> Self {
-        shard_proto::UserElsewhere {
-            name: u.name,
-            node: u.node,
-            since: u.since,
-            last_input: u.last_input,
-            away: u.away,
-            channels: u.channels,
-            sessions: u.sessions,
-        }
-    }
+    pub users: Vec<UserElsewhere>,
 }
 
 /// Where every node hears that a user changed whom they ignore ([`IgnoringChanged`]), for the

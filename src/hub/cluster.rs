@@ -157,7 +157,7 @@ impl Hub {
                 session,
                 Reply::Elsewhere {
                     total: answer.total,
-                    users: answer.users.into_iter().map(Into::into).collect(),
+                    users: answer.users,
                 },
             ),
             ClusterIn::Wall(line) => out.wall(&line),
