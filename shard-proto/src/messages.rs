@@ -315,7 +315,8 @@ pub struct ListEntry {
 }
 
 /// What a [`ToMember::Welcome`] brings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Welcome {
     /// The channel's topic.
     pub topic: Option<Arc<str>>,

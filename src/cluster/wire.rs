@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shard_proto::{ListEntry, SessionId, UserElsewhere};
+use shard_proto::{ListEntry, SessionId, UserElsewhere, Welcome};
 
 /// Where every node announces itself once a second.
 pub const NODES_SUBJECT: &str = "ringtalk.nodes";
@@ -287,15 +287,6 @@ pub enum EventKind {
         /// What it is told.
         line: Arc<str>,
     },
-}
-
-/// What a member let in from another node is shown first (see [`shard_proto::Welcome`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Welcome {
-    /// The channel's topic.
-    pub topic: Option<Arc<str>>,
-    /// Its last lines said, oldest first.
-    pub history: Vec<Arc<str>>,
 }
 
 /// How a join from another node ended.
