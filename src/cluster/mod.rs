@@ -521,12 +521,7 @@ async fn bridge(
                         }
                     }
                     ClusterOut::List { session } => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
-                        let asking = ask_for_lists(client.clone(), others, connected);
+                        let asking = ask_for_lists(client.clone(), membership.others(&node), connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let channels = crate::hub::list_entries(asking.await);
@@ -539,13 +534,8 @@ async fn bridge(
                         send(&client, &traffic, connected, wire::WALL_SUBJECT.into(), payload, false).await;
                     }
                     ClusterOut::Kill { asker, name, farewell } => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
                         let asked = wire::KillAsked { name, farewell };
-                        let asking = ask_to_kill(client.clone(), others, asked, connected);
+                        let asking = ask_to_kill(client.clone(), membership.others(&node), asked, connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let found = asking.await;
@@ -596,13 +586,8 @@ async fn bridge(
                         }
                     }
                     ClusterOut::Users { session, first, name } => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
                         let asked = wire::UsersAsked { first, name };
-                        let asking = ask_for_users(client.clone(), others, asked, connected);
+                        let asking = ask_for_users(client.clone(), membership.others(&node), asked, connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let answer = asking.await;
@@ -611,12 +596,7 @@ async fn bridge(
                         });
                     }
                     ClusterOut::Tell(tell) => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
-                        let asking = ask_to_tell(client.clone(), others, &tell, connected);
+                        let asking = ask_to_tell(client.clone(), membership.others(&node), &tell, connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let outcome = asking.await;
@@ -627,8 +607,8 @@ async fn bridge(
                     ClusterOut::TellCopy(tell) => {
                         let copy = wire::NodeTell { from: tell.from, to: tell.to, line: tell.line };
                         let payload = serde_json::to_vec(&copy).unwrap_or_default();
-                        for other in membership.nodes().filter(|n| *n != node) {
-                            let subject = wire::tell_subject(other);
+                        for other in membership.others(&node) {
+                            let subject = wire::tell_subject(&other);
                             send(&client, &traffic, connected, subject.into(), payload.clone(), false).await;
                         }
                     }
