@@ -6,7 +6,8 @@
 //! rather than a convention: the shard logic built on these types can be stepped by hand in tests.
 //!
 //! The `serde` feature (the server turns it on) lets the few messages that also cross between
-//! nodes of a cluster, a channel's settings asked for and the answer, be encoded as they are.
+//! nodes of a cluster (a channel's settings asked for and the answer, what a member let in from
+//! another node is shown first, a user online on another node) be encoded as they are.
 
 #![deny(missing_docs)]
 

@@ -315,7 +315,8 @@ pub struct ListEntry {
 }
 
 /// What a [`ToMember::Welcome`] brings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Welcome {
     /// The channel's topic.
     pub topic: Option<Arc<str>>,
@@ -539,6 +540,7 @@ pub struct OnlineUser {
 /// A user online on another node of a cluster, as `/who *` and `/whois` show them (what that
 /// node's shards said of their sessions there, put together).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct UserElsewhere {
     /// The name as the account spells it.
     pub name: Arc<str>,

@@ -91,6 +91,14 @@ impl Membership {
         self.last_heard.keys().map(String::as_str)
     }
 
+    /// The live nodes but `me`, in name order: those a question for every other node goes to.
+    pub fn others(&self, me: &str) -> Vec<String> {
+        self.nodes()
+            .filter(|n| *n != me)
+            .map(str::to_string)
+            .collect()
+    }
+
     /// How many nodes are live.
     pub fn len(&self) -> usize {
         self.last_heard.len()
@@ -118,6 +126,7 @@ mod tests {
         assert!(m.heard("other", t0));
         assert!(!m.heard("other", t0 + Duration::from_secs(1)));
         assert_eq!(m.nodes().collect::<Vec<_>>(), ["me", "other"]);
+        assert_eq!(m.others("me"), ["other"]);
         // Heard at 1 s: still there at 3.9 s, gone at 4 s.
         assert!(m.expire("me", t0 + Duration::from_millis(3900)).is_empty());
         assert_eq!(m.expire("me", t0 + Duration::from_secs(4)), ["other"]);

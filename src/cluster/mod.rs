@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
 use link::{FromShards, ToShards, Traffic};
@@ -193,8 +194,8 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How long the bridge waits for one publish to be taken by the client, and for other nodes to
-/// answer a list request.
+/// How long the bridge waits for one publish to be taken by the client, and for each other node
+/// to answer what [`ask_every_node`] asks them all.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A list request from another node being gathered from this node's shards.
@@ -520,12 +521,7 @@ async fn bridge(
                         }
                     }
                     ClusterOut::List { session } => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
-                        let asking = ask_for_lists(client.clone(), others, connected);
+                        let asking = ask_for_lists(client.clone(), membership.others(&node), connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let channels = crate::hub::list_entries(asking.await);
@@ -538,13 +534,8 @@ async fn bridge(
                         send(&client, &traffic, connected, wire::WALL_SUBJECT.into(), payload, false).await;
                     }
                     ClusterOut::Kill { asker, name, farewell } => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
                         let asked = wire::KillAsked { name, farewell };
-                        let asking = ask_to_kill(client.clone(), others, asked, connected);
+                        let asking = ask_to_kill(client.clone(), membership.others(&node), asked, connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let found = asking.await;
@@ -595,13 +586,8 @@ async fn bridge(
                         }
                     }
                     ClusterOut::Users { session, first, name } => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
                         let asked = wire::UsersAsked { first, name };
-                        let asking = ask_for_users(client.clone(), others, asked, connected);
+                        let asking = ask_for_users(client.clone(), membership.others(&node), asked, connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let answer = asking.await;
@@ -610,12 +596,7 @@ async fn bridge(
                         });
                     }
                     ClusterOut::Tell(tell) => {
-                        let others: Vec<String> = membership
-                            .nodes()
-                            .filter(|n| *n != node)
-                            .map(str::to_string)
-                            .collect();
-                        let asking = ask_to_tell(client.clone(), others, &tell, connected);
+                        let asking = ask_to_tell(client.clone(), membership.others(&node), &tell, connected);
                         let to_shards = to_shards.clone();
                         tokio::spawn(async move {
                             let outcome = asking.await;
@@ -626,8 +607,8 @@ async fn bridge(
                     ClusterOut::TellCopy(tell) => {
                         let copy = wire::NodeTell { from: tell.from, to: tell.to, line: tell.line };
                         let payload = serde_json::to_vec(&copy).unwrap_or_default();
-                        for other in membership.nodes().filter(|n| *n != node) {
-                            let subject = wire::tell_subject(other);
+                        for other in membership.others(&node) {
+                            let subject = wire::tell_subject(&other);
                             send(&client, &traffic, connected, subject.into(), payload.clone(), false).await;
                         }
                     }
@@ -678,26 +659,9 @@ async fn ask_for_lists(
     nodes: Vec<String>,
     connected: bool,
 ) -> Vec<ListItem> {
-    if !connected {
-        return Vec::new();
-    }
-    let asks = nodes.into_iter().map(|node| {
-        let client = client.clone();
-        async move {
-            let asked = client.request(wire::list_subject(&node), Vec::new().into());
-            match tokio::time::timeout(SEND_TIMEOUT, asked).await {
-                Ok(Ok(msg)) => {
-                    serde_json::from_slice::<Vec<ListItem>>(&msg.payload).unwrap_or_default()
-                }
-                _ => Vec::new(),
-            }
-        }
-    });
-    futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    let lists =
+        ask_every_node::<Vec<ListItem>>(client, nodes, wire::list_subject, Vec::new(), connected);
+    lists.await.into_iter().flatten().collect()
 }
 
 /// Answers another node's question of who is online here, once this node's shards have said:
@@ -728,7 +692,7 @@ async fn answer_users(
                     channels.push(channel);
                 }
             }
-            Some(wire::RemoteUser {
+            Some(shard_proto::UserElsewhere {
                 name: user.name.clone(),
                 node: node.clone(),
                 since: facts.iter().map(|f| f.since).min().unwrap_or(first.since),
@@ -756,22 +720,11 @@ fn ask_for_users(
     connected: bool,
 ) -> impl std::future::Future<Output = wire::UsersAnswer> {
     let payload = serde_json::to_vec(&asked).unwrap_or_default();
+    let answers =
+        ask_every_node::<wire::UsersAnswer>(client, nodes, wire::users_subject, payload, connected);
     async move {
-        if !connected {
-            return wire::UsersAnswer::default();
-        }
-        let asks = nodes.into_iter().map(|node| {
-            let (client, payload) = (client.clone(), payload.clone());
-            async move {
-                let asked = client.request(wire::users_subject(&node), payload.into());
-                match tokio::time::timeout(SEND_TIMEOUT, asked).await {
-                    Ok(Ok(msg)) => serde_json::from_slice::<wire::UsersAnswer>(&msg.payload).ok(),
-                    _ => None,
-                }
-            }
-        });
         let mut merged = wire::UsersAnswer::default();
-        for answer in futures::future::join_all(asks).await.into_iter().flatten() {
+        for answer in answers.await {
             merged.total = merged.total.saturating_add(answer.total);
             merged.users.extend(answer.users);
         }
@@ -794,28 +747,9 @@ fn ask_to_kill(
     connected: bool,
 ) -> impl std::future::Future<Output = Option<Arc<str>>> {
     let payload = serde_json::to_vec(&asked).unwrap_or_default();
-    async move {
-        if !connected {
-            return None;
-        }
-        let asks = nodes.into_iter().map(|node| {
-            let (client, payload) = (client.clone(), payload.clone());
-            async move {
-                let asked = client.request(wire::kill_subject(&node), payload.into());
-                match tokio::time::timeout(SEND_TIMEOUT, asked).await {
-                    Ok(Ok(msg)) => serde_json::from_slice::<Option<Arc<str>>>(&msg.payload)
-                        .ok()
-                        .flatten(),
-                    _ => None,
-                }
-            }
-        });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .next()
-    }
+    let answers =
+        ask_every_node::<Option<Arc<str>>>(client, nodes, wire::kill_subject, payload, connected);
+    async move { answers.await.into_iter().flatten().next() }
 }
 
 /// Asks each of `nodes`, all at once, to deliver `tell` to its user; delivered if any of them did
@@ -832,26 +766,44 @@ fn ask_to_tell(
         line: tell.line.clone(),
     };
     let payload = serde_json::to_vec(&asked).unwrap_or_default();
+    let answers =
+        ask_every_node::<wire::TellAnswer>(client, nodes, wire::tell_subject, payload, connected);
     async move {
-        if !connected {
-            return shard_proto::Told::NotOnline;
-        }
-        let asks = nodes.into_iter().map(|node| {
-            let (client, payload) = (client.clone(), payload.clone());
-            async move {
-                let asked = client.request(wire::tell_subject(&node), payload.into());
-                match tokio::time::timeout(SEND_TIMEOUT, asked).await {
-                    Ok(Ok(msg)) => serde_json::from_slice::<wire::TellAnswer>(&msg.payload).ok(),
-                    _ => None,
-                }
-            }
-        });
-        let answers = futures::future::join_all(asks).await;
-        match answers.into_iter().flatten().find(|a| a.delivered) {
+        match answers.await.into_iter().find(|a| a.delivered) {
             Some(answer) => shard_proto::Told::Delivered { away: answer.away },
             None => shard_proto::Told::NotOnline,
         }
     }
+}
+
+/// Asks each of `nodes`, all at once, on its `subject_of(node)`, and gives the answers that came
+/// within [`SEND_TIMEOUT`] and read as a `T` (one that does not is as one that did not come).
+/// While NATS is away nobody is asked, and there are no answers.
+async fn ask_every_node<T: DeserializeOwned>(
+    client: async_nats::Client,
+    nodes: Vec<String>,
+    subject_of: fn(&str) -> String,
+    payload: Vec<u8>,
+    connected: bool,
+) -> Vec<T> {
+    if !connected {
+        return Vec::new();
+    }
+    let payload = bytes::Bytes::from(payload);
+    let asks = nodes.iter().map(|node| {
+        let asked = client.request(subject_of(node), payload.clone());
+        async move {
+            match tokio::time::timeout(SEND_TIMEOUT, asked).await {
+                Ok(Ok(msg)) => serde_json::from_slice::<T>(&msg.payload).ok(),
+                _ => None,
+            }
+        }
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The subject and bytes of a message for another node.

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shard_proto::{ListEntry, SessionId};
+use shard_proto::{ListEntry, SessionId, UserElsewhere, Welcome};
 
 /// Where every node announces itself once a second.
 pub const NODES_SUBJECT: &str = "ringtalk.nodes";
@@ -124,40 +124,7 @@ pub struct UsersAnswer {
     /// How many users the node has online (for one name: 0 or 1).
     pub total: u32,
     /// The first of them, in name order, with what their sessions' shards said.
-    pub users: Vec<RemoteUser>,
-}
-
-/// One user online on another node, as `/who *` and `/whois` show them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteUser {
-    /// The name as the account spells it.
-    pub name: Arc<str>,
-    /// The node.
-    pub node: Arc<str>,
-    /// The earliest login of their sessions there (Unix seconds).
-    pub since: u32,
-    /// The latest line typed in any of them (Unix seconds).
-    pub last_input: u32,
-    /// The away message of the first that is away.
-    pub away: Option<Arc<str>>,
-    /// The channels their sessions are on there.
-    pub channels: Vec<String>,
-    /// Their sessions there.
-    pub sessions: u32,
-}
-
-impl From<RemoteUser> for shard_proto::UserElsewhere {
-    fn from(u: RemoteUser) -> Self {
-        shard_proto::UserElsewhere {
-            name: u.name,
-            node: u.node,
-            since: u.since,
-            last_input: u.last_input,
-            away: u.away,
-            channels: u.channels,
-            sessions: u.sessions,
-        }
-    }
+    pub users: Vec<UserElsewhere>,
 }
 
 /// Where every node hears that a user changed whom they ignore ([`IgnoringChanged`]), for the
@@ -320,15 +287,6 @@ pub enum EventKind {
         /// What it is told.
         line: Arc<str>,
     },
-}
-
-/// What a member let in from another node is shown first (see [`shard_proto::Welcome`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Welcome {
-    /// The channel's topic.
-    pub topic: Option<Arc<str>>,
-    /// Its last lines said, oldest first.
-    pub history: Vec<Arc<str>>,
 }
 
 /// How a join from another node ended.
@@ -702,5 +660,16 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Event>(&bytes).unwrap(), event);
         assert!(!ClusterIn::Event(event).droppable());
         assert!(serde_json::from_slice::<Event>(b"{\"channel\":1}").is_err());
+    }
+
+    #[test]
+    fn a_user_online_and_a_welcome_keep_their_json_field_for_field() {
+        let users = r#"{"total":3,"users":[{"name":"Alice","node":"n1","since":10,"last_input":20,"away":"lunch","channels":["Lobby"],"sessions":2}]}"#;
+        let answer: UsersAnswer = serde_json::from_str(users).unwrap();
+        assert_eq!(serde_json::to_string(&answer).unwrap(), users);
+        assert_eq!(answer.users[0].last_input, 20);
+        let event = r#"{"channel":"Lobby","home":"n2","epoch":1,"seq":2,"what":{"Answer":{"node":"n1","token":7,"outcome":"Joined","welcome":{"topic":"hi","history":["a","b"]}}}}"#;
+        let decoded: Event = serde_json::from_str(event).unwrap();
+        assert_eq!(serde_json::to_string(&decoded).unwrap(), event);
     }
 }

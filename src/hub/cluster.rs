@@ -157,7 +157,7 @@ impl Hub {
                 session,
                 Reply::Elsewhere {
                     total: answer.total,
-                    users: answer.users.into_iter().map(Into::into).collect(),
+                    users: answer.users,
                 },
             ),
             ClusterIn::Wall(line) => out.wall(&line),
@@ -530,7 +530,7 @@ impl Hub {
                 } else {
                     // Taken before the member's own "has joined", which it sees live.
                     if !ch.history.is_empty() || ch.settings.topic.is_some() {
-                        welcome = Some(Box::new(crate::cluster::wire::Welcome {
+                        welcome = Some(Box::new(shard_proto::Welcome {
                             topic: ch.settings.topic.clone(),
                             history: ch.history.iter().cloned().collect(),
                         }));
@@ -753,10 +753,6 @@ impl Hub {
                 };
                 if let (JoinOutcome::Joined(_), Some(welcome)) = (outcome, welcome) {
                     // Ahead of the answer, on the same ring, as at a home on this node.
-                    let welcome = Box::new(shard_proto::Welcome {
-                        topic: welcome.topic,
-                        history: welcome.history,
-                    });
                     let msg = ToMember::Welcome { session, welcome };
                     self.route(session.shard, ShardMsg::ToMember(msg), out);
                 }
@@ -1487,7 +1483,7 @@ mod tests {
                         token: a % 4,
                         outcome: Outcome::Joined,
                         welcome: (b % 4 == 1).then(|| {
-                            Box::new(crate::cluster::wire::Welcome {
+                            Box::new(shard_proto::Welcome {
                                 topic: Some("forged".into()),
                                 history: vec!["forged".into()],
                             })
