@@ -62,8 +62,10 @@ pub struct Terminal {
     editor: LineEditor,
     /// Decoded events not yet applied: input that arrived while the session was busy with a line.
     pending: VecDeque<Event>,
-    /// The prompt last shown, kept for redrawing.
-    prompt: String,
+    /// The prompt last shown, kept for redrawing: allocated to its length, and again only when it
+    /// changes (a `String` reused across the login's prompts kept room for the longest, about 70
+    /// bytes an idle user).
+    prompt: Box<str>,
     /// True while the prompt (and any half-typed input) is on the user's screen (character mode).
     prompt_shown: bool,
     /// True when the last thing written ended mid-row (a prompt without IAC GA): the next line must
@@ -234,8 +236,7 @@ impl Terminal {
     /// Shows a prompt (and, in character mode, any input typed ahead). MUD clients get IAC GA after it
     /// (or IAC EOR if they asked for EOR) to mark where the prompt ends.
     pub fn show_prompt(&mut self, prompt: &str, out: &mut Vec<u8>) {
-        self.prompt.clear();
-        self.prompt.push_str(prompt);
+        self.keep_prompt(prompt);
         self.editor.render_prompt(self.mode(), prompt, out);
         if self.mud {
             if self.telnet.is_local_enabled(opt::EOR) {
@@ -252,8 +253,13 @@ impl Terminal {
     /// Changes the prompt drawn again after the next lines printed (the session has been taken off
     /// its channel, which the prompt names) without drawing it now.
     pub fn replace_prompt(&mut self, prompt: &str) {
-        self.prompt.clear();
-        self.prompt.push_str(prompt);
+        self.keep_prompt(prompt);
+    }
+
+    fn keep_prompt(&mut self, prompt: &str) {
+        if *self.prompt != *prompt {
+            self.prompt = prompt.into();
+        }
     }
 
     /// The prompt last shown.
