@@ -40,6 +40,17 @@ fn main() {
         .init();
     let config = Config::parse();
     let listen = config.listen;
+    // Before the server starts: the handlers take two descriptors, and once the shards accept,
+    // connections may take every one the process is allowed. (A signal during the start is acted on
+    // once the server has started.)
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            drop(_flush_on_exit);
+            std::process::exit(1);
+        }
+    };
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
@@ -66,15 +77,6 @@ fn main() {
     }
     info!("connect with: telnet {} {}", addr.ip(), addr.port());
 
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            server.shutdown();
-            drop(_flush_on_exit);
-            std::process::exit(1);
-        }
-    };
     let trigger = server.shutdown_trigger();
     let signal_thread = std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {

@@ -28,7 +28,6 @@ use crate::data_dir::{DataDirLock, LockError};
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
-use crate::readiness::Readiness;
 use crate::stats::{Snapshot, Stats};
 use crate::tasks::{self, ShardStart};
 use crate::workers::WorkersGuard;
@@ -330,12 +329,15 @@ impl Server {
         let stats = Stats::new(shard_count);
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let mut senders = Vec::with_capacity(shard_count);
+        let mut go_senders = Vec::with_capacity(shard_count);
         let mut handles = Vec::with_capacity(shard_count);
         let mut failure = None;
         for (index, &cpu) in shard_cpus.iter().enumerate() {
             let id = ShardId(index as u16);
             let (shutdown_tx, shutdown_rx) = oneshot::channel();
             senders.push(shutdown_tx);
+            let (go_tx, go_rx) = oneshot::channel();
+            go_senders.push(go_tx);
             let fd = fds[index].take().expect("each listener is taken once");
             let start = ShardStart {
                 id,
@@ -345,10 +347,10 @@ impl Server {
                 stats: stats.clone(),
                 defences: defences.clone(),
                 shutdown: shutdown_rx,
+                go: go_rx,
                 shards: shard_count,
                 ring_out: std::mem::take(&mut ring_out[index]),
                 ring_in: std::mem::take(&mut ring_in[index]),
-                doorbell: doorbells[index].clone(),
                 chanlog: chanlog.clone(),
                 audit: audit.clone(),
                 channels: std::mem::take(&mut homed[index]),
@@ -358,24 +360,24 @@ impl Server {
                 tx: ready_tx.clone(),
                 id,
             };
+            let doorbell = doorbells[index].clone();
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("ringtalk-shard-{index}"))
                 .io_memory(IO_MEMORY)
                 .spawn(move || {
                     let guard = guard;
                     async move {
-                        let readiness = Readiness::new();
-                        let report = match &readiness {
+                        // Every descriptor the shard keeps is taken before it says it has
+                        // started, and no shard accepts before all have (see `ShardStart::go`).
+                        let fds = tasks::OwnFds::take(&doorbell).await;
+                        let report = match &fds {
                             Ok(_) => Ok(guard.id),
-                            Err(e) => Err((
-                                guard.id,
-                                Some(format!("socket readiness setup failed: {e}")),
-                            )),
+                            Err(e) => Err((guard.id, Some(e.clone()))),
                         };
                         let _ = guard.tx.send(report);
                         std::mem::forget(guard);
-                        if let Ok(readiness) = readiness {
-                            tasks::run(start, readiness).await
+                        if let Ok(fds) = fds {
+                            tasks::run(start, fds).await
                         }
                     }
                 });
@@ -422,6 +424,7 @@ impl Server {
             }
         }
         if let Some(err) = failure {
+            drop(go_senders);
             trigger.trigger();
             for (_, _, handle) in handles {
                 if let Some(h) = handle {
@@ -432,6 +435,10 @@ impl Server {
             audit_guard.shutdown();
             workers_guard.shutdown();
             return Err(err);
+        }
+        // Every shard holds what it needs: they may take connections now.
+        for go in go_senders {
+            let _ = go.send(());
         }
 
         let heartbeat = (config.stats_interval > 0).then(|| {

@@ -61,14 +61,16 @@ pub struct ShardStart {
     pub defences: Arc<Defences>,
     /// Resolved once the shard should stop.
     pub shutdown: oneshot::Receiver<()>,
+    /// Resolved once every shard has started (taken its [`OwnFds`]), and dropped unresolved if the
+    /// server could not start. The shard accepts nothing before: the connections it took could use
+    /// up every descriptor the process may have while another shard still needs some to start.
+    pub go: oneshot::Receiver<()>,
     /// Number of shards.
     pub shards: usize,
     /// The sending ends of the rings from this shard, with their destinations.
     pub ring_out: Vec<(ShardId, RingTx)>,
     /// The receiving ends of the rings into this shard.
     pub ring_in: Vec<RingRx>,
-    /// This shard's doorbell, which senders ring.
-    pub doorbell: Arc<Doorbell>,
     /// The channel log writer.
     pub chanlog: ChannelLog,
     /// The audit log writer.
@@ -79,10 +81,45 @@ pub struct ShardStart {
     pub cluster: Option<(ShardLink, Arc<str>)>,
 }
 
-/// The body of a shard's executor: start its tasks, accept until told to stop, then close every
-/// session within [`SHUTDOWN_GRACE`]. `readiness` is made on the executor's thread, since its wait
-/// uses the executor's ring.
-pub async fn run(start: ShardStart, readiness: Readiness) {
+/// The descriptors a shard holds all its life besides its listener and its executor's own: its
+/// epoll set, with the ring and eventfd that wait for it, and the duplicate of its doorbell's
+/// eventfd that it reads. Taken before the shard says it has started, because once any shard
+/// accepts, connections can take every descriptor the process may have: a shard that then failed
+/// to take one of these would close its listener, and with it every connection waiting there.
+pub struct OwnFds {
+    readiness: Readiness,
+    waiter: Waiter,
+}
+
+impl OwnFds {
+    /// Takes them, on the shard's executor (their waits use its ring). The error says which one
+    /// could not be had.
+    pub async fn take(doorbell: &Arc<Doorbell>) -> Result<OwnFds, String> {
+        let readiness =
+            Readiness::new().map_err(|e| format!("socket readiness setup failed: {e}"))?;
+        match doorbell.waiter() {
+            Ok(waiter) => Ok(OwnFds { readiness, waiter }),
+            Err(e) => {
+                readiness.close().await;
+                Err(format!("cannot open the doorbell: {e}"))
+            }
+        }
+    }
+
+    /// Closes them on the executor, for a shard that ends without running.
+    async fn close(self) {
+        let OwnFds {
+            readiness,
+            mut waiter,
+        } = self;
+        readiness.close().await;
+        waiter.close().await;
+    }
+}
+
+/// The body of a shard's executor: wait until every shard has started, start its tasks, accept
+/// until told to stop, then close every session within [`SHUTDOWN_GRACE`].
+pub async fn run(start: ShardStart, fds: OwnFds) {
     let ShardStart {
         id,
         listener_fd,
@@ -91,10 +128,10 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
         stats,
         defences,
         mut shutdown,
+        go,
         shards,
         ring_out,
         ring_in,
-        doorbell,
         chanlog,
         audit,
         channels,
@@ -102,21 +139,25 @@ pub async fn run(start: ShardStart, readiness: Readiness) {
     } = start;
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
     let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
+    if !matches!(select(&mut shutdown, go).await, Either::Right((Ok(()), _))) {
+        // The server did not start (or stops already): connections waiting here are refused.
+        fds.close().await;
+        return;
+    }
+    let OwnFds {
+        readiness,
+        mut waiter,
+    } = fds;
     let shard = Rc::new(Shard::new(
         id, shards, config, accounts, stats, defences, chanlog, audit, channels, readiness, cluster,
     ));
     if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
+        shard.readiness.close().await;
+        waiter.close().await;
         return;
     }
-    let waiter = match doorbell.waiter() {
-        Ok(waiter) => Rc::new(waiter),
-        Err(e) => {
-            warn!(shard = id.0, error = %e, "cannot wait for the doorbell; this shard accepts nothing");
-            shard.readiness.close().await;
-            return;
-        }
-    };
+    let waiter = Rc::new(waiter);
     let router = glommio::spawn_local(route_readiness(shard.clone()));
 
     let gate = Gate::new();

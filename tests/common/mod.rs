@@ -267,6 +267,27 @@ impl Client {
         Client::over(stream, kind, false)
     }
 
+    /// Connects once the server listens: a refused connection is tried again at once, until
+    /// [`DEADLINE`]. For connecting while a server starts, before it says where it listens.
+    pub fn connect_once_listening(addr: SocketAddr, kind: Kind) -> Client {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match TcpStream::connect(addr) {
+                // Connecting to a port nobody listens on can, rarely, connect the socket to itself
+                // (a TCP simultaneous open); that is no server.
+                Ok(stream) if stream.local_addr().ok() != stream.peer_addr().ok() => {
+                    stream.set_nodelay(true).expect("setting TCP_NODELAY");
+                    return Client::over(stream, kind, true);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) => panic!("connecting to {addr}: {e}"),
+            }
+            assert!(Instant::now() < deadline, "nothing listened on {addr}");
+            std::thread::yield_now();
+        }
+    }
+
     /// A client over an already connected stream.
     fn over(stream: TcpStream, kind: Kind, answering: bool) -> Client {
         Client {
