@@ -712,7 +712,8 @@ async fn answer_users(
 }
 
 /// Asks each of `nodes`, all at once, who of its users are online, and merges what came within
-/// [`SEND_TIMEOUT`]: the totals added, the users in name order, the first `asked.first` kept.
+/// [`SEND_TIMEOUT`]: the totals added, the users in name order, every entry of the first
+/// `asked.first` names kept (a user online on several of those nodes is one entry from each).
 fn ask_for_users(
     client: async_nats::Client,
     nodes: Vec<String>,
@@ -728,14 +729,27 @@ fn ask_for_users(
             merged.total = merged.total.saturating_add(answer.total);
             merged.users.extend(answer.users);
         }
-        merged
-            .users
-            .sort_by(|a, b| crate::hub::by_name(&a.name, &b.name));
-        merged
-            .users
-            .truncate(usize::try_from(asked.first).unwrap_or(usize::MAX));
+        first_names(&mut merged.users, asked.first);
         merged
     }
+}
+
+/// Sorts `users` by name and keeps every entry of the first `first` names (a user online on
+/// several nodes has an entry from each).
+fn first_names(users: &mut Vec<shard_proto::UserElsewhere>, first: u32) {
+    users.sort_by(|a, b| crate::hub::by_name(&a.name, &b.name));
+    let first = usize::try_from(first).unwrap_or(usize::MAX);
+    let mut names = 0;
+    let kept = users
+        .iter()
+        .enumerate()
+        .take_while(|&(at, user)| {
+            let new_name = at == 0 || !users[at - 1].name.eq_ignore_ascii_case(&user.name);
+            names += usize::from(new_name);
+            names <= first
+        })
+        .count();
+    users.truncate(kept);
 }
 
 /// Orders each of `nodes`, all at once, to end a user's sessions there; the user's name as the
@@ -894,6 +908,33 @@ pub fn default_node_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_on_several_nodes_takes_one_place_among_the_first_names() {
+        let user = |name: &str, node: &str| shard_proto::UserElsewhere {
+            name: name.into(),
+            node: node.into(),
+            since: 0,
+            last_input: 0,
+            away: None,
+            channels: Vec::new(),
+            sessions: 1,
+        };
+        let mut users = vec![
+            user("cy", "b"),
+            user("Ann", "b"),
+            user("bea", "c"),
+            user("ann", "c"),
+            user("dan", "b"),
+        ];
+        first_names(&mut users, 2);
+        let kept: Vec<(&str, &str)> = users.iter().map(|u| (&*u.name, &*u.node)).collect();
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(kept[..2].iter().all(|(n, _)| n.eq_ignore_ascii_case("ann")));
+        assert_eq!(kept[2], ("bea", "c"));
+        first_names(&mut users, 0);
+        assert!(users.is_empty());
+    }
 
     #[test]
     fn the_default_node_name_is_a_valid_one() {

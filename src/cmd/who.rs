@@ -238,18 +238,9 @@ async fn everyone(ctx: &mut impl Ctx, page: u32) -> Result<(), Stop> {
     let there = elsewhere(ctx, first, None).await?;
     let somewhere = this_node_only(ctx, there.is_some());
     let (there_total, there) = there.unwrap_or_default();
-    let total = here_total.saturating_add(there_total);
-    let pages = total.div_ceil(PAGE).max(1);
-    if page > pages {
-        let have = if pages == 1 {
-            "there is 1".to_string()
-        } else {
-            format!("there are {pages}")
-        };
-        ctx.say(&format!("There is no page {page}; {have}."));
-        return Ok(());
-    }
-    // Both lists in name order, and the page taken from the two together.
+    // Both lists in name order, and the page taken from the two together. A user logged in on
+    // several nodes is listed by each: one line, counted once (each node counted them, so the
+    // total loses the repeats seen; a repeat past the pages asked so far is not seen).
     enum Entry {
         Here(OnlineUser),
         There(UserElsewhere),
@@ -261,10 +252,35 @@ async fn everyone(ctx: &mut impl Ctx, page: u32) -> Result<(), Stop> {
     let mut all: Vec<Entry> = here.into_iter().map(Entry::Here).collect();
     all.extend(there.into_iter().map(Entry::There));
     all.sort_by(|a, b| by_name(&name_of(a), &name_of(b)));
+    let listed = all.len();
+    let mut users: Vec<Vec<Entry>> = Vec::new();
+    for entry in all {
+        match users.last_mut() {
+            Some(user) if name_of(&user[0]).eq_ignore_ascii_case(&name_of(&entry)) => {
+                user.push(entry)
+            }
+            _ => users.push(vec![entry]),
+        }
+    }
+    let repeats = u32::try_from(listed - users.len()).unwrap_or(u32::MAX);
+    let total = here_total
+        .saturating_add(there_total)
+        .saturating_sub(repeats);
+    let pages = total.div_ceil(PAGE).max(1);
+    if page > pages {
+        let have = if pages == 1 {
+            "there is 1".to_string()
+        } else {
+            format!("there are {pages}")
+        };
+        ctx.say(&format!("There is no page {page}; {have}."));
+        return Ok(());
+    }
     let start = ((page - 1) * PAGE) as usize;
-    let shown: Vec<Entry> = all.into_iter().skip(start).take(PAGE as usize).collect();
+    let shown: Vec<Vec<Entry>> = users.into_iter().skip(start).take(PAGE as usize).collect();
     let sessions: Vec<SessionId> = shown
         .iter()
+        .flatten()
         .filter_map(|e| match e {
             Entry::Here(u) => Some(u.sessions.iter().copied()),
             Entry::There(_) => None,
@@ -276,21 +292,24 @@ async fn everyone(ctx: &mut impl Ctx, page: u32) -> Result<(), Stop> {
     let mut lines = vec![format!(
         "Users online{somewhere}: {total}, page {page} of {pages}."
     )];
-    // A user logged in on several nodes is one line (listed by each node, so counted by each).
     let mut seen_all: Vec<Seen> = Vec::new();
-    for entry in shown {
-        // Logged off between the two rounds: not online any more.
-        let seen = match entry {
-            Entry::Here(user) => match seen_here(&user, &facts, None) {
-                Some(seen) => seen,
-                None => continue,
-            },
-            Entry::There(user) => user.into(),
-        };
-        match seen_all.last_mut() {
-            Some(last) if last.name.eq_ignore_ascii_case(&seen.name) => last.merge(seen),
-            _ => seen_all.push(seen),
+    for user in shown {
+        let mut merged: Option<Seen> = None;
+        for entry in user {
+            // Logged off between the two rounds: not online here any more.
+            let seen = match entry {
+                Entry::Here(user) => match seen_here(&user, &facts, None) {
+                    Some(seen) => seen,
+                    None => continue,
+                },
+                Entry::There(user) => user.into(),
+            };
+            match &mut merged {
+                Some(merged) => merged.merge(seen),
+                None => merged = Some(seen),
+            }
         }
+        seen_all.extend(merged);
     }
     for seen in seen_all {
         let idle = short_duration(now.saturating_sub(seen.last_input));
