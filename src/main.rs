@@ -2,6 +2,7 @@
 //! as `ringtalk admin ...`, account administration on a stopped server's data directory.
 
 mod admin_cli;
+mod systemd;
 
 use clap::Parser;
 use ringtalk::{Config, Server};
@@ -76,11 +77,17 @@ fn main() {
         );
     }
     info!("connect with: telnet {} {}", addr.ip(), addr.port());
+    systemd::ready(&format!(
+        "listening on {addr}, {} shards, about {} users allowed",
+        server.shard_cpus().len(),
+        server.users_allowed()
+    ));
 
     let trigger = server.shutdown_trigger();
     let signal_thread = std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             info!(signal = sig, "shutting down");
+            systemd::stopping();
             trigger.trigger();
         }
     });
