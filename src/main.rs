@@ -71,8 +71,12 @@ fn main() {
         server.users_allowed(),
     );
     if listen.ip().is_loopback() {
+        let everywhere = match listen {
+            std::net::SocketAddr::V4(_) => "0.0.0.0",
+            std::net::SocketAddr::V6(_) => "[::]",
+        };
         info!(
-            "only this machine can connect; use --listen 0.0.0.0:{} to accept remote users",
+            "only this machine can connect; use --listen {everywhere}:{} to accept remote users",
             addr.port()
         );
     }
