@@ -771,6 +771,10 @@ impl Hub {
         let nodes = c.nodes.clone();
         for index in 0..self.homed.len() as u32 {
             let ch = &self.homed[index as usize];
+            // A record an admin deleted stays, nameless (see `Hub::delete`): it has no home.
+            if !self.is_open(ch) {
+                continue;
+            }
             let home = placement::home_node(ch.name.key(), nodes.iter().map(|n| &**n))
                 .unwrap_or(&me)
                 .to_string();
@@ -782,6 +786,11 @@ impl Hub {
                 self.rehome(index, &home, out);
             } else if matches!(ch.role, Role::Home { .. }) {
                 self.drop_gone_members(index, &nodes, out);
+                if connected && !was_connected {
+                    // While this node could not be heard (or before it first was), another
+                    // node may have been the home and changed the settings.
+                    self.reload_settings(index, out);
+                }
             }
             let ch = &self.homed[index as usize];
             let crosses_nodes = ch.has_remote() || matches!(ch.role, Role::Replica(_));
@@ -1389,6 +1398,9 @@ mod tests {
             epoch: 9000,
         };
         c.hubs[h].from_cluster(msg, &mut c.nodes[h]);
+        // It reads the stored settings again as it first hears the cluster.
+        assert_eq!(c.nodes[h].to_load.len(), 1);
+        c.settle();
         c.join(&home, 7, "hex", false);
         // ann's first line is lost, but it makes the home ask; her next one gets through.
         c.say(away, 1, "anyone?");
@@ -1840,6 +1852,17 @@ mod tests {
         // Logged once, at the home.
         assert_eq!(c.nodes[c.index(&home)].log.last().unwrap().as_ref(), said);
         assert!(c.nodes[a].log.is_empty());
+        // The nameless record left behind has no home, whatever the views say.
+        let all = c.names.clone();
+        for live in [&all[..1], &all[1..], &all[..]] {
+            c.view(live, true);
+            c.view(live, false);
+            c.view(live, true);
+        }
+        c.view(&all, true);
+        for hub in &c.hubs {
+            assert_eq!(hub.homed_channels(), 0);
+        }
         // Made again, it is a new channel on every node.
         c.join(away, 1, "ann", true);
         c.join(&home, 1, "hal", false);

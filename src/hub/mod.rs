@@ -686,7 +686,7 @@ impl Hub {
 
     /// Whether channel record `ch` is a channel still, not one an admin deleted (whose record
     /// stays, nameless: see [`Hub::delete`]).
-    fn is_open(&self, ch: &Channel) -> bool {
+    pub(super) fn is_open(&self, ch: &Channel) -> bool {
         self.by_key.get(ch.name.key()) == Some(&ch.id.index)
     }
 
