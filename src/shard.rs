@@ -426,6 +426,10 @@ impl Shard {
                 }
                 continue;
             }
+            // A closing shard takes no more changes: nothing to read for.
+            if self.settings_closing.get() {
+                return;
+            }
             let many = self.settings_to_load.borrow().len() > LOAD_ONE_BY_ONE_UP_TO;
             if many {
                 // A node that takes over many channels at once (another has gone) reads them
@@ -446,8 +450,9 @@ impl Shard {
                         .map(|(name, settings)| (name.key().clone(), settings))
                         .collect(),
                     Err(e) => {
-                        warn!(channels = loads.len(), error = %e, "cluster: cannot read the settings of channels this node has taken over; they keep what this node knew");
-                        HashMap::new()
+                        warn!(channels = loads.len(), error = %e, "cluster: cannot read the settings of channels this node has taken over; asking again in a second");
+                        self.load_again(loads).await;
+                        continue;
                     }
                 };
                 let mut hub = self.hub.borrow_mut();
@@ -463,18 +468,17 @@ impl Shard {
                 key.and_then(|key| pending.remove(&key))
             };
             if let Some(name) = load {
-                let stored = match self.accounts.channel_settings(&name).await {
-                    Ok(stored) => stored.map(Settings::from_stored),
-                    Err(e) => {
-                        warn!(channel = %name, error = %e, "cluster: cannot read a channel's settings; it keeps what this node knew");
-                        None
+                match self.accounts.channel_settings(&name).await {
+                    Ok(stored) => {
+                        let stored = stored.map(Settings::from_stored);
+                        self.hub.borrow_mut().settings_loaded(&name, stored);
                     }
-                };
-                self.hub.borrow_mut().settings_loaded(&name, stored);
+                    Err(e) => {
+                        warn!(channel = %name, error = %e, "cluster: cannot read a channel's settings; asking again in a second");
+                        self.load_again(vec![name]).await;
+                    }
+                }
                 continue;
-            }
-            if self.settings_closing.get() {
-                return;
             }
             futures::future::poll_fn(|cx| {
                 if !self.settings_to_store.borrow().is_empty()
@@ -488,6 +492,18 @@ impl Shard {
                 }
             })
             .await;
+        }
+    }
+
+    /// Reads that failed are asked again after a second: until then their channels keep refusing
+    /// changes (see [`crate::channel::Settings::loading`]) rather than go on without the bans
+    /// stored. A read put back for a channel deleted meanwhile finds no record waiting for it
+    /// ([`Hub::settings_loaded`]), and does nothing.
+    async fn load_again(&self, names: Vec<ChannelName>) {
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        let mut pending = self.settings_to_load.borrow_mut();
+        for name in names {
+            pending.entry(name.key().clone()).or_insert(name);
         }
     }
 

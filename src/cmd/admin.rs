@@ -270,6 +270,13 @@ async fn delete_channel(ctx: &mut impl Ctx, typed: &str) -> Result<(), Stop> {
             return Ok(());
         }
     };
+    // Every node must hear of it, or the ones that did not would keep it.
+    if ctx.shard().chat(|hub, _| hub.cluster_unreachable()) {
+        ctx.say(
+            "The other nodes cannot be reached now; channels can be deleted only while they can.",
+        );
+        return Ok(());
+    }
     let accounts = ctx.shard().accounts.clone();
     match ctx.wait(accounts.delete_channel(&channel)).await? {
         Ok(true) => {}

@@ -485,7 +485,7 @@ impl Hub {
                     _ => return,
                 }
             }
-            (None, _) => return,
+            (None, _) => return self.not_the_home(req, out),
         };
         if let HomeMsg::Forgotten = req.msg {
             // From the home to a node whose member it does not know (it restarted, or took this
@@ -500,7 +500,7 @@ impl Hub {
         // A node that is not (or no longer) the home ignores what reaches it: the asker asks
         // the right node once its own view has caught up.
         if !matches!(self.homed[index as usize].role, Role::Home { .. }) {
-            return;
+            return self.not_the_home(req, out);
         }
         let from = req.from;
         match req.msg {
@@ -628,6 +628,22 @@ impl Hub {
                 }
             }
             HomeMsg::Forgotten => {}
+        }
+    }
+
+    /// A request for a channel this node is not the home of (its view and the asker's differ for
+    /// a moment, or the channel was deleted): a change asked of it is answered at once, so the
+    /// member need not wait out its deadline; the rest the asker asks again, or goes without.
+    fn not_the_home(&mut self, req: ToHomeNode, out: &mut impl Outputs) {
+        if let HomeMsg::Manage { session, .. } = req.msg {
+            out.to_cluster(ClusterOut::ToNode {
+                node: req.from,
+                shard: session.0,
+                msg: NodeMsg::Managed {
+                    session: session.1,
+                    answer: Managed::Unavailable,
+                },
+            });
         }
     }
 

@@ -788,7 +788,9 @@ impl Hub {
                 self.route(asker.shard, ShardMsg::ToMember(msg), out);
             }
             ToUser::Tell(tell) => {
-                let asks_others = tell.origin == TellOrigin::Here && self.cluster_connected();
+                // Asked once: a tell sent back here (its session had moved on) has been.
+                let asks_others =
+                    tell.origin == TellOrigin::Here && tell.hops == 0 && self.cluster_connected();
                 let Some(sessions) = self.directory.online.get(Folded::new(&tell.to)) else {
                     // Not on this node: the other nodes are asked (the bridge gathers their
                     // answers into one), unless this came from one of them.
