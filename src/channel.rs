@@ -66,7 +66,14 @@ pub struct Settings {
     /// In a cluster, a node that has just become the channel's home reads the stored settings
     /// again (another node may have changed them): until they come, changes are refused.
     pub loading: bool,
+    /// Members of other nodes lately taken off (kicked or banned), by (node, token), at most
+    /// [`MAX_REMOVED`], newest last: their node may still announce them (it had not yet heard they
+    /// were taken off, or never did), and is told again instead. Kept in memory only.
+    pub removed: Vec<(Arc<str>, u64)>,
 }
+
+/// Members of other nodes a channel remembers having taken off (see [`Settings::removed`]).
+pub const MAX_REMOVED: usize = 64;
 
 /// Whether `list` names `user` (ASCII case ignored); where.
 fn find_name(list: &[Arc<str>], user: &str) -> Option<usize> {
@@ -87,6 +94,7 @@ impl Settings {
             mutes: Vec::new(),
             invites: Vec::new(),
             loading: false,
+            removed: Vec::new(),
         }
     }
 

@@ -622,9 +622,24 @@ impl Hub {
                 });
             }
             HomeMsg::Rejoin { members } => {
-                let ch = &mut self.homed[index as usize];
                 for (token, user) in members {
-                    ch.add_remote(&from, token, user);
+                    let ch = &mut self.homed[index as usize];
+                    // Taken off here, or banned, while its node did not hear: told again.
+                    let refused = ch.settings.is_banned(&user)
+                        || ch
+                            .settings
+                            .removed
+                            .iter()
+                            .any(|(node, t)| *t == token && *node == from);
+                    if refused {
+                        let what = EventKind::Removed {
+                            node: from.clone(),
+                            token,
+                        };
+                        self.publish(index, what, out);
+                    } else {
+                        ch.add_remote(&from, token, user);
+                    }
                 }
             }
             HomeMsg::Forgotten => {}
@@ -1023,6 +1038,8 @@ mod tests {
         wire: Vec<VecDeque<ClusterIn>>,
         /// Drop the next published line.
         lose_next_line: bool,
+        /// Drop the next published removal of a member.
+        lose_next_removal: bool,
         /// The settings every node stores and reads, by channel key.
         store: BTreeMap<String, crate::channel::Settings>,
         /// Leave the nodes' reads of the store unanswered.
@@ -1049,6 +1066,7 @@ mod tests {
                 listening: vec![BTreeSet::new(); n],
                 wire: (0..n).map(|_| VecDeque::new()).collect(),
                 lose_next_line: false,
+                lose_next_removal: false,
                 store: BTreeMap::new(),
                 hold_loads: false,
             };
@@ -1125,6 +1143,11 @@ mod tests {
                 ClusterOut::Publish { key, event } => {
                     if matches!(event.what, EventKind::Line(_))
                         && std::mem::take(&mut self.lose_next_line)
+                    {
+                        return;
+                    }
+                    if matches!(event.what, EventKind::Removed { .. })
+                        && std::mem::take(&mut self.lose_next_removal)
                     {
                         return;
                     }
@@ -1762,6 +1785,37 @@ mod tests {
         assert!(matches!(c.joined(away, 2), Some(JoinOutcome::Joined(_))));
         c.join(away, 3, "bob", false);
         assert_eq!(c.joined(away, 3), Some(JoinOutcome::InviteOnly));
+    }
+
+    #[test]
+    fn a_member_kicked_on_another_node_whose_removal_was_lost_is_taken_off_at_its_next_line() {
+        let (mut c, home, away) = hal_at_home_and_ann_away();
+        c.lose_next_removal = true;
+        let kick = Change::Kick {
+            name: "ann".into(),
+            reason: None,
+        };
+        assert_eq!(c.manage(&home, 1, "hal", kick), Managed::Done);
+        let a = c.index(away);
+        assert!(c.hubs[a].channel_of(1).is_some(), "her node did not hear");
+        // Her next line finds the home without her; her node announces her again, and hears
+        // this time that she was taken off, instead of putting her back.
+        c.say(away, 1, "still here?");
+        c.settle();
+        assert!(c.hubs[a].channel_of(1).is_none());
+        assert_eq!(c.hubs[c.index(&home)].homed_members(), 1);
+        assert!(!c.seen(&home, 1).iter().any(|l| l.contains("still here?")));
+        // A ban holds the same way, and she may not come back.
+        c.join(away, 1, "ann", false);
+        c.lose_next_removal = true;
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Ban("ann".into())),
+            Managed::Done
+        );
+        c.say(away, 1, "and now?");
+        c.settle();
+        assert!(c.hubs[a].channel_of(1).is_none());
+        assert_eq!(c.hubs[c.index(&home)].homed_members(), 1);
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl Hub {
         let ch = &mut self.homed[index as usize];
         stored.mutes = std::mem::take(&mut ch.settings.mutes);
         stored.invites = std::mem::take(&mut ch.settings.invites);
+        stored.removed = std::mem::take(&mut ch.settings.removed);
         stored.loading = false;
         ch.set_capacity(capacity);
         *ch.settings = stored;
@@ -183,10 +184,13 @@ impl Hub {
             }
         }
         for (node, token) in effect.remove_remote {
-            if self.homed[index as usize]
-                .remove_remote(&node, token)
-                .is_some()
-            {
+            let ch = &mut self.homed[index as usize];
+            if ch.remove_remote(&node, token).is_some() {
+                let removed = &mut ch.settings.removed;
+                if removed.len() >= crate::channel::MAX_REMOVED {
+                    removed.remove(0);
+                }
+                removed.push((node.clone(), token));
                 self.publish(index, EventKind::Removed { node, token }, out);
             }
         }
