@@ -115,12 +115,15 @@ pub enum ToHome {
         admin: bool,
         /// What they ask for. Boxed: every kind sizes every ring slot.
         change: Box<Change>,
+        /// The asker's shard's number for the question, given back with the answer: an answer
+        /// that comes after its asker stopped waiting (from another node) is told apart.
+        asked: u32,
     },
     /// A server admin deletes the channel, which the database no longer has: its home tells each
     /// shard with members ([`ToMember::Closed`]), forgets its name (a join then finds no such
     /// channel) and empties its record, which stays, so that ids held anywhere lead to no member
-    /// rather than to another channel. Answered by [`ToMember::Deleted`]. Refused (answered as
-    /// unknown) on a node of a cluster, where other nodes keep the channel too.
+    /// rather than to another channel. Answered by [`ToMember::Deleted`]. In a cluster every other
+    /// node does the same for its own record (its bridge hears it from the admin's node).
     Delete {
         /// The channel.
         channel: ChannelName,
@@ -214,6 +217,8 @@ pub enum ToMember {
         session: SessionId,
         /// The answer. Boxed: every kind sizes every ring slot.
         answer: Box<Managed>,
+        /// The question's number (see [`ToHome::Manage`]).
+        asked: u32,
     },
     /// A line for one session from its channel's home (a muted member who spoke is told so).
     Notice {

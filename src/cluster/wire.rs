@@ -233,6 +233,8 @@ pub enum HomeMsg {
         admin: bool,
         /// What it asks.
         change: shard_proto::Change,
+        /// The asking shard's number for the question, given back in the answer.
+        asked: u32,
     },
 }
 
@@ -318,6 +320,8 @@ pub enum NodeMsg {
         session: u64,
         /// The answer.
         answer: shard_proto::Managed,
+        /// The question's number.
+        asked: u32,
     },
 }
 

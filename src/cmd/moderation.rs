@@ -195,6 +195,7 @@ pub(crate) async fn run(ctx: &mut impl Ctx, command: Command<'_>) -> Result<(), 
         Some(Reply::Managed(answer)) => answer,
         Some(_) => return Ok(()),
         None => {
+            ctx.shard().chat(|hub, _| hub.forget_asking(key));
             ctx.say(super::NO_ANSWER_FROM_HOME_TO_A_CHANGE);
             return Ok(());
         }

@@ -104,9 +104,11 @@ impl Hub {
             ClusterIn::AtNode(NodeMsg::Who { session, names }) => {
                 out.reply(session, Reply::Who(names))
             }
-            ClusterIn::AtNode(NodeMsg::Managed { session, answer }) => {
-                out.reply(session, Reply::Managed(Box::new(answer)))
-            }
+            ClusterIn::AtNode(NodeMsg::Managed {
+                session,
+                answer,
+                asked,
+            }) => self.managed(session, Box::new(answer), asked, out),
             ClusterIn::Created(name) => {
                 if let Ok(name) = ChannelName::new(&name) {
                     if shard_proto::home_of(&name, self.shards) == self.id {
@@ -225,6 +227,7 @@ impl Hub {
         session: SessionId,
         admin: bool,
         change: Change,
+        asked: u32,
         out: &mut impl Outputs,
     ) {
         let token = self.homed[index as usize].token_of(session);
@@ -236,6 +239,7 @@ impl Hub {
                     session,
                     admin,
                     change,
+                    asked,
                 };
                 self.send_to_home(index, msg, out);
             }
@@ -243,6 +247,7 @@ impl Hub {
                 let msg = ToMember::Managed {
                     session,
                     answer: Box::new(Managed::Unavailable),
+                    asked,
                 };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
@@ -585,6 +590,7 @@ impl Hub {
                 session,
                 admin,
                 change,
+                asked,
             } => {
                 // Decided as the member's user, whom this home knows by its token.
                 let user = self.homed[index as usize]
@@ -603,6 +609,7 @@ impl Hub {
                     msg: NodeMsg::Managed {
                         session: session.1,
                         answer,
+                        asked,
                     },
                 });
             }
@@ -650,13 +657,14 @@ impl Hub {
     /// a moment, or the channel was deleted): a change asked of it is answered at once, so the
     /// member need not wait out its deadline; the rest the asker asks again, or goes without.
     fn not_the_home(&mut self, req: ToHomeNode, out: &mut impl Outputs) {
-        if let HomeMsg::Manage { session, .. } = req.msg {
+        if let HomeMsg::Manage { session, asked, .. } = req.msg {
             out.to_cluster(ClusterOut::ToNode {
                 node: req.from,
                 shard: session.0,
                 msg: NodeMsg::Managed {
                     session: session.1,
                     answer: Managed::Unavailable,
+                    asked,
                 },
             });
         }
@@ -1582,6 +1590,7 @@ mod tests {
                     2 => Change::Ban("mal".into()),
                     _ => Change::InviteOnly(a % 4 == 0),
                 },
+                asked: a as u32,
             }),
             14 => ClusterIn::Event(Event {
                 channel,
@@ -1604,6 +1613,7 @@ mod tests {
             15 => ClusterIn::AtNode(NodeMsg::Managed {
                 session: b,
                 answer: Managed::Done,
+                asked: a as u32,
             }),
             16 => ClusterIn::Deleted(crate::cluster::wire::ChannelDeleted {
                 channel: if a % 2 == 0 { "other" } else { "" }.into(),
@@ -1710,6 +1720,44 @@ mod tests {
             Managed::Unavailable
         );
         assert_eq!(c.store["lobby"].topic.as_deref(), Some("cake"));
+    }
+
+    #[test]
+    fn an_answer_that_comes_after_its_asker_stopped_waiting_is_dropped() {
+        let (mut c, _home, away) = hal_at_home_and_ann_away();
+        let a = c.index(away);
+        let answers = |c: &Cluster| {
+            c.nodes[a].replies[&1]
+                .iter()
+                .filter(|r| matches!(r, Reply::Managed(_)))
+                .count()
+        };
+        assert!(matches!(
+            c.manage(away, 1, "ann", Change::Show),
+            Managed::Settings(_)
+        ));
+        assert_eq!(answers(&c), 1);
+        // The asker gives up (its home did not answer in time) before the answer comes.
+        assert!(c.hubs[a].manage(1, "ann".into(), false, Change::Show, &mut c.nodes[a]));
+        c.hubs[a].forget_asking(1);
+        c.settle();
+        assert_eq!(answers(&c), 1, "the late answer is dropped");
+        // Nor is an answer taken twice, or one to a question never asked.
+        for asked in [0, 1, 2, 99] {
+            let late = NodeMsg::Managed {
+                session: 1,
+                answer: Managed::Done,
+                asked,
+            };
+            c.hubs[a].from_cluster(ClusterIn::AtNode(late), &mut c.nodes[a]);
+        }
+        assert_eq!(answers(&c), 1);
+        // The next question gets its own answer.
+        assert!(matches!(
+            c.manage(away, 1, "ann", Change::Show),
+            Managed::Settings(_)
+        ));
+        assert_eq!(answers(&c), 2);
     }
 
     #[test]

@@ -161,6 +161,12 @@ pub struct Hub {
     /// Local sessions with a join on its way whose channel's topic has come (in the
     /// [`ToMember::Welcome`] ahead of the answer), to give them with the answer.
     topics: HashMap<u64, Arc<str>>,
+    /// Local sessions waiting for the answer to a channel settings question, with its number: an
+    /// answer that comes after its session stopped waiting (see [`Hub::forget_asking`]) is
+    /// dropped, not taken for the answer to the next one.
+    asking: HashMap<u64, u32>,
+    /// The last question's number.
+    next_ask: u32,
 }
 
 impl Hub {
@@ -182,6 +188,8 @@ impl Hub {
             directory: users::Directory::default(),
             history_lines: 0,
             topics: HashMap::new(),
+            asking: HashMap::new(),
+            next_ask: 0,
         }
     }
 
@@ -329,6 +337,7 @@ impl Hub {
     /// cancelled at its home, which hears of it right after the join (see the module doc).
     pub fn session_ended(&mut self, session: u64, out: &mut impl Outputs) {
         self.topics.remove(&session);
+        self.asking.remove(&session);
         if let Some(channel) = self.joining.remove(&session) {
             // A join homed here is answered before `join` returns, so one still waiting is remote.
             let home = shard_proto::home_of(&channel, self.shards);
@@ -383,15 +392,39 @@ impl Hub {
         let Some(&(id, _)) = self.session_channel.get(&session) else {
             return false;
         };
+        self.next_ask = self.next_ask.wrapping_add(1);
+        self.asking.insert(session, self.next_ask);
         let msg = ToHome::Manage {
             channel: id,
             session: self.session_id(session),
             by,
             admin,
             change: Box::new(change),
+            asked: self.next_ask,
         };
         self.route(id.home, ShardMsg::ToHome(msg), out);
         true
+    }
+
+    /// Local session `key` has stopped waiting for the answer to its settings question (the
+    /// channel's home, on another node, did not answer in time): a late answer is dropped.
+    pub fn forget_asking(&mut self, key: u64) {
+        self.asking.remove(&key);
+    }
+
+    /// The answer to local session `key`'s settings question number `asked`: given to the
+    /// session if it still waits for that one.
+    pub(super) fn managed(
+        &mut self,
+        key: u64,
+        answer: Box<Managed>,
+        asked: u32,
+        out: &mut impl Outputs,
+    ) {
+        if self.asking.get(&key) == Some(&asked) {
+            self.asking.remove(&key);
+            out.reply(key, Reply::Managed(answer));
+        }
     }
 
     /// Local session `key`, a server admin's named `by`, deletes `channel`, which the database no
@@ -603,6 +636,7 @@ impl Hub {
                 by,
                 admin,
                 change,
+                asked,
             } => {
                 let relays = self
                     .homed_mut(channel)
@@ -611,13 +645,21 @@ impl Hub {
                 let answer = match relays {
                     None => Managed::NotMember,
                     Some(true) => {
-                        return self.manage_at_home(channel.index, session, admin, *change, out)
+                        return self.manage_at_home(
+                            channel.index,
+                            session,
+                            admin,
+                            *change,
+                            asked,
+                            out,
+                        )
                     }
                     Some(false) => self.apply_change(channel.index, &by, admin, *change, out),
                 };
                 let msg = ToMember::Managed {
                     session,
                     answer: Box::new(answer),
+                    asked,
                 };
                 self.route(session.shard, ShardMsg::ToMember(msg), out);
             }
@@ -929,7 +971,12 @@ impl Hub {
                 users,
             } => out.reply(session.key, Reply::Census { total, users }),
             ToMember::Facts { session, facts } => out.reply(session.key, Reply::Facts(facts)),
-            ToMember::Managed { session, answer } => out.reply(session.key, Reply::Managed(answer)),
+            ToMember::Managed {
+                session,
+                answer,
+                asked,
+            } if session.shard == self.id => self.managed(session.key, answer, asked, out),
+            ToMember::Managed { .. } => {}
             ToMember::Notice { session, line } => {
                 if session.shard == self.id {
                     out.deliver(session.key, &line);

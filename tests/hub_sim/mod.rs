@@ -649,10 +649,12 @@ impl Sim {
                     10 => Change::Capacity(u32::from(a) % 4),
                     _ => Change::Owner("mallory".into()),
                 }),
+                asked: u32::from(a),
             }),
             18 => ShardMsg::ToMember(ToMember::Managed {
                 session,
                 answer: Box::new(Managed::NotMember),
+                asked: u32::from(b),
             }),
             19 => ShardMsg::ToMember(ToMember::Notice { session, line }),
             20 => ShardMsg::ToMember(ToMember::Removed {
@@ -1063,12 +1065,14 @@ fn copy(msg: &ShardMsg) -> ShardMsg {
                 by,
                 admin,
                 change,
+                asked,
             } => ToHome::Manage {
                 channel: *channel,
                 session: *session,
                 by: by.clone(),
                 admin: *admin,
                 change: change.clone(),
+                asked: *asked,
             },
             ToHome::Delete {
                 channel,
