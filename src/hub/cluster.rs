@@ -886,19 +886,21 @@ impl Hub {
             _ => {}
         }
         if home == &*me {
-            // Home now: the other nodes' members come back as they hear of it.
-            if let Role::Replica(replica) = old {
+            if let Role::Replica(replica) = &old {
                 if replica.subscribed {
                     out.to_cluster(ClusterOut::Unsubscribe(ch.name.key().clone()));
-                }
-                // Joins that waited for the old home are decided here now, by the settings this
-                // node knew (they waited long enough).
-                for (_, (session, user, _)) in replica.pending {
-                    self.admit_here(index, session, user, out);
                 }
             }
             // Another node may have changed its settings while it was the home.
             self.reload_settings(index, out);
+            // Home now: the other nodes' members come back as they hear of it. Joins that waited
+            // for the old home are answered here, "try again" while the settings (whom it bans)
+            // are on their way.
+            if let Role::Replica(replica) = old {
+                for (_, (session, user, _)) in replica.pending {
+                    self.admit_here(index, session, user, out);
+                }
+            }
         } else {
             // Members of other nodes rejoin the new home from their own nodes.
             ch.remove_nodes(|_| false);
