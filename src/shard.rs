@@ -455,11 +455,12 @@ impl Shard {
                         continue;
                     }
                 };
-                let mut hub = self.hub.borrow_mut();
-                for name in loads {
-                    let settings = stored.remove(name.key()).map(Settings::from_stored);
-                    hub.settings_loaded(&name, settings);
-                }
+                self.chat(|hub, out| {
+                    for name in loads {
+                        let settings = stored.remove(name.key()).map(Settings::from_stored);
+                        hub.settings_loaded(&name, settings, out);
+                    }
+                });
                 continue;
             }
             let load = {
@@ -471,7 +472,7 @@ impl Shard {
                 match self.accounts.channel_settings(&name).await {
                     Ok(stored) => {
                         let stored = stored.map(Settings::from_stored);
-                        self.hub.borrow_mut().settings_loaded(&name, stored);
+                        self.chat(|hub, out| hub.settings_loaded(&name, stored, out));
                     }
                     Err(e) => {
                         warn!(channel = %name, error = %e, "cluster: cannot read a channel's settings; asking again in a second");

@@ -1121,7 +1121,7 @@ mod tests {
                     for name in std::mem::take(&mut self.nodes[i].to_load) {
                         moved = true;
                         let stored = self.store.get(&**name.key()).cloned();
-                        self.hubs[i].settings_loaded(&name, stored);
+                        self.hubs[i].settings_loaded(&name, stored, &mut self.nodes[i]);
                     }
                 }
                 for from in 0..self.hubs.len() {
@@ -1946,6 +1946,37 @@ mod tests {
         assert_eq!(
             c.manage(away, 1, "ann", Change::Topic(Some("x".into()))),
             Managed::Done
+        );
+    }
+
+    #[test]
+    fn a_join_that_reaches_the_home_after_a_deletion_does_not_bring_the_channel_back() {
+        let (mut c, home, away) = hal_at_home_and_ann_away();
+        let (h, a) = (c.index(&home), c.index(away));
+        // The home (and the store) have the deletion; the other node has not heard yet.
+        c.store.clear();
+        let deleted = crate::cluster::wire::ChannelDeleted {
+            channel: "lobby".into(),
+            by: "root".into(),
+        };
+        c.hubs[h].from_cluster(ClusterIn::Deleted(deleted.clone()), &mut c.nodes[h]);
+        c.settle();
+        assert_eq!(c.hubs[h].homed_channels(), 0);
+        // A join there asks the home, which opens the channel for it, reads the store, finds
+        // nothing and forgets it again; asked again a second later, the same.
+        c.join(away, 2, "bob", false);
+        assert_eq!(c.hubs[h].homed_channels(), 0);
+        c.hubs[a].from_cluster(ClusterIn::Tick, &mut c.nodes[a]);
+        c.settle();
+        assert_eq!(c.hubs[h].homed_channels(), 0);
+        assert_eq!(c.joined(away, 2), None, "still waiting");
+        // Once the other node hears, the join is told there is no such channel.
+        c.hubs[a].from_cluster(ClusterIn::Deleted(deleted), &mut c.nodes[a]);
+        c.settle();
+        assert_eq!(c.joined(away, 2), Some(JoinOutcome::NoSuchChannel));
+        assert_eq!(
+            c.seen(away, 1).last().unwrap(),
+            "#lobby was deleted by root."
         );
     }
 

@@ -93,10 +93,15 @@ impl Hub {
         }
     }
 
-    /// In a cluster, what the store holds for channel `name` (`None`: nothing, or it could not be
-    /// read), asked for when this node became its home: taken unless the channel is no longer
+    /// In a cluster, what the store holds for channel `name` (`None`: nothing: the channel was
+    /// deleted), asked for when this node became its home: taken unless the channel is no longer
     /// waiting for it. Mutes and invitations, kept in memory only, stay as this node knew them.
-    pub fn settings_loaded(&mut self, name: &ChannelName, stored: Option<Settings>) {
+    pub fn settings_loaded(
+        &mut self,
+        name: &ChannelName,
+        stored: Option<Settings>,
+        out: &mut impl Outputs,
+    ) {
         let Some(&index) = self.by_key.get(name.key()) else {
             return;
         };
@@ -104,7 +109,11 @@ impl Hub {
             return;
         }
         let Some(mut stored) = stored else {
+            // Not stored (a read that fails is asked again, never answered so): an admin deleted
+            // it, and this node did not hear, or a join asked again just after the deletion
+            // opened it here again. It goes here too.
             self.homed[index as usize].settings.loading = false;
+            self.delete(name, "an admin", out);
             return;
         };
         let capacity = self.capacity_for(&stored);
