@@ -428,9 +428,8 @@ impl Channel {
             .map(|m| m.user.clone())
             .chain(self.remote.iter().map(|m| m.user.clone()))
             .collect();
-        // Usernames are ASCII (see `accounts::validate_username`), so ASCII case folding, byte by
-        // byte, orders them without a lower-cased copy per comparison.
-        names.sort_unstable_by(|a, b| folded(a).cmp(folded(b)).then_with(|| a.cmp(b)));
+        // In `/who *`'s order: ASCII case folded, without a lower-cased copy per comparison.
+        names.sort_unstable_by(|a, b| crate::hub::by_name(a, b));
         names.dedup();
         names
     }
@@ -456,11 +455,6 @@ struct RemoteMember {
 
 /// No token: tokens count up from 1.
 const NO_TOKEN: u64 = 0;
-
-/// A name's bytes with ASCII letters lower-cased, for comparing without a copy.
-fn folded(name: &str) -> impl Iterator<Item = u8> + '_ {
-    name.bytes().map(|b| b.to_ascii_lowercase())
-}
 
 #[cfg(test)]
 mod tests {

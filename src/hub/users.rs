@@ -111,8 +111,8 @@ impl Folded {
 
 impl Hash for Folded {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        for b in self.0.bytes() {
-            state.write_u8(b.to_ascii_lowercase());
+        for b in folded(&self.0) {
+            state.write_u8(b);
         }
         // As `str` does, so that a name is never the prefix of another's hash input.
         state.write_u8(0xff);
@@ -129,10 +129,7 @@ impl Eq for Folded {}
 
 impl Ord for Folded {
     fn cmp(&self, other: &Folded) -> std::cmp::Ordering {
-        fn lower(s: &Folded) -> impl Iterator<Item = u8> + '_ {
-            s.0.bytes().map(|b| b.to_ascii_lowercase())
-        }
-        lower(self).cmp(lower(other))
+        folded(&self.0).cmp(folded(&other.0))
     }
 }
 
@@ -357,10 +354,13 @@ impl Directory {
 
 /// User names in the order `/who *` lists them: ASCII case ignored, then as spelt.
 pub fn by_name(a: &str, b: &str) -> std::cmp::Ordering {
-    fn folded(s: &str) -> impl Iterator<Item = u8> + '_ {
-        s.bytes().map(|b| b.to_ascii_lowercase())
-    }
     folded(a).cmp(folded(b)).then_with(|| a.cmp(b))
+}
+
+/// A name's bytes with ASCII letters lower-cased, for comparing without a copy (user names are
+/// ASCII, and unique ignoring its case).
+fn folded(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes().map(|b| b.to_ascii_lowercase())
 }
 
 /// Who said `line`: its first word. Every line a channel orders begins with the name of the user
