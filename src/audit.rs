@@ -26,10 +26,11 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
+
+use crate::writer_thread::WriterThread;
 use tracing::warn;
 
 /// The audit log's file name in the data directory.
@@ -87,10 +88,7 @@ impl fmt::Debug for AuditLog {
 /// Owns the writer thread; [`AuditGuard::shutdown`] (or dropping it) writes and flushes
 /// everything queued and joins the thread.
 #[derive(Debug)]
-pub struct AuditGuard {
-    stop: Option<Sender<Msg>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct AuditGuard(WriterThread<Msg>);
 
 impl AuditLog {
     /// Opens (or creates) `path` for appending and starts the writer thread with a queue of
@@ -107,14 +105,9 @@ impl AuditLog {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let counters = Arc::new(Counters::default());
         let writer_counters = Arc::clone(&counters);
-        let thread = thread::Builder::new()
-            .name(THREAD_NAME.into())
-            .spawn(move || write_all(file, &rx, &writer_counters))?;
-        let guard = AuditGuard {
-            stop: Some(tx.clone()),
-            thread: Some(thread),
-        };
-        Ok((AuditLog { tx, counters }, guard))
+        let run = move || write_all(file, &rx, &writer_counters);
+        let thread = WriterThread::spawn(THREAD_NAME, tx.clone(), || Msg::Stop, run)?;
+        Ok((AuditLog { tx, counters }, AuditGuard(thread)))
     }
 
     /// Records `entry` (`<actor> <what>`), stamped with the current time. Never blocks: a full
@@ -164,26 +157,8 @@ impl Counters {
 impl AuditGuard {
     /// Stops the writer once it has written and flushed every entry already queued, and joins it.
     /// Call it after the shards have stopped: an entry recorded meanwhile may be lost.
-    pub fn shutdown(mut self) {
-        self.finish();
-    }
-
-    fn finish(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // Not a shard: a blocking send is fine, and fails only if the writer has gone.
-            let _ = stop.send(Msg::Stop);
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                warn!("the audit log writer thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for AuditGuard {
-    fn drop(&mut self) {
-        self.finish();
+    pub fn shutdown(self) {
+        self.0.stop();
     }
 }
 

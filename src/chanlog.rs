@@ -37,10 +37,12 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::writer_thread::WriterThread;
 use tracing::warn;
 
 /// The most log files the writer holds open at once; past this the least recently used is
@@ -144,12 +146,7 @@ impl fmt::Debug for ChannelLog {
 /// Owns the writer thread. Held by the server; [`LogWriterGuard::shutdown`] (or dropping the
 /// guard) writes and flushes everything queued, closes the files and joins the thread.
 #[derive(Debug)]
-pub struct LogWriterGuard {
-    /// The guard's own sender, used once to send [`Msg::Stop`].
-    stop: Option<Sender<Msg>>,
-    /// The writer thread, joined at shutdown.
-    thread: Option<JoinHandle<()>>,
-}
+pub struct LogWriterGuard(WriterThread<Msg>);
 
 impl ChannelLog {
     /// Creates `dir` (and its parents) if missing and starts the writer thread with a queue of
@@ -168,14 +165,13 @@ impl ChannelLog {
         let (tx, rx) = crossbeam_channel::bounded(queue_capacity);
         let counters = Arc::new(Counters::default());
         let writer = Writer::new(dir.to_path_buf(), Arc::clone(&counters));
-        let thread = thread::Builder::new()
-            .name(THREAD_NAME.into())
-            .spawn(move || writer.run(rx))?;
-        let guard = LogWriterGuard {
-            stop: Some(tx.clone()),
-            thread: Some(thread),
-        };
-        Ok((ChannelLog { tx, counters }, guard))
+        let thread = WriterThread::spawn(
+            THREAD_NAME,
+            tx.clone(),
+            || Msg::Stop,
+            move || writer.run(rx),
+        )?;
+        Ok((ChannelLog { tx, counters }, LogWriterGuard(thread)))
     }
 
     /// Queues `line` for the log of channel `channel_key`, stamped with the current time.
@@ -235,27 +231,8 @@ impl LogWriterGuard {
     ///
     /// Call it after the shards have stopped appending; a line queued while the writer is
     /// leaving may be lost.
-    pub fn shutdown(mut self) {
-        self.finish();
-    }
-
-    /// Sends the stop request and joins; does nothing the second time.
-    fn finish(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // A blocking send is fine here (not a shard); it fails only if the writer is gone.
-            let _ = stop.send(Msg::Stop);
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                warn!("the channel log writer thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for LogWriterGuard {
-    fn drop(&mut self) {
-        self.finish();
+    pub fn shutdown(self) {
+        self.0.stop();
     }
 }
 

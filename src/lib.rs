@@ -29,7 +29,7 @@
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
 //!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
 //! - [`chanlog`]: per-channel daily log files, written by a thread of their own; [`audit`]: what
-//!   admins and channel owners did, in one file, written by another.
+//!   admins and channel owners did, in one file, written by another ([`writer_thread`] stops both).
 //! - [`session`]: one connection, login then commands; [`pacing`]: at most one write per interval to a
 //!   busy connection.
 //!
@@ -77,6 +77,7 @@ pub mod tasks;
 pub mod telnet;
 pub mod terminal;
 pub mod workers;
+pub mod writer_thread;
 
 pub use config::Config;
 pub use server::{Server, ShutdownTrigger, StartError};
