@@ -66,6 +66,10 @@ pub struct Settings {
     /// In a cluster, a node that has just become the channel's home reads the stored settings
     /// again (another node may have changed them): until they come, changes are refused.
     pub loading: bool,
+    /// While loading, joins wait too ("try again"): this node has just become the home, and its
+    /// record may lack bans. A home that stays the home and reads again (it reconnected) keeps
+    /// taking joins by what it knows.
+    pub joins_wait: bool,
     /// Members of other nodes lately taken off (kicked or banned), by (node, token), at most
     /// [`MAX_REMOVED`], newest last: their node may still announce them (it had not yet heard they
     /// were taken off, or never did), and is told again instead. Kept in memory only.
@@ -94,6 +98,7 @@ impl Settings {
             mutes: Vec::new(),
             invites: Vec::new(),
             loading: false,
+            joins_wait: false,
             removed: Vec::new(),
         }
     }

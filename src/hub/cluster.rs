@@ -198,7 +198,7 @@ impl Hub {
         let known = self.by_key.contains_key(name.key());
         let index = self.open(name).index;
         if !known && matches!(self.homed[index as usize].role, Role::Home { .. }) {
-            self.reload_settings(index, out);
+            self.reload_settings(index, true, out);
         }
         index
     }
@@ -522,7 +522,7 @@ impl Hub {
                 let mut welcome = None;
                 let outcome = if ch.contains_remote(&from, token) {
                     Outcome::Joined
-                } else if ch.settings.loading {
+                } else if ch.settings.loading && ch.settings.joins_wait {
                     // Whom it bans is on its way: the asking node asks again within a second.
                     return;
                 } else if ch.is_full() {
@@ -828,7 +828,7 @@ impl Hub {
                 if connected && !was_connected {
                     // While this node could not be heard (or before it first was), another
                     // node may have been the home and changed the settings.
-                    self.reload_settings(index, out);
+                    self.reload_settings(index, false, out);
                 }
             }
             let ch = &self.homed[index as usize];
@@ -892,7 +892,7 @@ impl Hub {
                 }
             }
             // Another node may have changed its settings while it was the home.
-            self.reload_settings(index, out);
+            self.reload_settings(index, true, out);
             // Home now: the other nodes' members come back as they hear of it. Joins that waited
             // for the old home are answered here, "try again" while the settings (whom it bans)
             // are on their way.
@@ -1866,6 +1866,29 @@ mod tests {
         c.settle();
         assert!(c.hubs[a].channel_of(1).is_none());
         assert_eq!(c.hubs[c.index(&home)].homed_members(), 1);
+    }
+
+    #[test]
+    fn a_home_that_stays_the_home_reads_again_after_nats_and_takes_joins_meanwhile() {
+        let (mut c, home, _away) = hal_at_home_and_ann_away();
+        let all = c.names.clone();
+        c.view(&all, false);
+        c.hold_loads = true;
+        c.view(&all, true);
+        let h = c.index(&home);
+        assert_eq!(c.nodes[h].to_load.len(), 1, "it reads again");
+        c.join(&home, 2, "hex", false);
+        assert!(matches!(c.joined(&home, 2), Some(JoinOutcome::Joined(_))));
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Topic(Some("x".into()))),
+            Managed::Unavailable
+        );
+        c.hold_loads = false;
+        c.settle();
+        assert_eq!(
+            c.manage(&home, 1, "hal", Change::Topic(Some("x".into()))),
+            Managed::Done
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Hub {
             // Not stored (a read that fails is asked again, never answered so): an admin deleted
             // it, and this node did not hear, or a join asked again just after the deletion
             // opened it here again. It goes here too.
-            self.homed[index as usize].settings.loading = false;
+            let settings = &mut self.homed[index as usize].settings;
+            settings.loading = false;
+            settings.joins_wait = false;
             self.delete(name, "an admin", out);
             return;
         };
@@ -126,11 +128,13 @@ impl Hub {
         *ch.settings = stored;
     }
 
-    /// Channel `index` has just become homed on this node of a cluster: its stored settings are
-    /// read again, and changes wait for them.
-    pub(super) fn reload_settings(&mut self, index: u32, out: &mut impl Outputs) {
+    /// Channel `index`, homed on this node of a cluster, reads its stored settings again (it has
+    /// just become homed here, or another node may have been its home meanwhile): changes wait
+    /// for them, and so do joins if `joins_wait`.
+    pub(super) fn reload_settings(&mut self, index: u32, joins_wait: bool, out: &mut impl Outputs) {
         let ch = &mut self.homed[index as usize];
         ch.settings.loading = true;
+        ch.settings.joins_wait |= joins_wait;
         out.load_settings(&ch.name);
     }
 

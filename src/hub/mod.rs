@@ -745,8 +745,8 @@ impl Hub {
         if ch.contains(session) {
             return JoinOutcome::Joined(ch.id);
         }
-        // Whom it bans, and whether it is invite-only, are on their way.
-        if ch.settings.loading {
+        // A home just taken over: whom it bans, and whether it is invite-only, are on their way.
+        if ch.settings.loading && ch.settings.joins_wait {
             return JoinOutcome::Unavailable;
         }
         if ch.is_full() {
