@@ -164,10 +164,25 @@ pub struct Config {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub history_lines: u32,
 
-    /// A text file every user is shown after logging in (the message of the day): read once at
-    /// start, at most 100 lines and 16 KiB; control characters are removed.
+    /// A text file every user is shown after logging in (the message of the day): read at
+    /// start and on SIGHUP, at most 100 lines and 16 KiB; control characters are removed.
     #[arg(long, value_name = "FILE")]
     pub motd: Option<PathBuf>,
+
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or per-module directives
+    /// such as `info,ringtalk::cluster=debug`. Default: the `RUST_LOG` variable, else `info`.
+    #[arg(long, value_name = "FILTER", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+
+    /// A TOML file of settings: each key is a flag's name without the dashes (`flood-rate = 2`,
+    /// `listen = ["0.0.0.0:5555"]`); a flag given on the command line wins over the file. SIGHUP
+    /// reads it again (see README, "Changing the configuration").
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the configuration these flags and `--config` add up to, as a TOML file, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// The message of the day's lines, as [`Config::load_motd`] read them.
     #[arg(skip)]
@@ -185,6 +200,13 @@ fn parse_node_name(s: &str) -> Result<String, String> {
     } else {
         Err("a node name is 1 to 64 printable characters, no spaces".to_string())
     }
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a log filter: {e}"))
 }
 
 impl Config {

@@ -45,6 +45,8 @@
 //! - [`cluster`]: several nodes over NATS: the bridge thread, membership, placement, the wire, and
 //!   accounts and channels in JetStream key-value buckets (each shard's part is in `hub::cluster`).
 //! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags;
+//!   [`config_file`]: the same flags as keys of a TOML file; [`live`]: what a reload (SIGHUP) changes
+//!   while users stay connected;
 //!   [`data_dir`]: the lock that keeps a data directory to one process.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
@@ -58,12 +60,14 @@ pub mod channel;
 pub mod cluster;
 pub mod cmd;
 pub mod config;
+pub mod config_file;
 pub mod data_dir;
 pub mod defences;
 pub mod hub;
 pub mod limits;
 pub mod line;
 pub mod listener;
+pub mod live;
 pub mod mailbox;
 pub mod mesh;
 pub mod pacing;

@@ -4,10 +4,18 @@
 mod admin_cli;
 mod systemd;
 
-use clap::Parser;
-use ringtalk::{Config, Server};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use tracing::{error, info};
+use ringtalk::config_file;
+use ringtalk::live::{self, Reloader};
+use ringtalk::Server;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::EnvFilter;
+
+/// What changes the log filter of the running process.
+type LogFilter = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
 #[cfg(feature = "dhat-heap")]
 #[global_allocator]
@@ -30,21 +38,33 @@ fn main() {
     }
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let loaded = match config_file::load(&args) {
+        Ok(loaded) => loaded,
+        Err(config_file::LoadError::CommandLine(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("ringtalk: cannot use --config {e}");
+            std::process::exit(2);
+        }
+    };
+    if loaded.config.print_config {
+        print!("{}", loaded.to_toml());
+        return;
+    }
     // Log lines are written by a thread of their own: a shard that logs never waits on stderr.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    let (filter, log_filter) = reload::Layer::new(log_filter(&loaded.config));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(writer))
         .init();
-    let config = Config::parse();
+    let mut running = loaded.settings();
+    let config = loaded.config;
     let listen = config.listen;
     // Before the server starts: the handlers take two descriptors, and once the shards accept,
     // connections may take every one the process is allowed. (A signal during the start is acted on
     // once the server has started.)
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
@@ -81,20 +101,80 @@ fn main() {
         );
     }
     info!("connect with: telnet {} {}", addr.ip(), addr.port());
-    systemd::ready(&format!(
+    let status = format!(
         "listening on {addr}, {} shards, about {} users allowed",
         server.shard_cpus().len(),
         server.users_allowed()
-    ));
+    );
+    systemd::ready(&status);
 
     let trigger = server.shutdown_trigger();
+    let reloader = server.reloader();
     let signal_thread = std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                systemd::reloading();
+                reload_config(&args, &mut running, &reloader, &log_filter);
+                systemd::ready(&status);
+                continue;
+            }
             info!(signal = sig, "shutting down");
             systemd::stopping();
             trigger.trigger();
+            break;
         }
     });
     server.wait();
     drop(signal_thread);
+}
+
+/// The log filter `config` asks for: `--log-level`, else `RUST_LOG`, else `info`.
+fn log_filter(config: &ringtalk::Config) -> EnvFilter {
+    match &config.log_level {
+        // Checked when the flag was parsed.
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    }
+}
+
+/// SIGHUP: reads the command line's configuration again (the `--config` file, the message of the
+/// day) and applies what may change while users are connected. A file that cannot be used changes
+/// nothing; a change that needs a restart is named, and its running value stays.
+fn reload_config(
+    args: &[std::ffi::OsString],
+    running: &mut std::collections::BTreeMap<String, Option<Vec<String>>>,
+    reloader: &Reloader,
+    log: &LogFilter,
+) {
+    let mut loaded = match config_file::load(args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!("configuration not reloaded (the running one stays): {e}");
+            return;
+        }
+    };
+    if let Err(e) = loaded.config.load_motd() {
+        error!("configuration not reloaded (the running one stays): --motd {e}");
+        return;
+    }
+    let read = loaded.settings();
+    let (applied, restart) = live::changes(running, &read);
+    reloader.apply(&loaded.config);
+    if let Err(e) = log.reload(log_filter(&loaded.config)) {
+        warn!(error = %e, "cannot change the log filter");
+    }
+    for key in &applied {
+        running.insert(key.clone(), read.get(key).cloned().flatten());
+    }
+    info!(
+        changed = ?applied,
+        motd_lines = loaded.config.motd_lines.len(),
+        "configuration reloaded"
+    );
+    if !restart.is_empty() {
+        warn!(
+            "changes that take a restart, not applied (the running values stay): {}",
+            restart.join(", ")
+        );
+    }
 }

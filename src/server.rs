@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::data_dir::{DataDirLock, LockError};
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
+use crate::live::{Live, Reloader};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
 use crate::stats::{Snapshot, Stats};
 use crate::tasks::{self, ShardStart};
@@ -144,6 +145,8 @@ pub struct Server {
     file_limit: FileLimit,
     stats: Arc<Stats>,
     trigger: ShutdownTrigger,
+    /// What a reload changes.
+    reloader: Reloader,
     shards: Vec<ExecutorJoinHandle<()>>,
     workers: WorkersGuard,
     chanlog: ChannelLog,
@@ -325,6 +328,7 @@ impl Server {
         });
 
         let defences = Defences::new(&config);
+        let live = Live::new(&config);
         let config = Arc::new(config);
         let stats = Stats::new(shard_count);
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
@@ -346,6 +350,7 @@ impl Server {
                 accounts: accounts.clone(),
                 stats: stats.clone(),
                 defences: defences.clone(),
+                live: live.clone(),
                 shutdown: shutdown_rx,
                 go: go_rx,
                 shards: shard_count,
@@ -458,6 +463,7 @@ impl Server {
             file_limit,
             stats,
             trigger,
+            reloader: Reloader { defences, live },
             shards: handles.into_iter().filter_map(|(_, _, h)| h).collect(),
             workers: workers_guard,
             chanlog,
@@ -509,6 +515,11 @@ impl Server {
     /// Where channel logs are written.
     pub fn log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
         data_dir.join("logs")
+    }
+
+    /// A handle that applies a reloaded configuration from any thread (see [`crate::live`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// A handle that stops this server from any thread.

@@ -177,7 +177,7 @@ impl Session {
         let limits = ticket.map(|ticket| {
             Box::new(Limits {
                 ticket,
-                flood: Flood::new(shard.defences.flood, now),
+                flood: Flood::new(shard.defences.flood(), now),
             })
         });
         Session {
@@ -444,7 +444,7 @@ impl Session {
         if let Some(limits) = self.limits.as_deref_mut() {
             limits.ticket.logged_in();
         }
-        let motd = self.shard.config.motd_lines.clone();
+        let motd = self.shard.live.motd();
         if !motd.is_empty() {
             let lines: Vec<&str> = motd.iter().map(String::as_str).collect();
             self.term.print(&lines, &mut self.out);
@@ -806,6 +806,8 @@ impl Session {
                 continue;
             }
             if limits.flood.is_holding() {
+                // A reload may have changed them (also below, after the wait for input).
+                limits.flood.set_limits(self.shard.defences.flood());
                 match limits.flood.admit(Instant::now()) {
                     Ok(()) => return Ok(limits.flood.next_held().expect("lines are held")),
                     Err(wait) => {
@@ -818,6 +820,7 @@ impl Session {
             let Some(limits) = self.limits.as_deref_mut() else {
                 return Ok(input);
             };
+            limits.flood.set_limits(self.shard.defences.flood());
             if limits.flood.admit(Instant::now()).is_ok() {
                 return Ok(input);
             }

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::defences::{Defences, Limit};
 use crate::hub::{Hub, Outputs, Reached};
 use crate::listener::LogLimiter;
+use crate::live::Live;
 use crate::mailbox::{Kick, Mailbox, Reply};
 use crate::pacing::Pacer;
 use crate::readiness::{Readiness, Ready};
@@ -63,6 +64,8 @@ pub struct Shard {
     pub stats: Arc<Stats>,
     /// Per-address limits and flood settings, shared by every shard.
     pub defences: Arc<Defences>,
+    /// The settings a reload may change (the message of the day).
+    pub live: Arc<Live>,
     /// One log line a second at most for each kind of limit hit.
     limit_logs: RefCell<[LogLimiter; LIMITS]>,
     sessions: RefCell<HashMap<u64, Rc<Mailbox>>>,
@@ -534,6 +537,7 @@ impl Shard {
         accounts: Accounts,
         stats: Arc<Stats>,
         defences: Arc<Defences>,
+        live: Arc<Live>,
         chanlog: ChannelLog,
         audit: AuditLog,
         channels: Vec<(ChannelName, Settings)>,
@@ -566,6 +570,7 @@ impl Shard {
             accounts,
             stats,
             defences,
+            live,
             limit_logs: RefCell::new(std::array::from_fn(|_| {
                 LogLimiter::new(std::time::Duration::from_secs(1))
             })),

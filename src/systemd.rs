@@ -15,6 +15,15 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A reload of the configuration has begun (SIGHUP): `RELOADING=1`, with the time systemd asks
+/// for; [`ready`] follows when it is done.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
 /// A shutdown has begun (users are being told, queues flushed): `STOPPING=1`.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);

@@ -31,6 +31,7 @@ use crate::cluster::link::ShardLink;
 use crate::config::Config;
 use crate::defences::{Admission, Defences, Refusal, Ticket};
 use crate::listener::{self, LogLimiter};
+use crate::live::Live;
 use crate::mailbox::{urgent_at, SHUTDOWN_GRACE};
 use crate::mesh::{Doorbell, RingRx, RingTx, Waiter};
 use crate::readiness::Readiness;
@@ -59,6 +60,8 @@ pub struct ShardStart {
     pub stats: Arc<Stats>,
     /// Per-address limits, shared by every shard.
     pub defences: Arc<Defences>,
+    /// What a reload may change, shared by every shard.
+    pub live: Arc<Live>,
     /// Resolved once the shard should stop.
     pub shutdown: oneshot::Receiver<()>,
     /// Resolved once every shard has started (taken its [`OwnFds`]), and dropped unresolved if the
@@ -127,6 +130,7 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
         accounts,
         stats,
         defences,
+        live,
         mut shutdown,
         go,
         shards,
@@ -149,7 +153,8 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
         mut waiter,
     } = fds;
     let shard = Rc::new(Shard::new(
-        id, shards, config, accounts, stats, defences, chanlog, audit, channels, readiness, cluster,
+        id, shards, config, accounts, stats, defences, live, chanlog, audit, channels, readiness,
+        cluster,
     ));
     if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");

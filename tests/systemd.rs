@@ -34,6 +34,8 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "DynamicUser=yes",
         "StateDirectory=ringtalk",
         "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "--config /etc/ringtalk/ringtalk.toml",
     ] {
         assert!(unit.contains(needed), "the unit lacks {needed}");
     }

@@ -60,6 +60,11 @@ impl<T> Flood<T> {
         }
     }
 
+    /// Goes on with `limits` (the configuration was reloaded); the bucket's level stays.
+    pub fn set_limits(&mut self, limits: FloodLimits) {
+        self.limits = limits;
+    }
+
     /// Takes one line's worth of the bucket at `now`, or says how long until there is one.
     pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
         if self.limits.is_off() {

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use address::Cidr;
+use arc_swap::ArcSwap;
 use flood::FloodLimits;
 use rate::{Backoff, Rate};
 
@@ -173,38 +174,21 @@ struct Slot {
     checking: AtomicU32,
 }
 
-/// The defences of one server: its settings and the shared counts.
-pub struct Defences {
+/// The settings of the defences, from the flags; replaced whole when the configuration is
+/// reloaded (see [`Defences::set_policy`]).
+#[derive(Debug)]
+struct Policy {
     exempt: Vec<Cidr>,
     max_conns: u32,
     max_unauth: u32,
     conn_rate: Rate,
     signup_rate: Rate,
-    /// Per-session flood limits.
-    pub flood: FloodLimits,
-    addresses: Box<[Slot]>,
-    accounts: Box<[AtomicU64]>,
-    hasher: std::hash::RandomState,
-    start: Instant,
+    flood: FloodLimits,
 }
 
-impl std::fmt::Debug for Defences {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Defences")
-            .field("exempt", &self.exempt)
-            .field("max_conns", &self.max_conns)
-            .field("max_unauth", &self.max_unauth)
-            .field("conn_rate", &self.conn_rate)
-            .field("signup_rate", &self.signup_rate)
-            .field("flood", &self.flood)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Defences {
-    /// The defences `config` asks for, with empty counts.
-    pub fn new(config: &Config) -> Arc<Defences> {
-        Arc::new(Defences {
+impl Policy {
+    fn of(config: &Config) -> Policy {
+        Policy {
             exempt: config.exempt.iter().filter_map(|e| e.0).collect(),
             max_conns: config.max_conns_per_ip,
             max_unauth: config.max_unauth_per_ip,
@@ -215,6 +199,34 @@ impl Defences {
                 per_second: config.flood_rate,
                 queue: config.flood_queue,
             },
+        }
+    }
+}
+
+/// The defences of one server: its settings and the shared counts.
+pub struct Defences {
+    /// Read on each connection, login, sign-up and limited line; swapped, never locked, so a
+    /// reload holds up no shard.
+    policy: ArcSwap<Policy>,
+    addresses: Box<[Slot]>,
+    accounts: Box<[AtomicU64]>,
+    hasher: std::hash::RandomState,
+    start: Instant,
+}
+
+impl std::fmt::Debug for Defences {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Defences")
+            .field("policy", &self.policy.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Defences {
+    /// The defences `config` asks for, with empty counts.
+    pub fn new(config: &Config) -> Arc<Defences> {
+        Arc::new(Defences {
+            policy: ArcSwap::from_pointee(Policy::of(config)),
             addresses: zeroed(ADDRESS_SLOTS),
             accounts: zeroed(ACCOUNT_SLOTS),
             hasher: std::hash::RandomState::new(),
@@ -222,25 +234,42 @@ impl Defences {
         })
     }
 
+    /// Takes the limits, rates, exempt networks and flood settings of `config` from now on. The
+    /// counts stay: a connection already open keeps its place, and a lower limit refuses only
+    /// what comes next. Sessions take new flood settings at their next line.
+    pub fn set_policy(&self, config: &Config) {
+        self.policy.store(Arc::new(Policy::of(config)));
+    }
+
+    /// The flood limits for sessions from addresses that are not exempt.
+    pub fn flood(&self) -> FloodLimits {
+        self.policy.load().flood
+    }
+
     /// Whether connections from `ip` skip every per-address limit and flood control.
     pub fn is_exempt(&self, ip: IpAddr) -> bool {
-        self.exempt.iter().any(|net| net.contains(ip))
+        self.policy.load().exempt.iter().any(|net| net.contains(ip))
     }
 
     /// Decides on a new connection from `ip`, counting it if it is let in.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
-        if self.is_exempt(ip) {
+        let policy = self.policy.load();
+        if policy.exempt.iter().any(|net| net.contains(ip)) {
             return Admission::Exempt;
         }
         let index = self.slot_of(ip);
         let slot = &self.addresses[index];
-        if self.conn_rate.take(&slot.connects, self.now_ns()).is_err() {
+        if policy
+            .conn_rate
+            .take(&slot.connects, self.now_ns())
+            .is_err()
+        {
             return Admission::Refused(Refusal::TooFast);
         }
-        if !take_one(&slot.conns, self.max_conns) {
+        if !take_one(&slot.conns, policy.max_conns) {
             return Admission::Refused(Refusal::TooMany);
         }
-        if !take_one(&slot.unauth, self.max_unauth) {
+        if !take_one(&slot.unauth, policy.max_unauth) {
             slot.conns.fetch_sub(1, Relaxed);
             return Admission::Refused(Refusal::TooManyLoggingIn);
         }
@@ -311,13 +340,20 @@ impl Defences {
     /// How long until `ticket`'s address may create an account, if it may not now.
     pub fn signup_wait(&self, ticket: &Ticket) -> Option<Duration> {
         let slot = &self.addresses[ticket.slot()];
-        self.signup_rate.check(&slot.signups, self.now_ns()).err()
+        self.policy
+            .load()
+            .signup_rate
+            .check(&slot.signups, self.now_ns())
+            .err()
     }
 
     /// Counts a sign-up from `ticket`'s address, or says how long until one is allowed.
     pub fn take_signup(&self, ticket: &Ticket) -> Result<(), Duration> {
         let slot = &self.addresses[ticket.slot()];
-        self.signup_rate.take(&slot.signups, self.now_ns())
+        self.policy
+            .load()
+            .signup_rate
+            .take(&slot.signups, self.now_ns())
     }
 
     fn slot_of(&self, ip: IpAddr) -> usize {

@@ -76,6 +76,11 @@ impl TestServer {
         self.server().stats()
     }
 
+    /// A handle that applies a reloaded configuration (see `ringtalk::live`).
+    pub fn reloader(&self) -> ringtalk::live::Reloader {
+        self.server().reloader()
+    }
+
     /// A handle that stops the server from any thread.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         self.server().shutdown_trigger()

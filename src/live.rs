@@ -1,0 +1,125 @@
+//! What an operator may change while the server runs, without dropping anyone.
+//!
+//! A reload (SIGHUP to the binary; [`Reloader::apply`] to the library) reads the configuration
+//! again and applies what is safe to change under running sessions: the per-address limits and
+//! throttles, flood control and exempt networks (swapped whole inside [`Defences`]), and the
+//! message of the day (here). Everything else (where the server listens, how many shards, the data
+//! directory, the cluster) shapes what was built at start; a change to it is named in the log as
+//! waiting for a restart, and the running value stays.
+//!
+//! Shards read these settings where they use them, through an [`ArcSwap`]: a read is a few atomic
+//! operations and never waits, and a reload holds up no shard.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::defences::Defences;
+
+/// The configuration keys a reload applies; a change to any other waits for a restart.
+pub const LIVE_KEYS: [&str; 10] = [
+    "exempt",
+    "max-conns-per-ip",
+    "max-unauth-per-ip",
+    "conn-rate",
+    "signup-rate",
+    "flood-burst",
+    "flood-rate",
+    "flood-queue",
+    "motd",
+    "log-level",
+];
+
+/// The live settings that are not the defences', shared by every shard.
+#[derive(Debug)]
+pub struct Live {
+    motd: ArcSwap<Vec<String>>,
+}
+
+impl Live {
+    /// The settings of `config` (its message of the day already read).
+    pub fn new(config: &Config) -> Arc<Live> {
+        Arc::new(Live {
+            motd: ArcSwap::from_pointee(config.motd_lines.to_vec()),
+        })
+    }
+
+    /// The message of the day's lines, as the latest load or reload read them.
+    pub fn motd(&self) -> Arc<Vec<String>> {
+        self.motd.load_full()
+    }
+}
+
+/// What a reload touches; cheap to clone, and usable from any thread.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    pub(crate) defences: Arc<Defences>,
+    pub(crate) live: Arc<Live>,
+}
+
+impl Reloader {
+    /// Applies the live settings of `config` (see [`LIVE_KEYS`]; its message of the day already
+    /// read by [`Config::load_motd`]). Connections that are open stay; a limit lowered below what
+    /// an address holds refuses only its next connection. The log level is the binary's to apply.
+    pub fn apply(&self, config: &Config) {
+        self.defences.set_policy(config);
+        self.live.motd.store(Arc::new(config.motd_lines.to_vec()));
+    }
+}
+
+/// The keys whose values differ between two configurations (as
+/// [`Loaded::settings`](crate::config_file::Loaded::settings) gives them), split into those a
+/// reload applies and those that wait for a restart.
+pub fn changes(
+    running: &BTreeMap<String, Option<Vec<String>>>,
+    read: &BTreeMap<String, Option<Vec<String>>>,
+) -> (Vec<String>, Vec<String>) {
+    let mut live = Vec::new();
+    let mut restart = Vec::new();
+    for (key, value) in read {
+        if running.get(key) != Some(value) {
+            if LIVE_KEYS.contains(&key.as_str()) {
+                live.push(key.clone());
+            } else {
+                restart.push(key.clone());
+            }
+        }
+    }
+    (live, restart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_live_key_is_a_setting() {
+        let command = Config::command();
+        for key in LIVE_KEYS {
+            assert!(
+                command.get_arguments().any(|a| a.get_long() == Some(key)),
+                "{key} is no flag"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_are_split_into_live_and_restart() {
+        let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, Option<Vec<String>>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(vec![v.to_string()])))
+                .collect()
+        };
+        let running = settings(&[("flood-rate", "2"), ("shards", "2"), ("motd", "a")]);
+        let read = settings(&[("flood-rate", "3"), ("shards", "4"), ("motd", "a")]);
+        assert_eq!(
+            changes(&running, &read),
+            (vec!["flood-rate".to_string()], vec!["shards".to_string()])
+        );
+        assert_eq!(changes(&running, &running), (vec![], vec![]));
+    }
+}
