@@ -56,7 +56,12 @@ fn main() {
     let (filter, log_filter) = reload::Layer::new(log_filter(&loaded.config));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(writer))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                // Colours for a terminal, none for a file or the journal.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     let mut running = loaded.settings();
     let config = loaded.config;
