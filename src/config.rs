@@ -169,6 +169,12 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub motd: Option<PathBuf>,
 
+    /// A line of the MSSP table that MUD clients and crawlers read, as KEY=VALUE (repeatable, at
+    /// most 64): e.g. `NAME=My Chat`, `HOSTNAME=chat.example.org`, `CONTACT=admin@example.org`,
+    /// `WEBSITE=…`, `LANGUAGE=English`, `LOCATION=…`. Replaces the default of the same key.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub mssp: Vec<crate::mssp::Entry>,
+
     /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or per-module directives
     /// such as `info,ringtalk::cluster=debug`. Default: the `RUST_LOG` variable, else `info`.
     #[arg(long, value_name = "FILTER", value_parser = parse_log_level)]
@@ -229,6 +235,18 @@ impl Config {
         };
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         self.motd_lines = motd_lines(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    }
+
+    /// Checks what the flags' parsers cannot check one value at a time.
+    pub fn check(&self) -> Result<(), String> {
+        if self.mssp.len() > crate::mssp::MAX_ENTRIES {
+            return Err(format!(
+                "--mssp is given {} times; at most {}",
+                self.mssp.len(),
+                crate::mssp::MAX_ENTRIES
+            ));
+        }
         Ok(())
     }
 

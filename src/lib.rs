@@ -70,6 +70,7 @@ pub mod listener;
 pub mod live;
 pub mod mailbox;
 pub mod mesh;
+pub mod mssp;
 pub mod pacing;
 pub mod readiness;
 pub mod server;

@@ -2,8 +2,8 @@
 //!
 //! A reload (SIGHUP to the binary; [`Reloader::apply`] to the library) reads the configuration
 //! again and applies what is safe to change under running sessions: the per-address limits and
-//! throttles, flood control and exempt networks (swapped whole inside [`Defences`]), and the
-//! message of the day (here). Everything else (where the server listens, how many shards, the data
+//! throttles, flood control and exempt networks (swapped whole inside [`Defences`]), the message
+//! of the day and the MSSP table (here). Everything else (where the server listens, how many shards, the data
 //! directory, the cluster) shapes what was built at start; a change to it is named in the log as
 //! waiting for a restart, and the running value stays.
 //!
@@ -17,9 +17,10 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::defences::Defences;
+use crate::mssp;
 
 /// The configuration keys a reload applies; a change to any other waits for a restart.
-pub const LIVE_KEYS: [&str; 10] = [
+pub const LIVE_KEYS: [&str; 11] = [
     "exempt",
     "max-conns-per-ip",
     "max-unauth-per-ip",
@@ -30,20 +31,31 @@ pub const LIVE_KEYS: [&str; 10] = [
     "flood-queue",
     "motd",
     "log-level",
+    "mssp",
 ];
 
 /// The live settings that are not the defences', shared by every shard.
 #[derive(Debug)]
 pub struct Live {
     motd: ArcSwap<Vec<String>>,
+    mssp: ArcSwap<mssp::Table>,
+    /// What the MSSP table says that no setting does, kept to build it again.
+    facts: mssp::Facts,
 }
 
 impl Live {
-    /// The settings of `config` (its message of the day already read).
-    pub fn new(config: &Config) -> Arc<Live> {
+    /// The settings of `config` (its message of the day already read), for a server with `facts`.
+    pub fn new(config: &Config, facts: mssp::Facts) -> Arc<Live> {
         Arc::new(Live {
             motd: ArcSwap::from_pointee(config.motd_lines.to_vec()),
+            mssp: ArcSwap::from_pointee(mssp::Table::new(&facts, &config.mssp)),
+            facts,
         })
+    }
+
+    /// The MSSP table (but for its `PLAYERS`).
+    pub fn mssp(&self) -> arc_swap::Guard<Arc<mssp::Table>> {
+        self.mssp.load()
     }
 
     /// The message of the day's lines, as the latest load or reload read them.
@@ -66,6 +78,8 @@ impl Reloader {
     pub fn apply(&self, config: &Config) {
         self.defences.set_policy(config);
         self.live.motd.store(Arc::new(config.motd_lines.to_vec()));
+        let table = mssp::Table::new(&self.live.facts, &config.mssp);
+        self.live.mssp.store(Arc::new(table));
     }
 }
 

@@ -158,6 +158,10 @@ fn reload_config(
             return;
         }
     };
+    if let Err(e) = loaded.config.check() {
+        error!("configuration not reloaded (the running one stays): {e}");
+        return;
+    }
     if let Err(e) = loaded.config.load_motd() {
         error!("configuration not reloaded (the running one stays): --motd {e}");
         return;

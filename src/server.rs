@@ -70,6 +70,9 @@ pub enum StartError {
     /// `--motd` could not be read, or is too long.
     #[error("cannot use --motd {0}")]
     Motd(String),
+    /// Settings that cannot go together (see [`Config::check`]).
+    #[error("{0}")]
+    Config(String),
     /// `--shards` outside 1..=[`MAX_SHARDS`](crate::config::MAX_SHARDS).
     #[error("--shards must be 1 to {}, not {0}", crate::config::MAX_SHARDS)]
     Shards(usize),
@@ -178,7 +181,11 @@ impl Drop for ReadyGuard {
 impl Server {
     /// Starts every part of the server and returns once all shards accept connections.
     pub fn start(mut config: Config) -> Result<Server, StartError> {
+        config.check().map_err(StartError::Config)?;
         config.load_motd().map_err(StartError::Motd)?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let file_limit = limits::raise_nofile().map_err(StartError::Limits)?;
         let memlock = limits::raise_memlock().map_err(StartError::Limits)?;
         if memlock < limits::MIN_MEMLOCK {
@@ -328,7 +335,12 @@ impl Server {
         });
 
         let defences = Defences::new(&config);
-        let live = Live::new(&config);
+        let facts = crate::mssp::Facts {
+            ports: vec![addr.port()],
+            tls_ports: Vec::new(),
+            started,
+        };
+        let live = Live::new(&config, facts);
         let config = Arc::new(config);
         let stats = Stats::new(shard_count);
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();

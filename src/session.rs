@@ -38,6 +38,7 @@ use crate::defences::{account_slowed_notice, in_time, Checking, Limit, LoginStar
 use crate::hub::Personal;
 use crate::line::FinishedLine;
 use crate::mailbox::{drop_notice, Kick, Reply, SHUTDOWN_GRACE};
+use crate::mssp;
 use crate::pacing::PaceState;
 use crate::readiness::Ready;
 use crate::shard::{Registration, Shard};
@@ -90,6 +91,8 @@ pub(crate) enum Stop {
     MoveHome,
     /// The user deleted their account, and has been told so (`/delete-account`).
     AccountDeleted,
+    /// A crawler asked for the MSSP table as text, and has it.
+    Answered,
 }
 
 /// A logged-in session on its way to another shard: everything its new task needs. One that is
@@ -390,12 +393,12 @@ impl Session {
             }
             Err(Stop::TooManyFailures) => Some("Too many incorrect passwords. Goodbye."),
             // Its last words were the command's own.
-            Err(Stop::Closed | Stop::MoveHome | Stop::AccountDeleted) => None,
+            Err(Stop::Closed | Stop::MoveHome | Stop::AccountDeleted | Stop::Answered) => None,
         };
         if let Some(text) = last_words {
             self.term.print(&[text], &mut self.out);
         }
-        if last_words.is_some() || matches!(outcome, Err(Stop::AccountDeleted)) {
+        if last_words.is_some() || matches!(outcome, Err(Stop::AccountDeleted | Stop::Answered)) {
             let grace = if matches!(outcome, Err(Stop::Kicked(Kick::Shutdown))) {
                 SHUTDOWN_GRACE
             } else {
@@ -494,6 +497,11 @@ impl Session {
             let name = name.trim();
             if name.is_empty() {
                 continue;
+            }
+            if name == mssp::TEXT_REQUEST {
+                let players = self.players_online();
+                self.shard.live.mssp().write_text(players, &mut self.out);
+                return Err(Stop::Answered);
             }
             if let Err(e) = accounts::validate_username(name) {
                 self.say(&e.to_string());
@@ -930,11 +938,21 @@ impl Session {
     /// The next line or ^D, reading from the socket as needed.
     async fn next_input(&mut self) -> Result<Input, Stop> {
         loop {
-            if let Some(input) = self.term.next_input(&mut self.out) {
+            let input = self.term.next_input(&mut self.out);
+            if self.term.take_mssp_request() {
+                let players = self.players_online();
+                self.shard.live.mssp().write_telnet(players, &mut self.out);
+            }
+            if let Some(input) = input {
                 return Ok(input);
             }
             poll_fn(|cx| self.poll_io(cx)).await?;
         }
+    }
+
+    /// Users logged in on this server, for MSSP.
+    fn players_online(&self) -> u64 {
+        self.shard.stats.snapshot().total().logged_in
     }
 
     /// Waits for `job` (work on the worker pool) while still sending output and watching for kicks.

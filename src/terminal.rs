@@ -80,6 +80,8 @@ pub struct Terminal {
     last_ttype: u64,
     /// We said WILL ECHO for a password prompt and must say WONT ECHO after it.
     echo_for_password: bool,
+    /// The client agreed to MSSP: the session owes it the table (see [`Terminal::take_mssp_request`]).
+    mssp_asked: bool,
 }
 
 impl Terminal {
@@ -88,13 +90,20 @@ impl Terminal {
         Terminal::default()
     }
 
-    /// The opening negotiation: offer to echo and to suppress go-ahead (character mode), and ask for
-    /// the terminal type and window size.
+    /// The opening negotiation: offer to echo and to suppress go-ahead (character mode), ask for
+    /// the terminal type and window size, and offer MSSP.
     pub fn start(&mut self, out: &mut Vec<u8>) {
         self.telnet.request_local(opt::ECHO, true, out);
         self.telnet.request_local(opt::SGA, true, out);
         self.telnet.request_remote(opt::TTYPE, true, out);
         self.telnet.request_remote(opt::NAWS, true, out);
+        self.telnet.request_local(opt::MSSP, true, out);
+    }
+
+    /// Whether the client has asked for the MSSP table since the last call (by agreeing to the
+    /// option: a client that asks again after refusing it asks again).
+    pub fn take_mssp_request(&mut self) -> bool {
+        std::mem::take(&mut self.mssp_asked)
     }
 
     /// How input is edited and output drawn right now.
@@ -168,6 +177,10 @@ impl Terminal {
             Event::Command(_) => None,
             Event::RemoteEnabled(opt::TTYPE) => {
                 self.ask_ttype(out);
+                None
+            }
+            Event::LocalEnabled(opt::MSSP) => {
+                self.mssp_asked = true;
                 None
             }
             Event::WindowSize { width, .. } => {
@@ -336,7 +349,10 @@ mod tests {
                 opt::TTYPE,
                 IAC,
                 DO,
-                opt::NAWS
+                opt::NAWS,
+                IAC,
+                WILL,
+                opt::MSSP
             ]
         );
         out.clear();
@@ -503,5 +519,23 @@ mod tests {
         for name in ["XTERM-256COLOR", "ANSI", "VT100", "PUTTY", ""] {
             assert!(!is_mud_client(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_client_that_agrees_to_mssp_is_owed_the_table_once_per_yes() {
+        let (mut term, mut out) = plain_terminal();
+        assert!(!term.take_mssp_request(), "inetutils telnet never answered");
+        type_in(&mut term, &[IAC, DO, opt::MSSP], &mut out);
+        assert!(term.take_mssp_request());
+        assert!(!term.take_mssp_request(), "owed once");
+        // A repeated DO changes nothing (RFC 1143): no second table.
+        type_in(&mut term, &[IAC, DO, opt::MSSP], &mut out);
+        assert!(!term.take_mssp_request());
+        // A refusal is taken quietly.
+        let mut other = Terminal::new();
+        let mut out = Vec::new();
+        other.start(&mut out);
+        type_in(&mut other, &[IAC, DONT, opt::MSSP], &mut out);
+        assert!(!other.take_mssp_request());
     }
 }

@@ -58,6 +58,9 @@ pub mod opt {
     pub const LINEMODE: u8 = 34;
     /// New environment (RFC 1572); PuTTY offers it, we refuse it.
     pub const NEW_ENVIRON: u8 = 39;
+    /// MUD Server Status Protocol: we offer it, and send the table (see `crate::mssp`) to a
+    /// client that agrees.
+    pub const MSSP: u8 = 70;
 }
 
 /// TTYPE subnegotiation verb: "my terminal type IS ...", sent by the client.

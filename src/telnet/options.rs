@@ -52,8 +52,9 @@ pub struct Policy {
     len: u8,
 }
 
-/// The policy ringtalk uses: we echo and suppress go-ahead (character mode for plain terminals)
-/// and can mark prompts with EOR; we accept the client's window size, terminal type and SGA.
+/// The policy ringtalk uses: we echo and suppress go-ahead (character mode for plain terminals),
+/// can mark prompts with EOR and offer MSSP; we accept the client's window size, terminal type and
+/// SGA.
 pub static DEFAULT_POLICY: Policy = Policy::new(&[
     OptionPolicy {
         opt: opt::ECHO,
@@ -79,6 +80,11 @@ pub static DEFAULT_POLICY: Policy = Policy::new(&[
         opt: opt::NAWS,
         local: false,
         remote: true,
+    },
+    OptionPolicy {
+        opt: opt::MSSP,
+        local: true,
+        remote: false,
     },
 ]);
 
