@@ -45,6 +45,8 @@
 //! - [`cluster`]: several nodes over NATS: the bridge thread, membership, placement, the wire, and
 //!   accounts and channels in JetStream key-value buckets (each shard's part is in `hub::cluster`).
 //! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags;
+//!   [`metrics`]: `GET /metrics` on a plain thread of its own, which asks the shards for their
+//!   counters at each scrape (no shard waits for it);
 //!   [`data_dir`]: the lock that keeps a data directory to one process.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
@@ -66,6 +68,7 @@ pub mod line;
 pub mod listener;
 pub mod mailbox;
 pub mod mesh;
+pub mod metrics;
 pub mod pacing;
 pub mod readiness;
 pub mod server;
