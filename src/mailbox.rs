@@ -537,6 +537,23 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_remembers_when_its_oldest_line_came_and_reads_the_clock_once_per_batch() {
+        let mailbox = Mailbox::new(id());
+        mailbox.set_logged_in();
+        assert_eq!(mailbox.queued_at(), None);
+        assert!(mailbox.push_line(&lines(0..1)[0], 8, || 500));
+        assert!(mailbox.push_line(&lines(1..2)[0], 8, || panic!(
+            "the clock is read only for the first line"
+        )));
+        assert_eq!(mailbox.queued_at(), Some(500));
+        mailbox.take_lines().unwrap();
+        assert_eq!(mailbox.queued_at(), None);
+        // A stamp of 0 is kept as 1 (0 means none).
+        assert!(mailbox.push_line(&lines(2..3)[0], 8, || 0));
+        assert_eq!(mailbox.queued_at(), Some(1));
+    }
+
+    #[test]
     fn a_mailbox_left_behind_gives_up_what_it_holds() {
         let mailbox = Mailbox::new(id());
         mailbox.set_logged_in();
