@@ -28,6 +28,10 @@
 //! `_bucket{le=...}` lines, `_sum` and `_count`. Label values are escaped, though every one of them
 //! is a number or a fixed name.
 //!
+//! What it costs in the binary: no new dependency; the release binary grew by 164 kB stripped
+//! (12,385,336 to 12,549,112 bytes; 91.5 to 92.5 MB with the debug information the release
+//! profile keeps), for this module, the asking, the histograms and the login outcomes.
+//!
 //! # The listener
 //!
 //! HTTP/1.0-ish: a request is read up to [`MAX_REQUEST`] bytes and for at most [`IO_TIMEOUT`],
