@@ -8,6 +8,7 @@
 #   SCENARIOS=ceiling scripts/bench.sh       # the most users the limits allow (about 19,300 here)
 #   JSON=1 scripts/bench.sh                  # one JSON object per scenario instead of the table
 #   BCRYPT_COST=8 SCENARIOS=logins scripts/bench.sh   # another bcrypt cost (default 4)
+#   METRICS=127.0.0.1:9555 SCENARIOS=ceiling scripts/bench.sh  # with GET /metrics on (see scrape-time.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +31,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+metrics=()
+if [ -n "${METRICS:-}" ]; then
+    metrics=(--metrics-listen "$METRICS")
+fi
 ./target/release/ringtalk --listen "127.0.0.1:$port" --data-dir "$data" --bcrypt-cost "$cost" \
-    --stats-interval 0 --channel-capacity 0 2>"$data/server.log" &
+    --stats-interval 0 --channel-capacity 0 "${metrics[@]}" 2>"$data/server.log" &
 server=$!
 
 deadline=$((SECONDS + 30))

@@ -60,6 +60,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use shard_proto::ChannelName;
 
 use crate::cluster::store::Store;
+use crate::stats::{Histogram, SharedHistogram};
 use crate::workers::{JobError, StartError, SubmitError, Workers, WorkersGuard};
 
 /// The name of the database file inside the data directory.
@@ -443,6 +444,8 @@ struct Db {
     turns: Arc<Mutex<()>>,
     /// In a cluster, where users and channels live instead of `conn`.
     store: Option<Store>,
+    /// How long each bcrypt hash or check took, shared by every worker (for `GET /metrics`).
+    bcrypt: Arc<SharedHistogram>,
 }
 
 impl Drop for Db {
@@ -497,6 +500,8 @@ pub struct Accounts {
     suspect: Workers<Db>,
     /// The bcrypt cost for new hashes (existing hashes carry their own).
     cost: u32,
+    /// How long bcrypt took, on every worker thread.
+    bcrypt: Arc<SharedHistogram>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -542,14 +547,21 @@ impl Accounts {
         // Threads set up one at a time: switching to WAL and creating the schema need the
         // write lock, and taking turns is simpler than leaning on the busy timeout.
         let turns = Arc::new(Mutex::new(()));
+        let bcrypt = Arc::new(SharedHistogram::default());
         let opener = |lowered: bool| {
             let (path, turns, store) = (path.clone(), Arc::clone(&turns), store.clone());
+            let bcrypt = Arc::clone(&bcrypt);
             move || {
                 if lowered {
                     lower_this_threads_priority();
                 }
                 let _turn = turns.lock().unwrap_or_else(PoisonError::into_inner);
-                Db::open(&path, Arc::clone(&turns), store.clone())
+                Db::open(
+                    &path,
+                    Arc::clone(&turns),
+                    store.clone(),
+                    Arc::clone(&bcrypt),
+                )
             }
         };
         let (workers, guard) = Workers::start(threads, queue_capacity, opener(false))?;
@@ -560,6 +572,7 @@ impl Accounts {
                 workers,
                 suspect,
                 cost: bcrypt_cost,
+                bcrypt,
             },
             guard.and(suspect_guard),
         ))
@@ -595,7 +608,7 @@ impl Accounts {
             let Some(account) = db.find_account(&name)? else {
                 return Ok(Login::NoSuchUser);
             };
-            if !password_matches(&password, &account.hash)? {
+            if !password_matches(&password, &account.hash, &db.bcrypt)? {
                 return Ok(Login::WrongPassword);
             }
             if account.banned {
@@ -829,6 +842,11 @@ impl Accounts {
         self.workers.queue_depth() + self.suspect.queue_depth()
     }
 
+    /// How long every bcrypt hash and check since start took.
+    pub fn bcrypt_times(&self) -> Histogram {
+        self.bcrypt.snapshot()
+    }
+
     /// Submits `job` now (so `Busy` is decided at call time) and returns a future of its result
     /// that borrows nothing.
     fn run<T, F>(&self, job: F) -> impl Future<Output = Result<T, AccountError>> + Send + 'static
@@ -864,11 +882,15 @@ pub enum Flag {
 
 /// Whether `password` is the one `hash` was made from. A password longer than any stored one is
 /// not, without spending a hash on it (bcrypt would compare only a prefix).
-fn password_matches(password: &str, hash: &str) -> Result<bool, AccountError> {
+fn password_matches(
+    password: &str,
+    hash: &str,
+    times: &SharedHistogram,
+) -> Result<bool, AccountError> {
     if password.len() > PASSWORD_MAX_BYTES {
         return Ok(false);
     }
-    Ok(bcrypt::verify(password.as_bytes(), hash)?)
+    Ok(times.time(|| bcrypt::verify(password.as_bytes(), hash))?)
 }
 
 impl Db {
@@ -878,6 +900,7 @@ impl Db {
         path: &Path,
         turns: Arc<Mutex<()>>,
         store: Option<Store>,
+        bcrypt: Arc<SharedHistogram>,
     ) -> Result<Db, rusqlite::Error> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -894,7 +917,12 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", false)?;
         migrate(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        Ok(Db { conn, turns, store })
+        Ok(Db {
+            conn,
+            turns,
+            store,
+            bcrypt,
+        })
     }
 
     /// Everything stored for the account with this name (ASCII case ignored).
@@ -945,7 +973,9 @@ impl Db {
         if self.find_account(name)?.is_some() {
             return Ok(Created::NameTaken);
         }
-        let hash = bcrypt::non_truncating_hash(password.as_bytes(), cost)?;
+        let hash = self
+            .bcrypt
+            .time(|| bcrypt::non_truncating_hash(password.as_bytes(), cost))?;
         if let Some(store) = &self.store {
             return store.create_user(name, &hash);
         }
@@ -975,10 +1005,12 @@ impl Db {
         let Some(account) = self.find_account(name)? else {
             return Ok(PasswordChange::WrongPassword);
         };
-        if !password_matches(old, &account.hash)? {
+        if !password_matches(old, &account.hash, &self.bcrypt)? {
             return Ok(PasswordChange::WrongPassword);
         }
-        let hash = bcrypt::non_truncating_hash(new.as_bytes(), cost)?;
+        let hash = self
+            .bcrypt
+            .time(|| bcrypt::non_truncating_hash(new.as_bytes(), cost))?;
         // Only over the hash just checked: a change that came meanwhile made `old` stale.
         let replaced = match &self.store {
             Some(store) => store.replace_hash(&account.user.name, &account.hash, &hash)?,
@@ -1002,7 +1034,7 @@ impl Db {
         let Some(account) = self.find_account(name)? else {
             return Ok(Deleted::WrongPassword);
         };
-        if !password_matches(password, &account.hash)? {
+        if !password_matches(password, &account.hash, &self.bcrypt)? {
             return Ok(Deleted::WrongPassword);
         }
         let deleted = match &self.store {
@@ -1647,7 +1679,13 @@ mod tests {
     #[test]
     fn only_unique_violations_count_as_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join(DB_FILE), Arc::default(), None).unwrap();
+        let db = Db::open(
+            &dir.path().join(DB_FILE),
+            Arc::default(),
+            None,
+            Arc::default(),
+        )
+        .unwrap();
         let insert = "INSERT INTO user (name, password_hash, created_at) VALUES (?1, 'x', 0)";
         db.conn.execute(insert, ["Zed"]).unwrap();
         let duplicate = db.conn.execute(insert, ["zED"]).unwrap_err();

@@ -190,6 +190,11 @@ pub struct Config {
     #[arg(long)]
     pub print_config: bool,
 
+    /// Serve `GET /metrics` (Prometheus text format) on this address, e.g. `127.0.0.1:9555`; off
+    /// by default. Anyone who can reach it sees the server's counters.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// The message of the day's lines, as [`Config::load_motd`] read them.
     #[arg(skip)]
     pub motd_lines: Arc<[String]>,

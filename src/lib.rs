@@ -47,6 +47,8 @@
 //! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags;
 //!   [`config_file`]: the same flags as keys of a TOML file; [`live`]: what a reload (SIGHUP) changes
 //!   while users stay connected;
+//!   [`metrics`]: `GET /metrics` on a plain thread of its own, which asks the shards for their
+//!   counters at each scrape (no shard waits for it);
 //!   [`data_dir`]: the lock that keeps a data directory to one process.
 //!
 //! `docs/ARCHITECTURE.md` draws who sends to whom; `docs/PROTOCOL.md` lists every string on the wire.
@@ -70,6 +72,7 @@ pub mod listener;
 pub mod live;
 pub mod mailbox;
 pub mod mesh;
+pub mod metrics;
 pub mod mssp;
 pub mod pacing;
 pub mod readiness;

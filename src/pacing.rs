@@ -139,6 +139,19 @@ impl Pacer {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// Now on the pacer's clock as a wrapping 32-bit count of microseconds: what a mailbox keeps
+    /// of when its oldest line was queued (4 bytes a session; see [`Pacer::waited_us`]).
+    pub fn stamp(&self) -> u32 {
+        self.now_us() as u32
+    }
+
+    /// Microseconds since `stamp` (a [`Pacer::stamp`]). The clock wraps every 71 minutes, so a
+    /// line that waited longer than that (a reader whose socket took nothing for over an hour)
+    /// is counted as having waited the remainder.
+    pub fn waited_us(&self, stamp: u32) -> u64 {
+        u64::from(self.stamp().wrapping_sub(stamp))
+    }
+
     /// The shard's ticker: while any connection waits, one tick an interval after the first began
     /// waiting. `sleep` is the executor's timer.
     pub async fn run<S, F>(&self, sleep: S)

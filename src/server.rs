@@ -29,6 +29,7 @@ use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
 use crate::live::{Live, Reloader};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
+use crate::metrics::{MetricsServer, Sources};
 use crate::stats::{Snapshot, Stats};
 use crate::tasks::{self, ShardStart};
 use crate::workers::WorkersGuard;
@@ -82,6 +83,14 @@ pub enum StartError {
         /// The address asked for.
         addr: SocketAddr,
         /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// `--metrics-listen` could not be bound, or its thread started.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What failed.
         source: std::io::Error,
     },
     /// The data directory could not be made or locked, or another process uses it.
@@ -158,6 +167,8 @@ pub struct Server {
     heartbeat: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
     /// The bridge to the other nodes, in cluster mode.
     cluster: Option<Cluster>,
+    /// The `GET /metrics` thread, with `--metrics-listen`.
+    metrics: Option<MetricsServer>,
     /// The thread that keeps accounts and channels in NATS, in cluster mode.
     store: Option<StoreGuard>,
     /// The data directory is this server's while it runs; let go of last, once the database is
@@ -226,6 +237,13 @@ impl Server {
             .into_iter()
             .map(|fd| Some(unsafe { OwnedFd::from_raw_fd(fd) }))
             .collect();
+        // Bound now, so that an address in use fails the start before anything else runs.
+        let metrics_listener = config
+            .metrics_listen
+            .map(|addr| {
+                MetricsServer::bind(addr).map_err(|source| StartError::Metrics { addr, source })
+            })
+            .transpose()?;
 
         let workers = config
             .workers
@@ -342,7 +360,8 @@ impl Server {
         };
         let live = Live::new(&config, facts);
         let config = Arc::new(config);
-        let stats = Stats::new(shard_count);
+        let (stats, asks) = Stats::new(&doorbells);
+        let mut asks = asks.into_iter();
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let mut senders = Vec::with_capacity(shard_count);
         let mut go_senders = Vec::with_capacity(shard_count);
@@ -372,6 +391,7 @@ impl Server {
                 audit: audit.clone(),
                 channels: std::mem::take(&mut homed[index]),
                 cluster: cluster_links[index].take(),
+                asks: asks.next().expect("one queue of questions per shard"),
             };
             let guard = ReadyGuard {
                 tx: ready_tx.clone(),
@@ -440,6 +460,22 @@ impl Server {
                 }
             }
         }
+        // Its scrapes ask the shards, which answer once they run (every shard has started here).
+        let mut metrics = None;
+        if let (None, Some(listener), Some(addr)) =
+            (&failure, metrics_listener, config.metrics_listen)
+        {
+            let sources = Sources {
+                stats: stats.clone(),
+                accounts: accounts.clone(),
+                chanlog: chanlog.clone(),
+                cluster: cluster.as_ref().map(Cluster::watch),
+            };
+            match MetricsServer::start(listener, sources) {
+                Ok(server) => metrics = Some(server),
+                Err(source) => failure = Some(StartError::Metrics { addr, source }),
+            }
+        }
         if let Some(err) = failure {
             drop(go_senders);
             trigger.trigger();
@@ -483,6 +519,7 @@ impl Server {
             audit_guard,
             heartbeat,
             cluster,
+            metrics,
             store: store_guard,
             _data_dir_lock: data_dir_lock,
         })
@@ -509,12 +546,19 @@ impl Server {
             .users_allowed(self.shard_cpus.len(), self.worker_threads)
     }
 
+    /// Where `GET /metrics` is served (with the real port when port 0 was asked for); `None`
+    /// without `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
     /// The cluster as this node's bridge sees it (`None` when not in cluster mode).
     pub fn cluster_view(&self) -> Option<ClusterView> {
         self.cluster.as_ref().map(Cluster::view)
     }
 
-    /// The counters of every shard now.
+    /// The counters of every shard now. Asks every shard for its per-line counters and waits for
+    /// the answers (at most [`crate::stats::ASK_TIMEOUT`]): call it from a plain thread.
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
     }
@@ -556,6 +600,11 @@ impl Server {
         if let Some((stop, thread)) = self.heartbeat {
             drop(stop);
             let _ = thread.join();
+        }
+        // Its scrapes ask shards that have stopped: they are answered at once, the shards' ends
+        // being gone.
+        if let Some(metrics) = self.metrics {
+            metrics.stop();
         }
         if let Some(cluster) = self.cluster {
             cluster.stop();

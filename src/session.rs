@@ -43,7 +43,7 @@ use crate::pacing::PaceState;
 use crate::readiness::Ready;
 use crate::shard::{Registration, Shard};
 use crate::socket::Socket;
-use crate::stats::{Gauge, GaugeGuard};
+use crate::stats::{Gauge, GaugeGuard, LoginOutcome};
 use crate::terminal::{Input, Terminal};
 
 /// Wrong passwords in a row after which the connection is closed.
@@ -511,6 +511,7 @@ impl Session {
             let exists = match self.wait(accounts.user_exists(name)).await? {
                 Ok(exists) => exists,
                 Err(e) => {
+                    self.count_login_error(&e);
                     self.say_account_error(&e);
                     continue;
                 }
@@ -536,6 +537,7 @@ impl Session {
                 let suspect = matches!(&turn, Turn::Mine(c) if c.is_suspect());
                 match self.wait(accounts.login(name, &password, suspect)).await? {
                     Ok(Login::Ok(logged_in)) => {
+                        self.shard.note_login(LoginOutcome::Ok);
                         self.shard.defences.login_succeeded(self.ticket(), name);
                         self.say("You are logged in. Use /help for help with commands.");
                         return Ok(logged_in);
@@ -543,10 +545,12 @@ impl Session {
                     Ok(Login::Banned) => {
                         // The right password: no failure to count, and no success either (that
                         // would forgive the address its failures).
+                        self.shard.note_login(LoginOutcome::Banned);
                         self.login_unanswered();
                         self.say("This account is banned.");
                     }
                     Ok(Login::WrongPassword) => {
+                        self.shard.note_login(LoginOutcome::BadPassword);
                         self.shard.defences.login_failed(name);
                         failures += 1;
                         self.say("Incorrect password.");
@@ -555,10 +559,12 @@ impl Session {
                         }
                     }
                     Ok(Login::NoSuchUser) => {
+                        self.shard.note_login(LoginOutcome::Unknown);
                         self.login_unanswered();
                         self.say("That username does not exist.");
                     }
                     Err(e) => {
+                        self.count_login_error(&e);
                         self.login_unanswered();
                         self.say_account_error(&e);
                     }
@@ -613,6 +619,7 @@ impl Session {
             let accounts = self.shard.accounts.clone();
             return match self.wait(accounts.create_user(name, &password)).await? {
                 Ok(Created::Ok(user)) => {
+                    self.shard.note_login(LoginOutcome::NewAccount);
                     self.say("Your new account has been created. You are logged in.");
                     Ok(Some(user))
                 }
@@ -625,6 +632,7 @@ impl Session {
                     Ok(None)
                 }
                 Err(e) => {
+                    self.count_login_error(&e);
                     self.say_account_error(&e);
                     Ok(None)
                 }
@@ -782,6 +790,7 @@ impl Session {
 
     /// Tells the user that failed logins from their address hold them back for `secs`.
     fn throttled(&mut self, ip: std::net::IpAddr, secs: u32) {
+        self.shard.note_login(LoginOutcome::Throttled);
         self.shard.note_limit(Limit::LoginThrottle, Some(ip));
         self.say(&format!(
             "Too many failed logins from your address; try again {}.",
@@ -923,6 +932,14 @@ impl Session {
         }
     }
 
+    /// Counts a login attempt that the accounts service could not answer.
+    fn count_login_error(&self, err: &AccountError) {
+        self.shard.note_login(match err {
+            AccountError::Busy => LoginOutcome::Busy,
+            AccountError::Failed(_) => LoginOutcome::Failed,
+        });
+    }
+
     fn say_account_error(&mut self, err: &AccountError) {
         if let AccountError::Failed(reason) = err {
             debug!(%reason, "account request failed");
@@ -952,7 +969,7 @@ impl Session {
 
     /// Users logged in on this server, for MSSP.
     fn players_online(&self) -> u64 {
-        self.shard.stats.snapshot().total().logged_in
+        self.shard.stats.logged_in_now()
     }
 
     /// Waits for `job` (work on the worker pool) while still sending output and watching for kicks.
@@ -999,7 +1016,9 @@ impl Session {
                 } else if !self.shard.pacer.may_write(&mut self.pace, cx) {
                     return Poll::Pending;
                 }
+                let queued_at = mailbox.queued_at();
                 if let Some((lines, dropped)) = mailbox.take_lines() {
+                    self.shard.note_written(queued_at, lines.len());
                     if mailbox.take_channel_gone() {
                         self.prompt_off_channel();
                     }

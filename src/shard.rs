@@ -1,6 +1,7 @@
 //! One shard's state: its table of sessions, its part in chat (the hub) and the outboxes that carry
 //! the hub's messages to other shards. The tasks that drive it live in [`crate::tasks`]. Nothing here
-//! is shared with another thread except the stats counters.
+//! is shared with another thread except the per-connection stats counters; the per-line ones are
+//! plain cells that other threads ask for (see [`crate::stats`]).
 //!
 //! The shard keeps a table of its live sessions so it can reach any of them without the session's help:
 //! to tell every one that the server is shutting down, to close those that have not logged in in time,
@@ -11,7 +12,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -36,7 +36,7 @@ use crate::live::Live;
 use crate::mailbox::{Kick, Mailbox, Reply};
 use crate::pacing::Pacer;
 use crate::readiness::{Readiness, Ready};
-use crate::stats::{ShardStats, Stats, LIMITS};
+use crate::stats::{add, Ask, LocalStats, LoginOutcome, Stats, LIMITS};
 
 /// The readiness token of the shard's listening socket; sessions' keys start at 1.
 pub(crate) const LISTENER_TOKEN: u64 = 0;
@@ -60,8 +60,12 @@ pub struct Shard {
     pub config: Arc<Config>,
     /// Accounts, served by the worker threads.
     pub accounts: Accounts,
-    /// Counters, shared with readers on other threads.
+    /// Per-connection counters, shared with readers on other threads.
     pub stats: Arc<Stats>,
+    /// Per-line counters, this thread's alone; other threads ask for them ([`Shard::answer_asks`]).
+    local: LocalStats,
+    /// Questions for [`Shard::local`] from other threads, answered by the inbox task.
+    asks: crossbeam_channel::Receiver<Ask>,
     /// Per-address limits and flood settings, shared by every shard.
     pub defences: Arc<Defences>,
     /// The settings a reload may change (the message of the day).
@@ -127,14 +131,14 @@ struct Outbox {
 
 impl Outbox {
     /// Queues `msg`; a droppable message that finds the queue full is handed back instead.
-    fn push(&self, msg: ShardMsg, stats: &ShardStats) -> Result<(), ShardMsg> {
+    fn push(&self, msg: ShardMsg, stats: &LocalStats) -> Result<(), ShardMsg> {
         let mut queue = self.queue.borrow_mut();
         let droppable = matches!(
             msg,
             ShardMsg::ToMember(ToMember::Deliver { .. }) | ShardMsg::ToHome(ToHome::Post { .. })
         );
         if droppable && queue.len() >= OUTBOX_LIMIT {
-            stats.ring_dropped.fetch_add(1, Relaxed);
+            add(&stats.ring_dropped, 1);
             if let ShardMsg::ToMember(ToMember::Deliver { channel, .. }) = &msg {
                 let mut lost = self.lost.borrow_mut();
                 let count = lost.entry(*channel).or_default();
@@ -194,8 +198,35 @@ impl Outbox {
 /// The shard seen by its hub: rings through the outboxes, sessions through their mailboxes.
 pub(crate) struct ShardOutputs<'a> {
     shard: &'a Shard,
-    stats: &'a ShardStats,
+    stats: &'a LocalStats,
     sessions: &'a mut HashMap<u64, Rc<Mailbox>>,
+    /// The pacer's clock, read at most once per hub call, when a line is the first in an empty
+    /// queue (see [`Mailbox::queued_at`]): one clock read for a whole fan-out, none per delivery.
+    now: Cell<Option<u32>>,
+}
+
+/// The pacer's stamp, read once and kept in `now`.
+fn clock(now: &Cell<Option<u32>>, pacer: &Pacer) -> u32 {
+    match now.get() {
+        Some(t) => t,
+        None => {
+            let t = pacer.stamp();
+            now.set(Some(t));
+            t
+        }
+    }
+}
+
+impl ShardOutputs<'_> {
+    /// Puts `line` in `mailbox`'s queue and counts it delivered, or dropped if the queue is full.
+    fn queue(&self, mailbox: &Mailbox, line: &Line) {
+        let limit = self.shard.config.queue_limit as usize;
+        if mailbox.push_line(line, limit, || clock(&self.now, &self.shard.pacer)) {
+            add(&self.stats.deliveries, 1);
+        } else {
+            add(&self.stats.dropped, 1);
+        }
+    }
 }
 
 impl Outputs for ShardOutputs<'_> {
@@ -210,19 +241,14 @@ impl Outputs for ShardOutputs<'_> {
 
     fn deliver(&mut self, session: u64, line: &Line) {
         if let Some(handle) = self.sessions.get(&session) {
-            let limit = self.shard.config.queue_limit as usize;
-            if handle.push_line(line, limit) {
-                self.stats.deliveries.fetch_add(1, Relaxed);
-            } else {
-                self.stats.dropped.fetch_add(1, Relaxed);
-            }
+            self.queue(handle, line);
         }
     }
 
     fn lost(&mut self, session: u64, count: u32) {
         if let Some(handle) = self.sessions.get(&session) {
             handle.add_dropped(count);
-            self.stats.dropped.fetch_add(u64::from(count), Relaxed);
+            add(&self.stats.dropped, u64::from(count));
         }
     }
 
@@ -236,12 +262,7 @@ impl Outputs for ShardOutputs<'_> {
         let Some(handle) = self.sessions.get(&session) else {
             return Reached::Nobody;
         };
-        let limit = self.shard.config.queue_limit as usize;
-        if handle.push_line(line, limit) {
-            self.stats.deliveries.fetch_add(1, Relaxed);
-        } else {
-            self.stats.dropped.fetch_add(1, Relaxed);
-        }
+        self.queue(handle, line);
         if handle.has_departed() {
             Reached::InTransit
         } else {
@@ -250,7 +271,7 @@ impl Outputs for ShardOutputs<'_> {
     }
 
     fn log(&mut self, channel: &ChannelName, line: &Line) {
-        self.stats.lines.fetch_add(1, Relaxed);
+        add(&self.stats.lines, 1);
         self.shard.chanlog.append(channel.key(), line);
     }
 
@@ -330,8 +351,10 @@ impl Outputs for ShardOutputs<'_> {
     fn forwarded(&mut self, session: u64, lines: Vec<Line>, dropped: u32) {
         if let Some(mailbox) = self.sessions.get(&session) {
             let limit = self.shard.config.queue_limit as usize;
-            let cut = mailbox.take_forwarded(lines, dropped, limit);
-            self.stats.dropped.fetch_add(u64::from(cut), Relaxed);
+            let cut = mailbox.take_forwarded(lines, dropped, limit, || {
+                clock(&self.now, &self.shard.pacer)
+            });
+            add(&self.stats.dropped, u64::from(cut));
         }
     }
 
@@ -356,15 +379,10 @@ impl Outputs for ShardOutputs<'_> {
     }
 
     fn wall(&mut self, line: &Line) {
-        let limit = self.shard.config.queue_limit as usize;
         // Sessions on their way here or away included: a line that reaches both ends of a move
         // is seen twice rather than one that reaches neither missed.
         for mailbox in self.sessions.values().filter(|m| m.is_logged_in()) {
-            if mailbox.push_line(line, limit) {
-                self.stats.deliveries.fetch_add(1, Relaxed);
-            } else {
-                self.stats.dropped.fetch_add(1, Relaxed);
-            }
+            self.queue(mailbox, line);
         }
     }
 }
@@ -543,6 +561,7 @@ impl Shard {
         channels: Vec<(ChannelName, Settings)>,
         readiness: Readiness,
         cluster: Option<(ShardLink, Arc<str>)>,
+        asks: crossbeam_channel::Receiver<Ask>,
     ) -> Shard {
         let mut hub = Hub::new(id, shards, config.channel_capacity, config.colocate_up_to);
         hub.keep_history(config.history_lines as usize);
@@ -554,10 +573,6 @@ impl Shard {
             hub.open(name.clone());
             hub.set_settings(&name, settings);
         }
-        stats
-            .shard(id.index())
-            .channels
-            .store(hub.homed_channels() as u64, Relaxed);
         Shard {
             id,
             hub: RefCell::new(hub),
@@ -569,6 +584,8 @@ impl Shard {
             config,
             accounts,
             stats,
+            local: LocalStats::default(),
+            asks,
             defences,
             live,
             limit_logs: RefCell::new(std::array::from_fn(|_| {
@@ -696,17 +713,46 @@ impl Shard {
     /// Never awaits, so no borrow outlives it.
     pub(crate) fn chat<R>(&self, f: impl FnOnce(&mut Hub, &mut ShardOutputs<'_>) -> R) -> R {
         let mut sessions = self.sessions.borrow_mut();
-        let stats = self.stats.shard(self.id.index());
         let mut out = ShardOutputs {
             shard: self,
-            stats,
+            stats: &self.local,
             sessions: &mut sessions,
+            now: Cell::new(None),
         };
         let mut hub = self.hub.borrow_mut();
-        let result = f(&mut hub, &mut out);
-        stats.members.store(hub.local_members() as u64, Relaxed);
-        stats.channels.store(hub.homed_channels() as u64, Relaxed);
-        result
+        f(&mut hub, &mut out)
+    }
+
+    /// Answers every question other threads have asked about this shard's per-line counters
+    /// ([`crate::stats::Ask`]), without waiting; returns how many. Called by the inbox task, which
+    /// the asker rings.
+    pub(crate) fn answer_asks(&self) -> u32 {
+        let mut answered = 0;
+        while let Ok(ask) = self.asks.try_recv() {
+            let (channels, members) = {
+                let hub = self.hub.borrow();
+                (hub.homed_channels() as u64, hub.local_members() as u64)
+            };
+            ask.answer(self.id.index(), self.local.snapshot(channels, members));
+            answered += 1;
+        }
+        answered
+    }
+
+    /// Counts `lines` just taken from a session's queue to be written, the oldest of them queued
+    /// at `queued_at` (a pacer stamp): each is counted in the latency histogram at the oldest's
+    /// wait, an upper bound that costs one clock read per write rather than one per line.
+    pub(crate) fn note_written(&self, queued_at: Option<u32>, lines: usize) {
+        if let (Some(at), n @ 1..) = (queued_at, lines) {
+            self.local
+                .latency
+                .observe(self.pacer.waited_us(at), n as u64);
+        }
+    }
+
+    /// Counts a login attempt that ended as `outcome`.
+    pub(crate) fn note_login(&self, outcome: LoginOutcome) {
+        self.stats.shard(self.id.index()).login(outcome);
     }
 
     /// Sessions on this shard (not counting the mailboxes of sessions that have moved away and
@@ -790,8 +836,7 @@ mod tests {
     /// with no notice. Now the members hear how many, where the gap is.
     #[test]
     fn deliveries_dropped_at_a_full_outbox_reach_the_members_as_a_notice_in_place() {
-        let stats = Stats::new(1);
-        let stats = stats.shard(0);
+        let stats = &LocalStats::default();
         let outbox = Outbox::default();
         for n in 0..OUTBOX_LIMIT {
             assert!(outbox.push(deliver(0, n), stats).is_ok());
@@ -809,7 +854,7 @@ mod tests {
             },
         });
         assert!(outbox.push(leave, stats).is_ok());
-        assert_eq!(stats.ring_dropped.load(Relaxed), 7);
+        assert_eq!(stats.ring_dropped.get(), 7);
         for _ in 0..OUTBOX_LIMIT {
             assert!(matches!(
                 pop(&outbox),

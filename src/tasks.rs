@@ -38,7 +38,7 @@ use crate::readiness::Readiness;
 use crate::session::{Arrival, Session};
 use crate::shard::{Shard, LISTENER_TOKEN};
 use crate::socket::Socket;
-use crate::stats::Stats;
+use crate::stats::{Ask, Stats};
 
 /// How long the accept loop waits after running out of descriptors before it tries again.
 const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
@@ -82,6 +82,9 @@ pub struct ShardStart {
     pub channels: Vec<(ChannelName, Settings)>,
     /// In a cluster: this shard's end of the queues to the bridge, and the node's name.
     pub cluster: Option<(ShardLink, Arc<str>)>,
+    /// Questions about this shard's counters from other threads (see [`crate::stats`]); the
+    /// askers ring the doorbell, and the inbox task answers.
+    pub asks: crossbeam_channel::Receiver<Ask>,
 }
 
 /// The descriptors a shard holds all its life besides its listener and its executor's own: its
@@ -140,6 +143,7 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
         audit,
         channels,
         cluster,
+        asks,
     } = start;
     // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
     let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
@@ -154,7 +158,7 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
     } = fds;
     let shard = Rc::new(Shard::new(
         id, shards, config, accounts, stats, defences, live, chanlog, audit, channels, readiness,
-        cluster,
+        cluster, asks,
     ));
     if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
         warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
@@ -321,7 +325,8 @@ fn drain_batch(queue_limit: usize, shards: usize) -> u32 {
 }
 
 /// Handles every message arriving from the other shards, a batch from each ring in turn, and
-/// wakes the pumps that wait for room. When every ring is empty it arms the shard's doorbell, looks
+/// wakes the pumps that wait for room; answers questions about the shard's counters (see
+/// [`crate::stats`]) in the same turns. When every ring is empty it arms the shard's doorbell, looks
 /// once more (for messages, and for room a pump waits for), and waits for the bell. It never awaits a
 /// send: whatever handling produces for other shards goes to their outboxes. A session that a
 /// message brought (one moving here) gets its task before the next message is handled.
@@ -361,7 +366,8 @@ async fn inbox(
             }
             handled += taken;
         }
-        handled
+        // Questions about the counters: a few a scrape, answered without waiting.
+        handled + shard.answer_asks()
     };
     // Set once every ring was found empty: the bell is armed and the rings get one more look
     // before the wait (see `crate::mesh`).

@@ -71,6 +71,11 @@ impl TestServer {
         self.addr
     }
 
+    /// Where `GET /metrics` is served, with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server().metrics_addr()
+    }
+
     /// The server's counters now.
     pub fn stats(&self) -> Snapshot {
         self.server().stats()
