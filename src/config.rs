@@ -12,6 +12,7 @@ use clap::Parser;
 
 use crate::defences::address::ExemptArg;
 use crate::defences::rate::Rate;
+use crate::listener::Serves;
 
 /// Where the database and channel logs go unless `--data-dir` says otherwise (also the default of
 /// `ringtalk admin`).
@@ -50,10 +51,26 @@ pub const MAX_FLOOD: u32 = 1000;
     after_help = "Accounts can be made admins while the server is stopped: see `ringtalk admin --help`."
 )]
 pub struct Config {
-    /// Address to listen on. The default accepts local users only; use 0.0.0.0:5555 (or `[::]:5555`) to accept
-    /// remote users.
-    #[arg(long, default_value = "127.0.0.1:5555")]
-    pub listen: SocketAddr,
+    /// Address to listen on for plain telnet (repeatable: every address is served by every shard).
+    /// The default accepts local users only; use 0.0.0.0:5555 to accept remote users over IPv4 and
+    /// `[::]:5555` over IPv6. An IPv6 address listens for IPv6 only (IPV6_V6ONLY), so
+    /// `--listen 0.0.0.0:5555 --listen [::]:5555` serves both on one port.
+    #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1:5555"])]
+    pub listen: Vec<SocketAddr>,
+
+    /// Address to listen on for telnet over TLS (repeatable; none by default). Needs `--tls-cert`
+    /// and `--tls-key`. IPv6 addresses are IPv6 only, as for `--listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Vec<SocketAddr>,
+
+    /// The TLS certificate chain, PEM, the server's own certificate first. Read at start and
+    /// again when the certificates are reloaded (SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 
     /// Number of shards (one pinned executor each), 1..=256. Default: the CPUs this process may run
     /// on, at most 256.
@@ -225,7 +242,7 @@ impl Config {
     /// the cheapest bcrypt cost.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
         let mut config = Config::parse_from(["ringtalk"]);
-        config.listen = "127.0.0.1:0".parse().expect("literal address");
+        config.listen = vec!["127.0.0.1:0".parse().expect("literal address")];
         config.data_dir = data_dir.into();
         config.bcrypt_cost = *BCRYPT_COST_RANGE.start();
         config.stats_interval = 0;
@@ -253,6 +270,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Every address to listen on, with what it serves: the plain ones first, then TLS, each in
+    /// the order given. A shard's listening sockets and their readiness tokens follow this order.
+    pub fn listeners(&self) -> Vec<(SocketAddr, Serves)> {
+        let plain = self.listen.iter().map(|&a| (a, Serves::Telnet));
+        let tls = self.tls_listen.iter().map(|&a| (a, Serves::TelnetOverTls));
+        plain.chain(tls).collect()
     }
 
     /// The login timeout as a [`Duration`].
@@ -315,7 +340,8 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let c = Config::parse_from(["ringtalk"]);
-        assert_eq!(c.listen.to_string(), "127.0.0.1:5555");
+        assert_eq!(c.listen, ["127.0.0.1:5555".parse().unwrap()]);
+        assert!(c.tls_listen.is_empty() && c.tls_cert.is_none() && c.tls_key.is_none());
         assert_eq!(c.backlog, 65535);
         assert_eq!(c.bcrypt_cost, 12);
         assert_eq!(c.login_timeout, 60);
@@ -332,6 +358,25 @@ mod tests {
         assert_eq!(c.conn_rate.to_string(), "32/600");
         assert_eq!(c.signup_rate.to_string(), "2/600");
         assert_eq!((c.flood_burst, c.flood_rate, c.flood_queue), (5, 2, 20));
+    }
+
+    #[test]
+    fn listen_is_repeatable_and_replaces_the_default() {
+        let c = Config::parse_from([
+            "ringtalk",
+            "--listen",
+            "0.0.0.0:5555",
+            "--listen",
+            "[::]:5555",
+            "--tls-listen",
+            "[::1]:5556",
+        ]);
+        let want: Vec<SocketAddr> = vec![
+            "0.0.0.0:5555".parse().unwrap(),
+            "[::]:5555".parse().unwrap(),
+        ];
+        assert_eq!(c.listen, want);
+        assert_eq!(c.tls_listen, ["[::1]:5556".parse().unwrap()]);
     }
 
     #[test]

@@ -312,7 +312,7 @@ mod tests {
         let c = loaded.unwrap().config;
         assert_eq!(c.flood_rate, 3, "the command line wins");
         assert_eq!(c.flood_burst, 9, "underscores name the same key");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
+        assert_eq!(c.listen, ["127.0.0.1:6000".parse().unwrap()]);
         assert_eq!(c.admins, ["bob", "carol"]);
         assert!(c.exempt.iter().all(|e| e.0.is_none()));
         assert_eq!(c.conn_rate.to_string(), "10/60");

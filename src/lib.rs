@@ -84,6 +84,8 @@ pub mod stats;
 pub mod tasks;
 pub mod telnet;
 pub mod terminal;
+pub mod tls;
+pub mod transport;
 pub mod workers;
 pub mod writer_thread;
 

@@ -6,6 +6,12 @@
 //! backlog of 1,024: in a connection storm that backlog overflows and clients wait seconds for SYN
 //! retransmits. All sockets are made on the main thread before any shard starts, so a port in use is one
 //! clear error, and a request for port 0 resolves to one port that every shard then shares.
+//!
+//! A server may listen on several addresses (plain and TLS, IPv4 and IPv6): each gets its own set of
+//! sockets, one per shard, opened by one call here. An IPv6 socket is made IPv6-only
+//! (IPV6_V6ONLY), whatever the system default: `[::]:5555` then takes IPv6 connections only, and
+//! `0.0.0.0:5555` can listen on the same port for IPv4. Left dual-stack, `[::]` would take IPv4
+//! connections as mapped addresses (`::ffff:a.b.c.d`) and refuse a second listener on the port.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +19,15 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+/// What connections to a listening address speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// Telnet, in the clear (`--listen`).
+    Telnet,
+    /// Telnet inside TLS (`--tls-listen`).
+    TelnetOverTls,
+}
 
 /// Opens `count` listening sockets on `addr`, all on the same port. Returns their raw descriptors (each is
 /// handed to one shard, which adopts it inside its executor) and the address actually bound. A port
@@ -35,6 +50,7 @@ pub fn open(
             Type::STREAM,
             Some(Protocol::TCP),
         )?;
+        only_v6(&socket, bound)?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_cloexec(true)?;
@@ -59,8 +75,17 @@ pub fn open(
 /// mistake into a clear "address in use".
 fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
     let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    only_v6(&probe, addr)?;
     probe.set_reuse_address(true)?;
     probe.bind(&addr.into())
+}
+
+/// An IPv6 socket serves IPv6 only (see the module's docs); an IPv4 one has nothing to set.
+fn only_v6(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(())
 }
 
 /// Per-connection socket options, set on the listening sockets so that accepted sockets inherit them:
@@ -140,6 +165,38 @@ mod tests {
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let s = Socket::from(owned);
             assert_eq!(s.local_addr().unwrap().as_socket().unwrap(), addr);
+        }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_share_a_port() {
+        let (v4, addr) = open("0.0.0.0:0".parse().unwrap(), 2, 16, false).unwrap();
+        let v6 = open(
+            SocketAddr::new("::".parse().unwrap(), addr.port()),
+            2,
+            16,
+            false,
+        );
+        let close = |fds: Vec<RawFd>| {
+            for fd in fds {
+                // SAFETY: `open` returned owned, open descriptors.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        };
+        close(v4);
+        match v6 {
+            Ok((fds, bound)) => {
+                assert_eq!(bound.port(), addr.port());
+                close(fds);
+            }
+            // A machine without IPv6 cannot say anything about it.
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrNotAvailable
+                    || e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
+                eprintln!("skipped: no IPv6 here ({e})");
+            }
+            Err(e) => panic!("[::] on the port of 0.0.0.0: {e}"),
         }
     }
 

@@ -65,7 +65,6 @@ fn main() {
         .init();
     let mut running = loaded.settings();
     let config = loaded.config;
-    let listen = config.listen;
     // Before the server starts: the handlers take two descriptors, and once the shards accept,
     // connections may take every one the process is allowed. (A signal during the start is acted on
     // once the server has started.)
@@ -86,28 +85,50 @@ fn main() {
         }
     };
     let limit = server.file_limit();
-    let addr = server.local_addr();
+    let (plain, tls) = (server.local_addrs(), server.tls_addrs());
+    let first = server.local_addr();
+    // The first line names the first address as it always has (scripts and tests read it); each
+    // further address has a line of its own.
     info!(
-        "ringtalk listening on {addr} with {} shards (CPUs {:?}); open-files limit {} (hard {}) allows about {} users",
+        "ringtalk listening on {first}{} with {} shards (CPUs {:?}); open-files limit {} (hard {}) allows about {} users",
+        if plain.is_empty() { " (TLS)" } else { "" },
         server.shard_cpus().len(),
         server.shard_cpus(),
         limit.soft,
         limit.hard,
         server.users_allowed(),
     );
-    if listen.ip().is_loopback() {
-        let everywhere = match listen {
+    for addr in plain.iter().skip(1) {
+        info!("also listening on {addr}");
+    }
+    for addr in tls.iter().skip(usize::from(plain.is_empty())) {
+        info!("also listening on {addr} for telnet over TLS");
+    }
+    if plain.iter().chain(tls).all(|a| a.ip().is_loopback()) {
+        let everywhere = match first {
             std::net::SocketAddr::V4(_) => "0.0.0.0",
             std::net::SocketAddr::V6(_) => "[::]",
         };
+        let flag = if plain.is_empty() {
+            "--tls-listen"
+        } else {
+            "--listen"
+        };
         info!(
-            "only this machine can connect; use --listen {everywhere}:{} to accept remote users",
-            addr.port()
+            "only this machine can connect; use {flag} {everywhere}:{} to accept remote users",
+            first.port()
         );
     }
-    info!("connect with: telnet {} {}", addr.ip(), addr.port());
+    if let Some(addr) = plain.first() {
+        info!("connect with: telnet {} {}", addr.ip(), addr.port());
+    }
+    if let Some(addr) = tls.first() {
+        info!("connect over TLS with: openssl s_client -quiet -connect {addr} (or a MUD client with TLS on)");
+    }
+    let all: Vec<String> = plain.iter().chain(tls).map(|a| a.to_string()).collect();
     let status = format!(
-        "listening on {addr}, {} shards, about {} users allowed",
+        "listening on {}, {} shards, about {} users allowed",
+        all.join(" "),
         server.shard_cpus().len(),
         server.users_allowed()
     );

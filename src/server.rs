@@ -27,11 +27,13 @@ use crate::config::Config;
 use crate::data_dir::{DataDirLock, LockError};
 use crate::defences::{Defences, Limit};
 use crate::limits::{self, FileLimit};
+use crate::listener::Serves;
 use crate::live::{Live, Reloader};
 use crate::mesh::{self, Doorbell, RingRx, RingTx};
 use crate::metrics::{MetricsServer, Sources};
 use crate::stats::{Snapshot, Stats};
 use crate::tasks::{self, ShardStart};
+use crate::tls::Certificates;
 use crate::workers::WorkersGuard;
 
 /// Memory glommio registers per executor for file I/O. Sockets do not use it, so the 10 MiB default
@@ -77,6 +79,15 @@ pub enum StartError {
     /// `--shards` outside 1..=[`MAX_SHARDS`](crate::config::MAX_SHARDS).
     #[error("--shards must be 1 to {}, not {0}", crate::config::MAX_SHARDS)]
     Shards(usize),
+    /// No address to listen on was given.
+    #[error("nothing to listen on: give --listen or --tls-listen")]
+    NoListener,
+    /// A TLS address was given without the certificate and key to serve it.
+    #[error("--tls-listen needs both --tls-cert and --tls-key")]
+    TlsFilesMissing,
+    /// The TLS certificate or key could not be used.
+    #[error("cannot use the TLS certificate: {0}")]
+    Tls(String),
     /// The listening sockets could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -150,7 +161,14 @@ impl ShutdownTrigger {
 
 /// A running server.
 pub struct Server {
+    /// The first plain address as bound, or the first TLS one when there is none.
     addr: SocketAddr,
+    /// The addresses served in plain telnet, as bound (real ports where port 0 was asked for).
+    plain_addrs: Vec<SocketAddr>,
+    /// The addresses served over TLS, as bound.
+    tls_addrs: Vec<SocketAddr>,
+    /// The live TLS certificate, when some address serves TLS.
+    tls: Option<Arc<Certificates>>,
     shard_cpus: Vec<usize>,
     /// Threads in the worker pool.
     worker_threads: usize,
@@ -221,22 +239,42 @@ impl Server {
         }
         let shard_cpus: Vec<usize> = (0..shard_count).map(|i| cpus[i % cpus.len()]).collect();
 
-        let (fds, addr) = crate::listener::open(
-            config.listen,
-            shard_count,
-            config.backlog,
-            config.cluster.is_some(),
-        )
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let wanted = config.listeners();
+        let Some(&(mut addr, _)) = wanted.first() else {
+            return Err(StartError::NoListener);
+        };
+        // Read here, on the caller's thread: no shard ever reads a file.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            _ if config.tls_listen.is_empty() => None,
+            (Some(cert), Some(key)) => Some(Arc::new(
+                Certificates::load(cert, key).map_err(StartError::Tls)?,
+            )),
+            _ => return Err(StartError::TlsFilesMissing),
+        };
+        if tls.is_none() && (config.tls_cert.is_some() || config.tls_key.is_some()) {
+            warn!("--tls-cert and --tls-key are not used: no --tls-listen address");
+        }
+        // Per shard: its listening sockets, one per address, in the order of `Config::listeners`.
         // Owned until handed to a shard, so an early return closes them.
-        // SAFETY: `listener::open` returned fresh descriptors that nothing else owns.
-        let mut fds: Vec<Option<OwnedFd>> = fds
-            .into_iter()
-            .map(|fd| Some(unsafe { OwnedFd::from_raw_fd(fd) }))
-            .collect();
+        let mut fds: Vec<Vec<(OwnedFd, Serves)>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let (mut plain_addrs, mut tls_addrs) = (Vec::new(), Vec::new());
+        for (addr, serves) in wanted {
+            let (opened, bound) =
+                crate::listener::open(addr, shard_count, config.backlog, config.cluster.is_some())
+                    .map_err(|source| StartError::Listen { addr, source })?;
+            for (shard, fd) in fds.iter_mut().zip(opened) {
+                // SAFETY: `listener::open` returned fresh descriptors that nothing else owns.
+                shard.push((unsafe { OwnedFd::from_raw_fd(fd) }, serves));
+            }
+            match serves {
+                Serves::Telnet => plain_addrs.push(bound),
+                Serves::TelnetOverTls => tls_addrs.push(bound),
+            }
+        }
+        // Plain addresses come first, so this is the first plain one if there is any.
+        if let Some(&first) = plain_addrs.first().or(tls_addrs.first()) {
+            addr = first;
+        }
         // Bound now, so that an address in use fails the start before anything else runs.
         let metrics_listener = config
             .metrics_listen
@@ -353,9 +391,19 @@ impl Server {
         });
 
         let defences = Defences::new(&config);
+        // Each port once, in the order first given ([::]:5555 beside 0.0.0.0:5555 is one port).
+        let ports = |addrs: &[SocketAddr]| {
+            let mut ports: Vec<u16> = Vec::new();
+            for a in addrs {
+                if !ports.contains(&a.port()) {
+                    ports.push(a.port());
+                }
+            }
+            ports
+        };
         let facts = crate::mssp::Facts {
-            ports: vec![addr.port()],
-            tls_ports: Vec::new(),
+            ports: ports(&plain_addrs),
+            tls_ports: ports(&tls_addrs),
             started,
         };
         let live = Live::new(&config, facts);
@@ -373,10 +421,14 @@ impl Server {
             senders.push(shutdown_tx);
             let (go_tx, go_rx) = oneshot::channel();
             go_senders.push(go_tx);
-            let fd = fds[index].take().expect("each listener is taken once");
+            let listeners = std::mem::take(&mut fds[index])
+                .into_iter()
+                .map(|(fd, serves)| (std::os::fd::IntoRawFd::into_raw_fd(fd), serves))
+                .collect();
             let start = ShardStart {
                 id,
-                listener_fd: std::os::fd::IntoRawFd::into_raw_fd(fd),
+                listeners,
+                tls: tls.clone(),
                 config: config.clone(),
                 accounts: accounts.clone(),
                 stats: stats.clone(),
@@ -505,6 +557,9 @@ impl Server {
         });
         Ok(Server {
             addr,
+            plain_addrs,
+            tls_addrs,
+            tls,
             shard_cpus,
             // The thread for suspect logins holds a database connection too.
             worker_threads: workers + crate::accounts::SUSPECT_THREADS,
@@ -525,9 +580,32 @@ impl Server {
         })
     }
 
-    /// The address the shards accept on (with the real port when port 0 was asked for).
+    /// The first address the shards accept plain telnet on (with the real port when port 0 was
+    /// asked for); the first TLS address when there is no plain one.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every address the shards accept plain telnet on, as bound, in the order of `--listen`.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.plain_addrs
+    }
+
+    /// Every address the shards accept telnet over TLS on, as bound, in the order of
+    /// `--tls-listen`.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// Reads the TLS certificate chain and key again and serves them to every new TLS connection;
+    /// connections already open keep theirs. A file that cannot be used is refused, with its name
+    /// and the reason, and the certificate in force stays. Blocks on the files: call it from a
+    /// plain thread (the binary's SIGHUP handler), never from a shard.
+    pub fn reload_tls(&self, cert: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
+        match &self.tls {
+            Some(certificates) => certificates.reload(cert, key),
+            None => Err("this server has no TLS address (--tls-listen)".to_string()),
+        }
     }
 
     /// The CPU each shard is pinned to, in shard order.
@@ -542,8 +620,12 @@ impl Server {
 
     /// How many users the open-files limit allows.
     pub fn users_allowed(&self) -> u64 {
+        let shards = self.shard_cpus.len();
+        // `reserved_fds` counts one listener a shard; each further address takes one more.
+        let more_listeners = (self.plain_addrs.len() + self.tls_addrs.len()).saturating_sub(1);
         self.file_limit
-            .users_allowed(self.shard_cpus.len(), self.worker_threads)
+            .users_allowed(shards, self.worker_threads)
+            .saturating_sub((more_listeners * shards) as u64)
     }
 
     /// Where `GET /metrics` is served (with the real port when port 0 was asked for); `None`

@@ -1,6 +1,7 @@
 //! One connection, from accept to close: the login dialogue, then commands, on a single task.
 //!
-//! A session is one task that owns its socket. It reads only while the shard's
+//! A session is one task that owns its connection (a [`Transport`]: the socket, with TLS around
+//! the bytes on a TLS port; nothing else here knows the difference). It reads only while the shard's
 //! [`Readiness`](crate::readiness) set says the kernel may have bytes for it, into the shard's shared
 //! read buffer, and decodes them at once, so an idle session holds no read buffer. What it
 //! writes collects in `out` and is flushed whenever the task runs; a peer that stops reading stops only
@@ -42,9 +43,9 @@ use crate::mssp;
 use crate::pacing::PaceState;
 use crate::readiness::Ready;
 use crate::shard::{Registration, Shard};
-use crate::socket::Socket;
 use crate::stats::{Gauge, GaugeGuard, LoginOutcome};
 use crate::terminal::{Input, Terminal};
+use crate::transport::Transport;
 
 /// Wrong passwords in a row after which the connection is closed.
 pub const MAX_PASSWORD_FAILURES: u32 = 3;
@@ -103,7 +104,7 @@ pub struct Arrival(Option<Parts>);
 
 /// What an [`Arrival`] carries.
 struct Parts {
-    socket: Socket,
+    transport: Transport,
     term: Terminal,
     /// Output not yet sent, already telnet-escaped.
     out: Vec<u8>,
@@ -140,15 +141,15 @@ impl Drop for Arrival {
             parts
                 .term
                 .print(&["Server is shutting down."], &mut parts.out);
-            let _ = parts.socket.send(&parts.out);
-            let _ = parts.socket.shutdown_write();
+            let _ = parts.transport.send(&parts.out);
+            let _ = parts.transport.shutdown_write();
         }
     }
 }
 
 /// One connection and everything it needs.
 pub struct Session {
-    socket: Socket,
+    transport: Transport,
     shard: Rc<Shard>,
     registration: Registration,
     term: Terminal,
@@ -169,7 +170,7 @@ impl Session {
     /// A session for a freshly accepted connection, holding `ticket`, its place in its address's
     /// counts (`None` for an exempt address, which no per-address limit or flood control applies to).
     pub fn new(
-        socket: Socket,
+        transport: Transport,
         shard: Rc<Shard>,
         now: Instant,
         pass: Pass,
@@ -185,7 +186,7 @@ impl Session {
         });
         Session {
             limits,
-            socket,
+            transport,
             shard,
             registration,
             term: Terminal::new(),
@@ -206,7 +207,7 @@ impl Session {
         pass: Pass,
     ) -> (Session, User, (SessionId, Option<Personal>)) {
         let Parts {
-            socket,
+            transport,
             term,
             out,
             user,
@@ -218,7 +219,7 @@ impl Session {
         registration.mailbox().set_times(times.0, times.1);
         let connection = GaugeGuard::new(shard.stats.clone(), shard.id.index(), Gauge::Connections);
         let session = Session {
-            socket,
+            transport,
             shard,
             registration,
             term,
@@ -237,9 +238,9 @@ impl Session {
         self.registration.mailbox().id.key
     }
 
-    /// The session's socket.
-    pub fn socket(&self) -> &Socket {
-        &self.socket
+    /// The session's connection (its socket, for the shard's readiness set).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Serves the connection until it ends, then says why and closes it.
@@ -340,7 +341,7 @@ impl Session {
     /// set first, so nothing here touches it again.
     fn move_home(self, user: User, personal: Option<Personal>) {
         let Session {
-            socket,
+            transport,
             shard,
             registration,
             term,
@@ -349,7 +350,7 @@ impl Session {
             limits,
             ..
         } = self;
-        if let Err(err) = shard.readiness.remove(socket.as_fd()) {
+        if let Err(err) = shard.readiness.remove(transport.as_fd()) {
             // Still watched here, it would be read by two shards: end it instead (the directory
             // heard it was moving: it hears it has gone).
             debug!(session = %registration.mailbox().id, error = %err, "cannot move; closing");
@@ -361,7 +362,7 @@ impl Session {
         let from = registration.mailbox().id;
         let times = registration.mailbox().times().unwrap_or_default();
         let arrival = Arrival(Some(Parts {
-            socket,
+            transport,
             term,
             out,
             user,
@@ -411,7 +412,7 @@ impl Session {
             .await;
         }
         // The FIN goes after whatever is still in the send buffer; dropping the socket closes it.
-        let _ = self.socket.shutdown_write();
+        let _ = self.transport.shutdown_write();
     }
 
     /// The whole dialogue. The user who logged in is left in `user`, for a session that moves on.
@@ -1001,7 +1002,17 @@ impl Session {
         loop {
             if self.written == 0 {
                 if self.out.is_empty() && !mailbox.has_lines() {
-                    return Poll::Pending;
+                    if !self.transport.wants_write() {
+                        return Poll::Pending;
+                    }
+                    // TLS records of its own (handshake replies, output encrypted while the
+                    // socket was full) leave when the socket has room, with no pacing: they
+                    // are not a new write.
+                    match self.poll_flush(cx) {
+                        Poll::Ready(Err(_)) => return Poll::Ready(Err(Stop::Closed)),
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => continue,
+                    }
                 }
                 // A socket that would block starts no write and takes no lines: they wait in
                 // their bounded queue, and are dropped there, until it can take more. (Taking them
@@ -1068,7 +1079,7 @@ impl Session {
             return Poll::Pending; // the waker is in the handle: the next report wakes us
         }
         let shard = self.shard.clone();
-        shard.with_scratch(|buf| match self.socket.recv(buf) {
+        shard.with_scratch(|buf| match self.transport.recv(buf) {
             Ok(0) => Poll::Ready(Err(Stop::Closed)),
             // Even a short read does not mean the kernel has nothing more: a FIN that came with
             // the bytes, or urgent data, stops a read early without a new readiness report. Only
@@ -1083,22 +1094,35 @@ impl Session {
                 mailbox.clear_ready(Ready::READ);
                 Poll::Pending
             }
+            // TLS took records that held no input yet: the rest after the shard's other tasks.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Err(_) => Poll::Ready(Err(Stop::Closed)),
         })
     }
 
-    /// Writes as much of `out` as the socket takes; ready when all of it is sent.
+    /// Writes as much of `out` as the socket takes, and then what TLS holds of its own; ready when
+    /// all of it is sent.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mailbox = self.registration.mailbox();
-        while self.written < self.out.len() {
+        while self.written < self.out.len() || self.transport.wants_write() {
             if !mailbox.is_ready(Ready::WRITE) {
                 mailbox.set_waker(cx.waker());
                 return Poll::Pending;
             }
-            match self.socket.send(&self.out[self.written..]) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            let sent = if self.written < self.out.len() {
+                self.transport.send(&self.out[self.written..]).map(Some)
+            } else {
+                self.transport.flush().map(|()| None)
+            };
+            match sent {
+                Ok(Some(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 // A short write goes round once more: only `WouldBlock` clears the bit.
-                Ok(n) => self.written += n,
+                Ok(Some(n)) => self.written += n,
+                // What TLS held is sent.
+                Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     mailbox.clear_ready(Ready::WRITE);
                 }

@@ -38,8 +38,15 @@ use crate::pacing::Pacer;
 use crate::readiness::{Readiness, Ready};
 use crate::stats::{add, Ask, LocalStats, LoginOutcome, Stats, LIMITS};
 
-/// The readiness token of the shard's listening socket; sessions' keys start at 1.
-pub(crate) const LISTENER_TOKEN: u64 = 0;
+/// The readiness token of the shard's first listening socket; the next listener's is one more, and
+/// so on (see [`listener_token`]). Sessions' keys count up from 1 and never come near.
+const LISTENER_TOKENS: u64 = 1 << 63;
+
+/// The readiness token of the shard's listening socket number `index` (in the order of
+/// [`Config::listeners`]).
+pub(crate) fn listener_token(index: usize) -> u64 {
+    LISTENER_TOKENS + index as u64
+}
 
 /// Size of the one read buffer a shard lends to whichever session is reading: sockets are read only
 /// when the kernel says data is there, and the bytes are decoded before the next session runs, so no
@@ -94,10 +101,11 @@ pub struct Shard {
     pub pacer: Pacer,
     /// This shard's sockets, listening and connected, and which of them are ready.
     pub readiness: Readiness,
-    /// Whether the listening socket may have connections waiting.
-    listener_ready: Cell<bool>,
-    /// The accept loop's waker, while it waits for connections.
-    acceptor: RefCell<Option<Waker>>,
+    /// Per listening socket (in the order of [`Config::listeners`]): whether it may have
+    /// connections waiting.
+    listeners_ready: Box<[Cell<bool>]>,
+    /// Per listening socket: its accept loop's waker, while it waits for connections.
+    acceptors: RefCell<Box<[Option<Waker>]>>,
     /// Sessions that have moved here and have a mailbox but no task yet; the inbox task starts
     /// them right after the message that brought them.
     arrivals: RefCell<Vec<(Rc<Mailbox>, Traveller)>>,
@@ -563,6 +571,7 @@ impl Shard {
         cluster: Option<(ShardLink, Arc<str>)>,
         asks: crossbeam_channel::Receiver<Ask>,
     ) -> Shard {
+        let listeners = config.listeners().len();
         let mut hub = Hub::new(id, shards, config.channel_capacity, config.colocate_up_to);
         hub.keep_history(config.history_lines as usize);
         let cluster = cluster.map(|(link, node)| {
@@ -601,8 +610,8 @@ impl Shard {
             settings_writer: RefCell::new(None),
             settings_closing: Cell::new(false),
             readiness,
-            listener_ready: Cell::new(true),
-            acceptor: RefCell::new(None),
+            listeners_ready: (0..listeners).map(|_| Cell::new(true)).collect(),
+            acceptors: RefCell::new((0..listeners).map(|_| None).collect()),
             arrivals: RefCell::new(Vec::new()),
             cluster,
         }
@@ -664,14 +673,17 @@ impl Shard {
         self.chat(|hub, out| hub.depart(key, traveller, out));
     }
 
-    /// Passes a readiness report to whoever owns the socket: the accept loop or a session. Reports
+    /// Passes a readiness report to whoever owns the socket: an accept loop or a session. Reports
     /// for sessions that have ended are dropped (keys are never reused).
     pub(crate) fn route_ready(&self, token: u64, ready: Ready) {
-        if token == LISTENER_TOKEN {
-            if ready.contains(Ready::READ) {
-                self.listener_ready.set(true);
-                if let Some(w) = self.acceptor.borrow_mut().take() {
-                    w.wake();
+        if token >= LISTENER_TOKENS {
+            let index = usize::try_from(token - LISTENER_TOKENS).unwrap_or(usize::MAX);
+            if let Some(flag) = self.listeners_ready.get(index) {
+                if ready.contains(Ready::READ) {
+                    flag.set(true);
+                    if let Some(w) = self.acceptors.borrow_mut()[index].take() {
+                        w.wake();
+                    }
                 }
             }
         } else if let Some(handle) = self.sessions.borrow().get(&token) {
@@ -679,10 +691,12 @@ impl Shard {
         }
     }
 
-    /// Records that the listening socket has no connection waiting: the accept loop waits for the
-    /// next readiness report.
-    pub(crate) fn listener_drained(&self) {
-        self.listener_ready.set(false);
+    /// Records that listening socket `index` has no connection waiting: its accept loop waits for
+    /// the next readiness report.
+    pub(crate) fn listener_drained(&self, index: usize) {
+        if let Some(flag) = self.listeners_ready.get(index) {
+            flag.set(false);
+        }
     }
 
     /// The next message for the ring to `dest`, once there is one.
@@ -700,12 +714,14 @@ impl Shard {
         self.outboxes.len()
     }
 
-    /// Ready while the listening socket may have connections waiting.
-    pub(crate) fn poll_listener(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.listener_ready.get() {
+    /// Ready while listening socket `index` may have connections waiting.
+    pub(crate) fn poll_listener(&self, index: usize, cx: &mut Context<'_>) -> Poll<()> {
+        if self.listeners_ready.get(index).is_some_and(Cell::get) {
             return Poll::Ready(());
         }
-        *self.acceptor.borrow_mut() = Some(cx.waker().clone());
+        if let Some(waker) = self.acceptors.borrow_mut().get_mut(index) {
+            *waker = Some(cx.waker().clone());
+        }
         Poll::Pending
     }
 

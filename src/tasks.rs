@@ -30,15 +30,17 @@ use crate::chanlog::ChannelLog;
 use crate::cluster::link::ShardLink;
 use crate::config::Config;
 use crate::defences::{Admission, Defences, Refusal, Ticket};
-use crate::listener::{self, LogLimiter};
+use crate::listener::{self, LogLimiter, Serves};
 use crate::live::Live;
 use crate::mailbox::{urgent_at, SHUTDOWN_GRACE};
 use crate::mesh::{Doorbell, RingRx, RingTx, Waiter};
 use crate::readiness::Readiness;
 use crate::session::{Arrival, Session};
-use crate::shard::{Shard, LISTENER_TOKEN};
+use crate::shard::{listener_token, Shard};
 use crate::socket::Socket;
 use crate::stats::{Ask, Stats};
+use crate::tls::Certificates;
+use crate::transport::Transport;
 
 /// How long the accept loop waits after running out of descriptors before it tries again.
 const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,8 +52,11 @@ const ACCEPT_BATCH: u32 = 64;
 pub struct ShardStart {
     /// This shard's index.
     pub id: ShardId,
-    /// The listening socket this shard adopts.
-    pub listener_fd: RawFd,
+    /// The listening sockets this shard adopts, one per address in the order of
+    /// [`Config::listeners`], with what each serves.
+    pub listeners: Vec<(RawFd, Serves)>,
+    /// The live TLS certificate, when some address serves TLS.
+    pub tls: Option<Arc<Certificates>>,
     /// The server's configuration.
     pub config: Arc<Config>,
     /// The accounts service.
@@ -128,7 +133,8 @@ impl OwnFds {
 pub async fn run(start: ShardStart, fds: OwnFds) {
     let ShardStart {
         id,
-        listener_fd,
+        listeners,
+        tls,
         config,
         accounts,
         stats,
@@ -145,8 +151,12 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
         cluster,
         asks,
     } = start;
-    // SAFETY: the descriptor was created by `listener::open` for this shard alone and is adopted once.
-    let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
+    let listeners: Vec<(OwnedFd, Serves)> = listeners
+        .into_iter()
+        // SAFETY: each descriptor was created by `listener::open` for this shard alone and is
+        // adopted once.
+        .map(|(fd, serves)| (unsafe { OwnedFd::from_raw_fd(fd) }, serves))
+        .collect();
     if !matches!(select(&mut shutdown, go).await, Either::Right((Ok(()), _))) {
         // The server did not start (or stops already): connections waiting here are refused.
         fds.close().await;
@@ -160,11 +170,13 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
         id, shards, config, accounts, stats, defences, live, chanlog, audit, channels, readiness,
         cluster, asks,
     ));
-    if let Err(e) = shard.readiness.add(listener.as_fd(), LISTENER_TOKEN) {
-        warn!(shard = id.0, error = %e, "cannot watch the listening socket; this shard accepts nothing");
-        shard.readiness.close().await;
-        waiter.close().await;
-        return;
+    for (index, (listener, _)) in listeners.iter().enumerate() {
+        if let Err(e) = shard.readiness.add(listener.as_fd(), listener_token(index)) {
+            warn!(shard = id.0, error = %e, "cannot watch a listening socket; this shard accepts nothing");
+            shard.readiness.close().await;
+            waiter.close().await;
+            return;
+        }
     }
     let waiter = Rc::new(waiter);
     let router = glommio::spawn_local(route_readiness(shard.clone()));
@@ -195,12 +207,23 @@ pub async fn run(start: ShardStart, fds: OwnFds) {
         glommio::spawn_local(async move { shard.pacer.run(glommio::timer::sleep).await })
     };
     {
-        let accepting = pin!(accept_loop(&listener, &shard, &gate));
+        let loops = listeners.iter().enumerate().map(|(index, (fd, serves))| {
+            let listener = Listener {
+                fd,
+                index,
+                tls: match serves {
+                    Serves::Telnet => None,
+                    Serves::TelnetOverTls => tls.as_deref(),
+                },
+            };
+            accept_loop(listener, &shard, &gate)
+        });
+        let accepting = pin!(futures::future::join_all(loops));
         if let Either::Right(_) = select(&mut shutdown, accepting).await {
-            unreachable!("the accept loop never returns");
+            unreachable!("the accept loops never return");
         }
     }
-    drop(listener);
+    drop(listeners);
     drop(sweeper);
     drop(pacer);
     let live = shard.session_count();
@@ -421,16 +444,25 @@ async fn route_readiness(shard: Rc<Shard>) {
     }
 }
 
+/// One of the shard's listening sockets, as its accept loop uses it.
+struct Listener<'a> {
+    fd: &'a OwnedFd,
+    /// Its place in the shard's listeners (its readiness token's).
+    index: usize,
+    /// The certificate its connections' handshakes use; `None` for plain telnet.
+    tls: Option<&'a Certificates>,
+}
+
 /// Accepts connections while the listener has them, in batches of [`ACCEPT_BATCH`], and waits for
-/// the readiness report when it has none.
-async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
+/// the readiness report when it has none. Every listener of a shard has a loop of its own.
+async fn accept_loop(listener: Listener<'_>, shard: &Rc<Shard>, gate: &Gate) {
     let mut exhausted_log = LogLimiter::new(Duration::from_secs(1));
     let mut error_log = LogLimiter::new(Duration::from_secs(1));
     let mut unwatched_log = LogLimiter::new(Duration::from_secs(1));
     let mut in_a_row = 0u32;
     loop {
-        poll_fn(|cx| shard.poll_listener(cx)).await;
-        match Socket::accept(listener.as_fd()) {
+        poll_fn(|cx| shard.poll_listener(listener.index, cx)).await;
+        match Socket::accept(listener.fd.as_fd()) {
             Ok((socket, peer)) => {
                 let counters = shard.stats.shard(shard.id.index());
                 counters.accepted.fetch_add(1, Relaxed);
@@ -440,7 +472,7 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
                     Some((_, Admission::Admitted(ticket))) => Some(ticket),
                     Some((ip, Admission::Refused(why))) => {
                         shard.note_limit(why.limit(), Some(ip));
-                        refuse(shard, socket, why);
+                        refuse(shard, socket, why, listener.tls.is_some());
                         in_a_row += 1;
                         if in_a_row % ACCEPT_BATCH == 0 {
                             futures_lite::future::yield_now().await;
@@ -448,7 +480,20 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
                         continue;
                     }
                 };
-                if let Err(err) = start_session(socket, shard, gate, ticket) {
+                let transport = match listener.tls {
+                    None => Transport::plain(socket),
+                    Some(certificates) => match certificates.accept() {
+                        Ok(conn) => Transport::tls(socket, conn),
+                        Err(err) => {
+                            if let Some(held) = error_log.allow(Instant::now()) {
+                                warn!(shard = shard.id.0, error = %err, repeats = held,
+                                      "cannot start TLS for a new connection, so it is closed");
+                            }
+                            continue;
+                        }
+                    },
+                };
+                if let Err(err) = start_session(transport, shard, gate, ticket) {
                     if let Some(held) = unwatched_log.allow(Instant::now()) {
                         warn!(shard = shard.id.0, error = %err, repeats = held,
                               "cannot watch a new connection, so it is closed (is fs.epoll.max_user_watches too low?)");
@@ -460,7 +505,7 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
                 }
             }
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                shard.listener_drained();
+                shard.listener_drained(listener.index);
                 in_a_row = 0;
             }
             Err(err) => {
@@ -485,8 +530,9 @@ async fn accept_loop(listener: &OwnedFd, shard: &Rc<Shard>, gate: &Gate) {
 /// Reads a refused connection's first bytes, writes it the one line that says why, and closes it.
 /// Never waits: a fresh socket's send buffer is empty, so the line fits. The input is read first
 /// because closing a socket with unread input resets the connection, and the reset can overtake
-/// the line; a client that keeps sending after that is reset, which is all it asked for.
-fn refuse(shard: &Shard, socket: Socket, why: Refusal) {
+/// the line; a client that keeps sending after that is reset, which is all it asked for. A TLS
+/// client is closed without the line, which it could only take as a broken handshake.
+fn refuse(shard: &Shard, socket: Socket, why: Refusal, tls: bool) {
     shard.with_scratch(|buf| {
         for _ in 0..4 {
             if !matches!(socket.recv(buf), Ok(n) if n > 0) {
@@ -494,8 +540,10 @@ fn refuse(shard: &Shard, socket: Socket, why: Refusal) {
             }
         }
     });
-    let line = format!("{}\r\n", why.message());
-    let _ = socket.send(line.as_bytes());
+    if !tls {
+        let line = format!("{}\r\n", why.message());
+        let _ = socket.send(line.as_bytes());
+    }
     let _ = socket.shutdown_write();
 }
 
@@ -503,7 +551,7 @@ fn refuse(shard: &Shard, socket: Socket, why: Refusal) {
 /// `None` for an exempt address). An error means the shard could not watch the socket (the
 /// kernel's epoll limits); the connection is then closed unanswered.
 fn start_session(
-    socket: Socket,
+    transport: Transport,
     shard: &Rc<Shard>,
     gate: &Gate,
     ticket: Option<Ticket>,
@@ -514,10 +562,10 @@ fn start_session(
     let Ok(pass) = gate.enter() else {
         return Ok(()); // shutting down
     };
-    let session = Session::new(socket, shard.clone(), Instant::now(), pass, ticket);
+    let session = Session::new(transport, shard.clone(), Instant::now(), pass, ticket);
     let key = session.key();
     // Watched only once the session is in the table, so no report can miss it.
-    shard.readiness.add(session.socket().as_fd(), key)?;
+    shard.readiness.add(session.transport().as_fd(), key)?;
     glommio::spawn_local(session.run()).detach();
     Ok(())
 }
@@ -547,7 +595,7 @@ fn start_arrivals(shard: &Rc<Shard>, gate: &Gate) {
         let key = registration.mailbox().id.key;
         let (session, user, came_from) =
             Session::arrived(*arrival, shard.clone(), registration, pass);
-        if let Err(err) = shard.readiness.add(session.socket().as_fd(), key) {
+        if let Err(err) = shard.readiness.add(session.transport().as_fd(), key) {
             // The session, dropped, ends like any other: out of its channel, connection closed.
             warn!(shard = shard.id.0, error = %err, "cannot watch a connection that moved here, so it is closed");
             gone(&user.name, came_from.0);

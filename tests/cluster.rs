@@ -29,7 +29,7 @@ fn node(url: &str, name: &str, listen: &str) -> TestServer {
     start_server_with(1, move |c| {
         c.cluster = Some(url);
         c.node_name = Some(name);
-        c.listen = listen;
+        c.listen = vec![listen];
     })
 }
 
