@@ -12,6 +12,7 @@ pub mod shards;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringtalk::server::ShutdownTrigger;
@@ -74,6 +75,16 @@ impl TestServer {
     /// Where `GET /metrics` is served, with `--metrics-listen`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server().metrics_addr()
+    }
+
+    /// The first address the server accepts TLS on.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.server().tls_addrs()[0]
+    }
+
+    /// The running server itself.
+    pub fn running(&self) -> &Server {
+        self.server()
     }
 
     /// The server's counters now.
@@ -235,6 +246,8 @@ enum Parse {
 /// recorded in [`Client::seen`]) and answers negotiation like its [`Kind`].
 pub struct Client {
     stream: TcpStream,
+    /// The client side of TLS, for a client of a TLS port (see [`Client::connect_tls`]).
+    tls: Option<Box<rustls::ClientConnection>>,
     kind: Kind,
     /// False while negotiation is being ignored on purpose (see [`Client::connect_deferred`]).
     answering: bool,
@@ -298,10 +311,29 @@ impl Client {
         }
     }
 
+    /// Connects to a TLS port and answers negotiation as `kind` from the start; the handshake
+    /// (for the name `localhost`) happens with the first read or write.
+    pub fn connect_tls(addr: SocketAddr, kind: Kind, config: Arc<rustls::ClientConfig>) -> Client {
+        let stream = TcpStream::connect(addr).expect("connecting to the server");
+        stream.set_nodelay(true).expect("setting TCP_NODELAY");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a valid name");
+        let tls = rustls::ClientConnection::new(config, name).expect("a TLS client");
+        let mut client = Client::over(stream, kind, true);
+        client.tls = Some(Box::new(tls));
+        client
+    }
+
+    /// The certificate the server showed, once the handshake is done (TLS clients only).
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        let certs = self.tls.as_ref()?.peer_certificates()?;
+        Some(certs.first()?.to_vec())
+    }
+
     /// A client over an already connected stream.
     fn over(stream: TcpStream, kind: Kind, answering: bool) -> Client {
         Client {
             stream,
+            tls: None,
             kind,
             answering,
             deferred: Vec::new(),
@@ -334,9 +366,11 @@ impl Client {
         if bytes.is_empty() {
             return;
         }
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
+        let sent = match &mut self.tls {
+            Some(tls) => rustls::Stream::new(&mut **tls, &mut self.stream).write_all(bytes),
+            None => self.stream.write_all(bytes),
+        };
+        sent.unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
     }
 
     /// Sends one byte as TCP urgent data (what a telnet client's Synch does).
@@ -540,7 +574,11 @@ impl Client {
             .set_read_timeout(Some(left))
             .expect("setting the read timeout");
         let mut buf = [0u8; 8192];
-        match self.stream.read(&mut buf) {
+        let read = match &mut self.tls {
+            Some(tls) => rustls::Stream::new(&mut **tls, &mut self.stream).read(&mut buf),
+            None => self.stream.read(&mut buf),
+        };
+        match read {
             Ok(0) => {
                 self.eof = true;
                 false
@@ -551,7 +589,13 @@ impl Client {
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
             Err(e) if e.kind() == ErrorKind::Interrupted => true,
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+            // A TLS server that closes without a close_notify.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+                ) =>
+            {
                 self.eof = true;
                 false
             }
