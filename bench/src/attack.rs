@@ -112,6 +112,8 @@ enum Greeting {
 pub struct Attack {
     pub plan: AttackPlan,
     addr: SocketAddr,
+    /// The attacker's logins and paster speak TLS (`--tls`).
+    tls: bool,
     password: String,
     message_bytes: usize,
     timeout: Duration,
@@ -135,6 +137,7 @@ impl Attack {
         Some(Rc::new(Attack {
             plan: a,
             addr: plan.addr,
+            tls: plan.tls,
             password: plan.password.clone(),
             message_bytes: plan.message_bytes as usize,
             timeout: Duration::from_millis(plan.timeout_ms),
@@ -160,6 +163,7 @@ impl Attack {
             name.to_string(),
             Protocol::Ringtalk,
             Profile::Raw,
+            self.tls,
         )
         .await
     }

@@ -51,6 +51,10 @@ pub enum Cmd {
     /// Kills one node of a cluster (--kill-pid) after a baseline of chat in channels of 6: clients lost
     /// with it, and for each channel that moved, the time until its survivors' lines flow again.
     Failover,
+    /// N clients (default 32) connect, wait for the greeting and close, in a loop, for --seconds
+    /// (default 10): connections per second, and per second of server CPU. With --tls (and --addr a
+    /// TLS port), every connection is a full TLS handshake.
+    Handshakes,
     /// Several scenarios in a row (--scenarios seed,storm:5000,churn; `:N` sets that one's users).
     Suite {
         #[arg(
@@ -83,6 +87,10 @@ pub struct Opts {
     /// script that never negotiates: line mode, no echo). ringtalk only.
     #[arg(long, global = true, value_enum, default_value_t = Profile::Terminal)]
     pub client: Profile,
+    /// Connect over TLS (`--addr` is the server's `--tls-listen` port). The server's certificate is
+    /// not checked, and every connection makes a full handshake (no resumption).
+    #[arg(long, global = true)]
+    pub tls: bool,
     /// Print one JSON object per scenario instead of the table.
     #[arg(long, global = true)]
     pub json: bool,

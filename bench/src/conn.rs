@@ -85,9 +85,36 @@ pub enum Event {
     Noise,
 }
 
+/// A client's bytes: straight over TCP, or inside TLS (`--tls`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// One read. Cancel-safe: TLS keeps what it decrypted for the next read.
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    /// Writes all of `buf` (TLS: encrypted and sent, not left in its buffer).
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(buf).await,
+            Stream::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
 /// A connected client.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     proto: Protocol,
     /// Login name (IRC nick).
     pub name: String,
@@ -129,7 +156,8 @@ pub fn own_addr(id: u32) -> IpAddr {
 impl Conn {
     /// Connects from `src` (port chosen at connect time, so ports are only unique per 4-tuple).
     /// `rcvbuf` sets a small receive buffer before connecting (slow readers). `profile` is the telnet
-    /// client it behaves like (ringtalk only).
+    /// client it behaves like (ringtalk only). With `tls`, the TLS handshake is made before this
+    /// returns.
     pub async fn connect(
         addr: SocketAddr,
         src: Option<IpAddr>,
@@ -137,6 +165,7 @@ impl Conn {
         name: String,
         proto: Protocol,
         profile: Profile,
+        tls: bool,
     ) -> Result<Conn, ClientError> {
         let io = |what: &'static str| move |e: std::io::Error| ClientError::io(what, &e);
         let socket = if addr.is_ipv4() {
@@ -154,6 +183,14 @@ impl Conn {
         }
         let stream = socket.connect(addr).await.map_err(io("connect"))?;
         stream.set_nodelay(true).map_err(io("TCP_NODELAY"))?;
+        let stream = if tls {
+            let tls = crate::tls::handshake(stream, addr)
+                .await
+                .map_err(io("TLS handshake"))?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(stream)
+        };
         let mut conn = Conn {
             stream,
             proto,

@@ -24,6 +24,7 @@ mod stats;
 mod sys;
 mod telnet;
 mod timer;
+mod tls;
 mod worker;
 
 use clap::Parser;
@@ -66,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Abuse => vec![("abuse".into(), None)],
         Cmd::Soak => vec![("soak".into(), None)],
         Cmd::Failover => vec![("failover".into(), None)],
+        Cmd::Handshakes => vec![("handshakes".into(), None)],
         Cmd::Suite { scenarios } => parse_suite(scenarios)?,
         Cmd::All => parse_suite(
             &scenarios::SCENARIOS

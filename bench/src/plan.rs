@@ -24,6 +24,9 @@ pub enum Mode {
     Churn,
     /// Everyone in one channel; client 0 sends `bigroom_messages` lines, everyone records them.
     Bigroom,
+    /// From go until `hold_ms`: connect (with `tls`, make a full handshake), wait for the greeting,
+    /// close, and again; every greeting is counted, with its time from the connect.
+    Handshakes,
 }
 
 /// A stretch of the measured phase, relative to go.
@@ -99,6 +102,9 @@ pub struct Plan {
     /// of a line on the channel; it has one reader, the addressee.
     #[serde(default)]
     pub tells: bool,
+    /// Every connection speaks TLS (`--tls`: `addr` is a TLS port).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// The index `k` of a bench channel's name, `bc<k>` as [`Plan::channel`] makes it (the server may

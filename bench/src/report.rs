@@ -168,8 +168,8 @@ impl Report {
             rows.push(("FAILED".into(), why.clone()));
         }
         let s = &self.setup;
-        // Storm has no setup phase; its counts are the storm's own, shown in its rows.
-        if s.clients > 0 && self.scenario != "storm" {
+        // Storm and handshakes have no setup phase; their counts are their own, shown in their rows.
+        if s.clients > 0 && !matches!(&*self.scenario, "storm" | "handshakes") {
             rows.push((
             "setup".into(),
             format!(

@@ -44,11 +44,13 @@ pub const SCENARIOS: &[&str] = &[
     "abuse",
     "soak",
     "failover",
+    "handshakes",
 ];
 
 /// Scenarios `all` leaves out: the ceiling's size, abuse's server flags (`--exempt none`, and
-/// cost-12 accounts), soak's ten minutes, failover's cluster (and the node it kills).
-pub const NOT_IN_ALL: &[&str] = &["ceiling", "abuse", "soak", "failover"];
+/// cost-12 accounts), soak's ten minutes, failover's cluster (and the node it kills), handshakes
+/// (which is for a TLS port, `--tls`).
+pub const NOT_IN_ALL: &[&str] = &["ceiling", "abuse", "soak", "failover", "handshakes"];
 
 /// Firehose: a step is held when its p99 is under this.
 const FIREHOSE_P99_US: u64 = 10_000;
@@ -335,6 +337,7 @@ impl Bench {
             "abuse" => self.abuse(users),
             "soak" => self.soak(users),
             "failover" => self.failover(users),
+            "handshakes" => self.handshakes(users),
             other => bail!("no scenario {other:?}; scenarios: {}", SCENARIOS.join(", ")),
         }
     }
@@ -629,6 +632,52 @@ impl Bench {
         } else {
             format!("{logged} of {users} logged in")
         };
+        Ok(r)
+    }
+
+    /// Connections (with `--tls`, full TLS handshakes) the server completes per second, and per
+    /// second of its CPU: `users` clients each connect, wait for the greeting and close, in a loop.
+    fn handshakes(&self, users: Option<u32>) -> anyhow::Result<Report> {
+        let users = users.unwrap_or(32);
+        let secs = self.seconds(10.0);
+        let mut spec = Spec::new("handshakes", Mode::Handshakes, users, self.opts.group);
+        spec.hold_ms = (secs * 1e3) as u64;
+        let out = self.execute(&spec)?;
+        let mut r = self.common(&spec, &out);
+        let greet = merge_or_warn(out.reports.iter().map(|w| &w.greet));
+        let g = Latency::of(&greet);
+        let done: u64 = out.reports.iter().map(|w| w.greeted as u64).sum();
+        let per_s = done as f64 / r.seconds.max(1e-9);
+        let server_cpu = r.server.as_ref().map(|s| (s.cpu_run_s, s.cpu_cores_used));
+        let per_cpu_s = server_cpu
+            .filter(|&(cpu, _)| cpu > 0.0)
+            .map(|(cpu, _)| done as f64 / cpu);
+        let what = if self.opts.tls {
+            "TLS handshakes"
+        } else {
+            "connections (plain: --tls for handshakes)"
+        };
+        r.row(
+            what,
+            format!(
+                "{done} in {:.1} s: {per_s:.0}/s; connect to greeting p50 {} p99 {}",
+                r.seconds,
+                ms(g.p50_us),
+                ms(g.p99_us)
+            ),
+        );
+        if let (Some(per_cpu), Some((_, cores))) = (per_cpu_s, server_cpu) {
+            r.row(
+                "per server CPU-second",
+                format!("{per_cpu:.0} (the server used {cores:.2} cores)"),
+            );
+        }
+        r.figure("tls", self.opts.tls);
+        r.figure("handshakes", done);
+        r.figure("handshakes_per_s", per_s);
+        r.figure("handshakes_per_server_cpu_s", per_cpu_s);
+        r.figure("greet_latency", &g);
+        r.headline = format!("{per_s:.0}/s");
         Ok(r)
     }
 
@@ -1583,6 +1632,7 @@ impl Bench {
                     attack: None,
                     kill_at_ms: spec.kill.map(|k| k.at_ms),
                     tells: spec.tells,
+                    tls: o.tls,
                 }
             })
             .collect();
@@ -1637,7 +1687,7 @@ impl Bench {
             setup.seconds = setup.seconds.max(s.seconds);
             setup_errors.add(&s.errors);
         }
-        if spec.mode != Mode::Storm {
+        if !matches!(spec.mode, Mode::Storm | Mode::Handshakes) {
             eprintln!(
                 "{}: setup done in {:.1} s: {} logged in, {} joined, errors: {}",
                 spec.name,
@@ -1819,7 +1869,7 @@ impl Bench {
                     reached += 1;
                     if reached == fleet.len() {
                         reached_ns = Some(now_ns());
-                        if spec.mode == Mode::Storm {
+                        if matches!(spec.mode, Mode::Storm | Mode::Handshakes) {
                             stop(&mut fleet, &mut after, &mut end_ns, &mut stopped);
                         }
                     }
@@ -2526,7 +2576,8 @@ fn start_probe(
     ready: mpsc::Sender<Result<(), String>>,
     every: Duration,
 ) -> std::thread::JoinHandle<()> {
-    let (addr, protocol, password) = (opts.addr, opts.protocol, opts.password.clone());
+    let (addr, protocol, password, tls) =
+        (opts.addr, opts.protocol, opts.password.clone(), opts.tls);
     let timeout = Duration::from_secs_f64(opts.timeout);
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -2542,9 +2593,16 @@ fn start_probe(
         rt.block_on(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let conn = async {
-                let mut c =
-                    Conn::connect(addr, None, None, "bprobe".into(), protocol, Profile::Raw)
-                        .await?;
+                let mut c = Conn::connect(
+                    addr,
+                    None,
+                    None,
+                    "bprobe".into(),
+                    protocol,
+                    Profile::Raw,
+                    tls,
+                )
+                .await?;
                 c.login(&password, deadline, &mut LoginInfo::default())
                     .await?;
                 Ok::<Conn, crate::stats::ClientError>(c)

@@ -21,12 +21,13 @@ use tokio::task::LocalSet;
 use tokio::time::{sleep_until, timeout_at, Duration, Instant};
 
 use crate::attack::Attack;
+use crate::conn::Protocol;
 use crate::conn::{Conn, Event, LoginInfo};
 use crate::plan::{
     ChannelFailover, Command, Fanout, LeaveAt, Mode, Notices, Plan, Report, SetupReport, Window,
     WindowReport, WorkerReport, LOST_WINDOW_NS,
 };
-use crate::ringtalk::Notice;
+use crate::ringtalk::{Notice, Prompt};
 use crate::stats::{new_hist, record, ClientError, ErrorKind, Errors, HistWire};
 use crate::sys::{instant_at, now_ns};
 use crate::timer::Timer;
@@ -362,6 +363,7 @@ async fn open(
         name,
         plan.protocol,
         plan.client,
+        plan.tls,
     );
     let mut conn = timeout_at(deadline, connect)
         .await
@@ -432,7 +434,7 @@ async fn chat_client(ctx: Rc<Ctx>, id: u32) {
         Mode::Chat => chat(&ctx, conn, id, &channel, slow, go, &mut spoke).await,
         Mode::Bigroom => bigroom(&ctx, &mut conn, id, &channel, go).await,
         Mode::Churn => churn(&ctx, conn, id, &channel, go).await,
-        Mode::Storm => unreachable!("storm clients connect at go"),
+        Mode::Storm | Mode::Handshakes => unreachable!("storm and handshake clients connect at go"),
     };
     let lost = match &result {
         Err(e) => ctx.lost_with_node(e, now_ns()),
@@ -773,6 +775,61 @@ async fn storm_client(ctx: Rc<Ctx>, id: u32) {
     }
 }
 
+/// Handshakes: from go until the hold time is over, connect (`--tls`: with a full handshake), wait
+/// for the greeting, close, and again. Each greeting counts, with its time from the connect; a failed
+/// attempt counts as an error and the next one waits 10 ms.
+async fn handshake_client(ctx: Rc<Ctx>, id: u32) {
+    let Some(go) = ctx.wait_go().await else {
+        return;
+    };
+    let until = instant_at(go + ctx.plan.hold_ms * 1_000_000);
+    let phase = ctx.phase.clone();
+    while Instant::now() < until && *phase.borrow() != Phase::Stop {
+        let started = now_ns();
+        match greeted_once(&ctx, id).await {
+            Ok(()) => {
+                let mut acc = ctx.acc.borrow_mut();
+                acc.greeted += 1;
+                record(&mut acc.greet, now_ns().saturating_sub(started) / 1000);
+            }
+            Err(e) => {
+                ctx.run_error(&e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    ctx.milestone_passed();
+}
+
+/// One connection of [`handshake_client`]: connected, greeted (ringtalk: asked for a name; IRC: any
+/// line), then closed by being dropped.
+async fn greeted_once(ctx: &Ctx, id: u32) -> Result<(), ClientError> {
+    let plan = &ctx.plan;
+    let deadline = Instant::now() + ctx.timeout();
+    let connect = Conn::connect(
+        plan.addr,
+        Some(plan.source(id)),
+        None,
+        plan.name(id),
+        plan.protocol,
+        plan.client,
+        plan.tls,
+    );
+    let mut conn = timeout_at(deadline, connect)
+        .await
+        .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))??;
+    loop {
+        let greeted = match plan.protocol {
+            Protocol::Ringtalk => conn.take_prompt() == Some(Prompt::Username),
+            Protocol::Irc => conn.next_line().is_some(),
+        };
+        if greeted {
+            return Ok(());
+        }
+        conn.fill_by(deadline, "greeting").await?;
+    }
+}
+
 /// A login looper: creates its account during setup, then logs in and out during the windows marked
 /// `logins`: as fast as the server lets it, or (with `login_interval_ms`) at its turns of a schedule
 /// that all loopers share, one login every `login_interval_ms`.
@@ -909,7 +966,7 @@ async fn run(plan: Plan, nofile: u64) {
 
     let attack = Attack::of(&plan);
     let setup_clients = match plan.mode {
-        Mode::Storm => 0,
+        Mode::Storm | Mode::Handshakes => 0,
         _ => plan.count,
     } + plan.loopers.len() as u32
         + attack.is_some() as u32;
@@ -964,6 +1021,7 @@ async fn run(plan: Plan, nofile: u64) {
     for id in ctx.plan.first..ctx.plan.first + ctx.plan.count {
         let task = match ctx.plan.mode {
             Mode::Storm => tokio::task::spawn_local(storm_client(ctx.clone(), id)),
+            Mode::Handshakes => tokio::task::spawn_local(handshake_client(ctx.clone(), id)),
             _ => tokio::task::spawn_local(chat_client(ctx.clone(), id)),
         };
         tasks.push(task);
