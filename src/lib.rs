@@ -3,9 +3,9 @@
 //! # The shape
 //!
 //! One glommio executor (a *shard*) runs pinned to each allowed CPU. Every shard opens its own listening
-//! socket on the same port (SO_REUSEPORT), so the kernel spreads connections over shards. A connection
-//! belongs to one shard at a time: its socket, its telnet state, its line editor and its session all
-//! belong to that one thread, with no locks.
+//! socket for each address served (SO_REUSEPORT), so the kernel spreads connections over shards. A
+//! connection belongs to one shard at a time: its socket, its TLS state if it came in on a TLS port, its
+//! telnet state, its line editor and its session all belong to that one thread, with no locks.
 //!
 //! A chat channel lives on its *home* shard, chosen by a stable hash of its name. The home orders the
 //! channel's lines, logs them, and sends each line once to every shard that has members, over lock-free
@@ -25,7 +25,10 @@
 //! - [`mailbox`]: what reaches a session from outside (lines, answers, readiness, kicks).
 //! - [`mesh`]: the lock-free SPSC rings between shards and the doorbell that wakes an idle shard.
 //! - [`readiness`]: one epoll set per shard that says which sockets are ready, waited for through
-//!   io_uring; [`socket`]: a connection as a bare descriptor, non-blocking calls only.
+//!   io_uring; [`socket`]: a connection as a bare descriptor, non-blocking calls only;
+//!   [`transport`]: what a session reads and writes through, the socket or TLS over it (rustls,
+//!   driven by the same readiness); [`tls`]: the certificate every shard's handshakes use, read
+//!   only off the shards and swapped whole on a reload.
 //! - [`hub`] and [`channel`]: a shard's part in chat, with no I/O: the channels it is home to, and
 //!   which of its sessions are in which channel. Messages between shards are typed in `shard-proto`.
 //! - [`chanlog`]: per-channel daily log files, written by a thread of their own; [`audit`]: what
@@ -33,7 +36,7 @@
 //! - [`session`]: one connection, login then commands; [`pacing`]: at most one write per interval to a
 //!   busy connection.
 //!
-//! Data walks one way: socket → [`telnet`] → [`line`](mod@line) → [`cmd`] → [`session`] → home
+//! Data walks one way: socket → [`transport`] → [`telnet`] → [`line`](mod@line) → [`cmd`] → [`session`] → home
 //! ([`hub`], [`channel`]) → members ([`hub`] on their shards) → [`mailbox`] → [`session`] → socket.
 //! - [`terminal`]: character mode or line mode, over [`telnet`] (a sans-IO codec) and [`line`](mod@line) (the
 //!   line editor and redraw).
@@ -44,7 +47,8 @@
 //!   [`cmd`].
 //! - [`cluster`]: several nodes over NATS: the bridge thread, membership, placement, the wire, and
 //!   accounts and channels in JetStream key-value buckets (each shard's part is in `hub::cluster`).
-//! - [`listener`], [`limits`], [`stats`], [`config`]: sockets, OS limits, counters, flags;
+//! - [`listener`], [`limits`], [`stats`], [`config`]: listening sockets (one per address per shard),
+//!   OS limits, counters, flags;
 //!   [`config_file`]: the same flags as keys of a TOML file; [`live`]: what a reload (SIGHUP) changes
 //!   while users stay connected;
 //!   [`metrics`]: `GET /metrics` on a plain thread of its own, which asks the shards for their

@@ -188,3 +188,14 @@ impl Write for Io<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain connection pays one pointer for TLS (see `session::tests`).
+    #[test]
+    fn a_transport_is_a_descriptor_and_a_pointer() {
+        assert!(std::mem::size_of::<Transport>() <= 16);
+    }
+}

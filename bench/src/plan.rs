@@ -594,6 +594,7 @@ mod tests {
             attack: None,
             kill_at_ms: None,
             tells: false,
+            tls: false,
         }
     }
 
