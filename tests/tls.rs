@@ -366,3 +366,113 @@ fn a_server_reports_every_address_it_listens_on() {
         Client::connect(addr, Kind::Raw).expect("Username: ");
     }
 }
+
+/// Per-address limits meet a TLS connection in the accept loop, as they meet a plain one; the
+/// one refused is closed without the refusal line, which it could not read.
+#[test]
+fn a_tls_connection_over_the_per_address_limit_is_closed_unanswered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = Certificate::new(dir.path(), "server");
+    let server = tls_server(&cert, |c| {
+        c.exempt.clear();
+        c.max_conns_per_ip = 1;
+    });
+    let mut first = Client::connect_tls(server.tls_addr(), Kind::Raw, cert.client());
+    first.expect("Username: ");
+    let mut second = TcpStream::connect(server.tls_addr()).unwrap();
+    assert!(read_until_closed(&mut second).is_empty());
+    // The plain port counts the same address.
+    let mut plain = server.connect(Kind::Raw);
+    plain.expect("Too many connections from your address.\r\n");
+    plain.expect_closed();
+}
+
+/// An IPv6 client is counted like any other (by its /64), through the real accept path.
+#[test]
+fn an_ipv6_client_meets_the_per_address_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path());
+    config.shards = Some(SHARDS);
+    config.listen = vec!["[::1]:0".parse().unwrap()];
+    config.exempt.clear();
+    config.max_conns_per_ip = 1;
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(StartError::Listen { addr, source }) => {
+            eprintln!("skipped: cannot listen on {addr} here ({source})");
+            return;
+        }
+        Err(e) => panic!("starting the server: {e}"),
+    };
+    let mut first = Client::connect(server.local_addr(), Kind::Raw);
+    first.expect("Username: ");
+    let mut second = Client::connect(server.local_addr(), Kind::Raw);
+    second.expect("Too many connections from your address.\r\n");
+    second.expect_closed();
+    server.shutdown();
+}
+
+/// A TLS reader that stops reading while a channel pours lines at it: what TLS encrypted while its
+/// socket was full leaves once it reads again, every line arrives in order or is counted in a drop
+/// notice, and nobody else loses a line.
+#[test]
+fn a_tls_reader_that_stops_reading_gets_every_line_or_its_drop_notice() {
+    const POSTS: usize = 1000;
+    const BATCH: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = Certificate::new(dir.path(), "server");
+    let server = tls_server(&cert, |c| c.queue_limit = 100);
+    let mut writer = server.connect(Kind::Raw);
+    writer.create_account("writer", PASSWORD);
+    let mut slow = Client::connect_with_recv_buffer(server.tls_addr(), Kind::Raw, 4096)
+        .with_tls(cert.client());
+    slow.create_account("slow", PASSWORD);
+    writer.send_line("/create pour");
+    writer.expect("writer #pour> ");
+    slow.send_line("/join pour");
+    slow.expect("slow #pour> ");
+    writer.expect("slow has joined #pour\r\n");
+
+    let padding = "x".repeat(400);
+    for batch in 0..POSTS / BATCH {
+        let mut bytes = Vec::new();
+        for i in batch * BATCH..(batch + 1) * BATCH {
+            bytes.extend_from_slice(format!("{i:05} {padding}\r\n").as_bytes());
+        }
+        writer.send(&bytes);
+        writer.expect(&format!(
+            "writer says, \"{:05} {padding}\"\r\n",
+            (batch + 1) * BATCH - 1
+        ));
+    }
+    // Every line is queued or dropped for the slow reader, then it reads it all.
+    let counted = |text: &[u8]| {
+        let text = String::from_utf8_lossy(text);
+        let mut lines = Vec::new();
+        let mut dropped = 0;
+        for line in text.split("\r\n") {
+            if let Some(at) = line.find("writer says, \"") {
+                let n = &line[at + "writer says, \"".len()..];
+                lines.push(n[..5].parse::<usize>().expect("a line number"));
+            } else if let Some(n) = line
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(" messages dropped]"))
+            {
+                dropped += n.parse::<usize>().expect("a drop count");
+            }
+        }
+        (lines, dropped)
+    };
+    slow.read_until("every line or its drop notice", |t| {
+        let (lines, dropped) = counted(t);
+        lines.len() + dropped == POSTS
+    });
+    let (lines, dropped) = counted(slow.text());
+    assert!(
+        dropped > 0,
+        "nothing was dropped: the reader never fell behind"
+    );
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "lines out of order");
+    let all: Vec<usize> = (0..POSTS).collect();
+    assert_eq!(counted(writer.text()).0, all, "the writer missed lines");
+}

@@ -316,11 +316,16 @@ impl Client {
     pub fn connect_tls(addr: SocketAddr, kind: Kind, config: Arc<rustls::ClientConfig>) -> Client {
         let stream = TcpStream::connect(addr).expect("connecting to the server");
         stream.set_nodelay(true).expect("setting TCP_NODELAY");
+        Client::over(stream, kind, true).with_tls(config)
+    }
+
+    /// This client, just connected (nothing read or sent yet), speaking TLS from now on.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Client {
+        assert!(self.raw.is_empty(), "TLS starts with the connection");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("a valid name");
         let tls = rustls::ClientConnection::new(config, name).expect("a TLS client");
-        let mut client = Client::over(stream, kind, true);
-        client.tls = Some(Box::new(tls));
-        client
+        self.tls = Some(Box::new(tls));
+        self
     }
 
     /// The certificate the server showed, once the handshake is done (TLS clients only).
