@@ -269,6 +269,9 @@ impl Config {
                 crate::mssp::MAX_ENTRIES
             ));
         }
+        if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("--tls-listen needs both --tls-cert and --tls-key".to_string());
+        }
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //! A reload (SIGHUP to the binary; [`Reloader::apply`] to the library) reads the configuration
 //! again and applies what is safe to change under running sessions: the per-address limits and
 //! throttles, flood control and exempt networks (swapped whole inside [`Defences`]), the message
-//! of the day and the MSSP table (here). Everything else (where the server listens, how many shards, the data
+//! of the day and the MSSP table (here), and the TLS certificate, read again from its files
+//! ([`Reloader::reload_tls`]; see [`crate::tls`]). Everything else (where the server listens, how many shards, the data
 //! directory, the cluster) shapes what was built at start; a change to it is named in the log as
 //! waiting for a restart, and the running value stays.
 //!
@@ -11,6 +12,7 @@
 //! operations and never waits, and a reload holds up no shard.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,9 +20,10 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::defences::Defences;
 use crate::mssp;
+use crate::tls::Certificates;
 
 /// The configuration keys a reload applies; a change to any other waits for a restart.
-pub const LIVE_KEYS: [&str; 11] = [
+pub const LIVE_KEYS: [&str; 13] = [
     "exempt",
     "max-conns-per-ip",
     "max-unauth-per-ip",
@@ -32,6 +35,8 @@ pub const LIVE_KEYS: [&str; 11] = [
     "motd",
     "log-level",
     "mssp",
+    "tls-cert",
+    "tls-key",
 ];
 
 /// The live settings that are not the defences', shared by every shard.
@@ -69,6 +74,8 @@ impl Live {
 pub struct Reloader {
     pub(crate) defences: Arc<Defences>,
     pub(crate) live: Arc<Live>,
+    /// The live TLS certificate, when the server has a TLS address.
+    pub(crate) tls: Option<Arc<Certificates>>,
 }
 
 impl Reloader {
@@ -80,6 +87,22 @@ impl Reloader {
         self.live.motd.store(Arc::new(config.motd_lines.to_vec()));
         let table = mssp::Table::new(&self.live.facts, &config.mssp);
         self.live.mssp.store(Arc::new(table));
+    }
+
+    /// Whether the server has a TLS address, whose certificate [`Reloader::reload_tls`] renews.
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads the TLS certificate chain and key again and serves them to every new TLS connection;
+    /// connections already open keep theirs. A file that cannot be used is refused with its name
+    /// and the reason, and the certificate in force stays. Reads the files: call it from a plain
+    /// thread (the binary's signal thread), never from a shard.
+    pub fn reload_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        match &self.tls {
+            Some(certificates) => certificates.reload(cert, key),
+            None => Err("this server has no TLS address (--tls-listen)".to_string()),
+        }
     }
 }
 

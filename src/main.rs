@@ -188,8 +188,28 @@ fn reload_config(
         return;
     }
     let read = loaded.settings();
-    let (applied, restart) = live::changes(running, &read);
+    let (mut applied, restart) = live::changes(running, &read);
     reloader.apply(&loaded.config);
+    // The certificate files are read again whether or not their names changed: a renewed
+    // certificate usually keeps its file's name.
+    if reloader.serves_tls() {
+        let files = loaded
+            .config
+            .tls_cert
+            .as_deref()
+            .zip(loaded.config.tls_key.as_deref());
+        let outcome = match files {
+            Some((cert, key)) => reloader.reload_tls(cert, key),
+            None => Err("--tls-cert or --tls-key is no longer given".to_string()),
+        };
+        match outcome {
+            Ok(()) => info!("TLS certificate reloaded"),
+            Err(e) => {
+                error!("TLS certificate not reloaded (the running one stays): {e}");
+                applied.retain(|key| key != "tls-cert" && key != "tls-key");
+            }
+        }
+    }
     if let Err(e) = log.reload(log_filter(&loaded.config)) {
         warn!(error = %e, "cannot change the log filter");
     }

@@ -82,9 +82,6 @@ pub enum StartError {
     /// No address to listen on was given.
     #[error("nothing to listen on: give --listen or --tls-listen")]
     NoListener,
-    /// A TLS address was given without the certificate and key to serve it.
-    #[error("--tls-listen needs both --tls-cert and --tls-key")]
-    TlsFilesMissing,
     /// The TLS certificate or key could not be used.
     #[error("cannot use the TLS certificate: {0}")]
     Tls(String),
@@ -167,8 +164,6 @@ pub struct Server {
     plain_addrs: Vec<SocketAddr>,
     /// The addresses served over TLS, as bound.
     tls_addrs: Vec<SocketAddr>,
-    /// The live TLS certificate, when some address serves TLS.
-    tls: Option<Arc<Certificates>>,
     shard_cpus: Vec<usize>,
     /// Threads in the worker pool.
     worker_threads: usize,
@@ -249,7 +244,8 @@ impl Server {
             (Some(cert), Some(key)) => Some(Arc::new(
                 Certificates::load(cert, key).map_err(StartError::Tls)?,
             )),
-            _ => return Err(StartError::TlsFilesMissing),
+            // `Config::check` refused it above.
+            _ => None,
         };
         if tls.is_none() && (config.tls_cert.is_some() || config.tls_key.is_some()) {
             warn!("--tls-cert and --tls-key are not used: no --tls-listen address");
@@ -559,14 +555,17 @@ impl Server {
             addr,
             plain_addrs,
             tls_addrs,
-            tls,
             shard_cpus,
             // The thread for suspect logins holds a database connection too.
             worker_threads: workers + crate::accounts::SUSPECT_THREADS,
             file_limit,
             stats,
             trigger,
-            reloader: Reloader { defences, live },
+            reloader: Reloader {
+                defences,
+                live,
+                tls: tls.clone(),
+            },
             shards: handles.into_iter().filter_map(|(_, _, h)| h).collect(),
             workers: workers_guard,
             chanlog,
@@ -602,10 +601,7 @@ impl Server {
     /// and the reason, and the certificate in force stays. Blocks on the files: call it from a
     /// plain thread (the binary's SIGHUP handler), never from a shard.
     pub fn reload_tls(&self, cert: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
-        match &self.tls {
-            Some(certificates) => certificates.reload(cert, key),
-            None => Err("this server has no TLS address (--tls-listen)".to_string()),
-        }
+        self.reloader.reload_tls(cert, key)
     }
 
     /// The CPU each shard is pinned to, in shard order.

@@ -476,3 +476,118 @@ fn a_tls_reader_that_stops_reading_gets_every_line_or_its_drop_notice() {
     let all: Vec<usize> = (0..POSTS).collect();
     assert_eq!(counted(writer.text()).0, all, "the writer missed lines");
 }
+
+/// The binary reads the certificate files again on SIGHUP: a renewed certificate (same file names)
+/// serves new connections, and files that cannot be used are named in the log and change nothing.
+#[test]
+fn sighup_reloads_the_certificate_files() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = Certificate::new(dir.path(), "first");
+    let second = Certificate::new(dir.path(), "second");
+    let (cert, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ringtalk"))
+        .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+        .args([
+            "--shards",
+            "1",
+            "--bcrypt-cost",
+            "4",
+            "--stats-interval",
+            "0",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let (tx, logs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let expect = |needle: &str| loop {
+        match logs.recv_timeout(DEADLINE) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    };
+    let signal = |name: &str| {
+        let pid = server.id().to_string();
+        assert!(Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let line = expect("for telnet over TLS");
+    let addr: SocketAddr = line
+        .split("also listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let served = |trusting: &Certificate| {
+        let mut c = Client::connect_tls(addr, Kind::Raw, trusting.client());
+        c.expect("Username: ");
+        c.peer_certificate().expect("a certificate")
+    };
+    assert_eq!(served(&first), first.der.to_vec());
+
+    std::fs::copy(&second.cert, &cert).unwrap();
+    std::fs::copy(&second.key, &key).unwrap();
+    signal("-HUP");
+    expect("TLS certificate reloaded");
+    assert_eq!(served(&second), second.der.to_vec());
+
+    std::fs::write(&key, "not a key\n").unwrap();
+    signal("-HUP");
+    let line = expect("TLS certificate not reloaded");
+    assert!(line.contains("live.key"), "{line}");
+    assert_eq!(served(&second), second.der.to_vec());
+
+    signal("-TERM");
+    assert!(server.wait().unwrap().success());
+}
+
+/// MSSP names the TLS port, so a MUD client or crawler that asks knows it may reconnect with TLS;
+/// over TLS the same question gets the same answer.
+#[test]
+fn mssp_names_the_tls_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = Certificate::new(dir.path(), "server");
+    let server = tls_server(&cert, |_| {});
+    let tls_port = server.tls_addr().port();
+    for mut crawler in [
+        server.connect(Kind::Raw),
+        Client::connect_tls(server.tls_addr(), Kind::Raw, cert.client()),
+    ] {
+        crawler.expect("Username: ");
+        crawler.send_line("MSSP-REQUEST");
+        let rest = crawler.expect_closed();
+        assert!(
+            rest.contains(&format!("PORT\t{}\r\n", server.addr().port())),
+            "{rest}"
+        );
+        assert!(rest.contains(&format!("TLS\t{tls_port}\r\n")), "{rest}");
+        assert!(rest.contains(&format!("SSL\t{tls_port}\r\n")), "{rest}");
+    }
+}
