@@ -306,13 +306,19 @@ mod tests {
 
     #[test]
     fn the_file_sets_what_the_command_line_does_not() {
-        let text = "flood-rate = 7\nflood_burst = 9\nlisten = \"127.0.0.1:6000\"\nadmin = [\"bob\", \"carol\"]\n\
+        let text = "flood-rate = 7\nflood_burst = 9\nlisten = [\"127.0.0.1:6000\", \"[::1]:6000\"]\nadmin = [\"bob\", \"carol\"]\n\
                     exempt = [\"none\"]\nconn-rate = \"10/60\"\nmotd = \"/etc/motd\"\n";
         let (_dir, loaded) = with_file(text, &["--flood-rate", "3"]);
         let c = loaded.unwrap().config;
         assert_eq!(c.flood_rate, 3, "the command line wins");
         assert_eq!(c.flood_burst, 9, "underscores name the same key");
-        assert_eq!(c.listen, ["127.0.0.1:6000".parse().unwrap()]);
+        assert_eq!(
+            c.listen,
+            [
+                "127.0.0.1:6000".parse().unwrap(),
+                "[::1]:6000".parse().unwrap()
+            ]
+        );
         assert_eq!(c.admins, ["bob", "carol"]);
         assert!(c.exempt.iter().all(|e| e.0.is_none()));
         assert_eq!(c.conn_rate.to_string(), "10/60");
@@ -358,6 +364,10 @@ mod tests {
             "ringtalk",
             "--listen",
             "127.0.0.1:6001",
+            "--listen",
+            "[::1]:6001",
+            "--mssp",
+            "NAME=Our \"Chat\"",
             "--shards",
             "3",
             "--exempt",

@@ -80,13 +80,30 @@ pub struct Reloader {
 
 impl Reloader {
     /// Applies the live settings of `config` (see [`LIVE_KEYS`]; its message of the day already
-    /// read by [`Config::load_motd`]). Connections that are open stay; a limit lowered below what
-    /// an address holds refuses only its next connection. The log level is the binary's to apply.
-    pub fn apply(&self, config: &Config) {
+    /// read by [`Config::load_motd`]), and, on a server with a TLS address, the certificate files it
+    /// names, read again even when their names did not change (a renewed certificate usually keeps
+    /// its file's name). Connections that are open stay; a limit lowered below what an address
+    /// holds refuses only its next connection. A certificate that cannot be used refuses the whole
+    /// reload, naming the file: nothing changes. Reads those files: call it from a plain thread,
+    /// never a shard. The log level is the binary's to apply.
+    pub fn apply(&self, config: &Config) -> Result<(), String> {
+        let certificate = match &self.tls {
+            None => None,
+            Some(_) => {
+                let files = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+                let (cert, key) =
+                    files.ok_or("a TLS address needs --tls-cert and --tls-key".to_string())?;
+                Some(Certificates::read(cert, key)?)
+            }
+        };
+        if let (Some(live), Some(certificate)) = (&self.tls, certificate) {
+            live.install(certificate);
+        }
         self.defences.set_policy(config);
         self.live.motd.store(Arc::new(config.motd_lines.to_vec()));
         let table = mssp::Table::new(&self.live.facts, &config.mssp);
         self.live.mssp.store(Arc::new(table));
+        Ok(())
     }
 
     /// Whether the server has a TLS address, whose certificate [`Reloader::reload_tls`] renews.

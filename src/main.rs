@@ -188,27 +188,13 @@ fn reload_config(
         return;
     }
     let read = loaded.settings();
-    let (mut applied, restart) = live::changes(running, &read);
-    reloader.apply(&loaded.config);
-    // The certificate files are read again whether or not their names changed: a renewed
-    // certificate usually keeps its file's name.
+    let (applied, restart) = live::changes(running, &read);
+    if let Err(e) = reloader.apply(&loaded.config) {
+        error!("configuration not reloaded (the running one stays): {e}");
+        return;
+    }
     if reloader.serves_tls() {
-        let files = loaded
-            .config
-            .tls_cert
-            .as_deref()
-            .zip(loaded.config.tls_key.as_deref());
-        let outcome = match files {
-            Some((cert, key)) => reloader.reload_tls(cert, key),
-            None => Err("--tls-cert or --tls-key is no longer given".to_string()),
-        };
-        match outcome {
-            Ok(()) => info!("TLS certificate reloaded"),
-            Err(e) => {
-                error!("TLS certificate not reloaded (the running one stays): {e}");
-                applied.retain(|key| key != "tls-cert" && key != "tls-key");
-            }
-        }
+        info!("TLS certificate reloaded");
     }
     if let Err(e) = log.reload(log_filter(&loaded.config)) {
         warn!(error = %e, "cannot change the log filter");

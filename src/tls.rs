@@ -51,8 +51,19 @@ impl Certificates {
     /// handshake; connections already open are untouched. On an error the certificate in force
     /// stays. Blocks on the files: call it from a plain thread, never from a shard.
     pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
-        self.live.store(server_config(cert, key)?);
+        self.install(Certificates::read(cert, key)?);
         Ok(())
+    }
+
+    /// Reads the files into a configuration that [`Certificates::install`] makes live, so that a
+    /// reload can check every file it needs before it changes anything. Blocks on the files.
+    pub fn read(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+        server_config(cert, key)
+    }
+
+    /// Makes a configuration from [`Certificates::read`] the live one for every new handshake.
+    pub fn install(&self, config: Arc<ServerConfig>) {
+        self.live.store(config);
     }
 
     /// A server side of a new TLS connection, with the live certificate and the send buffer limit.

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use common::{contains, start_server_with, Client, Kind, DEADLINE};
+use common::{contains, start_server_with, Client, KillOnDrop, Kind, DEADLINE};
 
 #[test]
 fn a_reload_applies_new_limits_and_motd_to_what_comes_next_and_keeps_everyone() {
@@ -34,7 +34,7 @@ fn a_reload_applies_new_limits_and_motd_to_what_comes_next_and_keeps_everyone() 
     config.max_unauth_per_ip = 0;
     config.motd = Some(motd);
     config.load_motd().unwrap();
-    server.reloader().apply(&config);
+    server.reloader().apply(&config).unwrap();
 
     // The connection already open is still served, and the one that was refused now fits.
     let mut second = Client::connect_from(server.addr(), "127.0.0.2", Kind::Raw);
@@ -68,7 +68,7 @@ fn a_reload_changes_flood_control_of_sessions_already_logged_in() {
     config.flood_burst = 10;
     config.flood_rate = 1;
     config.flood_queue = 0;
-    server.reloader().apply(&config);
+    server.reloader().apply(&config).unwrap();
     ann.send(b"three\r\nfour\r\nfive\r\n");
     for word in ["three", "four", "five"] {
         ann.expect(&format!("says, \"{word}\""));
@@ -148,16 +148,18 @@ fn sighup_reads_the_file_again_and_a_bad_file_changes_nothing() {
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ringtalk"))
-        .arg("--config")
-        .arg(&file)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Logs::of(&mut server);
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ringtalk"))
+            .arg("--config")
+            .arg(&file)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let logs = Logs::of(&mut server.0);
     let line = logs.expect("ringtalk listening on ");
     let addr: std::net::SocketAddr = line
         .split("listening on ")
@@ -181,7 +183,7 @@ fn sighup_reads_the_file_again_and_a_bad_file_changes_nothing() {
             base.replace("shards = 2", "shards = 1")
         ),
     );
-    signal(&server, "-HUP");
+    signal(&server.0, "-HUP");
     let reloading = notification(&notify);
     assert!(reloading.contains("RELOADING=1"), "{reloading:?}");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
@@ -198,14 +200,14 @@ fn sighup_reads_the_file_again_and_a_bad_file_changes_nothing() {
 
     // A bad file is refused with its line, and the running configuration stays.
     write(&file, &format!("{base}max-conns-per-ip = -1\n"));
-    signal(&server, "-HUP");
+    signal(&server.0, "-HUP");
     let line = logs.expect("configuration not reloaded");
     assert!(line.contains("line 9: max-conns-per-ip"), "{line}");
     let mut third = Client::connect_from(addr, "127.0.0.2", Kind::Raw);
     third.expect("Username: ");
 
-    signal(&server, "-TERM");
-    assert!(server.wait().unwrap().success());
+    signal(&server.0, "-TERM");
+    assert!(server.0.wait().unwrap().success());
     let _ = (first, second, third);
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    prompt, start_server_with, Client, Kind, Telnet, TestServer, DEADLINE, ECHO, WILL, WONT,
+    prompt, start_server_with, Client, KillOnDrop, Kind, Telnet, TestServer, DEADLINE, ECHO, WILL,
+    WONT,
 };
 use ringtalk::{Config, Server, StartError};
 
@@ -341,6 +342,34 @@ fn a_reloaded_certificate_serves_new_connections_and_a_bad_one_is_refused() {
     assert_eq!(still.peer_certificate().as_deref(), Some(&*second.der));
 }
 
+/// A reload whose certificate cannot be used changes nothing, not even the settings that could
+/// change: the running configuration stays whole.
+#[test]
+fn a_reload_with_an_unusable_certificate_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = Certificate::new(dir.path(), "server");
+    let server = tls_server(&cert, |_| {});
+    let motd = dir.path().join("motd");
+    std::fs::write(&motd, "Not to be seen.\n").unwrap();
+    let mut config = Config::for_tests(dir.path());
+    config.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    config.tls_cert = Some(cert.cert.clone());
+    config.tls_key = Some(dir.path().join("missing.key"));
+    config.motd = Some(motd);
+    config.load_motd().unwrap();
+    let said = server.reloader().apply(&config).expect_err("refused");
+    assert!(said.contains("missing.key"), "{said}");
+    let mut c = Client::connect_tls(server.tls_addr(), Kind::Raw, cert.client());
+    c.create_account("ann", PASSWORD);
+    assert!(!common::contains(c.text(), b"Not to be seen."));
+    // The same reload with the key in place applies it all.
+    config.tls_key = Some(cert.key.clone());
+    server.reloader().apply(&config).expect("applied");
+    let mut d = Client::connect_tls(server.tls_addr(), Kind::Raw, cert.client());
+    d.create_account("bob", PASSWORD);
+    assert!(common::contains(d.text(), b"Not to be seen."));
+}
+
 /// The plain and TLS addresses a server reports are the ones it listens on, with real ports.
 #[test]
 fn a_server_reports_every_address_it_listens_on() {
@@ -490,28 +519,30 @@ fn sighup_reloads_the_certificate_files() {
     let (cert, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
     std::fs::copy(&first.cert, &cert).unwrap();
     std::fs::copy(&first.key, &key).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ringtalk"))
-        .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
-        .args([
-            "--shards",
-            "1",
-            "--bcrypt-cost",
-            "4",
-            "--stats-interval",
-            "0",
-        ])
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().unwrap();
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ringtalk"))
+            .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .args([
+                "--shards",
+                "1",
+                "--bcrypt-cost",
+                "4",
+                "--stats-interval",
+                "0",
+            ])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
     let (tx, logs) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
@@ -531,7 +562,7 @@ fn sighup_reloads_the_certificate_files() {
         }
     };
     let signal = |name: &str| {
-        let pid = server.id().to_string();
+        let pid = server.0.id().to_string();
         assert!(Command::new("kill")
             .args([name, &pid])
             .status()
@@ -560,12 +591,12 @@ fn sighup_reloads_the_certificate_files() {
 
     std::fs::write(&key, "not a key\n").unwrap();
     signal("-HUP");
-    let line = expect("TLS certificate not reloaded");
+    let line = expect("configuration not reloaded");
     assert!(line.contains("live.key"), "{line}");
     assert_eq!(served(&second), second.der.to_vec());
 
     signal("-TERM");
-    assert!(server.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
 }
 
 /// MSSP names the TLS port, so a MUD client or crawler that asks knows it may reconnect with TLS;

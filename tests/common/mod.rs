@@ -882,3 +882,15 @@ impl TestServer {
         TestServer::over_with(self.stop_keeping_data(), shards, adjust)
     }
 }
+
+/// A child process (a server binary) killed and reaped when dropped, so that a test that fails
+/// leaves no server running behind it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already gone after a clean stop: both calls then fail, harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
