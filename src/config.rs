@@ -272,6 +272,29 @@ impl Config {
         if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
             return Err("--tls-listen needs both --tls-cert and --tls-key".to_string());
         }
+        if self.mssp.iter().any(|e| e.key() == "PLAYERS") {
+            return Err("--mssp cannot set PLAYERS: the server counts them".to_string());
+        }
+        // Sockets on one port share it through SO_REUSEPORT (so that cluster nodes can), so the
+        // kernel would not refuse an address given twice, or plain and TLS on one port: it would
+        // split the connections between them.
+        let all = self.listeners();
+        for (i, &(a, a_serves)) in all.iter().enumerate() {
+            for &(b, b_serves) in &all[i + 1..] {
+                if a.port() == 0 || a.port() != b.port() || a.is_ipv4() != b.is_ipv4() {
+                    continue;
+                }
+                if a == b {
+                    return Err(format!("{a} is given twice (--listen and --tls-listen)"));
+                }
+                if a_serves != b_serves && (a.ip().is_unspecified() || b.ip().is_unspecified()) {
+                    return Err(format!(
+                        "{a} and {b} would share port {}: plain telnet and TLS need ports of their own",
+                        a.port()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -380,6 +403,26 @@ mod tests {
         ];
         assert_eq!(c.listen, want);
         assert_eq!(c.tls_listen, ["[::1]:5556".parse().unwrap()]);
+    }
+
+    #[test]
+    fn check_refuses_listeners_that_would_share_a_port_and_a_counted_mssp_key() {
+        let checked = |args: &[&str]| {
+            let mut all = vec!["ringtalk", "--tls-cert", "c.pem", "--tls-key", "k.pem"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).unwrap().check()
+        };
+        let twice = checked(&["--listen", "0.0.0.0:5555", "--listen", "0.0.0.0:5555"]);
+        assert!(twice.unwrap_err().contains("given twice"));
+        let shared = checked(&["--listen", "0.0.0.0:5555", "--tls-listen", "127.0.0.1:5555"]);
+        assert!(shared.unwrap_err().contains("ports of their own"));
+        // Other ports, other families, other addresses of one kind: all fine.
+        assert!(checked(&["--listen", "0.0.0.0:5555", "--tls-listen", "0.0.0.0:5556"]).is_ok());
+        assert!(checked(&["--listen", "0.0.0.0:5555", "--listen", "[::]:5555"]).is_ok());
+        assert!(checked(&["--listen", "127.0.0.1:5555", "--listen", "127.0.0.2:5555"]).is_ok());
+        assert!(checked(&["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]).is_ok());
+        let players = checked(&["--mssp", "PLAYERS=1000"]);
+        assert!(players.unwrap_err().contains("PLAYERS"));
     }
 
     #[test]

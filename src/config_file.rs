@@ -194,6 +194,25 @@ fn flags_for(arg: &clap::Arg, key: &str, value: &Value) -> Result<Vec<String>, S
         };
     }
     let values: Vec<&Value> = match value {
+        // No flags at all would leave the default in place, not the empty list written.
+        Value::Array(items) if items.is_empty() && arg.get_default_values().is_empty() => {
+            Vec::new()
+        }
+        Value::Array(items) if items.is_empty() => {
+            return Err(format!(
+                "an empty list would leave the default ({}); give at least one value{}",
+                arg.get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if key == "exempt" {
+                    " (\"none\" for none)"
+                } else {
+                    ""
+                }
+            ));
+        }
         Value::Array(items) if takes_many(arg) => items.iter().collect(),
         Value::Array(_) => return Err("takes one value, not a list".to_string()),
         one => vec![one],
@@ -343,6 +362,12 @@ mod tests {
         assert!(r.contains("no such setting"), "{r}");
         let r = refusal("[shards]\ncount = 2\n");
         assert!(r.contains("expected a string or a whole number"), "{r}");
+        let r = refusal("exempt = []\n");
+        assert!(
+            r.contains("line 1: exempt: an empty list would leave the default"),
+            "{r}"
+        );
+        assert!(r.contains("\"none\" for none"), "{r}");
         let r = refusal("log-level = \"info,[\"\n");
         assert!(r.contains("line 1: log-level"), "{r}");
     }

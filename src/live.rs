@@ -87,14 +87,12 @@ impl Reloader {
     /// reload, naming the file: nothing changes. Reads those files: call it from a plain thread,
     /// never a shard. The log level is the binary's to apply.
     pub fn apply(&self, config: &Config) -> Result<(), String> {
-        let certificate = match &self.tls {
-            None => None,
-            Some(_) => {
-                let files = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
-                let (cert, key) =
-                    files.ok_or("a TLS address needs --tls-cert and --tls-key".to_string())?;
-                Some(Certificates::read(cert, key)?)
-            }
+        // A configuration that names no certificate files (its TLS addresses gone too, waiting for
+        // a restart: `Config::check` refuses TLS addresses without files) keeps the running one.
+        let files = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+        let certificate = match (&self.tls, files) {
+            (Some(_), Some((cert, key))) => Some(Certificates::read(cert, key)?),
+            _ => None,
         };
         if let (Some(live), Some(certificate)) = (&self.tls, certificate) {
             live.install(certificate);
@@ -129,12 +127,16 @@ impl Reloader {
 pub fn changes(
     running: &BTreeMap<String, Option<Vec<String>>>,
     read: &BTreeMap<String, Option<Vec<String>>>,
+    serves_tls: bool,
 ) -> (Vec<String>, Vec<String>) {
     let mut live = Vec::new();
     let mut restart = Vec::new();
     for (key, value) in read {
         if running.get(key) != Some(value) {
-            if LIVE_KEYS.contains(&key.as_str()) {
+            // A server started without TLS has no certificate to renew: its files wait for the
+            // restart that brings its TLS addresses.
+            let tls_file = key == "tls-cert" || key == "tls-key";
+            if LIVE_KEYS.contains(&key.as_str()) && (serves_tls || !tls_file) {
                 live.push(key.clone());
             } else {
                 restart.push(key.clone());
@@ -171,9 +173,19 @@ mod tests {
         let running = settings(&[("flood-rate", "2"), ("shards", "2"), ("motd", "a")]);
         let read = settings(&[("flood-rate", "3"), ("shards", "4"), ("motd", "a")]);
         assert_eq!(
-            changes(&running, &read),
+            changes(&running, &read, false),
             (vec!["flood-rate".to_string()], vec!["shards".to_string()])
         );
-        assert_eq!(changes(&running, &running), (vec![], vec![]));
+        assert_eq!(changes(&running, &running, false), (vec![], vec![]));
+        let with_cert = settings(&[("tls-cert", "new.pem")]);
+        let no_cert = settings(&[("tls-cert", "old.pem")]);
+        assert_eq!(
+            changes(&no_cert, &with_cert, true),
+            (vec!["tls-cert".to_string()], vec![])
+        );
+        assert_eq!(
+            changes(&no_cert, &with_cert, false),
+            (vec![], vec!["tls-cert".to_string()])
+        );
     }
 }

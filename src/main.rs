@@ -188,12 +188,12 @@ fn reload_config(
         return;
     }
     let read = loaded.settings();
-    let (applied, restart) = live::changes(running, &read);
+    let (applied, restart) = live::changes(running, &read, reloader.serves_tls());
     if let Err(e) = reloader.apply(&loaded.config) {
         error!("configuration not reloaded (the running one stays): {e}");
         return;
     }
-    if reloader.serves_tls() {
+    if reloader.serves_tls() && loaded.config.tls_cert.is_some() {
         info!("TLS certificate reloaded");
     }
     if let Err(e) = log.reload(log_filter(&loaded.config)) {

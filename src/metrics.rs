@@ -34,10 +34,11 @@
 //!
 //! # The listener
 //!
-//! HTTP/1.0-ish: a request is read up to [`MAX_REQUEST`] bytes and for at most [`IO_TIMEOUT`],
-//! `GET /metrics` (or `HEAD`) is answered 200, any other path 404, another method 405, anything
-//! that is not a request line 400; every answer has a `Content-Length` and the connection is
-//! closed after it. A slow or silent client holds the thread for at most the timeouts. The thread
+//! HTTP/1.0-ish: a request is read up to [`MAX_REQUEST`] bytes, `GET /metrics` (or `HEAD`) is
+//! answered 200, any other path 404, another method 405, anything that is not a request line 400;
+//! every answer has a `Content-Length` and the connection is closed after it. One connection holds
+//! the thread for at most [`IO_TIMEOUT`] in all, however slowly it sends or reads, so a stop (which
+//! waits for the connection being served) waits at most that long too. The thread
 //! ends when the server stops ([`MetricsServer::stop`]: a flag, then a `shutdown(2)` of the
 //! listening socket, which wakes the blocked `accept`).
 
@@ -62,7 +63,9 @@ use crate::stats::{Histogram, LoginOutcome, Stats, BUCKET_BOUNDS_US};
 /// The most bytes of a request read; a request whose headers do not end within them is refused.
 pub const MAX_REQUEST: usize = 8 * 1024;
 
-/// How long a client may take to send its request, and to take the answer.
+/// How long one connection may hold the thread, from accept to the last byte of the answer: one
+/// deadline for the whole exchange, not per read (a client trickling a byte a second must not
+/// hold the thread, or the server's shutdown, for hours).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The content type of the Prometheus text format.
@@ -429,8 +432,19 @@ enum Request {
 
 /// Reads one request and answers it.
 fn answer(mut stream: TcpStream, sources: &Sources) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    // Each call may wait only for what is left of the deadline.
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took too long",
+            ))
+        } else {
+            Ok(left)
+        }
+    };
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut len = 0;
     let request = loop {
@@ -440,6 +454,7 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> io::Result<()> {
         if len == buf.len() {
             break Request::Bad;
         }
+        stream.set_read_timeout(Some(left()?))?;
         match stream.read(&mut buf[len..]) {
             // Closed before the headers ended: what came is all there is.
             Ok(0) => break parse_line(&buf[..len]),
@@ -467,9 +482,19 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> io::Result<()> {
         "HTTP/1.0 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(header.as_bytes())?;
+    let mut out = header.into_bytes();
     if !head {
-        stream.write_all(body.as_bytes())?;
+        out.extend_from_slice(body.as_bytes());
+    }
+    let mut sent = 0;
+    while sent < out.len() {
+        stream.set_write_timeout(Some(left()?))?;
+        match stream.write(&out[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     stream.shutdown(Shutdown::Write)
 }

@@ -62,6 +62,13 @@ impl FromStr for Entry {
     }
 }
 
+impl Entry {
+    /// The key, upper-cased.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.key, self.value)
@@ -100,10 +107,12 @@ impl Table {
             "CODEBASE",
             one(concat!("ringtalk ", env!("CARGO_PKG_VERSION"))),
         );
-        put(
-            "PORT",
-            facts.ports.iter().map(u16::to_string).collect::<Vec<_>>(),
-        );
+        if !facts.ports.is_empty() {
+            put(
+                "PORT",
+                facts.ports.iter().map(u16::to_string).collect::<Vec<_>>(),
+            );
+        }
         if !facts.tls_ports.is_empty() {
             let tls: Vec<String> = facts.tls_ports.iter().map(u16::to_string).collect();
             put("TLS", tls.clone());

@@ -387,11 +387,14 @@ impl Server {
         });
 
         let defences = Defences::new(&config);
-        // Each port once, in the order first given ([::]:5555 beside 0.0.0.0:5555 is one port).
+        // Each port once, in the order first given ([::]:5555 beside 0.0.0.0:5555 is one port);
+        // a port on loopback only is no use to a crawler elsewhere, unless loopback is all there is
+        // (a server tried out on one machine).
         let ports = |addrs: &[SocketAddr]| {
+            let local_only = addrs.iter().all(|a| a.ip().is_loopback());
             let mut ports: Vec<u16> = Vec::new();
             for a in addrs {
-                if !ports.contains(&a.port()) {
+                if (local_only || !a.ip().is_loopback()) && !ports.contains(&a.port()) {
                     ports.push(a.port());
                 }
             }
@@ -762,7 +765,7 @@ fn spawn_heartbeat(
                 // Each defence's hits since the last heartbeat, named: "conn_cap=3 flood=120".
                 let limits: Vec<String> = Limit::ALL
                     .iter()
-                    .map(|&l| format!("{}={}", l.name(), now_total.hits(l) - last_total.hits(l)))
+                    .map(|&l| format!("{}={}", l.name(), now_total.hits(l).saturating_sub(last_total.hits(l))))
                     .collect();
                 info!(
                     connections = now_total.connections,
@@ -770,11 +773,11 @@ fn spawn_heartbeat(
                     per_shard = %per_shard.join(" "),
                     channels = now_total.channels,
                     members = now_total.members,
-                    lines_per_s = ((now_total.lines - last_total.lines) as f64 / secs).round(),
+                    lines_per_s = (now_total.lines.saturating_sub(last_total.lines) as f64 / secs).round(),
                     deliveries_per_s =
-                        ((now_total.deliveries - last_total.deliveries) as f64 / secs).round(),
-                    dropped = now_total.dropped - last_total.dropped,
-                    ring_dropped = now_total.ring_dropped - last_total.ring_dropped,
+                        (now_total.deliveries.saturating_sub(last_total.deliveries) as f64 / secs).round(),
+                    dropped = now_total.dropped.saturating_sub(last_total.dropped),
+                    ring_dropped = now_total.ring_dropped.saturating_sub(last_total.ring_dropped),
                     log_dropped = chanlog.dropped(),
                     limits = %limits.join(" "),
                     cluster = %cluster.as_ref().map_or_else(|| "off".to_string(), |c| {

@@ -236,6 +236,8 @@ pub struct LocalStats {
     pub ring_dropped: Cell<u64>,
     /// How long lines waited in sessions' queues, from the queue to the write that sent them.
     pub latency: LocalHistogram,
+    /// Answers given so far: numbers them, so that of two answers the later is known.
+    answers: Cell<u64>,
 }
 
 /// Adds `n` to a plain counter.
@@ -246,7 +248,9 @@ pub fn add(counter: &Cell<u64>, n: u64) {
 impl LocalStats {
     /// What the shard answers when asked, with what its hub knows.
     pub fn snapshot(&self, channels: u64, members: u64) -> LocalSnapshot {
+        add(&self.answers, 1);
         LocalSnapshot {
+            answer: self.answers.get(),
             channels,
             members,
             lines: self.lines.get(),
@@ -261,6 +265,8 @@ impl LocalStats {
 /// A shard's answer to an [`Ask`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalSnapshot {
+    /// Which of the shard's answers this is (1 for its first): a later answer has a larger one.
+    pub answer: u64,
     /// Channels homed on the shard.
     pub channels: u64,
     /// Local sessions in a channel.
@@ -505,7 +511,11 @@ impl Stats {
             .zip(last.iter_mut())
             .map(|(answer, last)| match answer {
                 Some(snapshot) => {
-                    *last = snapshot;
+                    // Two askers may store their answers in either order: the last one kept is
+                    // the shard's latest, so what stands in for a missing answer never goes back.
+                    if snapshot.answer > last.answer {
+                        *last = snapshot;
+                    }
                     (true, snapshot)
                 }
                 None => (false, *last),
@@ -587,14 +597,43 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_kept_for_a_silent_shard_is_its_latest_whatever_order_askers_store_in() {
+        let (stats, asks) = stats(1);
+        let local = LocalStats::default();
+        // Asker X's question is taken first, then asker Y's.
+        let x = {
+            let stats = stats.clone();
+            std::thread::spawn(move || stats.snapshot_within(Duration::from_secs(10)))
+        };
+        let first = asks[0].recv().unwrap();
+        let y = {
+            let stats = stats.clone();
+            std::thread::spawn(move || stats.snapshot_within(Duration::from_secs(10)))
+        };
+        let second = asks[0].recv().unwrap();
+        add(&local.lines, 10);
+        let older = local.snapshot(0, 0);
+        add(&local.lines, 10);
+        // Y hears the later answer and stores it first; X then stores the earlier one.
+        second.answer(0, local.snapshot(0, 0));
+        assert_eq!(y.join().unwrap().shards[0].lines, 20);
+        first.answer(0, older);
+        assert_eq!(x.join().unwrap().shards[0].lines, 10);
+        // The shard falls silent: what stands in for it is its latest answer, not X's.
+        let silent = stats.snapshot_within(Duration::ZERO);
+        assert!(!silent.shards[0].up);
+        assert_eq!(silent.shards[0].lines, 20);
+    }
+
+    #[test]
     fn a_shard_that_answers_is_up_and_one_that_does_not_keeps_its_last_answer() {
         let (stats, asks) = stats(2);
         let answerer = {
             let asks = asks[0].clone();
             std::thread::spawn(move || {
-                for (n, ask) in asks.iter().take(2).enumerate() {
-                    let local = LocalStats::default();
-                    add(&local.lines, 10 * (n as u64 + 1));
+                let local = LocalStats::default();
+                for ask in asks.iter().take(2) {
+                    add(&local.lines, 10);
                     local.latency.observe(300, 2);
                     ask.answer(0, local.snapshot(3, 4));
                 }

@@ -80,8 +80,21 @@ pub struct Terminal {
     last_ttype: u64,
     /// We said WILL ECHO for a password prompt and must say WONT ECHO after it.
     echo_for_password: bool,
-    /// The client agreed to MSSP: the session owes it the table (see [`Terminal::take_mssp_request`]).
-    mssp_asked: bool,
+    /// Where the MSSP table stands: owed once the client agrees, sent once per connection.
+    mssp: Mssp,
+}
+
+/// The MSSP table's progress on one connection: a client that turns the option off and on again
+/// gets no second table (each would cost the server a table's building and sending).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mssp {
+    /// Not asked for yet.
+    #[default]
+    NotAsked,
+    /// The client agreed: the session owes it the table.
+    Owed,
+    /// Sent.
+    Sent,
 }
 
 impl Terminal {
@@ -100,10 +113,14 @@ impl Terminal {
         self.telnet.request_local(opt::MSSP, true, out);
     }
 
-    /// Whether the client has asked for the MSSP table since the last call (by agreeing to the
-    /// option: a client that asks again after refusing it asks again).
+    /// Whether the session owes the client the MSSP table (it agreed to the option), once per
+    /// connection: true once, then false for good.
     pub fn take_mssp_request(&mut self) -> bool {
-        std::mem::take(&mut self.mssp_asked)
+        if self.mssp == Mssp::Owed {
+            self.mssp = Mssp::Sent;
+            return true;
+        }
+        false
     }
 
     /// How input is edited and output drawn right now.
@@ -180,7 +197,9 @@ impl Terminal {
                 None
             }
             Event::LocalEnabled(opt::MSSP) => {
-                self.mssp_asked = true;
+                if self.mssp == Mssp::NotAsked {
+                    self.mssp = Mssp::Owed;
+                }
                 None
             }
             Event::WindowSize { width, .. } => {
@@ -522,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_that_agrees_to_mssp_is_owed_the_table_once_per_yes() {
+    fn a_client_that_agrees_to_mssp_is_owed_the_table_once_per_connection() {
         let (mut term, mut out) = plain_terminal();
         assert!(!term.take_mssp_request(), "inetutils telnet never answered");
         type_in(&mut term, &[IAC, DO, opt::MSSP], &mut out);
@@ -530,6 +549,14 @@ mod tests {
         assert!(!term.take_mssp_request(), "owed once");
         // A repeated DO changes nothing (RFC 1143): no second table.
         type_in(&mut term, &[IAC, DO, opt::MSSP], &mut out);
+        assert!(!term.take_mssp_request());
+        // Nor does turning it off and on again: one table a connection.
+        type_in(
+            &mut term,
+            &[IAC, DONT, opt::MSSP, IAC, DO, opt::MSSP],
+            &mut out,
+        );
+        assert!(term.telnet.is_local_enabled(opt::MSSP));
         assert!(!term.take_mssp_request());
         // A refusal is taken quietly.
         let mut other = Terminal::new();

@@ -350,3 +350,40 @@ fn a_scrape_of_a_real_server_parses_and_counts_what_its_users_did() {
     server.wait();
     assert!(TcpStream::connect(addr).is_err(), "the endpoint is closed");
 }
+
+/// A client that trickles its request a byte at a time (each within any per-read timeout) holds
+/// the endpoint for one deadline in all, not for as long as it likes: other scrapes are answered,
+/// and the server stops while it is still trickling.
+#[test]
+fn a_trickling_client_holds_the_endpoint_for_one_deadline_at_most() {
+    let server = start_server_with(1, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let addr = server.metrics_addr().expect("metrics are on");
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"G").unwrap();
+    let trickler = std::thread::spawn(move || {
+        // The workload: a byte every 300 ms until a write fails, the server having closed the
+        // connection (a write after the close is refused by the peer's reset), or 20 s pass.
+        for _ in 0..66 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            if slow.write_all(b"E").is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    // Answered within the test's deadline (`http` waits at most that long), though the trickler
+    // never ends its request.
+    let scraped = scrape(addr);
+    assert!(scraped
+        .samples
+        .iter()
+        .any(|s| s.name == "ringtalk_shard_up"));
+    server.shutdown_trigger().trigger();
+    server.wait();
+    assert!(
+        trickler.join().unwrap(),
+        "the server closed the trickling connection"
+    );
+}
