@@ -54,9 +54,10 @@ pub struct Config {
     /// Address to listen on for plain telnet (repeatable: every address is served by every shard).
     /// The default accepts local users only; use 0.0.0.0:5555 to accept remote users over IPv4 and
     /// `[::]:5555` over IPv6. An IPv6 address listens for IPv6 only (IPV6_V6ONLY), so
-    /// `--listen 0.0.0.0:5555 --listen [::]:5555` serves both on one port.
+    /// `--listen 0.0.0.0:5555 --listen [::]:5555` serves both on one port. `none` listens for no
+    /// plain telnet at all (a server on `--tls-listen` alone).
     #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1:5555"])]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenArg>,
 
     /// Address to listen on for telnet over TLS (repeatable; none by default). Needs `--tls-cert`
     /// and `--tls-key`. IPv6 addresses are IPv6 only, as for `--listen`.
@@ -222,6 +223,30 @@ pub struct Config {
     pub ring_slots: Option<usize>,
 }
 
+/// One `--listen` value: an address, or `none`, which stands for no address (so `--listen none`
+/// leaves plain telnet off, and a configuration file can say so: `listen = ["none"]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenArg(pub Option<SocketAddr>);
+
+impl std::str::FromStr for ListenArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ListenArg, String> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(ListenArg(None));
+        }
+        s.parse()
+            .map(|a| ListenArg(Some(a)))
+            .map_err(|e| format!("{e} (an address such as 0.0.0.0:5555 or [::]:5555, or none)"))
+    }
+}
+
+impl From<SocketAddr> for ListenArg {
+    fn from(addr: SocketAddr) -> ListenArg {
+        ListenArg(Some(addr))
+    }
+}
+
 fn parse_node_name(s: &str) -> Result<String, String> {
     if crate::cluster::membership::valid_node_name(s) {
         Ok(s.to_string())
@@ -301,7 +326,11 @@ impl Config {
     /// Every address to listen on, with what it serves: the plain ones first, then TLS, each in
     /// the order given. A shard's listening sockets and their readiness tokens follow this order.
     pub fn listeners(&self) -> Vec<(SocketAddr, Serves)> {
-        let plain = self.listen.iter().map(|&a| (a, Serves::Telnet));
+        let plain = self
+            .listen
+            .iter()
+            .filter_map(|a| a.0)
+            .map(|a| (a, Serves::Telnet));
         let tls = self.tls_listen.iter().map(|&a| (a, Serves::TelnetOverTls));
         plain.chain(tls).collect()
     }
@@ -397,7 +426,7 @@ mod tests {
             "--tls-listen",
             "[::1]:5556",
         ]);
-        let want: Vec<SocketAddr> = vec![
+        let want: Vec<ListenArg> = vec![
             "0.0.0.0:5555".parse().unwrap(),
             "[::]:5555".parse().unwrap(),
         ];
@@ -423,6 +452,23 @@ mod tests {
         assert!(checked(&["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]).is_ok());
         let players = checked(&["--mssp", "PLAYERS=1000"]);
         assert!(players.unwrap_err().contains("PLAYERS"));
+    }
+
+    #[test]
+    fn listen_none_leaves_plain_telnet_off() {
+        let c =
+            Config::try_parse_from(["ringtalk", "--listen", "none", "--tls-listen", "[::]:5556"])
+                .unwrap();
+        let listeners = c.listeners();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].1, Serves::TelnetOverTls);
+        let c = Config::try_parse_from(["ringtalk", "--listen", "none", "--listen", "[::]:23"])
+            .unwrap();
+        assert_eq!(
+            c.listeners(),
+            [("[::]:23".parse().unwrap(), Serves::Telnet)]
+        );
+        assert!(Config::try_parse_from(["ringtalk", "--listen", "nowhere"]).is_err());
     }
 
     #[test]

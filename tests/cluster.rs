@@ -217,6 +217,15 @@ fn two_nodes_creating_one_channel_at_once_make_it_once() {
     let Some(nats) = Nats::start() else { return };
     let alpha = node(&nats.url(), "alpha", "127.0.0.1:0");
     let beta = node(&nats.url(), "beta", "127.0.0.1:0");
+    // The race is between two creates, not with the nodes finding each other: a node that has
+    // just become a channel's home answers joins "try again" until it has read the channel's
+    // settings, which a join made while the view changes can meet.
+    for server in [&alpha, &beta] {
+        wait_until(
+            || nodes(server) == ["alpha", "beta"] && server.cluster_view().unwrap().connected,
+            "both nodes to see both",
+        );
+    }
     let mut ann = user(alpha.addr(), "ann", true);
     let mut bob = user(beta.addr(), "bob", true);
     for round in 0..5 {

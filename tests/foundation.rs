@@ -581,7 +581,7 @@ fn a_port_in_use_stops_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ringtalk::Config::for_tests(dir.path());
     config.shards = Some(2);
-    config.listen = vec![taken.local_addr().unwrap()];
+    config.listen = vec![taken.local_addr().unwrap().into()];
     let err = match ringtalk::Server::start(config) {
         Ok(_) => panic!("the server started on a port that is in use"),
         Err(e) => e,

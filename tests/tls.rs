@@ -370,6 +370,27 @@ fn a_reload_with_an_unusable_certificate_changes_nothing() {
     assert!(common::contains(d.text(), b"Not to be seen."));
 }
 
+/// `--listen none` leaves plain telnet off: a server on its TLS address alone.
+#[test]
+fn a_server_may_listen_on_tls_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = Certificate::new(dir.path(), "server");
+    let server = tls_server(&cert, |c| c.listen = vec!["none".parse().unwrap()]);
+    assert!(server.running().local_addrs().is_empty());
+    let mut c = Client::connect_tls(server.tls_addr(), Kind::Raw, cert.client());
+    c.create_account("ann", PASSWORD);
+    // MSSP names no plain port, and the TLS one.
+    let mut crawler = Client::connect_tls(server.tls_addr(), Kind::Raw, cert.client());
+    crawler.expect("Username: ");
+    crawler.send_line("MSSP-REQUEST");
+    let rest = crawler.expect_closed();
+    assert!(!rest.contains("PORT\t"), "{rest}");
+    assert!(
+        rest.contains(&format!("TLS\t{}", server.tls_addr().port())),
+        "{rest}"
+    );
+}
+
 /// The plain and TLS addresses a server reports are the ones it listens on, with real ports.
 #[test]
 fn a_server_reports_every_address_it_listens_on() {

@@ -6,6 +6,7 @@
 //! move to the home's shard ([`Stop::MoveHome`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use shard_proto::{ChannelName, JoinOutcome};
 
@@ -163,28 +164,46 @@ async fn join(ctx: &mut impl Ctx, channel: &str) -> Result<(), Stop> {
     enter(ctx, channel, false).await
 }
 
+/// How long a join answered "not just now" waits before it is asked again, each time, before the
+/// user is told: a home that has just opened or taken over a channel (a node that missed its
+/// making, a failover) has its settings read back within milliseconds, and a user should not have
+/// to type the command again for that. About 0.75 s in all.
+const JOIN_RETRY_WAITS_MS: [u64; 4] = [50, 100, 200, 400];
+
 /// Asks the channel's home to let this session in and says how that went.
 async fn enter(ctx: &mut impl Ctx, channel: ChannelName, create: bool) -> Result<(), Stop> {
     let key = ctx.key();
     let asked = channel.clone();
     let name: Arc<str> = ctx.name().clone();
-    let sent = ctx
-        .shard()
-        .chat(|hub, out| hub.join(key, channel, name, create, out));
-    if !sent {
-        // Cannot happen while a session runs one command at a time; never wait for an
-        // answer to a request that was not made.
-        ctx.say("You are already joining a channel; wait for the answer.");
-        return Ok(());
-    }
-    let Reply::Joined {
-        channel,
-        outcome,
-        come_home,
-        topic,
-    } = ctx.reply(|r| matches!(r, Reply::Joined { .. })).await?
-    else {
-        return Ok(());
+    let mut retries = JOIN_RETRY_WAITS_MS.iter();
+    let (channel, outcome, come_home, topic) = loop {
+        let (channel, name) = (asked.clone(), name.clone());
+        let sent = ctx
+            .shard()
+            .chat(|hub, out| hub.join(key, channel, name, create, out));
+        if !sent {
+            // Cannot happen while a session runs one command at a time; never wait for an
+            // answer to a request that was not made.
+            ctx.say("You are already joining a channel; wait for the answer.");
+            return Ok(());
+        }
+        let Reply::Joined {
+            channel,
+            outcome,
+            come_home,
+            topic,
+        } = ctx.reply(|r| matches!(r, Reply::Joined { .. })).await?
+        else {
+            return Ok(());
+        };
+        if matches!(outcome, JoinOutcome::Unavailable) {
+            if let Some(&ms) = retries.next() {
+                ctx.wait(glommio::timer::sleep(Duration::from_millis(ms)))
+                    .await?;
+                continue;
+            }
+        }
+        break (channel, outcome, come_home, topic);
     };
     match outcome {
         JoinOutcome::Joined(_) => {
