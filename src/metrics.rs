@@ -58,7 +58,7 @@ use crate::chanlog::ChannelLog;
 use crate::cluster::ClusterWatch;
 use crate::defences::Limit;
 use crate::listener::LogLimiter;
-use crate::stats::{Histogram, LoginOutcome, Stats, BUCKET_BOUNDS_US};
+use crate::stats::{Histogram, LoginOutcome, ShardSnapshot, Stats, BUCKET_BOUNDS_US};
 
 /// The most bytes of a request read; a request whose headers do not end within them is refused.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -87,6 +87,59 @@ pub struct Sources {
     pub cluster: Option<ClusterWatch>,
 }
 
+/// The families with one sample per shard: name, help, type, and the shard's value.
+type PerShard = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardSnapshot) -> u64,
+);
+
+const PER_SHARD: [PerShard; 7] = [
+    (
+        "ringtalk_connections",
+        "Connections open now.",
+        "gauge",
+        |s| s.connections,
+    ),
+    (
+        "ringtalk_logged_in_users",
+        "Sessions logged in now.",
+        "gauge",
+        |s| s.logged_in,
+    ),
+    (
+        "ringtalk_connections_accepted_total",
+        "Connections accepted since start.",
+        "counter",
+        |s| s.accepted,
+    ),
+    (
+        "ringtalk_channels",
+        "Channels homed on the shard.",
+        "gauge",
+        |s| s.channels,
+    ),
+    (
+        "ringtalk_channel_members",
+        "The shard's sessions that are in a channel.",
+        "gauge",
+        |s| s.members,
+    ),
+    (
+        "ringtalk_lines_total",
+        "Lines ordered by channels homed on the shard (chat, joins, leaves) since start.",
+        "counter",
+        |s| s.lines,
+    ),
+    (
+        "ringtalk_deliveries_total",
+        "Lines put into the shard's sessions' outgoing queues since start.",
+        "counter",
+        |s| s.deliveries,
+    ),
+];
+
 /// The text of one scrape.
 pub fn render(sources: &Sources) -> String {
     let snap = sources.stats.snapshot();
@@ -113,26 +166,10 @@ pub fn render(sources: &Sources) -> String {
         Seconds(snap.asked_in.as_micros() as u64),
     );
 
-    t.family("ringtalk_connections", "Connections open now.", "gauge");
-    per_shard(&mut t, "ringtalk_connections", &|i| {
-        snap.shards[i].connections
-    });
-    t.family(
-        "ringtalk_logged_in_users",
-        "Sessions logged in now.",
-        "gauge",
-    );
-    per_shard(&mut t, "ringtalk_logged_in_users", &|i| {
-        snap.shards[i].logged_in
-    });
-    t.family(
-        "ringtalk_connections_accepted_total",
-        "Connections accepted since start.",
-        "counter",
-    );
-    per_shard(&mut t, "ringtalk_connections_accepted_total", &|i| {
-        snap.shards[i].accepted
-    });
+    for (name, help, kind, value) in PER_SHARD {
+        t.family(name, help, kind);
+        per_shard(&mut t, name, &|i| value(&snap.shards[i]));
+    }
 
     let total = snap.total();
     t.family(
@@ -159,31 +196,6 @@ pub fn render(sources: &Sources) -> String {
             total.hits(limit),
         );
     }
-
-    t.family("ringtalk_channels", "Channels homed on the shard.", "gauge");
-    per_shard(&mut t, "ringtalk_channels", &|i| snap.shards[i].channels);
-    t.family(
-        "ringtalk_channel_members",
-        "The shard's sessions that are in a channel.",
-        "gauge",
-    );
-    per_shard(&mut t, "ringtalk_channel_members", &|i| {
-        snap.shards[i].members
-    });
-    t.family(
-        "ringtalk_lines_total",
-        "Lines ordered by channels homed on the shard (chat, joins, leaves) since start.",
-        "counter",
-    );
-    per_shard(&mut t, "ringtalk_lines_total", &|i| snap.shards[i].lines);
-    t.family(
-        "ringtalk_deliveries_total",
-        "Lines put into the shard's sessions' outgoing queues since start.",
-        "counter",
-    );
-    per_shard(&mut t, "ringtalk_deliveries_total", &|i| {
-        snap.shards[i].deliveries
-    });
 
     t.family("ringtalk_dropped_total", "Lines dropped since start: a reader's full queue (queue), a full outbox to another shard (ring), the channel log's full queue (log), the way to or from other nodes (bridge).", "counter");
     for (i, shard) in shards.iter().enumerate() {
