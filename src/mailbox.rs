@@ -312,7 +312,7 @@ impl Mailbox {
         Some((lines, self.dropped.replace(0)))
     }
 
-    /// When the oldest queued line was queued (see [`Mailbox::push_line`]), if any is; read it
+    /// When the oldest queued line was queued (stamped as it was pushed), if any is; read it
     /// before [`Mailbox::take_lines`], which forgets it.
     pub fn queued_at(&self) -> Option<u32> {
         self.queued_at.get().map(NonZeroU32::get)
