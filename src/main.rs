@@ -53,7 +53,7 @@ fn main() {
     }
     // Log lines are written by a thread of their own: a shard that logs never waits on stderr.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    let (filter, log_filter) = reload::Layer::new(log_filter(&loaded.config));
+    let (filter, filter_handle) = reload::Layer::new(log_filter(&loaded.config));
     tracing_subscriber::registry()
         .with(filter)
         .with(
@@ -140,7 +140,7 @@ fn main() {
         for sig in signals.forever() {
             if sig == SIGHUP {
                 systemd::reloading();
-                reload_config(&args, &mut running, &reloader, &log_filter);
+                reload_config(&args, &mut running, &reloader, &filter_handle);
                 systemd::ready(&status);
                 continue;
             }

@@ -344,6 +344,30 @@ struct Opened {
     full: u32,
 }
 
+/// Connection `id` of the plan, from its source address, as `name`, connected (and for TLS,
+/// handshaken) by `deadline`.
+async fn connect_by(
+    ctx: &Ctx,
+    id: u32,
+    rcvbuf: Option<u32>,
+    name: String,
+    deadline: Instant,
+) -> Result<Conn, ClientError> {
+    let plan = &ctx.plan;
+    let connect = Conn::connect(
+        plan.addr,
+        Some(plan.source(id)),
+        rcvbuf,
+        name,
+        plan.protocol,
+        plan.client,
+        plan.tls,
+    );
+    timeout_at(deadline, connect)
+        .await
+        .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))?
+}
+
 /// Connects, logs in as `name` and joins `channel`, all before `timeout` runs out.
 async fn open(
     ctx: &Ctx,
@@ -355,19 +379,7 @@ async fn open(
 ) -> Result<Conn, ClientError> {
     let plan = &ctx.plan;
     let deadline = Instant::now() + ctx.timeout();
-    let src = plan.source(id);
-    let connect = Conn::connect(
-        plan.addr,
-        Some(src),
-        rcvbuf,
-        name,
-        plan.protocol,
-        plan.client,
-        plan.tls,
-    );
-    let mut conn = timeout_at(deadline, connect)
-        .await
-        .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))??;
+    let mut conn = connect_by(ctx, id, rcvbuf, name, deadline).await?;
     progress.connected = true;
     conn.login(&plan.password, deadline, &mut progress.login)
         .await?;
@@ -806,18 +818,7 @@ async fn handshake_client(ctx: Rc<Ctx>, id: u32) {
 async fn greeted_once(ctx: &Ctx, id: u32) -> Result<(), ClientError> {
     let plan = &ctx.plan;
     let deadline = Instant::now() + ctx.timeout();
-    let connect = Conn::connect(
-        plan.addr,
-        Some(plan.source(id)),
-        None,
-        plan.name(id),
-        plan.protocol,
-        plan.client,
-        plan.tls,
-    );
-    let mut conn = timeout_at(deadline, connect)
-        .await
-        .map_err(|_| ClientError::new(ErrorKind::Timeout, "connect: no answer in time"))??;
+    let mut conn = connect_by(ctx, id, None, plan.name(id), deadline).await?;
     loop {
         let greeted = match plan.protocol {
             Protocol::Ringtalk => conn.take_prompt() == Some(Prompt::Username),
